@@ -1,0 +1,148 @@
+//! Command line to validated configuration: clap's `Cli` with memcached's flag letters and
+//! meanings, turned once into a [`Config`] of bytes, limits and addresses.
+
+use std::net::{IpAddr, SocketAddr};
+
+use clap::{ArgAction, Parser};
+
+/// `-I` bounds, as memcached enforces them.
+const MIN_ITEM_SIZE: usize = 1024;
+const MAX_ITEM_SIZE: usize = 1024 << 20;
+
+/// Larder: a memcached-compatible cache server.
+#[derive(Debug, Parser)]
+#[command(name = "larder", version, about, long_about = None)]
+pub struct Cli {
+    /// TCP port to listen on.
+    #[arg(short = 'p', long = "port", default_value_t = 11211)]
+    pub port: u16,
+
+    /// Interfaces to listen on, comma-separated (e.g. 127.0.0.1,::1).
+    #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
+    pub listen: String,
+
+    /// Item memory in megabytes.
+    #[arg(short = 'm', long = "memory-limit", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    pub memory_limit: u64,
+
+    /// Maximum simultaneous connections.
+    #[arg(short = 'c', long = "conn-limit", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub conn_limit: u32,
+
+    /// Worker threads.
+    #[arg(short = 't', long = "threads", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: u16,
+
+    /// Largest item, with an optional k or m suffix (1k to 1024m).
+    #[arg(short = 'I', long = "max-item-size", default_value = "1m", value_parser = parse_item_size)]
+    pub max_item_size: usize,
+
+    /// More logging: -v debug (connections), -vv trace (every command). RUST_LOG overrides.
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Parses `-I`: bytes, or a number with a `k`/`m` suffix, within memcached's bounds.
+fn parse_item_size(s: &str) -> Result<usize, String> {
+    let (digits, unit) = match s.as_bytes().last() {
+        Some(b'k' | b'K') => (&s[..s.len() - 1], 1024),
+        Some(b'm' | b'M') => (&s[..s.len() - 1], 1024 * 1024),
+        _ => (s, 1),
+    };
+    let n: usize = digits.parse().map_err(|_| format!("'{s}' is not a size such as 512k or 2m"))?;
+    let bytes = n.checked_mul(unit).ok_or_else(|| format!("'{s}' is too large"))?;
+    if !(MIN_ITEM_SIZE..=MAX_ITEM_SIZE).contains(&bytes) {
+        return Err(format!("item size must be between 1k and 1024m, not {s}"));
+    }
+    Ok(bytes)
+}
+
+/// Validated settings the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    /// `-m` in bytes.
+    pub memory_limit: usize,
+    pub max_connections: usize,
+    pub threads: usize,
+    /// `-I` in bytes.
+    pub max_item_size: usize,
+    pub verbose: u8,
+}
+
+impl Config {
+    /// Checks a parsed command line and resolves its addresses.
+    pub fn from_cli(cli: &Cli) -> Result<Self, String> {
+        let mut listen = Vec::new();
+        for part in cli.listen.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let ip: IpAddr = part.parse().map_err(|_| format!("-l: '{part}' is not an IP address"))?;
+            listen.push(SocketAddr::new(ip, cli.port));
+        }
+        if listen.is_empty() {
+            return Err("-l: no address given".into());
+        }
+        let memory_limit = (cli.memory_limit as usize) << 20;
+        if cli.max_item_size > memory_limit / 2 && cli.max_item_size > MIN_ITEM_SIZE {
+            return Err(format!(
+                "-I ({} bytes) must not be more than half of -m ({} MiB)",
+                cli.max_item_size, cli.memory_limit
+            ));
+        }
+        Ok(Self {
+            listen,
+            memory_limit,
+            max_connections: cli.conn_limit as usize,
+            threads: usize::from(cli.threads),
+            max_item_size: cli.max_item_size,
+            verbose: cli.verbose,
+        })
+    }
+
+    /// Defaults for tests: an ephemeral port on 127.0.0.1, two threads.
+    pub fn for_tests() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            memory_limit: 64 << 20,
+            max_connections: 1024,
+            threads: 2,
+            max_item_size: 1 << 20,
+            verbose: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_memcached() {
+        let cli = Cli::parse_from(["larder"]);
+        let c = Config::from_cli(&cli).unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:11211".parse().unwrap()]);
+        assert_eq!((c.memory_limit, c.max_connections, c.threads, c.max_item_size), (64 << 20, 1024, 4, 1 << 20));
+    }
+
+    #[test]
+    fn flags() {
+        let cli = Cli::parse_from(["larder", "-p", "1", "-l", "127.0.0.1,::1", "-m", "128", "-I", "2m", "-vv"]);
+        let c = Config::from_cli(&cli).unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!((c.memory_limit, c.max_item_size, c.verbose), (128 << 20, 2 << 20, 2));
+        assert_eq!(parse_item_size("1k"), Ok(1024));
+        assert_eq!(parse_item_size("2048"), Ok(2048));
+        assert!(parse_item_size("512").is_err());
+        assert!(parse_item_size("2g").is_err());
+        assert!(parse_item_size("1025m").is_err());
+        assert!(Cli::try_parse_from(["larder", "-t", "0"]).is_err());
+        assert!(Cli::try_parse_from(["larder", "-p", "70000"]).is_err());
+        assert!(Config::from_cli(&Cli::parse_from(["larder", "-l", "nowhere"])).is_err());
+        assert!(Config::from_cli(&Cli::parse_from(["larder", "-m", "1", "-I", "1m"])).is_err());
+    }
+}

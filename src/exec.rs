@@ -1,0 +1,370 @@
+//! Where protocol meets store: runs one decoded [`Request`] against the [`Store`] and
+//! appends memcached's reply to the write buffer. Synchronous, never awaits, and counts
+//! what `stats` reports.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{BufMut, BytesMut};
+
+use crate::config::Config;
+use crate::protocol::encode::{Seconds, put_number, put_stat, put_value};
+use crate::protocol::{DetailCmd, Request, StatsGroup, StoreMode};
+use crate::stats::Stats;
+use crate::store::{ArithOutcome, Store, StoreOutcome};
+
+/// The version `version` and `stats` report: the crate's, so major >= 1 as libmemcached needs.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// memcached refuses `cache_memlimit` below this many MiB.
+const MIN_MEMLIMIT_MIB: u32 = 8;
+
+/// Everything a request can touch, shared by all connections.
+#[derive(Debug)]
+pub struct Ctx {
+    pub config: Config,
+    pub store: Store,
+    pub stats: Stats,
+}
+
+impl Ctx {
+    pub fn new(config: Config, clock: crate::clock::Clock) -> Self {
+        let store = Store::new(clock, config.memory_limit, config.max_item_size);
+        Self { config, store, stats: Stats::default() }
+    }
+}
+
+/// Whether the connection goes on after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Close,
+}
+
+/// Runs one request and appends its reply (if any) to `out`.
+pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
+    let (store, stats) = (&ctx.store, &ctx.stats);
+    match req {
+        Request::Get { keys, with_cas, touch } => {
+            let deadline = touch.map(|e| store.clock().deadline(e));
+            for key in keys.iter() {
+                let hit = match deadline {
+                    Some(d) => {
+                        Stats::incr(&stats.cmd_touch);
+                        let hit = store.get_and_touch(key, d);
+                        Stats::incr(if hit.is_some() { &stats.touch_hits } else { &stats.touch_misses });
+                        hit
+                    }
+                    None => {
+                        Stats::incr(&stats.cmd_get);
+                        let hit = store.get(key);
+                        Stats::incr(if hit.is_some() { &stats.get_hits } else { &stats.get_misses });
+                        hit
+                    }
+                };
+                if let Some(h) = hit {
+                    put_value(out, key, h.flags, &h.value, with_cas.then_some(h.cas));
+                }
+            }
+            out.put_slice(b"END\r\n");
+        }
+        Request::Store { mode, key, flags, exptime, value, noreply } => {
+            Stats::incr(&stats.cmd_set);
+            let deadline = store.clock().deadline(exptime);
+            let reply: &[u8] = match store.store(mode, &key, flags, deadline, &value) {
+                StoreOutcome::Stored => b"STORED\r\n",
+                StoreOutcome::NotStored => b"NOT_STORED\r\n",
+                StoreOutcome::Exists => b"EXISTS\r\n",
+                StoreOutcome::NotFound => b"NOT_FOUND\r\n",
+            };
+            reply_unless(out, noreply, reply);
+        }
+        Request::TooLarge { key, mode, noreply } => {
+            Stats::incr(&stats.store_too_large);
+            // A client that sees this error assumes the old value is gone: memcached makes
+            // it so for `set`, and so do we.
+            if mode == StoreMode::Set {
+                store.delete(&key);
+            }
+            reply_unless(out, noreply, b"SERVER_ERROR object too large for cache\r\n");
+        }
+        Request::Delete { key, noreply } => {
+            let hit = store.delete(&key);
+            Stats::incr(if hit { &stats.delete_hits } else { &stats.delete_misses });
+            reply_unless(out, noreply, if hit { b"DELETED\r\n" } else { b"NOT_FOUND\r\n" });
+        }
+        Request::Arith { key, delta, incr, noreply } => {
+            let (hits, misses) =
+                if incr { (&stats.incr_hits, &stats.incr_misses) } else { (&stats.decr_hits, &stats.decr_misses) };
+            match store.arith(&key, incr, delta) {
+                ArithOutcome::Value(v) => {
+                    Stats::incr(hits);
+                    if !noreply {
+                        put_number(out, v);
+                    }
+                }
+                ArithOutcome::NotFound => {
+                    Stats::incr(misses);
+                    reply_unless(out, noreply, b"NOT_FOUND\r\n");
+                }
+                ArithOutcome::NonNumeric => reply_unless(
+                    out,
+                    noreply,
+                    b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+                ),
+            }
+        }
+        Request::Touch { key, exptime, noreply } => {
+            Stats::incr(&stats.cmd_touch);
+            let hit = store.touch(&key, store.clock().deadline(exptime));
+            Stats::incr(if hit { &stats.touch_hits } else { &stats.touch_misses });
+            reply_unless(out, noreply, if hit { b"TOUCHED\r\n" } else { b"NOT_FOUND\r\n" });
+        }
+        Request::FlushAll { delay, noreply } => {
+            Stats::incr(&stats.cmd_flush);
+            store.flush_all(delay);
+            reply_unless(out, noreply, b"OK\r\n");
+        }
+        Request::Stats { group } => write_stats(ctx, group, out),
+        Request::Version => {
+            out.put_slice(b"VERSION ");
+            out.put_slice(VERSION.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        Request::Verbosity { noreply } => reply_unless(out, noreply, b"OK\r\n"),
+        Request::CacheMemlimit { mib, noreply } => {
+            let reply: &[u8] = if mib < MIN_MEMLIMIT_MIB {
+                b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n"
+            } else if mib > 1_000_000_000 {
+                b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n"
+            } else {
+                store.set_limit((mib as usize) << 20);
+                b"OK\r\n"
+            };
+            reply_unless(out, noreply, reply);
+        }
+        Request::Shutdown => out.put_slice(b"ERROR: shutdown not enabled\r\n"),
+        Request::MetaNoop => out.put_slice(b"MN\r\n"),
+        Request::Quit => return Flow::Close,
+    }
+    Flow::Continue
+}
+
+fn reply_unless(out: &mut BytesMut, noreply: bool, reply: &[u8]) {
+    if !noreply {
+        out.put_slice(reply);
+    }
+}
+
+fn write_stats(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
+    match group {
+        StatsGroup::General => general_stats(ctx, out),
+        StatsGroup::Settings => settings_stats(ctx, out),
+        StatsGroup::Items => {
+            let items = ctx.store.len();
+            if items > 0 {
+                put_stat(out, "items:1:number", items);
+                put_stat(out, "items:1:evicted", Stats::read(&ctx.store.stats.evictions));
+                put_stat(out, "items:1:reclaimed", Stats::read(&ctx.store.stats.reclaimed));
+                put_stat(out, "items:1:expired_unfetched", Stats::read(&ctx.store.stats.expired_unfetched));
+            }
+        }
+        StatsGroup::Slabs => {
+            put_stat(out, "active_slabs", 0u32);
+            put_stat(out, "total_malloced", ctx.store.bytes());
+        }
+        StatsGroup::Sizes => put_stat(out, "sizes_status", "disabled"),
+        StatsGroup::Conns => {}
+        StatsGroup::Reset => {
+            ctx.stats.reset();
+            out.put_slice(b"RESET\r\n");
+            return;
+        }
+        StatsGroup::Detail(DetailCmd::On | DetailCmd::Off) => {
+            out.put_slice(b"OK\r\n");
+            return;
+        }
+        StatsGroup::Detail(DetailCmd::Dump) => {}
+        StatsGroup::DetailUsage => {
+            out.put_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n");
+            return;
+        }
+    }
+    out.put_slice(b"END\r\n");
+}
+
+fn rusage() -> (Seconds, Seconds) {
+    // SAFETY: getrusage only writes the struct we pass, which is plain old data.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let secs = |tv: libc::timeval| Seconds { secs: tv.tv_sec as u64, micros: tv.tv_usec as u32 };
+    (secs(ru.ru_utime), secs(ru.ru_stime))
+}
+
+/// `stats`, with memcached 1.6's field names in its order. Fields about machinery Larder
+/// does not have (slab mover, LRU crawler, extstore) report 0.
+fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
+    let (s, st, store) = (&ctx.stats, &ctx.store.stats, &ctx.store);
+    let r = Stats::read;
+    let clock = store.clock();
+    let (user, system) = rusage();
+    let cas_misses = st.cas_misses.load(Relaxed);
+    put_stat(out, "pid", std::process::id());
+    put_stat(out, "uptime", clock.now());
+    put_stat(out, "time", clock.unix_now());
+    put_stat(out, "version", VERSION);
+    put_stat(out, "libevent", "tokio");
+    put_stat(out, "pointer_size", usize::BITS);
+    put_stat(out, "rusage_user", user);
+    put_stat(out, "rusage_system", system);
+    put_stat(out, "max_connections", ctx.config.max_connections);
+    put_stat(out, "curr_connections", r(&s.curr_connections));
+    put_stat(out, "total_connections", r(&s.total_connections));
+    put_stat(out, "rejected_connections", r(&s.rejected_connections));
+    put_stat(out, "connection_structures", r(&s.curr_connections));
+    for name in ["response_obj_oom", "response_obj_count", "response_obj_bytes", "read_buf_count",
+        "read_buf_bytes", "read_buf_bytes_free", "read_buf_oom", "reserved_fds"] {
+        put_stat(out, name, 0u32);
+    }
+    put_stat(out, "cmd_get", r(&s.cmd_get));
+    put_stat(out, "cmd_set", r(&s.cmd_set));
+    put_stat(out, "cmd_flush", r(&s.cmd_flush));
+    put_stat(out, "cmd_touch", r(&s.cmd_touch));
+    put_stat(out, "cmd_meta", r(&s.cmd_meta));
+    put_stat(out, "get_hits", r(&s.get_hits));
+    put_stat(out, "get_misses", r(&s.get_misses));
+    put_stat(out, "get_expired", r(&st.get_expired));
+    put_stat(out, "get_flushed", r(&st.get_flushed));
+    put_stat(out, "delete_misses", r(&s.delete_misses));
+    put_stat(out, "delete_hits", r(&s.delete_hits));
+    put_stat(out, "incr_misses", r(&s.incr_misses));
+    put_stat(out, "incr_hits", r(&s.incr_hits));
+    put_stat(out, "decr_misses", r(&s.decr_misses));
+    put_stat(out, "decr_hits", r(&s.decr_hits));
+    put_stat(out, "cas_misses", cas_misses);
+    put_stat(out, "cas_hits", r(&st.cas_hits));
+    put_stat(out, "cas_badval", r(&st.cas_badval));
+    put_stat(out, "touch_hits", r(&s.touch_hits));
+    put_stat(out, "touch_misses", r(&s.touch_misses));
+    put_stat(out, "store_too_large", r(&s.store_too_large));
+    put_stat(out, "store_no_memory", r(&s.store_no_memory));
+    put_stat(out, "auth_cmds", 0u32);
+    put_stat(out, "auth_errors", 0u32);
+    put_stat(out, "bytes_read", r(&s.bytes_read));
+    put_stat(out, "bytes_written", r(&s.bytes_written));
+    put_stat(out, "limit_maxbytes", store.limit());
+    put_stat(out, "accepting_conns", 1u32);
+    put_stat(out, "listen_disabled_num", 0u32);
+    put_stat(out, "time_in_listen_disabled_us", 0u32);
+    put_stat(out, "threads", ctx.config.threads);
+    put_stat(out, "conn_yields", r(&s.conn_yields));
+    put_stat(out, "hash_power_level", 16u32);
+    put_stat(out, "hash_bytes", 524288u32);
+    put_stat(out, "hash_is_expanding", 0u32);
+    for name in ["slab_reassign_rescues", "slab_reassign_chunk_rescues", "slab_reassign_evictions_nomem",
+        "slab_reassign_inline_reclaim", "slab_reassign_busy_items", "slab_reassign_busy_deletes",
+        "slab_reassign_running", "slabs_moved", "lru_crawler_running", "lru_crawler_starts",
+        "lru_maintainer_juggles", "malloc_fails", "log_worker_dropped", "log_worker_written",
+        "log_watcher_skipped", "log_watcher_sent", "log_watchers", "unexpected_napi_ids",
+        "round_robin_fallback"] {
+        put_stat(out, name, 0u32);
+    }
+    put_stat(out, "bytes", store.bytes());
+    put_stat(out, "curr_items", store.len());
+    put_stat(out, "total_items", r(&st.total_items));
+    put_stat(out, "slab_global_page_pool", 0u32);
+    put_stat(out, "expired_unfetched", r(&st.expired_unfetched));
+    put_stat(out, "evicted_unfetched", 0u32);
+    put_stat(out, "evicted_active", 0u32);
+    put_stat(out, "evictions", r(&st.evictions));
+    put_stat(out, "reclaimed", r(&st.reclaimed));
+    for name in ["crawler_reclaimed", "crawler_items_checked", "lrutail_reflocked", "moves_to_cold",
+        "moves_to_warm", "moves_within_lru", "direct_reclaims", "lru_bumps_dropped"] {
+        put_stat(out, name, 0u32);
+    }
+}
+
+/// `stats settings`, with memcached 1.6's names; values describe Larder where they apply.
+fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
+    let c = &ctx.config;
+    let port = c.listen.first().map_or(0, |a| a.port());
+    put_stat(out, "maxbytes", ctx.store.limit());
+    put_stat(out, "maxconns", c.max_connections);
+    put_stat(out, "tcpport", port);
+    put_stat(out, "udpport", 0u32);
+    let inter = c.listen.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(",");
+    put_stat(out, "inter", inter);
+    put_stat(out, "verbosity", c.verbose);
+    put_stat(out, "oldest", 0u32);
+    put_stat(out, "evictions", "on");
+    put_stat(out, "domain_socket", "NULL");
+    put_stat(out, "umask", 700u32);
+    put_stat(out, "shutdown_command", false);
+    put_stat(out, "growth_factor", "1.25");
+    put_stat(out, "chunk_size", 48u32);
+    put_stat(out, "num_threads", c.threads);
+    put_stat(out, "num_threads_per_udp", c.threads);
+    put_stat(out, "stat_key_prefix", ":");
+    put_stat(out, "detail_enabled", false);
+    put_stat(out, "reqs_per_event", 20u32);
+    put_stat(out, "cas_enabled", true);
+    put_stat(out, "tcp_backlog", 1024u32);
+    put_stat(out, "binding_protocol", "ascii");
+    put_stat(out, "auth_enabled_sasl", false);
+    put_stat(out, "auth_enabled_ascii", false);
+    put_stat(out, "item_size_max", c.max_item_size);
+    put_stat(out, "maxconns_fast", true);
+    put_stat(out, "hashpower_init", 0u32);
+    put_stat(out, "slab_reassign", false);
+    put_stat(out, "slab_automove", 0u32);
+    put_stat(out, "slab_automove_ratio", "0.80");
+    put_stat(out, "slab_automove_window", 30u32);
+    put_stat(out, "slab_chunk_max", c.max_item_size / 2);
+    put_stat(out, "lru_crawler", false);
+    put_stat(out, "lru_crawler_sleep", 100u32);
+    put_stat(out, "lru_crawler_tocrawl", 0u32);
+    put_stat(out, "tail_repair_time", 0u32);
+    put_stat(out, "flush_enabled", true);
+    put_stat(out, "dump_enabled", false);
+    put_stat(out, "hash_algorithm", "siphash");
+    put_stat(out, "lru_maintainer_thread", false);
+    put_stat(out, "lru_segmented", false);
+    put_stat(out, "hot_lru_pct", 20u32);
+    put_stat(out, "warm_lru_pct", 40u32);
+    put_stat(out, "hot_max_factor", "0.20");
+    put_stat(out, "warm_max_factor", "2.00");
+    put_stat(out, "temp_lru", false);
+    put_stat(out, "temporary_ttl", 61u32);
+    put_stat(out, "idle_timeout", 0u32);
+    put_stat(out, "watcher_logbuf_size", 262144u32);
+    put_stat(out, "worker_logbuf_size", 65536u32);
+    put_stat(out, "read_buf_mem_limit", 0u32);
+    put_stat(out, "track_sizes", false);
+    put_stat(out, "inline_ascii_response", false);
+    put_stat(out, "ext_item_size", 512u32);
+    put_stat(out, "ext_item_age", u32::MAX);
+    put_stat(out, "ext_low_ttl", 0u32);
+    put_stat(out, "ext_recache_rate", 2000u32);
+    put_stat(out, "ext_wbuf_size", 4194304u32);
+    put_stat(out, "ext_compact_under", 0u32);
+    put_stat(out, "ext_drop_under", 0u32);
+    put_stat(out, "ext_max_sleep", 1000000u32);
+    put_stat(out, "ext_max_frag", "0.80");
+    put_stat(out, "slab_automove_freeratio", "0.010");
+    put_stat(out, "ext_drop_unread", false);
+    put_stat(out, "ssl_enabled", false);
+    put_stat(out, "ssl_chain_cert", "(null)");
+    put_stat(out, "ssl_key", "(null)");
+    put_stat(out, "ssl_verify_mode", 0u32);
+    put_stat(out, "ssl_keyformat", 1u32);
+    put_stat(out, "ssl_ciphers", "NULL");
+    put_stat(out, "ssl_ca_cert", "NULL");
+    put_stat(out, "ssl_wbuf_size", 16384u32);
+    put_stat(out, "ssl_session_cache", false);
+    put_stat(out, "ssl_kernel_tls", false);
+    put_stat(out, "ssl_min_version", "tlsv1.2");
+    put_stat(out, "num_napi_ids", "(null)");
+    put_stat(out, "memory_file", "(null)");
+}

@@ -1,0 +1,23 @@
+//! Larder: an in-memory cache server that speaks memcached's text protocol.
+//!
+//! Request flow: [`server`] accepts a socket under the connection limit and spawns a
+//! [`connection::Connection`] task. The connection reads into its buffer and drains it: the
+//! [`protocol::Decoder`] yields one [`protocol::Request`] per complete command, which
+//! [`exec::execute`] runs against the [`store::Store`], appending the reply to the write
+//! buffer. When no complete command is left, one write sends the whole batch.
+//!
+//! Three layers, one direction: connection (async I/O) -> protocol (bytes to requests) ->
+//! exec -> store (data). `protocol` and `store` never import each other's types except the
+//! storage mode and the item-size rule both must agree on.
+
+pub mod clock;
+pub mod config;
+pub mod connection;
+pub mod exec;
+pub mod protocol;
+pub mod server;
+pub mod stats;
+pub mod store;
+
+pub use config::{Cli, Config};
+pub use exec::Ctx;

@@ -1,0 +1,71 @@
+//! The `larder` binary: command line, logging, listeners, runtime, signals.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use larder::clock::Clock;
+use larder::{Cli, Config, Ctx};
+use tokio::net::TcpListener;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = match Config::from_cli(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("larder: {e}");
+            std::process::exit(2);
+        }
+    };
+    init_logging(config.verbose);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
+        .thread_name("larder-worker")
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(serve(config))
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        info!(addr = %l.local_addr()?, "listening");
+        listeners.push(l);
+    }
+    info!(
+        version = larder::exec::VERSION,
+        memory_limit = config.memory_limit,
+        max_item_size = config.max_item_size,
+        max_connections = config.max_connections,
+        threads = config.threads,
+        "larder starting"
+    );
+    let ctx = Arc::new(Ctx::new(config, Clock::system()));
+    larder::server::run(listeners, ctx, shutdown_signal()).await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+        _ = term.recv() => info!("SIGTERM received"),
+    }
+}

@@ -1,0 +1,540 @@
+//! Text-protocol decoding: bytes in, [`Request`]s out. Owns framing (command lines, data
+//! blocks, swallowing refused data), input limits and memcached's argument rules; knows
+//! nothing about storage (see `exec`). Tokenising follows memcached's `tokenize_command`:
+//! tokens split on the space byte only, at most 24 counted, the line cut at a NUL byte.
+
+use std::ops::Range;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
+use super::{
+    DetailCmd, KEY_MAX_LENGTH, KeyList, ProtocolError, Rejection, Request, StatsGroup, StoreMode,
+};
+
+/// memcached closes a connection whose buffered command line passes this many bytes without
+/// a newline, unless the line is a `get`/`gets`.
+pub const MAX_LINE: usize = 2048;
+
+/// Our own bound on a `get`/`gets` line, which memcached leaves unbounded: 10,000 keys of
+/// 250 bytes fit with room to spare.
+pub const MAX_GET_LINE: usize = 4 << 20;
+
+/// memcached's `MAX_TOKENS`: the tokenizer stops after 23 tokens plus a terminal one.
+const MAX_TOKENS: usize = 24;
+
+/// Bytes memcached's item header adds to key and value when it checks an item against
+/// `-I`: `sizeof(item)` (48) + the key's NUL (1) + the data's `\r\n` (2) + the CAS (8).
+const ITEM_HEADER: usize = 48 + 1 + 2 + 8;
+
+/// Whether an item of this shape exceeds the item size limit, by memcached's own arithmetic
+/// (`item_size_ok`), so the largest storable value is the same byte for byte.
+pub fn item_too_large(key_len: usize, flags: u32, value_len: usize, max_item_size: usize) -> bool {
+    let flags_len = if flags == 0 { 0 } else { 4 };
+    ITEM_HEADER + key_len + flags_len + value_len > max_item_size
+}
+
+/// Decoder limits taken from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `-I`: the largest item, in bytes, header included as memcached counts it.
+    pub max_item_size: usize,
+}
+
+/// Incremental decoder over a connection's read buffer (the `tokio_util` `Decoder` shape).
+#[derive(Debug)]
+pub struct Decoder {
+    limits: Limits,
+    /// How far the current line has been searched for `\n` already.
+    scanned: usize,
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for a command line.
+    Line,
+    /// A storage command line was read; waiting for its data block and `\r\n`.
+    Data(PendingStore),
+    /// Discarding this many bytes of a refused data block.
+    Swallow(usize),
+}
+
+#[derive(Debug)]
+struct PendingStore {
+    mode: StoreMode,
+    key: Bytes,
+    flags: u32,
+    exptime: i32,
+    len: usize,
+    noreply: bool,
+}
+
+impl Decoder {
+    pub fn new(limits: Limits) -> Self {
+        Self { limits, scanned: 0, state: State::Line }
+    }
+
+    /// Decodes the next request. `Ok(None)` means more bytes are needed; consumed bytes are
+    /// split off `buf`. After an `Err` the input stays framed unless the error is fatal.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Rejection> {
+        loop {
+            match &mut self.state {
+                State::Swallow(left) => {
+                    let n = (*left).min(buf.len());
+                    buf.advance(n);
+                    *left -= n;
+                    if *left > 0 {
+                        return Ok(None);
+                    }
+                    self.state = State::Line;
+                }
+                State::Data(pending) => {
+                    let total = pending.len + 2;
+                    if buf.len() < total {
+                        buf.reserve(total - buf.len());
+                        return Ok(None);
+                    }
+                    let State::Data(p) = std::mem::replace(&mut self.state, State::Line) else {
+                        unreachable!()
+                    };
+                    let block = buf.split_to(total).freeze();
+                    if &block[p.len..] != b"\r\n" {
+                        return Err(Rejection { error: ProtocolError::BadDataChunk, noreply: p.noreply });
+                    }
+                    return Ok(Some(Request::Store {
+                        mode: p.mode,
+                        key: p.key,
+                        flags: p.flags,
+                        exptime: p.exptime,
+                        value: block.slice(..p.len),
+                        noreply: p.noreply,
+                    }));
+                }
+                State::Line => {
+                    let Some(i) = memchr::memchr(b'\n', &buf[self.scanned..]) else {
+                        self.scanned = buf.len();
+                        if buf.len() > MAX_LINE && !(is_multiget(buf) && buf.len() <= MAX_GET_LINE) {
+                            return Err(ProtocolError::LineTooLong.into());
+                        }
+                        return Ok(None);
+                    };
+                    let eol = self.scanned + i;
+                    self.scanned = 0;
+                    let frame = buf.split_to(eol + 1).freeze();
+                    // memcached strips a '\r' before the '\n' only when the line has more
+                    // than one byte before it ("\r\n" alone stays a one-byte command).
+                    let end = if eol > 1 && frame[eol - 1] == b'\r' { eol - 1 } else { eol };
+                    // The line is a C string to memcached: a NUL byte ends it.
+                    let end = memchr::memchr(0, &frame[..end]).unwrap_or(end);
+                    match self.parse_line(frame.slice(..end))? {
+                        Line::Done(req) => return Ok(Some(req)),
+                        Line::Data(p) => {
+                            buf.reserve(p.len + 2);
+                            self.state = State::Data(p);
+                        }
+                        Line::Refused { key, mode, len, noreply } => {
+                            self.state = State::Swallow(len + 2);
+                            return Ok(Some(Request::TooLarge { key, mode, noreply }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn parse_line(&self, line: Bytes) -> Result<Line, Rejection> {
+        let toks = Tokens::new(&line);
+        // ntokens as memcached counts it: the real tokens plus a terminal one.
+        let ntokens = toks.n + 1;
+        if toks.n == 0 || toks.len(0) < 2 {
+            return Err(ProtocolError::UnknownCommand.into());
+        }
+        let cmd = toks.get(&line, 0);
+        let want = |ok: bool| if ok { Ok(()) } else { Err(Rejection::from(ProtocolError::UnknownCommand)) };
+        let noreply = toks.get(&line, toks.n - 1) == b"noreply";
+        let silent = |error: ProtocolError| Rejection { error, noreply };
+        let key_at = |i: usize| -> Result<Bytes, Rejection> {
+            let r = toks.span(i);
+            if r.len() > KEY_MAX_LENGTH {
+                return Err(silent(ProtocolError::BadFormat));
+            }
+            Ok(line.slice(r))
+        };
+
+        let store_mode = match cmd {
+            b"set" => Some(StoreMode::Set),
+            b"add" => Some(StoreMode::Add),
+            b"replace" => Some(StoreMode::Replace),
+            b"append" => Some(StoreMode::Append),
+            b"prepend" => Some(StoreMode::Prepend),
+            b"cas" => Some(StoreMode::Cas { unique: 0 }),
+            _ => None,
+        };
+        if let Some(mut mode) = store_mode {
+            let base = if matches!(mode, StoreMode::Cas { .. }) { 7 } else { 6 };
+            want(ntokens == base || ntokens == base + 1)?;
+            let key = key_at(1)?;
+            let (Some(flags), Some(exptime), Some(len)) = (
+                parse_u32_truncating(toks.get(&line, 2)),
+                parse_i32_truncating(toks.get(&line, 3)),
+                parse_i32_truncating(toks.get(&line, 4)),
+            ) else {
+                return Err(silent(ProtocolError::BadFormat));
+            };
+            if let StoreMode::Cas { unique } = &mut mode {
+                *unique = parse_u64(toks.get(&line, 5)).ok_or(silent(ProtocolError::BadFormat))?;
+            }
+            if len < 0 || len > i32::MAX - 2 {
+                return Err(silent(ProtocolError::BadFormat));
+            }
+            let len = len as usize;
+            if item_too_large(key.len(), flags, len, self.limits.max_item_size) {
+                return Ok(Line::Refused { key, mode, len, noreply });
+            }
+            return Ok(Line::Data(PendingStore { mode, key, flags, exptime, len, noreply }));
+        }
+
+        let req = match cmd {
+            b"get" | b"gets" | b"gat" | b"gats" | b"bget" => {
+                want(ntokens >= 3)?;
+                let touch = cmd.starts_with(b"gat");
+                let with_cas = cmd.ends_with(b"s");
+                let (exptime, first_key) = if touch {
+                    let e = parse_i32_truncating(toks.get(&line, 1))
+                        .ok_or(Rejection::from(ProtocolError::BadExptime))?;
+                    (Some(e), 2)
+                } else {
+                    (None, 1)
+                };
+                let tail = if first_key < toks.n { line.slice(toks.span(first_key).start..) } else { Bytes::new() };
+                let keys = KeyList::new(tail);
+                if keys.iter().any(|k| k.len() > KEY_MAX_LENGTH) {
+                    return Err(ProtocolError::BadFormat.into());
+                }
+                Request::Get { keys, with_cas, touch: exptime }
+            }
+            b"delete" => {
+                want((3..=5).contains(&ntokens))?;
+                if ntokens > 3 {
+                    let hold_is_zero = toks.get(&line, 2) == b"0";
+                    let valid = (ntokens == 4 && (hold_is_zero || noreply))
+                        || (ntokens == 5 && hold_is_zero && noreply);
+                    if !valid {
+                        return Err(silent(ProtocolError::DeleteUsage));
+                    }
+                }
+                let noreply = ntokens > 3 && noreply;
+                let key = toks.span(1);
+                if key.len() > KEY_MAX_LENGTH {
+                    return Err(Rejection { error: ProtocolError::BadFormat, noreply });
+                }
+                Request::Delete { key: line.slice(key), noreply }
+            }
+            b"incr" | b"decr" => {
+                want(ntokens == 4 || ntokens == 5)?;
+                let key = key_at(1)?;
+                let delta = parse_u64(toks.get(&line, 2)).ok_or(silent(ProtocolError::BadDelta))?;
+                Request::Arith { key, delta, incr: cmd == b"incr", noreply }
+            }
+            b"touch" => {
+                want(ntokens == 4 || ntokens == 5)?;
+                let key = key_at(1)?;
+                let exptime =
+                    parse_i32_truncating(toks.get(&line, 2)).ok_or(silent(ProtocolError::BadExptime))?;
+                Request::Touch { key, exptime, noreply }
+            }
+            b"flush_all" => {
+                want((2..=4).contains(&ntokens))?;
+                let delay = if ntokens != if noreply { 3 } else { 2 } {
+                    parse_i32_truncating(toks.get(&line, 1)).ok_or(silent(ProtocolError::BadExptime))?
+                } else {
+                    0
+                };
+                Request::FlushAll { delay, noreply }
+            }
+            b"version" => Request::Version,
+            b"quit" => Request::Quit,
+            b"mn" => Request::MetaNoop,
+            b"shutdown" => Request::Shutdown,
+            b"verbosity" => {
+                want(ntokens == 3 || ntokens == 4)?;
+                parse_u32_truncating(toks.get(&line, 1)).ok_or(silent(ProtocolError::BadFormat))?;
+                Request::Verbosity { noreply }
+            }
+            b"cache_memlimit" => {
+                want(ntokens == 3 || ntokens == 4)?;
+                let mib = parse_u32_truncating(toks.get(&line, 1))
+                    .ok_or(silent(ProtocolError::UnknownCommand))?;
+                Request::CacheMemlimit { mib, noreply }
+            }
+            b"stats" => Request::Stats { group: stats_group(&toks, &line)? },
+            _ => {
+                // memcached drops connections that look like HTTP (cross-protocol attacks).
+                if toks.get(&line, toks.n - 1).starts_with(b"HTTP/") {
+                    return Err(ProtocolError::Http.into());
+                }
+                return Err(ProtocolError::UnknownCommand.into());
+            }
+        };
+        Ok(Line::Done(req))
+    }
+}
+
+fn stats_group(toks: &Tokens, line: &[u8]) -> Result<StatsGroup, Rejection> {
+    if toks.n == 1 {
+        return Ok(StatsGroup::General);
+    }
+    Ok(match toks.get(line, 1) {
+        b"reset" => StatsGroup::Reset,
+        b"settings" => StatsGroup::Settings,
+        b"items" => StatsGroup::Items,
+        b"slabs" => StatsGroup::Slabs,
+        b"sizes" => StatsGroup::Sizes,
+        b"conns" => StatsGroup::Conns,
+        b"detail" if toks.n >= 3 => match toks.get(line, 2) {
+            b"on" => StatsGroup::Detail(DetailCmd::On),
+            b"off" => StatsGroup::Detail(DetailCmd::Off),
+            b"dump" => StatsGroup::Detail(DetailCmd::Dump),
+            _ => StatsGroup::DetailUsage,
+        },
+        b"detail" => StatsGroup::DetailUsage,
+        _ => return Err(ProtocolError::UnknownCommand.into()),
+    })
+}
+
+/// What a command line turned out to be.
+enum Line {
+    Done(Request),
+    Data(PendingStore),
+    Refused { key: Bytes, mode: StoreMode, len: usize, noreply: bool },
+}
+
+/// Whether a line without a newline may grow past [`MAX_LINE`]: memcached allows it for
+/// `get `/`gets ` after at most 100 leading spaces.
+fn is_multiget(buf: &[u8]) -> bool {
+    let spaces = buf.iter().take_while(|&&b| b == b' ').count();
+    let rest = &buf[spaces..];
+    spaces <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "))
+}
+
+/// Token spans of one command line, as memcached's tokenizer finds them.
+struct Tokens {
+    spans: [(u32, u32); MAX_TOKENS],
+    /// Real tokens found (at most `MAX_TOKENS - 1`).
+    n: usize,
+}
+
+impl Tokens {
+    fn new(line: &[u8]) -> Self {
+        let mut t = Tokens { spans: [(0, 0); MAX_TOKENS], n: 0 };
+        let mut start = 0;
+        for (i, &b) in line.iter().enumerate() {
+            if b == b' ' {
+                if i > start {
+                    t.spans[t.n] = (start as u32, i as u32);
+                    t.n += 1;
+                    if t.n == MAX_TOKENS - 1 {
+                        return t;
+                    }
+                }
+                start = i + 1;
+            }
+        }
+        if line.len() > start {
+            t.spans[t.n] = (start as u32, line.len() as u32);
+            t.n += 1;
+        }
+        t
+    }
+
+    fn span(&self, i: usize) -> Range<usize> {
+        let (s, e) = self.spans[i];
+        s as usize..e as usize
+    }
+
+    fn len(&self, i: usize) -> usize {
+        self.span(i).len()
+    }
+
+    /// Token `i`, or an empty slice past the end (memcached's terminal token).
+    fn get<'a>(&self, line: &'a [u8], i: usize) -> &'a [u8] {
+        if i < self.n { &line[self.span(i)] } else { &[] }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoder() -> Decoder {
+        Decoder::new(Limits { max_item_size: 1 << 20 })
+    }
+
+    /// Decodes until more input is needed; errors are kept in order with the requests.
+    fn drain(d: &mut Decoder, buf: &mut BytesMut) -> Vec<Result<Request, Rejection>> {
+        let mut out = Vec::new();
+        loop {
+            match d.decode(buf) {
+                Ok(Some(r)) => out.push(Ok(r)),
+                Ok(None) => return out,
+                Err(e) => {
+                    let fatal = e.error.is_fatal();
+                    out.push(Err(e));
+                    if fatal {
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+
+    fn decode_all(wire: &[u8]) -> Vec<Result<Request, Rejection>> {
+        drain(&mut decoder(), &mut BytesMut::from(wire))
+    }
+
+    fn one(wire: &[u8]) -> Result<Request, Rejection> {
+        let mut v = decode_all(wire);
+        assert_eq!(v.len(), 1, "{v:?}");
+        v.remove(0)
+    }
+
+    fn err(wire: &[u8]) -> (ProtocolError, bool) {
+        let e = one(wire).unwrap_err();
+        (e.error, e.noreply)
+    }
+
+    const PIPELINE: &[u8] = b"set k 1 0 5\r\nhello\r\nget k  k2\r\nincr n 5\nbogus\r\n\
+        cas k 0 0 1 99 noreply\r\nx\r\nset big 0 0 2000\r\n";
+
+    #[test]
+    fn decodes_at_every_split_point() {
+        let whole = decode_all(PIPELINE);
+        assert_eq!(whole.len(), 5, "{whole:?}");
+        for cut in 0..=PIPELINE.len() {
+            let (mut d, mut buf) = (decoder(), BytesMut::from(&PIPELINE[..cut]));
+            let mut got = drain(&mut d, &mut buf);
+            buf.extend_from_slice(&PIPELINE[cut..]);
+            got.extend(drain(&mut d, &mut buf));
+            assert_eq!(got, whole, "split at {cut}");
+        }
+    }
+
+    #[test]
+    fn decodes_byte_by_byte() {
+        let (mut d, mut buf) = (decoder(), BytesMut::new());
+        let mut got = Vec::new();
+        for &b in PIPELINE {
+            buf.extend_from_slice(&[b]);
+            got.extend(drain(&mut d, &mut buf));
+        }
+        assert_eq!(got, decode_all(PIPELINE));
+    }
+
+    #[test]
+    fn storage_line() {
+        let Ok(Request::Store { mode, key, flags, exptime, value, noreply }) =
+            one(b"set  k   4294967296 4294967295 2 \r\nhi\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!((mode, &key[..], flags, exptime, &value[..], noreply), (StoreMode::Set, &b"k"[..], 0, -1, &b"hi"[..], false));
+        assert!(matches!(one(b"cas k 0 0 1 7 noreply\r\nx\r\n"),
+            Ok(Request::Store { mode: StoreMode::Cas { unique: 7 }, noreply: true, .. })));
+        // An unknown 7th token is ignored.
+        assert!(matches!(one(b"set k 0 0 1 garbage\r\nx\r\n"), Ok(Request::Store { noreply: false, .. })));
+    }
+
+    #[test]
+    fn storage_errors() {
+        assert_eq!(err(b"set k 0 0\r\n"), (ProtocolError::UnknownCommand, false));
+        assert_eq!(err(b"set k 0 0 -1\r\n"), (ProtocolError::BadFormat, false));
+        assert_eq!(err(b"set k 0 0 -1 noreply\r\n"), (ProtocolError::BadFormat, true));
+        assert_eq!(err(b"set k -1 0 1\r\n"), (ProtocolError::BadFormat, false));
+        assert_eq!(err(b"set k 0 x 1\r\n"), (ProtocolError::BadFormat, false));
+        assert_eq!(err(b"set k 0 0 2147483647\r\n"), (ProtocolError::BadFormat, false));
+        let long = [b'a'; 251];
+        let mut line = b"set ".to_vec();
+        line.extend_from_slice(&long);
+        line.extend_from_slice(b" 0 0 1\r\n");
+        assert_eq!(err(&line), (ProtocolError::BadFormat, false));
+        let got = decode_all(b"set k 0 0 3\r\nabcde\r\n");
+        assert_eq!(got[0], Err(Rejection { error: ProtocolError::BadDataChunk, noreply: false }));
+        assert_eq!(got[1], Err(ProtocolError::UnknownCommand.into()), "the leftover \\r\\n is a line");
+    }
+
+    #[test]
+    fn too_large_is_swallowed() {
+        let mut d = Decoder::new(Limits { max_item_size: 1024 });
+        let mut buf = BytesMut::from(&b"set k 0 0 1000\r\n"[..]);
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Request::TooLarge { mode: StoreMode::Set, .. }))));
+        buf.extend_from_slice(&[b'x'; 600]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        assert!(buf.is_empty(), "swallowed bytes are not buffered");
+        buf.extend_from_slice(&[b'x'; 400]);
+        buf.extend_from_slice(b"\r\nversion\r\n");
+        assert_eq!(d.decode(&mut buf), Ok(Some(Request::Version)));
+        // The boundary is memcached's: 1024 - 59 - key length.
+        let ok = format!("set k 0 0 {}\r\n", 1024 - 59 - 1);
+        assert!(matches!(Decoder::new(Limits { max_item_size: 1024 }).decode(&mut BytesMut::from(ok.as_bytes())), Ok(None)));
+        let over = format!("set k 0 0 {}\r\n", 1024 - 59);
+        assert!(matches!(Decoder::new(Limits { max_item_size: 1024 }).decode(&mut BytesMut::from(over.as_bytes())), Ok(Some(Request::TooLarge { .. }))));
+    }
+
+    #[test]
+    fn retrieval() {
+        let Ok(Request::Get { keys, with_cas: true, touch: Some(-1) }) = one(b"gats 4294967295 a b  a \r\n") else { panic!() };
+        assert_eq!(keys.iter().collect::<Vec<_>>(), vec![&b"a"[..], b"b", b"a"]);
+        assert!(matches!(one(b"gat 10\r\n"), Ok(Request::Get { .. })));
+        assert_eq!(err(b"get\r\n"), (ProtocolError::UnknownCommand, false));
+        assert_eq!(err(b"gat x k\r\n"), (ProtocolError::BadExptime, false));
+        let mut line = b"get a ".to_vec();
+        line.extend_from_slice(&[b'k'; 251]);
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(err(&line), (ProtocolError::BadFormat, false));
+        // 30 keys: more than the tokenizer's 24 slots, all kept.
+        let many: String = (0..30).map(|i| format!(" k{i}")).collect();
+        let Ok(Request::Get { keys, .. }) = one(format!("get{many}\r\n").as_bytes()) else { panic!() };
+        assert_eq!(keys.iter().count(), 30);
+    }
+
+    #[test]
+    fn other_commands() {
+        assert_eq!(one(b"delete k 0\r\n"), Ok(Request::Delete { key: Bytes::from_static(b"k"), noreply: false }));
+        assert_eq!(one(b"delete k 0 noreply\r\n"), Ok(Request::Delete { key: Bytes::from_static(b"k"), noreply: true }));
+        assert_eq!(err(b"delete k 1\r\n"), (ProtocolError::DeleteUsage, false));
+        assert_eq!(err(b"delete k 1 noreply\r\n"), (ProtocolError::DeleteUsage, true));
+        assert_eq!(err(b"incr k -1\r\n"), (ProtocolError::BadDelta, false));
+        assert_eq!(err(b"touch k x noreply\r\n"), (ProtocolError::BadExptime, true));
+        assert_eq!(one(b"flush_all\r\n"), Ok(Request::FlushAll { delay: 0, noreply: false }));
+        assert_eq!(one(b"flush_all noreply\r\n"), Ok(Request::FlushAll { delay: 0, noreply: true }));
+        assert_eq!(one(b"flush_all -5 noreply\r\n"), Ok(Request::FlushAll { delay: -5, noreply: true }));
+        assert_eq!(err(b"flush_all abc\r\n"), (ProtocolError::BadExptime, false));
+        assert_eq!(err(b"verbosity\r\n"), (ProtocolError::UnknownCommand, false));
+        assert_eq!(one(b"verbosity 1\n"), Ok(Request::Verbosity { noreply: false }));
+        assert_eq!(one(b"stats\r\n"), Ok(Request::Stats { group: StatsGroup::General }));
+        assert_eq!(err(b"stats nope\r\n"), (ProtocolError::UnknownCommand, false));
+        assert_eq!(err(b"GET k\r\n"), (ProtocolError::UnknownCommand, false));
+        assert_eq!(err(b"\r\n"), (ProtocolError::UnknownCommand, false));
+        assert_eq!(err(b"GET / HTTP/1.1\r\n"), (ProtocolError::Http, false));
+        // A NUL ends the line for memcached.
+        assert_eq!(err(b"set a\0b 0 0 1\r\n"), (ProtocolError::UnknownCommand, false));
+    }
+
+    #[test]
+    fn long_lines() {
+        let mut d = decoder();
+        let mut buf = BytesMut::from(&[b'x'; MAX_LINE + 1][..]);
+        assert_eq!(d.decode(&mut buf).unwrap_err().error, ProtocolError::LineTooLong);
+        let mut line = b"get ".to_vec();
+        line.extend(std::iter::repeat_n(b"key ".iter().copied(), 1000).flatten());
+        let mut buf = BytesMut::from(&line[..]);
+        assert_eq!(d.decode(&mut buf), Ok(None), "a long multiget waits for its newline");
+        buf.extend_from_slice(b"\r\n");
+        assert!(matches!(d.decode(&mut buf), Ok(Some(Request::Get { .. }))));
+        // A long line whose newline arrived with it is parsed normally.
+        let mut line = vec![b'z'; 3000];
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(err(&line), (ProtocolError::UnknownCommand, false));
+    }
+}

@@ -1,0 +1,191 @@
+//! The memcached text protocol as data: [`Request`]s decoded from bytes and the error
+//! replies memcached gives. No async code and no store types live here (see `exec`).
+
+pub mod decode;
+pub mod encode;
+pub mod number;
+
+use bytes::Bytes;
+
+pub use decode::Decoder;
+
+/// Keys longer than this are refused (`KEY_MAX_LENGTH`); memcached checks only the length.
+pub const KEY_MAX_LENGTH: usize = 250;
+
+/// One client command, decoded. Keys and values are slices of the frame they came in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `get`, `gets`, `gat`, `gats` (and the legacy `bget`).
+    Get { keys: KeyList, with_cas: bool, touch: Option<i32> },
+    /// `set add replace append prepend cas` with their data block.
+    Store { mode: StoreMode, key: Bytes, flags: u32, exptime: i32, value: Bytes, noreply: bool },
+    /// A storage command whose data block is larger than the item size limit. Its data is
+    /// swallowed by the decoder; memcached also drops the old value for `set`.
+    TooLarge { key: Bytes, mode: StoreMode, noreply: bool },
+    Delete { key: Bytes, noreply: bool },
+    Arith { key: Bytes, delta: u64, incr: bool, noreply: bool },
+    Touch { key: Bytes, exptime: i32, noreply: bool },
+    /// `flush_all [delay]`; `delay` is 0 when absent.
+    FlushAll { delay: i32, noreply: bool },
+    Stats { group: StatsGroup },
+    Version,
+    Verbosity { noreply: bool },
+    /// `cache_memlimit <MiB>`.
+    CacheMemlimit { mib: u32, noreply: bool },
+    /// `shutdown`: refused unless enabled, as in memcached without `-A`.
+    Shutdown,
+    /// `mn`: the meta no-op, which memcached answers with `MN`.
+    MetaNoop,
+    Quit,
+}
+
+/// Which `stats` report was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsGroup {
+    General,
+    Settings,
+    Items,
+    Slabs,
+    Sizes,
+    Conns,
+    Reset,
+    /// `stats detail` with a missing or bad argument.
+    DetailUsage,
+    /// `stats detail on|off|dump`.
+    Detail(DetailCmd),
+}
+
+/// `stats detail` subcommands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetailCmd {
+    On,
+    Off,
+    Dump,
+}
+
+/// How a storage command treats an existing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas { unique: u64 },
+}
+
+impl StoreMode {
+    /// The command word, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Set => "set",
+            Self::Add => "add",
+            Self::Replace => "replace",
+            Self::Append => "append",
+            Self::Prepend => "prepend",
+            Self::Cas { .. } => "cas",
+        }
+    }
+}
+
+impl Request {
+    /// The command word, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Get { with_cas: false, touch: None, .. } => "get",
+            Self::Get { with_cas: true, touch: None, .. } => "gets",
+            Self::Get { with_cas: false, touch: Some(_), .. } => "gat",
+            Self::Get { with_cas: true, touch: Some(_), .. } => "gats",
+            Self::Store { mode, .. } | Self::TooLarge { mode, .. } => mode.name(),
+            Self::Delete { .. } => "delete",
+            Self::Arith { incr: true, .. } => "incr",
+            Self::Arith { incr: false, .. } => "decr",
+            Self::Touch { .. } => "touch",
+            Self::FlushAll { .. } => "flush_all",
+            Self::Stats { .. } => "stats",
+            Self::Version => "version",
+            Self::Verbosity { .. } => "verbosity",
+            Self::CacheMemlimit { .. } => "cache_memlimit",
+            Self::Shutdown => "shutdown",
+            Self::MetaNoop => "mn",
+            Self::Quit => "quit",
+        }
+    }
+}
+
+/// The keys of a retrieval command: the space-separated tail of its command line, kept as
+/// one slice so a multi-get allocates nothing. Every key was checked against
+/// [`KEY_MAX_LENGTH`] by the decoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyList(Bytes);
+
+impl KeyList {
+    pub(crate) fn new(tail: Bytes) -> Self {
+        Self(tail)
+    }
+
+    /// The keys in request order, duplicates included.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.split(|&b| b == b' ').filter(|k| !k.is_empty())
+    }
+}
+
+/// A request memcached refuses. Each knows its wire reply and whether the connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("unknown command or wrong number of arguments")]
+    UnknownCommand,
+    #[error("bad command line format")]
+    BadFormat,
+    #[error("bad data chunk")]
+    BadDataChunk,
+    #[error("invalid exptime argument")]
+    BadExptime,
+    #[error("invalid numeric delta argument")]
+    BadDelta,
+    #[error("bad delete arguments")]
+    DeleteUsage,
+    #[error("bad stats arguments")]
+    StatsUsage,
+    #[error("command line too long")]
+    LineTooLong,
+    #[error("HTTP request on the memcached port")]
+    Http,
+}
+
+impl ProtocolError {
+    /// The exact reply memcached sends, or `None` where it closes without a word.
+    pub fn reply(self) -> Option<&'static [u8]> {
+        Some(match self {
+            Self::UnknownCommand => b"ERROR\r\n",
+            Self::BadFormat => b"CLIENT_ERROR bad command line format\r\n",
+            Self::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
+            Self::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
+            Self::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
+            Self::DeleteUsage => {
+                b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
+            }
+            Self::StatsUsage => b"CLIENT_ERROR bad command line\r\n",
+            Self::LineTooLong | Self::Http => return None,
+        })
+    }
+
+    /// Whether memcached closes the connection after this error.
+    pub fn is_fatal(self) -> bool {
+        matches!(self, Self::LineTooLong | Self::Http)
+    }
+}
+
+/// A refused request, with whether its `noreply` silences the error (memcached 1.6 drops
+/// error replies too once it has seen `noreply` on a classic command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejection {
+    pub error: ProtocolError,
+    pub noreply: bool,
+}
+
+impl From<ProtocolError> for Rejection {
+    fn from(error: ProtocolError) -> Self {
+        Self { error, noreply: false }
+    }
+}

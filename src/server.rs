@@ -1,0 +1,111 @@
+//! Accepting connections: one accept loop per listener, the `-c` connection limit with
+//! memcached's refusal, one task per socket, and graceful shutdown (stop accepting, let
+//! connections finish the batch in hand, wait for them).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::connection::Connection;
+use crate::exec::Ctx;
+use crate::stats::Stats;
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// How long shutdown waits for open connections before giving up on them.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// memcached's reply to a connection over the limit, after which it closes the socket.
+const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
+
+/// Serves `listeners` until `shutdown` completes, then drains connections and returns.
+pub async fn run(listeners: Vec<TcpListener>, ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) {
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
+    let ticker = tokio::spawn(ctx.store.clock().clone().run_ticker());
+    for listener in listeners {
+        let (ctx, token, permits, tracker2) = (ctx.clone(), token.clone(), permits.clone(), tracker.clone());
+        tracker.spawn(accept_loop(listener, ctx, token, permits, tracker2));
+    }
+    shutdown.await;
+    info!("shutting down: no new connections; draining open ones");
+    token.cancel();
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
+        warn!("connections still open after {DRAIN_TIMEOUT:?}; leaving them");
+    }
+    ticker.abort();
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    token: CancellationToken,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+) {
+    loop {
+        let (mut socket, peer) = tokio::select! {
+            () = token.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(%e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            Stats::incr(&ctx.stats.rejected_connections);
+            debug!(%peer, "connection refused: over the limit");
+            tracker.spawn(async move {
+                let _ = socket.write_all(TOO_MANY).await;
+            });
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        Stats::incr(&ctx.stats.total_connections);
+        let guard = Slot::take(ctx.clone(), permit);
+        let conn = Connection::new(socket, ctx.clone(), token.child_token());
+        tracker.spawn(
+            async move {
+                debug!("connection opened");
+                match conn.run().await {
+                    Ok(()) => debug!("connection closed"),
+                    Err(e) => debug!(%e, "connection closed on error"),
+                }
+                drop(guard);
+            }
+            .instrument(info_span!("conn", %peer)),
+        );
+    }
+}
+
+/// A connection's place under the limit; dropping it (even in a panic) frees the place.
+struct Slot {
+    ctx: Arc<Ctx>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn take(ctx: Arc<Ctx>, permit: OwnedSemaphorePermit) -> Self {
+        Stats::incr(&ctx.stats.curr_connections);
+        Self { ctx, _permit: permit }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.ctx.stats.curr_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}

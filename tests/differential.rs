@@ -1,0 +1,804 @@
+//! Byte-for-byte differential test: every session in `tests/corpus/*.txt` is played
+//! against Debian's `memcached` and against Larder, each on a fresh server, and the
+//! replies are compared step by step. Only CAS uniques in `VALUE` lines, `STAT` values
+//! and the `VERSION` string are normalised; every other byte must match.
+//!
+//! # Corpus format
+//!
+//! ```text
+//! # comment (a line starting with '#'; blank lines are ignored)
+//! === session name [-I 512k]    starts a session; [...] holds memcached options, applied
+//!                               to both servers (-I and -m are mapped to Larder's Config)
+//! > TEXT      send what is buffered + TEXT + "\r\n", then sync (one synced step)
+//! >= TEXT     send what is buffered + TEXT (no terminator added), then sync
+//! >| TEXT     send what is buffered + TEXT (no terminator added), do NOT sync: the server
+//!             may be mid-line or mid data block; the reply is collected at the next sync
+//! + TEXT      buffer TEXT + "\r\n" (goes out in the same write as the next send)
+//! += TEXT     buffer TEXT (no terminator)
+//! sleep SECS  wait (memcached's clock ticks once a second: use TTL 2 + sleep 3)
+//! expect_close  send what is buffered, read until EOF (2 s) -> "<closed>" or "<open>"
+//! ```
+//!
+//! TEXT escapes: `\r \n \t \0 \s`(space) `\\ \{ \$ \xNN`; `{STR*N}` repeats STR N times
+//! (`{x*1048577}`); `$CAS` is the last cas unique seen in a `VALUE` line on this server
+//! in this session, `$CAS1`, `$CAS2`, ... the first, second, ... one.
+//!
+//! Syncing: the harness appends the sentinel `mn\r\n` to the write and reads until it has
+//! one `MN` reply line per `mn` command sent since the last sync (so sessions may send `mn`
+//! themselves), then strips the sentinel's `MN`. A closed connection is recorded as
+//! `<closed>`, a read timeout (5 s) as `<timeout>`.
+//!
+//! # Environment
+//!
+//! - `DIFF_AGAINST=memcached` compares memcached with a second memcached instead of Larder
+//!   (must give zero differences: it proves the harness is deterministic).
+//! - `DIFF_ONLY_MEMCACHED=1` runs memcached alone (with `DIFF_DUMP=1`, prints its replies).
+//! - `DIFF_FILTER=substr` runs only sessions whose `file: name` contains `substr`.
+//! - `DIFF_THREADS=n` (default 8), `DIFF_DUMP=1` prints every step's replies,
+//!   `MEMCACHED_BIN=path` (default: `memcached` on PATH).
+
+mod common;
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// After an unsynced send, give the server a moment so the bytes arrive as their own read.
+const PARTIAL_PAUSE: Duration = Duration::from_millis(20);
+const SENTINEL: &[u8] = b"mn\r\n";
+
+// ---------------------------------------------------------------------------------------
+// Corpus
+
+#[derive(Debug, Clone)]
+enum Action {
+    /// Append to the pending buffer; `then` says what to do with it.
+    Send { text: String, crlf: bool, then: Then },
+    Sleep(Duration),
+    ExpectClose,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Then {
+    Buffer,
+    Sync,
+    NoSync,
+}
+
+#[derive(Debug, Clone)]
+struct Step {
+    line: usize,
+    src: String,
+    action: Action,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    file: String,
+    line: usize,
+    name: String,
+    opts: Vec<String>,
+    steps: Vec<Step>,
+}
+
+impl Session {
+    fn label(&self) -> String {
+        format!("{}:{} \"{}\"", self.file, self.line, self.name)
+    }
+}
+
+fn parse_corpus_file(file: &str, text: &str) -> Vec<Session> {
+    let mut sessions: Vec<Session> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let l = raw.strip_suffix('\r').unwrap_or(raw);
+        let here = || format!("{file}:{line}");
+        if l.trim().is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if let Some(rest) = l.strip_prefix("===") {
+            let rest = rest.trim();
+            let (name, opts) = match (rest.rfind('['), rest.ends_with(']')) {
+                (Some(open), true) => (
+                    rest[..open].trim().to_string(),
+                    rest[open + 1..rest.len() - 1].split_whitespace().map(String::from).collect(),
+                ),
+                _ => (rest.to_string(), Vec::new()),
+            };
+            assert!(!name.is_empty(), "{}: session without a name", here());
+            sessions.push(Session { file: file.to_string(), line, name, opts, steps: Vec::new() });
+            continue;
+        }
+        let session = sessions
+            .last_mut()
+            .unwrap_or_else(|| panic!("{}: step before the first `===` header", here()));
+        let action = if let Some(s) = l.strip_prefix("sleep ") {
+            Action::Sleep(Duration::from_secs_f64(
+                s.trim().parse().unwrap_or_else(|_| panic!("{}: bad sleep", here())),
+            ))
+        } else if l.trim_end() == "expect_close" {
+            Action::ExpectClose
+        } else {
+            let (prefix, body) = match l.find(' ') {
+                Some(sp) => (&l[..sp], &l[sp + 1..]),
+                None => (l, ""),
+            };
+            let (crlf, then) = match prefix {
+                ">" => (true, Then::Sync),
+                ">=" => (false, Then::Sync),
+                ">|" => (false, Then::NoSync),
+                "+" => (true, Then::Buffer),
+                "+=" => (false, Then::Buffer),
+                _ => panic!("{}: cannot parse line {l:?}", here()),
+            };
+            // Validate escapes early so corpus typos fail at load time.
+            expand(body, &[]).unwrap_or_else(|e| panic!("{}: {e}", here()));
+            Action::Send { text: body.to_string(), crlf, then }
+        };
+        session.steps.push(Step { line, src: l.to_string(), action });
+    }
+    for s in &sessions {
+        let last_send = s.steps.iter().rev().find_map(|st| match &st.action {
+            Action::Send { then, .. } => Some(*then),
+            Action::ExpectClose => Some(Then::Sync),
+            Action::Sleep(_) => None,
+        });
+        assert!(
+            matches!(last_send, Some(Then::Sync)),
+            "{}: a session must end with a synced step or expect_close",
+            s.label()
+        );
+    }
+    sessions
+}
+
+fn load_corpus() -> Vec<Session> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    files.sort();
+    let mut all = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        all.extend(parse_corpus_file(&name, &text));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in &all {
+        assert!(seen.insert((s.file.clone(), s.name.clone())), "duplicate session {}", s.label());
+    }
+    all
+}
+
+/// Expands escapes, `{STR*N}` repeats and `$CAS` references into bytes.
+fn expand(text: &str, cas: &[u64]) -> Result<Vec<u8>, String> {
+    let b = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                let (bytes, used) = escape(&b[i..])?;
+                out.extend_from_slice(&bytes);
+                i += used;
+            }
+            b'{' => {
+                let close = find_unescaped(&b[i + 1..], b'}')
+                    .ok_or_else(|| format!("unclosed '{{' in {text:?}"))?
+                    + i
+                    + 1;
+                let inner = &text[i + 1..close];
+                let star = inner.rfind('*').ok_or_else(|| format!("'{{{inner}}}' needs '*N'"))?;
+                let n: usize = inner[star + 1..]
+                    .parse()
+                    .map_err(|_| format!("bad repeat count in '{{{inner}}}'"))?;
+                let unit = expand(&inner[..star], cas)?;
+                for _ in 0..n {
+                    out.extend_from_slice(&unit);
+                }
+                i = close + 1;
+            }
+            b'$' if b[i..].starts_with(b"$CAS") => {
+                let digits = b[i + 4..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let value = if digits == 0 {
+                    cas.last().copied()
+                } else {
+                    let n: usize = text[i + 4..i + 4 + digits].parse().unwrap();
+                    n.checked_sub(1).and_then(|k| cas.get(k).copied())
+                };
+                // At corpus load time no cas is known yet; a later miss is a real failure.
+                let value = value.unwrap_or(0);
+                out.extend_from_slice(value.to_string().as_bytes());
+                i += 4 + digits;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn find_unescaped(b: &[u8], want: u8) -> Option<usize> {
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            i += 2;
+            continue;
+        }
+        if b[i] == want {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+fn escape(b: &[u8]) -> Result<(Vec<u8>, usize), String> {
+    let c = *b.get(1).ok_or("trailing backslash")?;
+    Ok(match c {
+        b'r' => (vec![b'\r'], 2),
+        b'n' => (vec![b'\n'], 2),
+        b't' => (vec![b'\t'], 2),
+        b'0' => (vec![0], 2),
+        b's' => (vec![b' '], 2),
+        b'\\' | b'{' | b'}' | b'$' | b'*' => (vec![c], 2),
+        b'x' => {
+            let hex = b.get(2..4).ok_or("short \\x escape")?;
+            let v = u8::from_str_radix(std::str::from_utf8(hex).map_err(|e| e.to_string())?, 16)
+                .map_err(|_| "bad \\x escape".to_string())?;
+            (vec![v], 4)
+        }
+        _ => return Err(format!("unknown escape \\{}", c as char)),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers
+
+/// A memcached process we started; killed (by its own pid) on drop.
+struct Memcached {
+    child: Child,
+    addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl Drop for Memcached {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn memcached_bin() -> String {
+    std::env::var("MEMCACHED_BIN").unwrap_or_else(|_| "memcached".to_string())
+}
+
+fn memcached_available() -> bool {
+    Command::new(memcached_bin())
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+static SPAWN_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+fn start_memcached(opts: &[String]) -> Memcached {
+    let dir = std::env::temp_dir().join(format!(
+        "larder-diff-{}-{}",
+        std::process::id(),
+        SPAWN_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port_file = dir.join("ports");
+    let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
+    // `-p -1` = ephemeral port (`-p 0` disables TCP); memcached writes "TCP INET: <port>"
+    // to a `.lck` file and renames it to MEMCACHED_PORT_FILENAME once it listens. `-u root`
+    // is only consulted when running as root (memcached refuses root without it).
+    let child = Command::new(memcached_bin())
+        .args(["-p", "-1", "-U", "0", "-l", "127.0.0.1", "-t", "1", "-u", "root"])
+        .args(opts)
+        .env("MEMCACHED_PORT_FILENAME", &port_file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawning memcached");
+    let mut mc = Memcached { child, addr: "127.0.0.1:0".parse().unwrap(), dir };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            let port = text
+                .lines()
+                .find_map(|l| l.strip_prefix("TCP INET: "))
+                .and_then(|p| p.trim().parse::<u16>().ok());
+            if let Some(port) = port {
+                mc.addr = SocketAddr::from(([127, 0, 0, 1], port));
+                return mc;
+            }
+        }
+        if let Ok(Some(status)) = mc.child.try_wait() {
+            let err = std::fs::read_to_string(mc.dir.join("stderr")).unwrap_or_default();
+            panic!("memcached {opts:?} exited at startup ({status}): {err}");
+        }
+        assert!(Instant::now() < deadline, "memcached {opts:?} did not report its port");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Parses memcached's size syntax (`-I 512k`, `2m`, plain bytes).
+fn parse_size(s: &str) -> usize {
+    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_lowercase()) {
+        Some('k') => (&s[..s.len() - 1], 1024),
+        Some('m') => (&s[..s.len() - 1], 1024 * 1024),
+        Some('g') => (&s[..s.len() - 1], 1024 * 1024 * 1024),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().unwrap_or_else(|_| panic!("bad size {s:?}")) * mult
+}
+
+fn larder_config(opts: &[String]) -> larder::config::Config {
+    let mut config = larder::config::Config::for_tests();
+    let mut it = opts.iter();
+    while let Some(o) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| panic!("option {o} needs a value"));
+        match o.as_str() {
+            "-I" => config.max_item_size = parse_size(val()),
+            "-m" => config.memory_limit = parse_size(val()) * 1024 * 1024,
+            _ => panic!("session option {o} has no Larder mapping in tests/differential.rs"),
+        }
+    }
+    config
+}
+
+enum Server {
+    Memcached(Memcached),
+    Larder(common::TestServer),
+}
+
+impl Server {
+    fn addr(&self) -> SocketAddr {
+        match self {
+            Server::Memcached(m) => m.addr,
+            Server::Larder(l) => l.addr,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Memcached,
+    Larder,
+}
+
+impl Kind {
+    fn start(self, opts: &[String]) -> Server {
+        match self {
+            Kind::Memcached => Server::Memcached(start_memcached(opts)),
+            Kind::Larder => Server::Larder(common::spawn(larder_config(opts))),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Running a session
+
+#[derive(Debug, Clone)]
+struct Record {
+    line: usize,
+    src: String,
+    reply: Vec<u8>,
+}
+
+struct Conn {
+    stream: TcpStream,
+    closed: bool,
+    /// Bytes sent since the last sync, to count the `mn` commands whose `MN` to wait for.
+    unsynced: Vec<u8>,
+    acc: Vec<u8>,
+    cas: Vec<u64>,
+}
+
+impl Conn {
+    fn write(&mut self, bytes: &[u8]) {
+        self.unsynced.extend_from_slice(bytes);
+        if self.closed || bytes.is_empty() {
+            return;
+        }
+        if self.stream.write_all(bytes).is_err() {
+            self.closed = true;
+        }
+    }
+
+    /// Reads until `done(acc)` or EOF/error (closed) or the deadline (timed out).
+    fn read_until(&mut self, deadline: Instant, done: impl Fn(&[u8]) -> bool) -> ReadEnd {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if done(&self.acc) {
+                return ReadEnd::Done;
+            }
+            if self.closed {
+                return ReadEnd::Closed;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return ReadEnd::TimedOut;
+            }
+            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
+            match self.stream.read(&mut buf) {
+                Ok(0) => self.closed = true,
+                Ok(n) => self.acc.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => self.closed = true,
+            }
+        }
+    }
+
+    /// Writes `bytes` followed by the sentinel in one write, then collects the replies up
+    /// to the sentinel's `MN` (or EOF / timeout) and normalises them.
+    fn send_and_sync(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.write(&[bytes, SENTINEL].concat());
+        let want = count_mn_commands(&self.unsynced);
+        self.unsynced.clear();
+        let end = self.read_until(Instant::now() + READ_TIMEOUT, |acc| {
+            acc.ends_with(b"MN\r\n") && walk(acc, None, &mut Vec::new()) >= want
+        });
+        let mut raw = std::mem::take(&mut self.acc);
+        let mut suffix: &[u8] = b"";
+        match end {
+            ReadEnd::Done => raw.truncate(raw.len() - 4),
+            ReadEnd::Closed => suffix = b"<closed>",
+            ReadEnd::TimedOut => suffix = b"<timeout>",
+        }
+        let mut out = Vec::new();
+        walk(&raw, Some(&mut out), &mut self.cas);
+        out.extend_from_slice(suffix);
+        out
+    }
+
+    fn expect_close(&mut self) -> Vec<u8> {
+        self.unsynced.clear();
+        let end = self.read_until(Instant::now() + CLOSE_TIMEOUT, |_| false);
+        let raw = std::mem::take(&mut self.acc);
+        let mut out = Vec::new();
+        walk(&raw, Some(&mut out), &mut self.cas);
+        out.extend_from_slice(if end == ReadEnd::Closed { b"<closed>" } else { b"<open>" });
+        out
+    }
+}
+
+#[derive(PartialEq)]
+enum ReadEnd {
+    Done,
+    Closed,
+    TimedOut,
+}
+
+/// Counts the command lines in `sent` that are `mn` (each gets an `MN` line back).
+fn count_mn_commands(sent: &[u8]) -> usize {
+    sent.split(|&c| c == b'\n')
+        .rev()
+        .skip(1) // the part after the last '\n' is not a complete line
+        .filter(|l| {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            l == b"mn" || l.starts_with(b"mn ")
+        })
+        .count()
+}
+
+/// Walks a reply stream line by line, skipping `VALUE` data blocks. Returns the number of
+/// `MN` lines. With `out`, writes the normalised stream there and records cas uniques.
+fn walk(buf: &[u8], mut out: Option<&mut Vec<u8>>, cas: &mut Vec<u64>) -> usize {
+    let mut mn = 0;
+    let mut pos = 0;
+    while pos < buf.len() {
+        let Some(nl) = memchr_nl(&buf[pos..]) else {
+            if let Some(o) = out.as_deref_mut() {
+                o.extend_from_slice(&buf[pos..]);
+            }
+            break;
+        };
+        let line_end = pos + nl + 1;
+        let line = &buf[pos..line_end];
+        let body = line.strip_suffix(b"\n").unwrap();
+        let body = body.strip_suffix(b"\r").unwrap_or(body);
+        let ending = &line[body.len()..];
+        let mut data_len = None;
+        let mut normalised: Option<Vec<u8>> = None;
+        if body == b"MN" {
+            mn += 1;
+        } else if body.starts_with(b"VALUE ") {
+            let toks: Vec<&[u8]> = body.split(|&c| c == b' ').collect();
+            if toks.len() == 4 || toks.len() == 5 {
+                data_len = std::str::from_utf8(toks[3]).ok().and_then(|s| s.parse::<usize>().ok());
+            }
+            if toks.len() == 5 {
+                if let Some(c) = std::str::from_utf8(toks[4]).ok().and_then(|s| s.parse().ok()) {
+                    if out.is_some() {
+                        cas.push(c);
+                    }
+                }
+                normalised = Some([&toks[..4].join(&b' ')[..], b" <cas>"].concat());
+            }
+        } else if body.starts_with(b"STAT ") {
+            let toks: Vec<&[u8]> = body.splitn(3, |&c| c == b' ').collect();
+            normalised = Some([b"STAT ", toks[1]].concat());
+        } else if body.starts_with(b"VERSION ") {
+            normalised = Some(b"VERSION <v>".to_vec());
+        }
+        if let Some(o) = out.as_deref_mut() {
+            match &normalised {
+                Some(n) => {
+                    o.extend_from_slice(n);
+                    o.extend_from_slice(ending);
+                }
+                None => o.extend_from_slice(line),
+            }
+        }
+        pos = line_end;
+        if let Some(n) = data_len {
+            let end = (pos + n + 2).min(buf.len());
+            if let Some(o) = out.as_deref_mut() {
+                o.extend_from_slice(&buf[pos..end]);
+            }
+            pos = end;
+        }
+    }
+    mn
+}
+
+fn memchr_nl(b: &[u8]) -> Option<usize> {
+    b.iter().position(|&c| c == b'\n')
+}
+
+/// Plays a session against a fresh server of `kind`.
+fn run_session(kind: Kind, session: &Session) -> Vec<Record> {
+    let server = kind.start(&session.opts);
+    let stream = TcpStream::connect(server.addr())
+        .unwrap_or_else(|e| panic!("{:?} connect for {}: {e}", kind, session.label()));
+    stream.set_nodelay(true).unwrap();
+    stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut conn = Conn { stream, closed: false, unsynced: Vec::new(), acc: Vec::new(), cas: Vec::new() };
+    let mut records = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut src_lines: Vec<String> = Vec::new();
+    for step in &session.steps {
+        src_lines.push(step.src.clone());
+        match &step.action {
+            Action::Sleep(d) => std::thread::sleep(*d),
+            Action::Send { text, crlf, then } => {
+                pending.extend(expand(text, &conn.cas).unwrap());
+                if *crlf {
+                    pending.extend_from_slice(b"\r\n");
+                }
+                match then {
+                    Then::Buffer => {}
+                    Then::NoSync => {
+                        let bytes = std::mem::take(&mut pending);
+                        conn.write(&bytes);
+                        std::thread::sleep(PARTIAL_PAUSE);
+                    }
+                    Then::Sync => {
+                        let bytes = std::mem::take(&mut pending);
+                        let reply = conn.send_and_sync(&bytes);
+                        records.push(Record { line: step.line, src: src_lines.join("\n"), reply });
+                        src_lines.clear();
+                    }
+                }
+            }
+            Action::ExpectClose => {
+                let bytes = std::mem::take(&mut pending);
+                conn.write(&bytes);
+                let reply = conn.expect_close();
+                records.push(Record { line: step.line, src: src_lines.join("\n"), reply });
+                src_lines.clear();
+            }
+        }
+    }
+    let _ = conn.stream.shutdown(Shutdown::Both);
+    drop(server);
+    records
+}
+
+// ---------------------------------------------------------------------------------------
+// Reporting
+
+/// Shows bytes with escapes visible; long runs of one byte are shown as `{c*N}`.
+fn show(b: &[u8]) -> String {
+    const HEAD: usize = 1200;
+    const TAIL: usize = 300;
+    if b.len() > HEAD + TAIL + 100 {
+        return format!(
+            "{}\" ...({} bytes)... \"{}",
+            show_all(&b[..HEAD]),
+            b.len() - HEAD - TAIL,
+            show_all(&b[b.len() - TAIL..])
+        );
+    }
+    show_all(b)
+}
+
+fn show_all(b: &[u8]) -> String {
+    let mut s = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let run = b[i..].iter().take_while(|&&x| x == c).count();
+        let one = match c {
+            b'\r' => "\\r".to_string(),
+            b'\n' => "\\n".to_string(),
+            b'\t' => "\\t".to_string(),
+            b'\\' => "\\\\".to_string(),
+            b'{' => "\\{".to_string(),
+            0x20..=0x7e => (c as char).to_string(),
+            _ => format!("\\x{c:02x}"),
+        };
+        if run > 8 {
+            let _ = write!(s, "{{{one}*{run}}}");
+            i += run;
+        } else {
+            s.push_str(&one);
+            i += 1;
+        }
+    }
+    s
+}
+
+fn show_src(src: &str) -> String {
+    let mut s: String = src.lines().collect::<Vec<_>>().join(" | ");
+    if s.len() > 300 {
+        let mut cut = 300;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+fn compare(session: &Session, a_name: &str, a: &[Record], b_name: &str, b: &[Record]) -> Option<String> {
+    assert_eq!(a.len(), b.len());
+    let mut report = String::new();
+    let mut diffs = 0;
+    for (ra, rb) in a.iter().zip(b) {
+        if ra.reply == rb.reply {
+            continue;
+        }
+        diffs += 1;
+        if diffs <= 3 {
+            let _ = writeln!(report, "  step {}:{}: {}", session.file, ra.line, show_src(&ra.src));
+            let _ = writeln!(report, "    {a_name:>10}: \"{}\"", show(&ra.reply));
+            let _ = writeln!(report, "    {b_name:>10}: \"{}\"", show(&rb.reply));
+            let at = ra.reply.iter().zip(&rb.reply).take_while(|(x, y)| x == y).count();
+            if at > 200 {
+                let from = at - 40;
+                let _ = writeln!(report, "    first difference at byte {at}; from byte {from}:");
+                let _ = writeln!(report, "    {a_name:>10}: \"{}\"", show(&ra.reply[from..(from + 200).min(ra.reply.len())]));
+                let _ = writeln!(report, "    {b_name:>10}: \"{}\"", show(&rb.reply[from..(from + 200).min(rb.reply.len())]));
+            }
+        }
+    }
+    if diffs == 0 {
+        return None;
+    }
+    if diffs > 3 {
+        let _ = writeln!(report, "  ... and {} more differing steps", diffs - 3);
+    }
+    Some(format!("DIFF {}\n{report}", session.label()))
+}
+
+fn dump(session: &Session, name: &str, recs: &[Record]) -> String {
+    let mut s = format!("### {} [{name}] opts={:?}\n", session.label(), session.opts);
+    for r in recs {
+        let _ = writeln!(s, "  {}:{}: {}", session.file, r.line, show_src(&r.src));
+        let _ = writeln!(s, "      -> \"{}\"", show(&r.reply));
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------------------
+// The test
+
+#[test]
+fn differential_corpus_vs_memcached() {
+    if !memcached_available() {
+        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+            panic!(
+                "memcached not found ({}): the differential test needs Debian's memcached \
+                 (apt-get install memcached) in CI",
+                memcached_bin()
+            );
+        }
+        eprintln!("\n!!!!!!!!!! WARNING: memcached not installed; differential test SKIPPED !!!!!!!!!!\n");
+        return;
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let only_memcached = env("DIFF_ONLY_MEMCACHED").is_some_and(|v| v != "0");
+    let other = match env("DIFF_AGAINST").as_deref() {
+        None | Some("larder") => Kind::Larder,
+        Some("memcached") => Kind::Memcached,
+        Some(x) => panic!("DIFF_AGAINST={x}: expected larder or memcached"),
+    };
+    let other_name = if other == Kind::Memcached { "memcached2" } else { "larder" };
+    let do_dump = env("DIFF_DUMP").is_some_and(|v| v != "0");
+    let filter = env("DIFF_FILTER");
+    let threads: usize = env("DIFF_THREADS").and_then(|t| t.parse().ok()).unwrap_or(8).max(1);
+
+    let corpus: Vec<Session> = load_corpus()
+        .into_iter()
+        .filter(|s| filter.as_ref().is_none_or(|f| format!("{}: {}", s.file, s.name).contains(f)))
+        .collect();
+    assert!(!corpus.is_empty(), "no sessions selected");
+    let started = Instant::now();
+    let queue: Mutex<VecDeque<usize>> = Mutex::new((0..corpus.len()).collect());
+    let results: Mutex<Vec<(usize, Option<String>, String)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.min(corpus.len()) {
+            scope.spawn(|| {
+                loop {
+                    let Some(i) = queue.lock().unwrap().pop_front() else { break };
+                    let s = &corpus[i];
+                    let (mc, ot) = std::thread::scope(|inner| {
+                        let h = (!only_memcached).then(|| inner.spawn(|| run_session(other, s)));
+                        let mc = run_session(Kind::Memcached, s);
+                        (mc, h.map(|h| h.join()))
+                    });
+                    let mut text = String::new();
+                    if do_dump {
+                        text.push_str(&dump(s, "memcached", &mc));
+                    }
+                    let diff = match ot {
+                        None => None,
+                        Some(Err(_)) => Some(format!("DIFF {}\n  {other_name} side panicked\n", s.label())),
+                        Some(Ok(ot)) => {
+                            if do_dump {
+                                text.push_str(&dump(s, other_name, &ot));
+                            }
+                            compare(s, "memcached", &mc, other_name, &ot)
+                        }
+                    };
+                    results.lock().unwrap().push((i, diff, text));
+                }
+            });
+        }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|r| r.0);
+    let mut failed = 0;
+    for (_, diff, text) in &results {
+        if !text.is_empty() {
+            println!("{text}");
+        }
+        if let Some(d) = diff {
+            failed += 1;
+            println!("{d}");
+        }
+    }
+    let versus = if only_memcached { "memcached only".to_string() } else { format!("memcached vs {other_name}") };
+    println!(
+        "differential ({versus}): {} sessions run, {} passed, {} differed, {:.1}s",
+        corpus.len(),
+        corpus.len() - failed,
+        failed,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(failed, 0, "{failed} of {} sessions differ from memcached (see above)", corpus.len());
+}

@@ -1,0 +1,223 @@
+"""Server process management and raw-socket helpers for the real-client suite.
+
+The suite runs against Larder (env LARDER_BIN, default target/debug/larder) or, with
+LARDER_TEST_SERVER=memcached, against /usr/bin/memcached, which is the oracle the
+suite is validated on. Every server is started on a free ephemeral port of 127.0.0.1
+and stopped by its own PID.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MEMCACHED_BIN = "/usr/bin/memcached"
+# One item may be at most 1 MiB, like memcached's default `-I 1m`.
+ITEM_SIZE_MAX = 1024 * 1024
+START_TIMEOUT = 10.0
+SOCKET_TIMEOUT = 10.0
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def missing(what: str) -> None:
+    """A missing dependency fails under CI and skips elsewhere."""
+    if in_ci():
+        pytest.fail(f"missing dependency under CI: {what}", pytrace=False)
+    pytest.skip(f"missing dependency: {what}", allow_module_level=True)
+
+
+def require_module(name: str):
+    """Imports `name`; a missing module fails under CI and skips elsewhere."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        missing(f"python module {name!r} ({e})")
+
+
+def server_kind() -> str:
+    kind = os.environ.get("LARDER_TEST_SERVER", "larder").strip().lower() or "larder"
+    if kind not in ("larder", "memcached"):
+        raise pytest.UsageError(f"LARDER_TEST_SERVER must be larder or memcached, not {kind!r}")
+    return kind
+
+
+def server_binary() -> str:
+    if server_kind() == "memcached":
+        return MEMCACHED_BIN
+    path = Path(os.environ.get("LARDER_BIN") or "target/debug/larder")
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    return str(path)
+
+
+def server_command(port: int, memory_mib: int = 64) -> list[str]:
+    binary = server_binary()
+    args = [binary, "-p", str(port), "-l", "127.0.0.1", "-m", str(memory_mib),
+            "-c", "1024", "-t", "4", "-I", "1m"]
+    if server_kind() == "memcached":
+        args += ["-U", "0"]  # no UDP
+        if os.geteuid() == 0:
+            args += ["-u", "root"]  # memcached refuses to run as root without -u
+    return args
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running server process; `address` is "127.0.0.1:<port>"."""
+
+    host: str
+    port: int
+    proc: subprocess.Popen
+    log_path: str
+    kind: str = field(default_factory=server_kind)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        try:
+            return Path(self.log_path).read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def stats(self, *args: str) -> dict[str, str]:
+        return stats(self.host, self.port, *args)
+
+    def stat(self, name: str) -> int:
+        return int(self.stats()[name])
+
+    def raw(self, data: bytes, until: bytes = b"\r\n") -> bytes:
+        return raw(self.host, self.port, data, until)
+
+    def stop(self) -> None:
+        """Stops this process (by its PID) and reaps it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM to this PID only
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        try:
+            os.unlink(self.log_path)
+        except OSError:
+            pass
+
+
+_started: list["Server"] = []
+
+
+@atexit.register
+def _stop_all() -> None:
+    for srv in _started:
+        srv.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM if the test process dies, so no server outlives it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort (not Linux)
+        pass
+
+
+def _wait_accepting(proc: subprocess.Popen, port: int, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def start_server(memory_mib: int = 64, attempts: int = 5) -> Server:
+    """Starts the server under test on a free port, retrying on another port if it
+    does not come up (for example because the port was taken in between)."""
+    binary = server_binary()
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        hint = "" if server_kind() == "memcached" else " (run `cargo build` or set LARDER_BIN)"
+        missing(f"server binary {binary}{hint}")
+    errors = []
+    for _ in range(attempts):
+        port = free_port()
+        fd, log_path = tempfile.mkstemp(prefix="larder-test-", suffix=".log")
+        with os.fdopen(fd, "wb") as log:
+            proc = subprocess.Popen(server_command(port, memory_mib), stdin=subprocess.DEVNULL,
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    preexec_fn=_die_with_parent)
+        server = Server("127.0.0.1", port, proc, log_path)
+        _started.append(server)
+        if _wait_accepting(proc, port, time.monotonic() + START_TIMEOUT):
+            return server
+        errors.append(f"port {port}: exit={proc.poll()} log={server.log()!r}")
+        server.stop()
+    pytest.fail(f"{binary} did not start accepting connections:\n" + "\n".join(errors),
+                pytrace=False)
+
+
+def _connect(host: str, port: int) -> socket.socket:
+    return socket.create_connection((host, port), timeout=SOCKET_TIMEOUT)
+
+
+def _read_until(sock: socket.socket, until: bytes) -> bytes:
+    buf = b""
+    while not buf.endswith(until):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"server closed the connection; got {buf!r}")
+        buf += chunk
+    return buf
+
+
+def raw(host: str, port: int, data: bytes, until: bytes = b"\r\n") -> bytes:
+    """Sends `data` on a fresh connection and reads until the reply ends with `until`."""
+    with _connect(host, port) as s:
+        s.sendall(data)
+        return _read_until(s, until)
+
+
+def stats(host: str, port: int, *args: str) -> dict[str, str]:
+    """`stats [args]` as a dict of name -> value (strings as sent by the server)."""
+    cmd = " ".join(("stats",) + args).encode() + b"\r\n"
+    reply = raw(host, port, cmd, until=b"END\r\n")
+    result = {}
+    for line in reply.split(b"\r\n"):
+        if line.startswith(b"STAT "):
+            _, name, value = line.decode("utf-8", "replace").split(" ", 2)
+            result[name] = value
+        elif line and line != b"END":
+            raise AssertionError(f"unexpected line in stats reply: {line!r}")
+    return result
