@@ -93,6 +93,7 @@ impl Connection {
         let n = self.wbuf.len() as u64;
         self.socket.write_all_buf(&mut self.wbuf).await?;
         self.ctx.stats.bytes_written.fetch_add(n, Relaxed);
+        self.ctx.stats.socket_writes.fetch_add(1, Relaxed);
         Ok(())
     }
 }

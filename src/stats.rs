@@ -1,5 +1,6 @@
 //! Server-wide counters behind the `stats` command: relaxed atomics bumped by connections
-//! and `exec`. The store keeps its own item counters (`store::StoreStats`).
+//! and `exec`. The store keeps its own item counters (`store::StoreStats`). `socket_writes`
+//! is ours, not memcached's, and is not printed: tests use it to check batching.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -44,10 +45,11 @@ counters!(
     bytes_read,
     bytes_written,
     conn_yields,
+    socket_writes,
 );
 
 impl Stats {
-    const GAUGES: &'static [&'static str] = &["curr_connections"];
+    const GAUGES: &'static [&'static str] = &["curr_connections", "socket_writes"];
 
     /// Adds one to a counter.
     #[inline]

@@ -1,0 +1,226 @@
+//! Behaviour over real TCP against an in-process server: exact bytes in, exact bytes out.
+
+mod common;
+
+use std::io::Read;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use common::{spawn, spawn_with_clock};
+use larder::Config;
+use larder::clock::Clock;
+
+#[test]
+fn pipelined_commands_are_answered_in_order() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.roundtrip(
+        b"set k 7 0 2\r\nhi\r\nget k nokey k\r\nappend k 0 0 1\r\n!\r\nprepend k 0 0 1\r\n<\r\n\
+          get k\r\ndelete k\r\ndelete k\r\nbogus\r\nmn\r\n",
+        b"STORED\r\nVALUE k 7 2\r\nhi\r\nVALUE k 7 2\r\nhi\r\nEND\r\nSTORED\r\nSTORED\r\n\
+          VALUE k 7 4\r\n<hi!\r\nEND\r\nDELETED\r\nNOT_FOUND\r\nERROR\r\nMN\r\n",
+    );
+}
+
+#[test]
+fn a_batch_of_replies_is_one_write() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
+    let before = srv.ctx.stats.socket_writes.load(Relaxed);
+    let mut req = Vec::new();
+    let mut want = Vec::new();
+    for _ in 0..50 {
+        req.extend_from_slice(b"get k\r\n");
+        want.extend_from_slice(b"VALUE k 0 1\r\nv\r\nEND\r\n");
+    }
+    c.roundtrip(&req, &want);
+    assert_eq!(srv.ctx.stats.socket_writes.load(Relaxed) - before, 1, "50 replies, one write");
+}
+
+#[test]
+fn bare_newlines_and_extra_spaces() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.roundtrip(b"set  lf   0 0 1 \nx\r\nget lf\n", b"STORED\r\nVALUE lf 0 1\r\nx\r\nEND\r\n");
+}
+
+#[test]
+fn cas_round_trip() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.roundtrip(b"set k 0 0 1\r\na\r\n", b"STORED\r\n");
+    c.send(b"gets k\r\n");
+    let line = c.line();
+    let cas: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    c.expect(b"a\r\nEND\r\n");
+    c.roundtrip(format!("cas k 0 0 1 {}\r\nb\r\n", cas + 1).as_bytes(), b"EXISTS\r\n");
+    c.roundtrip(format!("cas k 0 0 1 {cas}\r\nb\r\n").as_bytes(), b"STORED\r\n");
+    c.roundtrip(format!("cas k 0 0 1 {cas}\r\nc\r\n").as_bytes(), b"EXISTS\r\n");
+    c.roundtrip(b"cas nokey 0 0 1 1\r\nc\r\n", b"NOT_FOUND\r\n");
+    assert_eq!(c.stat("cas_badval"), "2");
+    assert_eq!(c.stat("cas_hits"), "1");
+    assert_eq!(c.stat("cas_misses"), "1");
+}
+
+#[test]
+fn values_up_to_the_item_limit_and_refusal_beyond() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    // memcached's largest value at -I 1m with a 3-byte key: 1 MiB - 59 - 3.
+    let max = (1 << 20) - 59 - 3;
+    let value: Vec<u8> = (0..max).map(|i| (i % 251) as u8).collect();
+    let mut req = format!("set big 0 0 {max}\r\n").into_bytes();
+    req.extend_from_slice(&value);
+    req.extend_from_slice(b"\r\nget big\r\n");
+    let mut want = format!("STORED\r\nVALUE big 0 {max}\r\n").into_bytes();
+    want.extend_from_slice(&value);
+    want.extend_from_slice(b"\r\nEND\r\n");
+    c.roundtrip(&req, &want);
+
+    // One byte more: the data is swallowed, the old value dropped, the connection kept.
+    let mut req = format!("set big 0 0 {}\r\n", max + 1).into_bytes();
+    req.extend_from_slice(&vec![b'x'; max + 1]);
+    req.extend_from_slice(b"\r\nget big\r\n");
+    c.roundtrip(&req, b"SERVER_ERROR object too large for cache\r\nEND\r\n");
+    assert_eq!(c.stat("store_too_large"), "1");
+}
+
+#[test]
+fn bad_data_chunk_keeps_the_connection() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.roundtrip(b"set bd 0 0 3\r\nabcde\r\nget bd\r\n", b"CLIENT_ERROR bad data chunk\r\nERROR\r\nEND\r\n");
+}
+
+#[test]
+fn long_line_without_newline_closes_but_long_multiget_does_not() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.send(&[b'x'; 3000]);
+    assert!(c.is_closed());
+
+    let mut c = srv.connect();
+    let keys: String = (0..2000).map(|i| format!(" key{i}")).collect();
+    c.send(format!("get{keys}").as_bytes());
+    std::thread::sleep(Duration::from_millis(50));
+    c.roundtrip(b"\r\n", b"END\r\n");
+}
+
+#[test]
+fn http_requests_are_dropped() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(c.is_closed());
+}
+
+#[test]
+fn quit_closes_after_earlier_replies() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.send(b"version\r\nquit\r\nversion\r\n");
+    assert_eq!(c.line(), format!("VERSION {}", env!("CARGO_PKG_VERSION")));
+    assert!(c.is_closed());
+}
+
+#[test]
+fn connections_past_the_limit_are_refused_and_counted() {
+    let srv = spawn(Config { max_connections: 2, ..Config::for_tests() });
+    let mut a = srv.connect();
+    let mut b = srv.connect();
+    a.roundtrip(b"mn\r\n", b"MN\r\n");
+    b.roundtrip(b"mn\r\n", b"MN\r\n");
+    let mut third = srv.connect();
+    third.expect(b"ERROR Too many open connections\r\n");
+    assert!(third.is_closed());
+    assert_eq!(a.stat("rejected_connections"), "1");
+    assert_eq!(a.stat("curr_connections"), "2");
+    drop(b);
+    // The freed place is usable once the server has seen the close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while srv.ctx.stats.curr_connections.load(Relaxed) > 1 {
+        assert!(Instant::now() < deadline, "close not noticed");
+        std::thread::yield_now();
+    }
+    let mut d = srv.connect();
+    d.roundtrip(b"mn\r\n", b"MN\r\n");
+}
+
+#[test]
+fn expiry_follows_the_server_clock() {
+    let clock = Clock::starting_at(1_800_000_000);
+    let srv = spawn_with_clock(Config::for_tests(), clock.clone());
+    let mut c = srv.connect();
+    // Absolute exptimes are read against the clock, which starts in the (test's) future.
+    c.roundtrip(b"set ttl 0 0 1\r\na\r\nset abs 0 1800000005 1\r\nb\r\nset neg 0 -1 1\r\nc\r\n", b"STORED\r\nSTORED\r\nSTORED\r\n");
+    c.roundtrip(b"touch ttl 10\r\nget neg\r\n", b"TOUCHED\r\nEND\r\n");
+    clock.advance(5);
+    c.roundtrip(b"get abs ttl\r\n", b"VALUE ttl 0 1\r\na\r\nEND\r\n");
+    clock.advance(5);
+    c.roundtrip(b"get ttl\r\ngat 100 ttl\r\n", b"END\r\nEND\r\n");
+    assert_eq!(c.stat("get_expired"), "3");
+}
+
+#[test]
+fn flush_all_with_delay() {
+    let clock = Clock::starting_at(1_800_000_000);
+    let srv = spawn_with_clock(Config::for_tests(), clock.clone());
+    let mut c = srv.connect();
+    c.roundtrip(b"set a 0 0 1\r\na\r\nflush_all 2\r\nget a\r\n", b"STORED\r\nOK\r\nVALUE a 0 1\r\na\r\nEND\r\n");
+    clock.advance(2);
+    c.roundtrip(b"get a\r\nset b 0 0 1\r\nb\r\nget b\r\n", b"END\r\nSTORED\r\nVALUE b 0 1\r\nb\r\nEND\r\n");
+    c.roundtrip(b"flush_all noreply\r\nget b\r\n", b"END\r\n");
+    assert_eq!(c.stat("cmd_flush"), "2");
+}
+
+#[test]
+fn stats_reports_counters() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.roundtrip(b"set a 0 0 1\r\na\r\nget a b\r\nincr a 1\r\ndecr x 1\r\ntouch a 0\r\n",
+        b"STORED\r\nVALUE a 0 1\r\na\r\nEND\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nNOT_FOUND\r\nTOUCHED\r\n");
+    for (name, want) in [("cmd_get", "2"), ("get_hits", "1"), ("get_misses", "1"), ("cmd_set", "1"),
+        ("curr_items", "1"), ("total_items", "1"), ("decr_misses", "1"), ("touch_hits", "1"),
+        ("limit_maxbytes", "67108864"), ("threads", "2"), ("curr_connections", "1")] {
+        assert_eq!(c.stat(name), want, "{name}");
+    }
+    c.roundtrip(b"stats reset\r\n", b"RESET\r\n");
+    assert_eq!(c.stat("cmd_get"), "0");
+    assert_eq!(c.stat("curr_items"), "1", "reset does not forget items");
+}
+
+#[test]
+fn many_clients_at_once() {
+    let srv = spawn(Config::for_tests());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let mut c = srv.connect();
+            std::thread::spawn(move || {
+                c.roundtrip(format!("set n{t} 0 0 1\r\n0\r\n").as_bytes(), b"STORED\r\n");
+                for i in 0..200 {
+                    let key = format!("t{t}k{i}");
+                    c.roundtrip(format!("set {key} {t} 0 3\r\nv{t:02}\r\n").as_bytes(), b"STORED\r\n");
+                    c.roundtrip(format!("incr n{t} 1\r\n").as_bytes(), format!("{}\r\n", i + 1).as_bytes());
+                }
+                c.roundtrip(format!("get t{t}k199\r\n").as_bytes(), format!("VALUE t{t}k199 {t} 3\r\nv{t:02}\r\nEND\r\n").as_bytes());
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(srv.connect().stat("curr_items"), "1608");
+}
+
+#[test]
+fn shutdown_closes_idle_connections_and_returns() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.roundtrip(b"mn\r\n", b"MN\r\n");
+    let started = Instant::now();
+    drop(srv); // signals shutdown and joins the server thread
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let mut b = [0u8; 1];
+    assert!(matches!(c.s.read(&mut b), Ok(0) | Err(_)));
+}
