@@ -75,6 +75,14 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
                 StoreOutcome::NotStored => b"NOT_STORED\r\n",
                 StoreOutcome::Exists => b"EXISTS\r\n",
                 StoreOutcome::NotFound => b"NOT_FOUND\r\n",
+                StoreOutcome::NoMemory => {
+                    Stats::incr(&stats.store_no_memory);
+                    // As for a too-large item, memcached drops the stale value of a failed set.
+                    if mode == StoreMode::Set {
+                        store.delete(&key);
+                    }
+                    b"SERVER_ERROR out of memory storing object\r\n"
+                }
             };
             reply_unless(out, noreply, reply);
         }
@@ -276,7 +284,7 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "total_items", r(&st.total_items));
     put_stat(out, "slab_global_page_pool", 0u32);
     put_stat(out, "expired_unfetched", r(&st.expired_unfetched));
-    put_stat(out, "evicted_unfetched", 0u32);
+    put_stat(out, "evicted_unfetched", r(&st.evicted_unfetched));
     put_stat(out, "evicted_active", 0u32);
     put_stat(out, "evictions", r(&st.evictions));
     put_stat(out, "reclaimed", r(&st.reclaimed));

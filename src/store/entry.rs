@@ -8,7 +8,8 @@ use bytes::Bytes;
 use crate::clock::RelTime;
 
 /// Bytes charged per item on top of its key and value: the map slot (key handle + entry),
-/// the key's and value's own allocations and the value's shared header, rounded up.
+/// the key's and value's own allocations and shared headers, and its eviction record,
+/// rounded up.
 /// Refined by measurement in the memory benchmark.
 pub const ENTRY_OVERHEAD: usize = 160;
 
@@ -27,10 +28,14 @@ pub struct Entry {
     pub(crate) atime: AtomicU32,
     /// Whether a client has read this item since it was written.
     pub(crate) fetched: AtomicBool,
+    /// Read since eviction last looked at it (CLOCK's reference bit).
+    pub(crate) referenced: AtomicBool,
+    /// Which insertion of this key made the entry (see `evict::Record`).
+    pub(crate) birth: u32,
 }
 
 impl Entry {
-    pub(crate) fn new(value: Bytes, flags: u32, exptime: RelTime, now: RelTime, cas: u64) -> Self {
+    pub(crate) fn new(value: Bytes, flags: u32, exptime: RelTime, now: RelTime, cas: u64, birth: u32) -> Self {
         Self {
             value,
             cas,
@@ -39,6 +44,8 @@ impl Entry {
             time: now,
             atime: AtomicU32::new(now),
             fetched: AtomicBool::new(false),
+            referenced: AtomicBool::new(false),
+            birth,
         }
     }
 
@@ -53,7 +60,8 @@ impl Entry {
         if self.atime.load(Ordering::Relaxed) != now {
             self.atime.store(now, Ordering::Relaxed);
         }
-        if !self.fetched.load(Ordering::Relaxed) {
+        if !self.referenced.load(Ordering::Relaxed) {
+            self.referenced.store(true, Ordering::Relaxed);
             self.fetched.store(true, Ordering::Relaxed);
         }
     }

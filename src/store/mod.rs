@@ -3,8 +3,11 @@
 //! counter. Knows nothing of the wire protocol beyond [`StoreMode`]; `exec` drives it.
 
 mod entry;
+mod evict;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use evict::{ClockQueue, Record};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use dashmap::DashMap;
@@ -32,7 +35,13 @@ pub enum StoreOutcome {
     NotStored,
     Exists,
     NotFound,
+    /// No room could be made under the memory limit.
+    NoMemory,
 }
+
+/// Most records eviction looks at for one request, so a request's work stays bounded even
+/// when a large value must displace many small ones.
+const MAX_EVICT_STEPS: usize = 1 << 16;
 
 /// The result of `incr`/`decr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,9 +61,20 @@ pub struct StoreStats {
     pub reclaimed: AtomicU64,
     pub expired_unfetched: AtomicU64,
     pub evictions: AtomicU64,
+    pub evicted_unfetched: AtomicU64,
     pub cas_badval: AtomicU64,
     pub cas_hits: AtomicU64,
     pub cas_misses: AtomicU64,
+}
+
+/// What eviction achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Room {
+    Made,
+    /// Still over the limit after the step bound; the next request carries on.
+    Partial,
+    /// Nothing left to evict, or the item is larger than the whole limit.
+    Never,
 }
 
 /// Why a present item does not count as present.
@@ -76,6 +96,8 @@ pub struct Store {
     oldest_cas: AtomicU64,
     used: AtomicUsize,
     limit: AtomicUsize,
+    order: ClockQueue,
+    births: AtomicU32,
     max_item_size: usize,
     pub stats: StoreStats,
 }
@@ -91,6 +113,8 @@ impl Store {
             oldest_cas: AtomicU64::new(0),
             used: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
+            order: ClockQueue::new(),
+            births: AtomicU32::new(0),
             max_item_size,
             stats: StoreStats::default(),
         }
@@ -110,9 +134,62 @@ impl Store {
         self.limit.load(Relaxed)
     }
 
-    /// Changes the memory limit (`cache_memlimit`).
+    /// Changes the memory limit (`cache_memlimit`), evicting down to a smaller one.
     pub fn set_limit(&self, limit: usize) {
         self.limit.store(limit, Relaxed);
+        while self.used.load(Relaxed) > limit && self.make_room(0) == Room::Partial {}
+    }
+
+    /// Evicts until `need` more bytes fit under the limit, least recently used first
+    /// (CLOCK). Must not be called while holding a map guard.
+    fn make_room(&self, need: usize) -> Room {
+        let limit = self.limit.load(Relaxed);
+        if need > limit {
+            return Room::Never;
+        }
+        let now = self.clock.now();
+        for _ in 0..MAX_EVICT_STEPS {
+            if self.used.load(Relaxed) + need <= limit {
+                return Room::Made;
+            }
+            let Some(rec) = self.order.pop() else { return Room::Never };
+            let Some(e) = self.map.get(&rec.key[..]) else { continue };
+            if e.birth != rec.birth {
+                continue; // stale: the entry this record was made for is gone
+            }
+            let dead = self.dead(&e, now).is_some();
+            if !dead && e.referenced.swap(false, Relaxed) {
+                drop(e);
+                self.order.requeue(rec);
+                continue;
+            }
+            drop(e);
+            if let Some((k, e)) = self.map.remove_if(&rec.key[..], |_, e| e.birth == rec.birth) {
+                if self.dead(&e, now).is_none() {
+                    self.stats.evictions.fetch_add(1, Relaxed);
+                    if !e.fetched.load(Relaxed) {
+                        self.stats.evicted_unfetched.fetch_add(1, Relaxed);
+                    }
+                }
+                self.account_remove(k.len(), &e, now);
+            }
+        }
+        Room::Partial
+    }
+
+    /// Records a new key for eviction, and drops a couple of stale records when deletes
+    /// have let them pile up, so the queue stays proportional to the items held.
+    fn record_insert(&self, key: Bytes, birth: u32) {
+        self.order.push(Record { key, birth });
+        if self.order.len() > 2 * self.len() + 1024 {
+            for _ in 0..2 {
+                let Some(rec) = self.order.pop() else { return };
+                let current = self.map.get(&rec.key[..]).is_some_and(|e| e.birth == rec.birth);
+                if current {
+                    self.order.requeue(rec);
+                }
+            }
+        }
     }
 
     fn next_cas(&self) -> u64 {
@@ -229,6 +306,9 @@ impl Store {
 
     /// The storage commands. `exptime` is a relative deadline (see `Clock::deadline`).
     pub fn store(&self, mode: StoreMode, key: &[u8], flags: u32, exptime: RelTime, value: &[u8]) -> StoreOutcome {
+        if self.make_room(Entry::charge(key.len(), value.len())) != Room::Made {
+            return StoreOutcome::NoMemory;
+        }
         let now = self.clock.now();
         match self.map.entry(Bytes::copy_from_slice(key)) {
             MapEntry::Occupied(mut o) => {
@@ -236,9 +316,9 @@ impl Store {
                     self.count_dead(why);
                     // memcached unlinks the dead item and carries on as if it were absent.
                     if matches!(mode, StoreMode::Set | StoreMode::Add) {
-                        let old_len = o.get().value.len();
+                        let (old_len, birth) = (o.get().value.len(), o.get().birth);
                         self.stats.reclaimed.fetch_add(1, Relaxed);
-                        *o.get_mut() = Entry::new(entry::own(value), flags, exptime, now, self.next_cas());
+                        *o.get_mut() = Entry::new(entry::own(value), flags, exptime, now, self.next_cas(), birth);
                         self.account_resize(old_len, value.len());
                         self.stats.total_items.fetch_add(1, Relaxed);
                         return StoreOutcome::Stored;
@@ -248,6 +328,7 @@ impl Store {
                     return self.absent(mode);
                 }
                 let e = o.get_mut();
+                let birth = e.birth;
                 let new_value = match mode {
                     StoreMode::Add => {
                         e.atime.store(now, Relaxed);
@@ -270,14 +351,14 @@ impl Store {
                             joined.put_slice(&e.value);
                         }
                         // Append and prepend keep the item's flags and deadline.
-                        Entry::new(joined.freeze(), e.flags, e.exptime, now, self.next_cas())
+                        Entry::new(joined.freeze(), e.flags, e.exptime, now, self.next_cas(), birth)
                     }
                     StoreMode::Cas { .. } => {
                         self.stats.cas_hits.fetch_add(1, Relaxed);
-                        Entry::new(entry::own(value), flags, exptime, now, self.next_cas())
+                        Entry::new(entry::own(value), flags, exptime, now, self.next_cas(), birth)
                     }
                     StoreMode::Set | StoreMode::Replace => {
-                        Entry::new(entry::own(value), flags, exptime, now, self.next_cas())
+                        Entry::new(entry::own(value), flags, exptime, now, self.next_cas(), birth)
                     }
                 };
                 self.account_resize(e.value.len(), new_value.value.len());
@@ -290,7 +371,10 @@ impl Store {
                 if outcome == StoreOutcome::Stored {
                     self.account_insert(key.len(), value.len());
                     self.stats.total_items.fetch_add(1, Relaxed);
-                    v.insert(Entry::new(entry::own(value), flags, exptime, now, self.next_cas()));
+                    let birth = self.births.fetch_add(1, Relaxed);
+                    let key = v.key().clone();
+                    v.insert(Entry::new(entry::own(value), flags, exptime, now, self.next_cas(), birth));
+                    self.record_insert(key, birth);
                 }
                 outcome
             }
@@ -483,6 +567,42 @@ mod tests {
         assert_eq!(set(&s, "k", &big, 0), StoreOutcome::Stored);
         assert_eq!(s.store(StoreMode::Append, b"k", 0, 0, big.as_bytes()), StoreOutcome::NotStored);
         assert_eq!(get(&s, "k").unwrap().len(), 900);
+    }
+
+    #[test]
+    fn eviction_keeps_under_the_limit_and_spares_read_items() {
+        let per_item = Entry::charge(6, 100);
+        let s = Store::new(Clock::starting_at(1_800_000_000), 100 * per_item, 1 << 20);
+        let v = "v".repeat(100);
+        for i in 0..100 {
+            assert_eq!(set(&s, &format!("k{i:05}"), &v, 0), StoreOutcome::Stored);
+        }
+        assert_eq!(s.len(), 100);
+        assert!(get(&s, "k00000").is_some(), "read: gets a second chance");
+        for i in 100..150 {
+            assert_eq!(set(&s, &format!("k{i:05}"), &v, 0), StoreOutcome::Stored);
+            assert!(s.bytes() <= s.limit());
+        }
+        assert_eq!(s.len(), 100);
+        assert_eq!(s.stats.evictions.load(Relaxed), 50);
+        assert!(get(&s, "k00000").is_some(), "recently read item survived");
+        assert_eq!(get(&s, "k00001"), None, "oldest unread item went first");
+        assert!(get(&s, "k00149").is_some());
+        // An item larger than the whole limit can never be stored.
+        assert_eq!(set(&s, "huge", &"x".repeat(101 * per_item), 0), StoreOutcome::NoMemory);
+        // Shrinking the limit evicts down to it.
+        s.set_limit(10 * per_item);
+        assert!(s.bytes() <= 10 * per_item && s.len() == 10, "{} items", s.len());
+    }
+
+    #[test]
+    fn delete_churn_does_not_grow_the_eviction_queue() {
+        let s = store();
+        for _ in 0..10_000 {
+            set(&s, "k", "v", 0);
+            s.delete(b"k");
+        }
+        assert!(s.order.len() <= 1024 + 2, "{} records", s.order.len());
     }
 
     #[test]
