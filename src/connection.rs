@@ -90,10 +90,9 @@ impl Connection {
         if self.wbuf.is_empty() {
             return Ok(());
         }
-        let n = self.wbuf.len() as u64;
-        self.socket.write_all_buf(&mut self.wbuf).await?;
-        self.ctx.stats.bytes_written.fetch_add(n, Relaxed);
+        // Counted before writing, so a client that has the reply sees the count.
+        self.ctx.stats.bytes_written.fetch_add(self.wbuf.len() as u64, Relaxed);
         self.ctx.stats.socket_writes.fetch_add(1, Relaxed);
-        Ok(())
+        self.socket.write_all_buf(&mut self.wbuf).await
     }
 }
