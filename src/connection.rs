@@ -63,9 +63,9 @@ impl Connection {
                     Err(rejected) => {
                         trace!(error = %rejected.error, "rejected");
                         if rejected.error.is_fatal() {
-                            // memcached drops such connections at once, unsent replies too.
+                            // memcached sends what earlier commands produced, then closes.
                             debug!(error = %rejected.error, "closing connection");
-                            return Ok(());
+                            return self.flush().await;
                         }
                         if let (Some(reply), false) = (rejected.error.reply(), rejected.noreply) {
                             self.wbuf.put_slice(reply);

@@ -152,6 +152,7 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
         }
         Request::Shutdown => out.put_slice(b"ERROR: shutdown not enabled\r\n"),
         Request::MetaNoop => out.put_slice(b"MN\r\n"),
+        Request::NoOp { reply, noreply } => reply_unless(out, noreply, reply),
         Request::Quit => return Flow::Close,
     }
     Flow::Continue

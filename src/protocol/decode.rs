@@ -268,7 +268,25 @@ impl Decoder {
                     .ok_or(silent(ProtocolError::UnknownCommand))?;
                 Request::CacheMemlimit { mib, noreply }
             }
+            b"stats" if toks.get(&line, 1) == b"cachedump" => {
+                let reply = if ntokens < 5 {
+                    b"CLIENT_ERROR bad command line\r\n".as_slice()
+                } else {
+                    match (parse_u32_truncating(toks.get(&line, 2)), parse_u32_truncating(toks.get(&line, 3))) {
+                        (Some(id), Some(_)) if id >= MAX_SLAB_CLASSES => b"CLIENT_ERROR Illegal slab id\r\n".as_slice(),
+                        (Some(_), Some(_)) => b"END\r\n",
+                        _ => return Err(ProtocolError::BadFormat.into()),
+                    }
+                };
+                Request::NoOp { reply, noreply: false }
+            }
             b"stats" => Request::Stats { group: stats_group(&toks, &line)? },
+            b"slabs" => Request::NoOp { reply: slabs_reply(&toks, &line, ntokens, noreply)?, noreply },
+            b"lru" => {
+                want(ntokens >= 3)?;
+                Request::NoOp { reply: lru_reply(&toks, &line, ntokens), noreply }
+            }
+            b"lru_crawler" => Request::NoOp { reply: lru_crawler_reply(&toks, &line, ntokens), noreply: false },
             _ => {
                 // memcached drops connections that look like HTTP (cross-protocol attacks).
                 if toks.get(&line, toks.n - 1).starts_with(b"HTTP/") {
@@ -301,6 +319,98 @@ fn stats_group(toks: &Tokens, line: &[u8]) -> Result<StatsGroup, Rejection> {
         b"detail" => StatsGroup::DetailUsage,
         _ => return Err(ProtocolError::UnknownCommand.into()),
     })
+}
+
+/// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`, which bounds class ids in admin commands.
+const MAX_SLAB_CLASSES: u32 = 64;
+
+/// Largest slab class id a default memcached has (`power_largest`).
+const LARGEST_SLAB_CLASS: i32 = 39;
+
+const OK: &[u8] = b"OK\r\n";
+const ERROR: &[u8] = b"ERROR\r\n";
+
+/// `slabs reassign|automove`: Larder has no slab classes, so there is never a page to move.
+fn slabs_reply(toks: &Tokens, line: &[u8], ntokens: usize, noreply: bool) -> Result<&'static [u8], Rejection> {
+    let sub = toks.get(line, 1);
+    if ntokens == 5 && sub == b"reassign" {
+        let (Some(src), Some(dst)) =
+            (parse_i32_truncating(toks.get(line, 2)), parse_i32_truncating(toks.get(line, 3)))
+        else {
+            return Err(ProtocolError::BadFormat.into());
+        };
+        let class_ok = |c: i32| (1..=LARGEST_SLAB_CLASS).contains(&c);
+        return Ok(if src == dst {
+            b"SAME src and dst class are identical\r\n"
+        } else if !(class_ok(src) || src == -1) || !class_ok(dst) {
+            b"BADCLASS invalid src or dst class id\r\n"
+        } else {
+            b"NOSPARE source class has no spare pages\r\n"
+        });
+    }
+    if ntokens >= 4 && sub == b"automove" {
+        let arg = toks.get(line, 2);
+        if arg == b"ratio" {
+            let ok = ntokens >= 5 && std::str::from_utf8(toks.get(line, 3)).is_ok_and(|r| r.parse::<f64>().is_ok());
+            return Ok(if ok { OK } else { ERROR });
+        }
+        return match parse_u32_truncating(arg) {
+            None => Err(Rejection { error: ProtocolError::BadFormat, noreply }),
+            Some(0..=2) => Ok(OK),
+            Some(_) => Ok(ERROR),
+        };
+    }
+    Err(ProtocolError::UnknownCommand.into())
+}
+
+/// `lru tune|mode|temp_ttl`, validated as memcached validates them.
+fn lru_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8] {
+    let float = |i: usize| std::str::from_utf8(toks.get(line, i)).ok().and_then(|f| f.parse::<f64>().ok());
+    match toks.get(line, 1) {
+        b"tune" if ntokens >= 7 => {
+            let (Some(hot), Some(warm), Some(hot_factor), Some(factor)) = (
+                parse_u32_truncating(toks.get(line, 2)),
+                parse_u32_truncating(toks.get(line, 3)),
+                float(4),
+                float(5),
+            ) else {
+                return ERROR;
+            };
+            if u64::from(hot) + u64::from(warm) > 80 {
+                b"ERROR hot and warm pcts must not exceed 80\r\n"
+            } else if factor <= 0.0 || hot_factor <= 0.0 {
+                b"ERROR hot/warm age factors must be greater than 0\r\n"
+            } else {
+                OK
+            }
+        }
+        b"mode" if ntokens >= 4 => match toks.get(line, 2) {
+            b"flat" | b"segmented" => OK,
+            _ => ERROR,
+        },
+        b"temp_ttl" if ntokens >= 4 => {
+            if parse_i32_truncating(toks.get(line, 2)).is_some() { OK } else { ERROR }
+        }
+        _ => ERROR,
+    }
+}
+
+/// `lru_crawler`: Larder reclaims expired items on its own schedule; the knobs are accepted.
+fn lru_crawler_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8] {
+    let sub = toks.get(line, 1);
+    match (ntokens, sub) {
+        (4, b"crawl") => OK,
+        (4, b"tocrawl") => {
+            if parse_u32_truncating(toks.get(line, 2)).is_some() { OK } else { b"CLIENT_ERROR bad command line format\r\n" }
+        }
+        (4, b"sleep") => match parse_u32_truncating(toks.get(line, 2)) {
+            None => b"CLIENT_ERROR bad command line format\r\n",
+            Some(us) if us > 1_000_000 => b"CLIENT_ERROR sleep must be one second or less\r\n",
+            Some(_) => OK,
+        },
+        (3, b"enable" | b"disable") => OK,
+        _ => ERROR,
+    }
 }
 
 /// What a command line turned out to be.

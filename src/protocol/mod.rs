@@ -36,6 +36,10 @@ pub enum Request {
     Shutdown,
     /// `mn`: the meta no-op, which memcached answers with `MN`.
     MetaNoop,
+    /// An admin command about machinery Larder does not have (slab classes, LRU tuning,
+    /// the LRU crawler, `stats cachedump`): accepted for scripts' sake and answered as
+    /// memcached answers it, with no effect.
+    NoOp { reply: &'static [u8], noreply: bool },
     Quit,
 }
 
@@ -108,6 +112,7 @@ impl Request {
             Self::CacheMemlimit { .. } => "cache_memlimit",
             Self::Shutdown => "shutdown",
             Self::MetaNoop => "mn",
+            Self::NoOp { .. } => "admin",
             Self::Quit => "quit",
         }
     }
@@ -145,8 +150,6 @@ pub enum ProtocolError {
     BadDelta,
     #[error("bad delete arguments")]
     DeleteUsage,
-    #[error("bad stats arguments")]
-    StatsUsage,
     #[error("command line too long")]
     LineTooLong,
     #[error("HTTP request on the memcached port")]
@@ -165,7 +168,6 @@ impl ProtocolError {
             Self::DeleteUsage => {
                 b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
             }
-            Self::StatsUsage => b"CLIENT_ERROR bad command line\r\n",
             Self::LineTooLong | Self::Http => return None,
         })
     }
