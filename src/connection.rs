@@ -34,7 +34,7 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(socket: TcpStream, ctx: Arc<Ctx>, cancel: CancellationToken) -> Self {
-        let decoder = Decoder::new(Limits { max_item_size: ctx.config.max_item_size });
+        let decoder = Decoder::new(Limits { max_item_size: ctx.config.max_item_size }, ctx.store.clock().clone());
         Self {
             socket,
             ctx,

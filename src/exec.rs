@@ -9,11 +9,14 @@ use bytes::{BufMut, BytesMut};
 use crate::config::Config;
 use crate::protocol::encode::{Seconds, put_number, put_stat, put_value};
 use crate::protocol::{DetailCmd, Request, StatsGroup, StoreMode};
-use crate::stats::Stats;
+use crate::stats::{PrefixEvent, Stats};
 use crate::store::{ArithOutcome, Store, StoreOutcome};
 
-/// The version `version` and `stats` report: the crate's, so major >= 1 as libmemcached needs.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version `version` and `stats` report: the memcached release whose behaviour Larder
+/// reproduces, then Larder's own. Clients and tools read the leading numbers to decide
+/// which protocol features to expect (memccapable expects 1.6 answers only from "1.6");
+/// the suffix keeps it honest about what answers.
+pub const VERSION: &str = concat!("1.6.18-larder.", env!("CARGO_PKG_VERSION"));
 
 /// memcached refuses `cache_memlimit` below this many MiB.
 const MIN_MEMLIMIT_MIB: u32 = 8;
@@ -61,15 +64,16 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
                         hit
                     }
                 };
+                stats.prefixes.record(key, PrefixEvent::Get { hit: hit.is_some() });
                 if let Some(h) = hit {
                     put_value(out, key, h.flags, &h.value, with_cas.then_some(h.cas));
                 }
             }
             out.put_slice(b"END\r\n");
         }
-        Request::Store { mode, key, flags, exptime, value, noreply } => {
+        Request::Store { mode, key, flags, deadline, value, noreply } => {
             Stats::incr(&stats.cmd_set);
-            let deadline = store.clock().deadline(exptime);
+            stats.prefixes.record(&key, PrefixEvent::Set);
             let reply: &[u8] = match store.store(mode, &key, flags, deadline, &value) {
                 StoreOutcome::Stored => b"STORED\r\n",
                 StoreOutcome::NotStored => b"NOT_STORED\r\n",
@@ -86,16 +90,17 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
             };
             reply_unless(out, noreply, reply);
         }
-        Request::TooLarge { key, mode, noreply } => {
+        Request::TooLarge { key, mode } => {
             Stats::incr(&stats.store_too_large);
-            // A client that sees this error assumes the old value is gone: memcached makes
-            // it so for `set`, and so do we.
+            stats.prefixes.record(&key, PrefixEvent::Set);
+            // A client that sees the error assumes the old value is gone: memcached makes it
+            // so for `set`, and so do we. The reply follows once the data is swallowed.
             if mode == StoreMode::Set {
                 store.delete(&key);
             }
-            reply_unless(out, noreply, b"SERVER_ERROR object too large for cache\r\n");
         }
         Request::Delete { key, noreply } => {
+            stats.prefixes.record(&key, PrefixEvent::Delete);
             let hit = store.delete(&key);
             Stats::incr(if hit { &stats.delete_hits } else { &stats.delete_misses });
             reply_unless(out, noreply, if hit { b"DELETED\r\n" } else { b"NOT_FOUND\r\n" });
@@ -188,11 +193,15 @@ fn write_stats(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
             out.put_slice(b"RESET\r\n");
             return;
         }
-        StatsGroup::Detail(DetailCmd::On | DetailCmd::Off) => {
+        StatsGroup::Detail(cmd @ (DetailCmd::On | DetailCmd::Off)) => {
+            ctx.stats.prefixes.set_enabled(cmd == DetailCmd::On);
             out.put_slice(b"OK\r\n");
             return;
         }
-        StatsGroup::Detail(DetailCmd::Dump) => {}
+        StatsGroup::Detail(DetailCmd::Dump) => {
+            ctx.stats.prefixes.dump(out);
+            return;
+        }
         StatsGroup::DetailUsage => {
             out.put_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n");
             return;
@@ -316,7 +325,7 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "num_threads", c.threads);
     put_stat(out, "num_threads_per_udp", c.threads);
     put_stat(out, "stat_key_prefix", ":");
-    put_stat(out, "detail_enabled", false);
+    put_stat(out, "detail_enabled", ctx.stats.prefixes.enabled());
     put_stat(out, "reqs_per_event", 20u32);
     put_stat(out, "cas_enabled", true);
     put_stat(out, "tcp_backlog", 1024u32);

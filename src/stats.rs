@@ -9,13 +9,14 @@ macro_rules! counters {
     ($($name:ident),* $(,)?) => {
         /// Relaxed counters named as memcached names them in `stats`.
         #[derive(Debug, Default)]
-        pub struct Stats { $(pub $name: AtomicU64,)* }
+        pub struct Stats { $(pub $name: AtomicU64,)* pub prefixes: PrefixStats }
 
         impl Stats {
             /// `stats reset`: zeroes the resettable counters (not gauges such as
             /// `curr_connections`, which `reset` must not touch).
             pub fn reset(&self) {
                 $( if !Self::GAUGES.contains(&stringify!($name)) { self.$name.store(0, Relaxed); } )*
+                self.prefixes.clear();
             }
         }
     };
@@ -75,5 +76,163 @@ mod tests {
         Stats::incr(&s.curr_connections);
         s.reset();
         assert_eq!((Stats::read(&s.cmd_get), Stats::read(&s.curr_connections)), (0, 1));
+    }
+}
+
+/// Per-prefix counters behind `stats detail on|off|dump`, as memcached keeps them: a key's
+/// prefix is what precedes its first `:`; keys without one are not counted. Costs one
+/// relaxed load per request while off (the default).
+#[derive(Debug)]
+pub struct PrefixStats {
+    enabled: std::sync::atomic::AtomicBool,
+    /// memcached's 256 hash buckets, newest prefix first in each, so `dump` lists prefixes
+    /// in memcached's order.
+    buckets: std::sync::Mutex<Vec<Vec<PrefixCounts>>>,
+}
+
+#[derive(Debug)]
+struct PrefixCounts {
+    prefix: Box<[u8]>,
+    gets: u64,
+    hits: u64,
+    sets: u64,
+    deletes: u64,
+}
+
+/// What a request did to a prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefixEvent {
+    Get { hit: bool },
+    Set,
+    Delete,
+}
+
+const PREFIX_BUCKETS: usize = 256;
+const PREFIX_DELIMITER: u8 = b':';
+
+impl Default for PrefixStats {
+    fn default() -> Self {
+        Self {
+            enabled: std::sync::atomic::AtomicBool::new(false),
+            buckets: std::sync::Mutex::new((0..PREFIX_BUCKETS).map(|_| Vec::new()).collect()),
+        }
+    }
+}
+
+impl PrefixStats {
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Relaxed);
+    }
+
+    #[inline]
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Relaxed)
+    }
+
+    /// Counts `event` for `key`'s prefix, if recording is on and the key has one.
+    pub fn record(&self, key: &[u8], event: PrefixEvent) {
+        if !self.enabled() {
+            return;
+        }
+        let Some(len) = key.iter().take_while(|&&b| b != 0).position(|&b| b == PREFIX_DELIMITER) else {
+            return;
+        };
+        let prefix = &key[..len];
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = &mut buckets[murmur3_32(prefix) as usize % PREFIX_BUCKETS];
+        let i = match bucket.iter().position(|c| &*c.prefix == prefix) {
+            Some(i) => i,
+            None => {
+                let fresh = PrefixCounts { prefix: prefix.into(), gets: 0, hits: 0, sets: 0, deletes: 0 };
+                bucket.insert(0, fresh);
+                0
+            }
+        };
+        let c = &mut bucket[i];
+        match event {
+            PrefixEvent::Get { hit } => {
+                c.gets += 1;
+                c.hits += u64::from(hit);
+            }
+            PrefixEvent::Set => c.sets += 1,
+            PrefixEvent::Delete => c.deletes += 1,
+        }
+    }
+
+    /// `stats detail dump`: `PREFIX <p> get <n> hit <n> set <n> del <n>` lines and `END`.
+    pub fn dump(&self, out: &mut bytes::BytesMut) {
+        use bytes::BufMut;
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = itoa::Buffer::new();
+        for c in buckets.iter().flatten() {
+            out.put_slice(b"PREFIX ");
+            out.put_slice(&c.prefix);
+            for (label, v) in [(" get ", c.gets), (" hit ", c.hits), (" set ", c.sets), (" del ", c.deletes)] {
+                out.put_slice(label.as_bytes());
+                out.put_slice(n.format(v).as_bytes());
+            }
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"END\r\n");
+    }
+
+    /// `stats reset` forgets prefixes too.
+    pub fn clear(&self) {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).iter_mut().for_each(Vec::clear);
+    }
+}
+
+/// MurmurHash3 x86 32-bit with seed 0: memcached's default hash, used here only to order
+/// `stats detail dump` as memcached does.
+fn murmur3_32(data: &[u8]) -> u32 {
+    const C1: u32 = 0xcc9e_2d51;
+    const C2: u32 = 0x1b87_3593;
+    let mut h: u32 = 0;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+        h ^= k;
+        h = h.rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+    }
+    let tail = chunks.remainder();
+    let mut k: u32 = 0;
+    for (i, &b) in tail.iter().enumerate() {
+        k ^= u32::from(b) << (8 * i);
+    }
+    if !tail.is_empty() {
+        h ^= k.wrapping_mul(C1).rotate_left(15).wrapping_mul(C2);
+    }
+    h ^= data.len() as u32;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+#[cfg(test)]
+mod prefix_tests {
+    use super::*;
+
+    #[test]
+    fn murmur3_reference_values() {
+        assert_eq!(murmur3_32(b""), 0);
+        assert_eq!(murmur3_32(b"hello"), 0x248b_fa47);
+        assert_eq!(murmur3_32(b"The quick brown fox jumps over the lazy dog"), 0x2e4f_f723);
+    }
+
+    #[test]
+    fn counts_by_prefix_only_when_enabled() {
+        let p = PrefixStats::default();
+        p.record(b"a:1", PrefixEvent::Set);
+        p.set_enabled(true);
+        p.record(b"a:1", PrefixEvent::Set);
+        p.record(b"a:2", PrefixEvent::Get { hit: false });
+        p.record(b"a:1", PrefixEvent::Get { hit: true });
+        p.record(b"nodelim", PrefixEvent::Delete);
+        let mut out = bytes::BytesMut::new();
+        p.dump(&mut out);
+        assert_eq!(&out[..], b"PREFIX a get 2 hit 1 set 1 del 0\r\nEND\r\n");
     }
 }

@@ -17,6 +17,9 @@
 //! += TEXT     buffer TEXT (no terminator)
 //! sleep SECS  wait (memcached's clock ticks once a second: use TTL 2 + sleep 3)
 //! expect_close  send what is buffered, read until EOF (2 s) -> "<closed>" or "<open>"
+//! @2 > TEXT   any send line or expect_close may start with `@N ` (N = 1..16) to use the
+//!             session's N-th connection (opened on first use; default 1); buffers, syncs
+//!             and partial sends are per connection, `$CAS` values are shared
 //! ```
 //!
 //! TEXT escapes: `\r \n \t \0 \s`(space) `\\ \{ \$ \xNN`; `{STR*N}` repeats STR N times
@@ -77,6 +80,8 @@ enum Then {
 struct Step {
     line: usize,
     src: String,
+    /// Which of the session's connections (1-based; `@N` prefix, default 1).
+    conn: usize,
     action: Action,
 }
 
@@ -120,6 +125,15 @@ fn parse_corpus_file(file: &str, text: &str) -> Vec<Session> {
         let session = sessions
             .last_mut()
             .unwrap_or_else(|| panic!("{}: step before the first `===` header", here()));
+        let (conn, l) = match l.strip_prefix('@') {
+            Some(rest) => {
+                let (n, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+                let n: usize = n.parse().unwrap_or_else(|_| panic!("{}: bad @N prefix", here()));
+                assert!((1..=16).contains(&n), "{}: connection number must be 1..=16", here());
+                (n, rest)
+            }
+            None => (1, l),
+        };
         let action = if let Some(s) = l.strip_prefix("sleep ") {
             Action::Sleep(Duration::from_secs_f64(
                 s.trim().parse().unwrap_or_else(|_| panic!("{}: bad sleep", here())),
@@ -143,19 +157,22 @@ fn parse_corpus_file(file: &str, text: &str) -> Vec<Session> {
             expand(body, &[]).unwrap_or_else(|e| panic!("{}: {e}", here()));
             Action::Send { text: body.to_string(), crlf, then }
         };
-        session.steps.push(Step { line, src: l.to_string(), action });
+        let src = if conn == 1 { l.to_string() } else { format!("@{conn} {l}") };
+        session.steps.push(Step { line, src, conn, action });
     }
     for s in &sessions {
-        let last_send = s.steps.iter().rev().find_map(|st| match &st.action {
-            Action::Send { then, .. } => Some(*then),
-            Action::ExpectClose => Some(Then::Sync),
-            Action::Sleep(_) => None,
-        });
-        assert!(
-            matches!(last_send, Some(Then::Sync)),
-            "{}: a session must end with a synced step or expect_close",
-            s.label()
-        );
+        for c in 1..=16 {
+            let last_send = s.steps.iter().rev().filter(|st| st.conn == c).find_map(|st| match &st.action {
+                Action::Send { then, .. } => Some(*then),
+                Action::ExpectClose => Some(Then::Sync),
+                Action::Sleep(_) => None,
+            });
+            assert!(
+                matches!(last_send, None | Some(Then::Sync)),
+                "{}: each connection must end with a synced step or expect_close",
+                s.label()
+            );
+        }
     }
     sessions
 }
@@ -361,6 +378,11 @@ fn larder_config(opts: &[String]) -> larder::config::Config {
         match o.as_str() {
             "-I" => config.max_item_size = parse_size(val()),
             "-m" => config.memory_limit = parse_size(val()) * 1024 * 1024,
+            // memcached-internal tuning (e.g. `-o no_lru_maintainer`, used where its
+            // background thread makes memcached itself nondeterministic): nothing to map.
+            "-o" => {
+                val();
+            }
             _ => panic!("session option {o} has no Larder mapping in tests/differential.rs"),
         }
     }
@@ -409,10 +431,13 @@ struct Record {
 struct Conn {
     stream: TcpStream,
     closed: bool,
+    /// Bytes buffered by `+` lines, not sent yet.
+    pending: Vec<u8>,
+    /// Corpus lines since this connection's last record.
+    src_lines: Vec<String>,
     /// Bytes sent since the last sync, to count the `mn` commands whose `MN` to wait for.
     unsynced: Vec<u8>,
     acc: Vec<u8>,
-    cas: Vec<u64>,
 }
 
 impl Conn {
@@ -453,7 +478,7 @@ impl Conn {
 
     /// Writes `bytes` followed by the sentinel in one write, then collects the replies up
     /// to the sentinel's `MN` (or EOF / timeout) and normalises them.
-    fn send_and_sync(&mut self, bytes: &[u8]) -> Vec<u8> {
+    fn send_and_sync(&mut self, bytes: &[u8], cas: &mut Vec<u64>) -> Vec<u8> {
         self.write(&[bytes, SENTINEL].concat());
         let want = count_mn_commands(&self.unsynced);
         self.unsynced.clear();
@@ -468,17 +493,17 @@ impl Conn {
             ReadEnd::TimedOut => suffix = b"<timeout>",
         }
         let mut out = Vec::new();
-        walk(&raw, Some(&mut out), &mut self.cas);
+        walk(&raw, Some(&mut out), cas);
         out.extend_from_slice(suffix);
         out
     }
 
-    fn expect_close(&mut self) -> Vec<u8> {
+    fn expect_close(&mut self, cas: &mut Vec<u64>) -> Vec<u8> {
         self.unsynced.clear();
         let end = self.read_until(Instant::now() + CLOSE_TIMEOUT, |_| false);
         let raw = std::mem::take(&mut self.acc);
         let mut out = Vec::new();
-        walk(&raw, Some(&mut out), &mut self.cas);
+        walk(&raw, Some(&mut out), cas);
         out.extend_from_slice(if end == ReadEnd::Closed { b"<closed>" } else { b"<open>" });
         out
     }
@@ -571,48 +596,69 @@ fn memchr_nl(b: &[u8]) -> Option<usize> {
 /// Plays a session against a fresh server of `kind`.
 fn run_session(kind: Kind, session: &Session) -> Vec<Record> {
     let server = kind.start(&session.opts);
-    let stream = TcpStream::connect(server.addr())
-        .unwrap_or_else(|e| panic!("{:?} connect for {}: {e}", kind, session.label()));
-    stream.set_nodelay(true).unwrap();
-    stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
-    let mut conn = Conn { stream, closed: false, unsynced: Vec::new(), acc: Vec::new(), cas: Vec::new() };
+    let mut conns: Vec<Option<Conn>> = (0..=16).map(|_| None).collect();
+    // Cas uniques seen on any of the session's connections, in order.
+    let mut cas: Vec<u64> = Vec::new();
     let mut records = Vec::new();
-    let mut pending: Vec<u8> = Vec::new();
-    let mut src_lines: Vec<String> = Vec::new();
     for step in &session.steps {
-        src_lines.push(step.src.clone());
-        match &step.action {
-            Action::Sleep(d) => std::thread::sleep(*d),
+        if let Action::Sleep(d) = &step.action {
+            std::thread::sleep(*d);
+            for c in conns.iter_mut().flatten() {
+                c.src_lines.push(step.src.clone());
+            }
+            continue;
+        }
+        let conn = conns[step.conn].get_or_insert_with(|| {
+            let stream = TcpStream::connect(server.addr())
+                .unwrap_or_else(|e| panic!("{:?} connect for {}: {e}", kind, session.label()));
+            stream.set_nodelay(true).unwrap();
+            stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
+            Conn {
+                stream,
+                closed: false,
+                pending: Vec::new(),
+                src_lines: Vec::new(),
+                unsynced: Vec::new(),
+                acc: Vec::new(),
+            }
+        });
+        conn.src_lines.push(step.src.clone());
+        let reply = match &step.action {
+            Action::Sleep(_) => unreachable!(),
             Action::Send { text, crlf, then } => {
-                pending.extend(expand(text, &conn.cas).unwrap());
+                conn.pending.extend(expand(text, &cas).unwrap());
                 if *crlf {
-                    pending.extend_from_slice(b"\r\n");
+                    conn.pending.extend_from_slice(b"\r\n");
                 }
                 match then {
-                    Then::Buffer => {}
+                    Then::Buffer => None,
                     Then::NoSync => {
-                        let bytes = std::mem::take(&mut pending);
+                        let bytes = std::mem::take(&mut conn.pending);
                         conn.write(&bytes);
                         std::thread::sleep(PARTIAL_PAUSE);
+                        None
                     }
                     Then::Sync => {
-                        let bytes = std::mem::take(&mut pending);
-                        let reply = conn.send_and_sync(&bytes);
-                        records.push(Record { line: step.line, src: src_lines.join("\n"), reply });
-                        src_lines.clear();
+                        let bytes = std::mem::take(&mut conn.pending);
+                        Some(conn.send_and_sync(&bytes, &mut cas))
                     }
                 }
             }
             Action::ExpectClose => {
-                let bytes = std::mem::take(&mut pending);
+                let bytes = std::mem::take(&mut conn.pending);
                 conn.write(&bytes);
-                let reply = conn.expect_close();
-                records.push(Record { line: step.line, src: src_lines.join("\n"), reply });
-                src_lines.clear();
+                Some(conn.expect_close(&mut cas))
             }
+        };
+        if let Some(reply) = reply {
+            let src = std::mem::take(&mut conn.src_lines).join("\n");
+            records.push(Record { line: step.line, src, reply });
         }
     }
-    let _ = conn.stream.shutdown(Shutdown::Both);
+    for c in conns.iter_mut().flatten() {
+        let _ = c.stream.shutdown(Shutdown::Both);
+    }
+    drop(conns);
     drop(server);
     records
 }

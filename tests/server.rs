@@ -120,7 +120,7 @@ fn quit_closes_after_earlier_replies() {
     let srv = spawn(Config::for_tests());
     let mut c = srv.connect();
     c.send(b"version\r\nquit\r\nversion\r\n");
-    assert_eq!(c.line(), format!("VERSION {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(c.line(), format!("VERSION {}", larder::exec::VERSION));
     assert!(c.is_closed());
 }
 

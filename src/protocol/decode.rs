@@ -8,6 +8,7 @@ use std::ops::Range;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
+use crate::clock::{Clock, RelTime};
 use super::{
     DetailCmd, KEY_MAX_LENGTH, KeyList, ProtocolError, Rejection, Request, StatsGroup, StoreMode,
 };
@@ -45,6 +46,9 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Decoder {
     limits: Limits,
+    /// Storage commands take their deadline when their command line arrives, as in
+    /// memcached, however long the data block takes.
+    clock: Clock,
     /// How far the current line has been searched for `\n` already.
     scanned: usize,
     state: State,
@@ -56,8 +60,9 @@ enum State {
     Line,
     /// A storage command line was read; waiting for its data block and `\r\n`.
     Data(PendingStore),
-    /// Discarding this many bytes of a refused data block.
-    Swallow(usize),
+    /// Discarding this many bytes of a refused data block; then the refusal is answered
+    /// (memcached replies only once the data is consumed), silently under `noreply`.
+    Swallow { left: usize, noreply: bool },
 }
 
 #[derive(Debug)]
@@ -65,14 +70,14 @@ struct PendingStore {
     mode: StoreMode,
     key: Bytes,
     flags: u32,
-    exptime: i32,
+    deadline: RelTime,
     len: usize,
     noreply: bool,
 }
 
 impl Decoder {
-    pub fn new(limits: Limits) -> Self {
-        Self { limits, scanned: 0, state: State::Line }
+    pub fn new(limits: Limits, clock: Clock) -> Self {
+        Self { limits, clock, scanned: 0, state: State::Line }
     }
 
     /// Decodes the next request. `Ok(None)` means more bytes are needed; consumed bytes are
@@ -80,14 +85,16 @@ impl Decoder {
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Rejection> {
         loop {
             match &mut self.state {
-                State::Swallow(left) => {
+                State::Swallow { left, noreply } => {
                     let n = (*left).min(buf.len());
                     buf.advance(n);
                     *left -= n;
                     if *left > 0 {
                         return Ok(None);
                     }
+                    let noreply = *noreply;
                     self.state = State::Line;
+                    return Err(Rejection { error: ProtocolError::TooLarge, noreply });
                 }
                 State::Data(pending) => {
                     let total = pending.len + 2;
@@ -106,7 +113,7 @@ impl Decoder {
                         mode: p.mode,
                         key: p.key,
                         flags: p.flags,
-                        exptime: p.exptime,
+                        deadline: p.deadline,
                         value: block.slice(..p.len),
                         noreply: p.noreply,
                     }));
@@ -134,8 +141,8 @@ impl Decoder {
                             self.state = State::Data(p);
                         }
                         Line::Refused { key, mode, len, noreply } => {
-                            self.state = State::Swallow(len + 2);
-                            return Ok(Some(Request::TooLarge { key, mode, noreply }));
+                            self.state = State::Swallow { left: len + 2, noreply };
+                            return Ok(Some(Request::TooLarge { key, mode }));
                         }
                     }
                 }
@@ -192,7 +199,8 @@ impl Decoder {
             if item_too_large(key.len(), flags, len, self.limits.max_item_size) {
                 return Ok(Line::Refused { key, mode, len, noreply });
             }
-            return Ok(Line::Data(PendingStore { mode, key, flags, exptime, len, noreply }));
+            let deadline = self.clock.deadline(exptime);
+            return Ok(Line::Data(PendingStore { mode, key, flags, deadline, len, noreply }));
         }
 
         let req = match cmd {
@@ -478,7 +486,7 @@ mod tests {
     use super::*;
 
     fn decoder() -> Decoder {
-        Decoder::new(Limits { max_item_size: 1 << 20 })
+        Decoder::new(Limits { max_item_size: 1 << 20 }, Clock::starting_at(1_800_000_000))
     }
 
     /// Decodes until more input is needed; errors are kept in order with the requests.
@@ -543,12 +551,12 @@ mod tests {
 
     #[test]
     fn storage_line() {
-        let Ok(Request::Store { mode, key, flags, exptime, value, noreply }) =
+        let Ok(Request::Store { mode, key, flags, deadline, value, noreply }) =
             one(b"set  k   4294967296 4294967295 2 \r\nhi\r\n")
         else {
             panic!()
         };
-        assert_eq!((mode, &key[..], flags, exptime, &value[..], noreply), (StoreMode::Set, &b"k"[..], 0, -1, &b"hi"[..], false));
+        assert_eq!((mode, &key[..], flags, deadline, &value[..], noreply), (StoreMode::Set, &b"k"[..], 0, 1, &b"hi"[..], false), "4294967295 is -1: expired");
         assert!(matches!(one(b"cas k 0 0 1 7 noreply\r\nx\r\n"),
             Ok(Request::Store { mode: StoreMode::Cas { unique: 7 }, noreply: true, .. })));
         // An unknown 7th token is ignored.
@@ -575,20 +583,22 @@ mod tests {
 
     #[test]
     fn too_large_is_swallowed() {
-        let mut d = Decoder::new(Limits { max_item_size: 1024 });
+        let mut d = Decoder::new(Limits { max_item_size: 1024 }, Clock::starting_at(1_800_000_000));
         let mut buf = BytesMut::from(&b"set k 0 0 1000\r\n"[..]);
         assert!(matches!(d.decode(&mut buf), Ok(Some(Request::TooLarge { mode: StoreMode::Set, .. }))));
+        assert_eq!(d.decode(&mut buf), Ok(None), "no reply before the data is consumed");
         buf.extend_from_slice(&[b'x'; 600]);
         assert_eq!(d.decode(&mut buf), Ok(None));
         assert!(buf.is_empty(), "swallowed bytes are not buffered");
         buf.extend_from_slice(&[b'x'; 400]);
         buf.extend_from_slice(b"\r\nversion\r\n");
+        assert_eq!(d.decode(&mut buf), Err(ProtocolError::TooLarge.into()));
         assert_eq!(d.decode(&mut buf), Ok(Some(Request::Version)));
         // The boundary is memcached's: 1024 - 59 - key length.
         let ok = format!("set k 0 0 {}\r\n", 1024 - 59 - 1);
-        assert!(matches!(Decoder::new(Limits { max_item_size: 1024 }).decode(&mut BytesMut::from(ok.as_bytes())), Ok(None)));
+        assert!(matches!(Decoder::new(Limits { max_item_size: 1024 }, Clock::starting_at(1_800_000_000)).decode(&mut BytesMut::from(ok.as_bytes())), Ok(None)));
         let over = format!("set k 0 0 {}\r\n", 1024 - 59);
-        assert!(matches!(Decoder::new(Limits { max_item_size: 1024 }).decode(&mut BytesMut::from(over.as_bytes())), Ok(Some(Request::TooLarge { .. }))));
+        assert!(matches!(Decoder::new(Limits { max_item_size: 1024 }, Clock::starting_at(1_800_000_000)).decode(&mut BytesMut::from(over.as_bytes())), Ok(Some(Request::TooLarge { .. }))));
     }
 
     #[test]

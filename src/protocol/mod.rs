@@ -7,6 +7,8 @@ pub mod number;
 
 use bytes::Bytes;
 
+use crate::clock::RelTime;
+
 pub use decode::Decoder;
 
 /// Keys longer than this are refused (`KEY_MAX_LENGTH`); memcached checks only the length.
@@ -17,11 +19,13 @@ pub const KEY_MAX_LENGTH: usize = 250;
 pub enum Request {
     /// `get`, `gets`, `gat`, `gats` (and the legacy `bget`).
     Get { keys: KeyList, with_cas: bool, touch: Option<i32> },
-    /// `set add replace append prepend cas` with their data block.
-    Store { mode: StoreMode, key: Bytes, flags: u32, exptime: i32, value: Bytes, noreply: bool },
-    /// A storage command whose data block is larger than the item size limit. Its data is
-    /// swallowed by the decoder; memcached also drops the old value for `set`.
-    TooLarge { key: Bytes, mode: StoreMode, noreply: bool },
+    /// `set add replace append prepend cas` with their data block. `deadline` is the
+    /// exptime already resolved against the clock when the command line arrived.
+    Store { mode: StoreMode, key: Bytes, flags: u32, deadline: RelTime, value: Bytes, noreply: bool },
+    /// A storage command whose data block is larger than the item size limit: memcached
+    /// drops the old value of a `set` at once. The decoder then swallows the data and
+    /// answers with [`ProtocolError::TooLarge`].
+    TooLarge { key: Bytes, mode: StoreMode },
     Delete { key: Bytes, noreply: bool },
     Arith { key: Bytes, delta: u64, incr: bool, noreply: bool },
     Touch { key: Bytes, exptime: i32, noreply: bool },
@@ -144,6 +148,8 @@ pub enum ProtocolError {
     BadFormat,
     #[error("bad data chunk")]
     BadDataChunk,
+    #[error("object too large for cache")]
+    TooLarge,
     #[error("invalid exptime argument")]
     BadExptime,
     #[error("invalid numeric delta argument")]
@@ -163,6 +169,7 @@ impl ProtocolError {
             Self::UnknownCommand => b"ERROR\r\n",
             Self::BadFormat => b"CLIENT_ERROR bad command line format\r\n",
             Self::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
+            Self::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
             Self::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
             Self::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
             Self::DeleteUsage => {

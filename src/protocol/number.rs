@@ -37,7 +37,8 @@ fn scan(tok: &[u8]) -> Option<Scan> {
     if i == digits_start {
         return None; // no digits: endptr == str
     }
-    if i < tok.len() && !is_c_space(tok[i]) {
+    // The C string may end here too: item data holding "12\0" is the number 12.
+    if i < tok.len() && !is_c_space(tok[i]) && tok[i] != 0 {
         return None; // trailing garbage
     }
     Some(Scan { negative, magnitude })
@@ -114,5 +115,6 @@ mod tests {
         // glibc negates in unsigned arithmetic: -(2^64-1) wraps to 1, which is not negative.
         assert_eq!(parse_u64(b"-18446744073709551615"), Some(1));
         assert_eq!(parse_u64(b" 12"), Some(12));
+        assert_eq!(parse_u64(b"12\0x"), Some(12));
     }
 }

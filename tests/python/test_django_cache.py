@@ -230,6 +230,8 @@ def test_invalid_keys(django_cache):
 
 def test_positive_timeout_expires(server, key):
     """The only Django test that sleeps; both backends share the one sleep."""
+    harness.require_module("pymemcache")
+    harness.require_module("pylibmc")
     from django.core.cache.backends.memcached import PyLibMCCache, PyMemcacheCache
 
     caches = [PyMemcacheCache(server.address, {"KEY_PREFIX": key("pm")}),
@@ -251,9 +253,10 @@ def test_positive_timeout_expires(server, key):
 def test_both_backends_share_data(server, key):
     """Values written by one backend are readable by the other (same wire format for
     str: flags 16 in both clients)."""
+    harness.require_module("pymemcache")
+    harness.require_module("pylibmc")
     from django.core.cache.backends.memcached import PyLibMCCache, PyMemcacheCache
 
-    harness.require_module("pylibmc")
     prefix = key("shared")
     a = PyMemcacheCache(server.address, {"KEY_PREFIX": prefix})
     b = PyLibMCCache(server.address, {"KEY_PREFIX": prefix, "OPTIONS": {"binary": False}})

@@ -535,8 +535,10 @@ def test_stats(client, key):
     assert after[b"get_hits"] == before[b"get_hits"] + 1
     assert after[b"get_misses"] == before[b"get_misses"] + 1
     assert after[b"cmd_set"] == before[b"cmd_set"] + 1
-    assert after[b"curr_items"] == before[b"curr_items"] + 1
-    assert after[b"bytes"] > before[b"bytes"]
+    assert after[b"total_items"] == before[b"total_items"] + 1
+    # (curr_items and bytes may also drop while expired items from other tests are
+    # reclaimed in the background, so only their sanity is checked.)
+    assert after[b"curr_items"] >= 1 and after[b"bytes"] > 0
 
 
 def test_stats_counters_for_commands(client, key):
