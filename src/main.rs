@@ -11,7 +11,17 @@ use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line, as memcached's own refusals are; --help has the details.
+            let msg = e.to_string();
+            let first = msg.lines().next().unwrap_or("bad arguments");
+            eprintln!("larder: {}", first.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    };
     let config = match Config::from_cli(&cli) {
         Ok(c) => c,
         Err(e) => {

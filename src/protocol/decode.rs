@@ -525,14 +525,44 @@ mod tests {
     const PIPELINE: &[u8] = b"set k 1 0 5\r\nhello\r\nget k  k2\r\nincr n 5\nbogus\r\n\
         cas k 0 0 1 99 noreply\r\nx\r\nset big 0 0 2000\r\n";
 
+    /// Pipelines covering every framing path: data blocks, bad chunks, swallowed items,
+    /// noreply errors, bare newlines, retrievals and admin commands.
+    const PIPELINES: &[&[u8]] = &[
+        PIPELINE,
+        b"set k 0 0 3\r\nabcde\r\nget k\r\ndelete k 0 noreply\n",
+        b"gats 10 a b\r\nset x 0 0 -1 noreply\r\nincr k 18446744073709551615\r\n\r\nstats\r\n",
+        b"append k 0 0 0\r\n\r\nprepend k 0 0 2\r\n\r\n\r\nflush_all 10\r\nmn\r\nquit\r\n",
+        b"touch k -1\r\nverbosity 1 noreply\r\nslabs automove 1\r\nGET / HTTP/1.1\r\n",
+    ];
+
     #[test]
     fn decodes_at_every_split_point() {
-        let whole = decode_all(PIPELINE);
-        assert_eq!(whole.len(), 5, "{whole:?}");
-        for cut in 0..=PIPELINE.len() {
-            let (mut d, mut buf) = (decoder(), BytesMut::from(&PIPELINE[..cut]));
+        assert_eq!(decode_all(PIPELINE).len(), 5);
+        for wire in PIPELINES {
+            let whole = decode_all(wire);
+            for cut in 0..=wire.len() {
+                let (mut d, mut buf) = (decoder(), BytesMut::from(&wire[..cut]));
+                let mut got = drain(&mut d, &mut buf);
+                buf.extend_from_slice(&wire[cut..]);
+                got.extend(drain(&mut d, &mut buf));
+                assert_eq!(got, whole, "split at {cut} of {:?}", String::from_utf8_lossy(wire));
+            }
+        }
+    }
+
+    #[test]
+    fn swallow_survives_every_split_point() {
+        let mut wire = b"set big 0 0 2000\r\n".to_vec();
+        wire.extend_from_slice(&[b'z'; 2000]);
+        wire.extend_from_slice(b"\r\nget k\r\n");
+        let limits = Limits { max_item_size: 1024 };
+        let fresh = || Decoder::new(limits, Clock::starting_at(1_800_000_000));
+        let whole = drain(&mut fresh(), &mut BytesMut::from(&wire[..]));
+        assert_eq!(whole.len(), 3, "{whole:?}");
+        for cut in (0..=wire.len()).step_by(7) {
+            let (mut d, mut buf) = (fresh(), BytesMut::from(&wire[..cut]));
             let mut got = drain(&mut d, &mut buf);
-            buf.extend_from_slice(&PIPELINE[cut..]);
+            buf.extend_from_slice(&wire[cut..]);
             got.extend(drain(&mut d, &mut buf));
             assert_eq!(got, whole, "split at {cut}");
         }
@@ -540,13 +570,15 @@ mod tests {
 
     #[test]
     fn decodes_byte_by_byte() {
-        let (mut d, mut buf) = (decoder(), BytesMut::new());
-        let mut got = Vec::new();
-        for &b in PIPELINE {
-            buf.extend_from_slice(&[b]);
-            got.extend(drain(&mut d, &mut buf));
+        for wire in PIPELINES {
+            let (mut d, mut buf) = (decoder(), BytesMut::new());
+            let mut got = Vec::new();
+            for &b in *wire {
+                buf.extend_from_slice(&[b]);
+                got.extend(drain(&mut d, &mut buf));
+            }
+            assert_eq!(got, decode_all(wire));
         }
-        assert_eq!(got, decode_all(PIPELINE));
     }
 
     #[test]
