@@ -21,6 +21,9 @@ pub const MAX_LINE: usize = 2048;
 /// 250 bytes fit with room to spare.
 pub const MAX_GET_LINE: usize = 4 << 20;
 
+/// How far ahead of the data received a data block's buffer may be grown.
+const MAX_RESERVE_AHEAD: usize = 64 * 1024;
+
 /// memcached's `MAX_TOKENS`: the tokenizer stops after 23 tokens plus a terminal one.
 const MAX_TOKENS: usize = 24;
 
@@ -99,7 +102,9 @@ impl Decoder {
                 State::Data(pending) => {
                     let total = pending.len + 2;
                     if buf.len() < total {
-                        buf.reserve(total - buf.len());
+                        // Grow with the data, not with the declared length: a header alone
+                        // must not make a connection allocate a whole item.
+                        buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD));
                         return Ok(None);
                     }
                     let State::Data(p) = std::mem::replace(&mut self.state, State::Line) else {
@@ -136,10 +141,7 @@ impl Decoder {
                     let end = memchr::memchr(0, &frame[..end]).unwrap_or(end);
                     match self.parse_line(frame.slice(..end))? {
                         Line::Done(req) => return Ok(Some(req)),
-                        Line::Data(p) => {
-                            buf.reserve(p.len + 2);
-                            self.state = State::Data(p);
-                        }
+                        Line::Data(p) => self.state = State::Data(p),
                         Line::Refused { key, mode, len, noreply } => {
                             self.state = State::Swallow { left: len + 2, noreply };
                             return Ok(Some(Request::TooLarge { key, mode }));
