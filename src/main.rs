@@ -51,6 +51,8 @@ fn init_logging(verbose: u8) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Handlers go in before anything listens, so a signal never meets the default action.
+    let shutdown = shutdown_signal()?;
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
@@ -66,17 +68,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "larder starting"
     );
     let ctx = Arc::new(Ctx::new(config, Clock::system()));
-    larder::server::run(listeners, ctx, shutdown_signal()).await;
+    larder::server::run(listeners, ctx, shutdown).await;
     info!("stopped");
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now; the future completes on either signal.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
-        _ = term.recv() => info!("SIGTERM received"),
-    }
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => info!("SIGINT received"),
+            _ = term.recv() => info!("SIGTERM received"),
+        }
+    })
 }
