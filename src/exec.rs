@@ -2,6 +2,8 @@
 //! appends memcached's reply to the write buffer. Synchronous, never awaits, and counts
 //! what `stats` reports.
 
+mod meta;
+
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::{BufMut, BytesMut};
@@ -17,6 +19,8 @@ use crate::store::{ArithOutcome, Store, StoreOutcome};
 /// which protocol features to expect (memccapable expects 1.6 answers only from "1.6");
 /// the suffix keeps it honest about what answers.
 pub const VERSION: &str = concat!("1.6.18-larder.", env!("CARGO_PKG_VERSION"));
+
+const NON_NUMERIC: &[u8] = b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n";
 
 /// memcached refuses `cache_memlimit` below this many MiB.
 const MIN_MEMLIMIT_MIB: u32 = 8;
@@ -109,21 +113,19 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
             let (hits, misses) =
                 if incr { (&stats.incr_hits, &stats.incr_misses) } else { (&stats.decr_hits, &stats.decr_misses) };
             match store.arith(&key, incr, delta) {
-                ArithOutcome::Value(v) => {
+                ArithOutcome::Value { value, .. } => {
                     Stats::incr(hits);
                     if !noreply {
-                        put_number(out, v);
+                        put_number(out, value);
                     }
                 }
                 ArithOutcome::NotFound => {
                     Stats::incr(misses);
                     reply_unless(out, noreply, b"NOT_FOUND\r\n");
                 }
-                ArithOutcome::NonNumeric => reply_unless(
-                    out,
-                    noreply,
-                    b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
-                ),
+                ArithOutcome::NonNumeric => reply_unless(out, noreply, NON_NUMERIC),
+                // Not produced without a CAS check or create-on-miss.
+                ArithOutcome::Exists | ArithOutcome::NoMemory => reply_unless(out, noreply, b"SERVER_ERROR out of memory\r\n"),
             }
         }
         Request::Touch { key, exptime, noreply } => {
@@ -157,6 +159,9 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
         }
         Request::Shutdown => out.put_slice(b"ERROR: shutdown not enabled\r\n"),
         Request::MetaNoop => out.put_slice(b"MN\r\n"),
+        Request::Meta(m) => meta::execute(ctx, &m, out),
+        Request::MetaSet { meta, value } => meta::set(ctx, &meta, &value, out),
+        Request::MetaDebug { key, key_binary } => meta::debug(ctx, &key, key_binary, out),
         Request::NoOp { reply, noreply } => reply_unless(out, noreply, reply),
         Request::Quit => return Flow::Close,
     }

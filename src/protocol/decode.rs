@@ -9,6 +9,7 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
 use crate::clock::{Clock, RelTime};
+use super::meta::{self, Meta};
 use super::{
     DetailCmd, KEY_MAX_LENGTH, KeyList, ProtocolError, Rejection, Request, StatsGroup, StoreMode,
 };
@@ -63,9 +64,11 @@ enum State {
     Line,
     /// A storage command line was read; waiting for its data block and `\r\n`.
     Data(PendingStore),
+    /// An `ms` line was read; waiting for `len` bytes of data and `\r\n`.
+    MetaData { meta: Box<Meta>, len: usize },
     /// Discarding this many bytes of a refused data block; then the refusal is answered
     /// (memcached replies only once the data is consumed), silently under `noreply`.
-    Swallow { left: usize, noreply: bool },
+    Swallow { left: usize, error: ProtocolError, noreply: bool },
 }
 
 #[derive(Debug)]
@@ -88,16 +91,32 @@ impl Decoder {
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Request>, Rejection> {
         loop {
             match &mut self.state {
-                State::Swallow { left, noreply } => {
+                State::Swallow { left, error, noreply } => {
                     let n = (*left).min(buf.len());
                     buf.advance(n);
                     *left -= n;
                     if *left > 0 {
                         return Ok(None);
                     }
-                    let noreply = *noreply;
+                    let rejection = Rejection { error: *error, noreply: *noreply };
                     self.state = State::Line;
-                    return Err(Rejection { error: ProtocolError::TooLarge, noreply });
+                    return Err(rejection);
+                }
+                State::MetaData { len, .. } => {
+                    let total = *len + 2;
+                    if buf.len() < total {
+                        buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD));
+                        return Ok(None);
+                    }
+                    let State::MetaData { meta, len } = std::mem::replace(&mut self.state, State::Line) else {
+                        unreachable!()
+                    };
+                    let block = buf.split_to(total).freeze();
+                    if &block[len..] != b"\r\n" {
+                        // Meta commands always report errors, `q` or not.
+                        return Err(ProtocolError::BadDataChunk.into());
+                    }
+                    return Ok(Some(Request::MetaSet { meta, value: block.slice(..len) }));
                 }
                 State::Data(pending) => {
                     let total = pending.len + 2;
@@ -143,8 +162,12 @@ impl Decoder {
                         Line::Done(req) => return Ok(Some(req)),
                         Line::Data(p) => self.state = State::Data(p),
                         Line::Refused { key, mode, len, noreply } => {
-                            self.state = State::Swallow { left: len + 2, noreply };
+                            self.state = State::Swallow { left: len + 2, error: ProtocolError::TooLarge, noreply };
                             return Ok(Some(Request::TooLarge { key, mode }));
+                        }
+                        Line::MetaData(meta, len) => self.state = State::MetaData { meta: Box::new(meta), len },
+                        Line::MetaRefused { len, error } => {
+                            self.state = State::Swallow { left: len + 2, error, noreply: false };
                         }
                     }
                 }
@@ -170,6 +193,10 @@ impl Decoder {
             }
             Ok(line.slice(r))
         };
+
+        if cmd.len() == 2 && cmd[0] == b'm' {
+            return self.parse_meta(&line, &toks);
+        }
 
         let store_mode = match cmd {
             b"set" => Some(StoreMode::Set),
@@ -265,7 +292,6 @@ impl Decoder {
             }
             b"version" => Request::Version,
             b"quit" => Request::Quit,
-            b"mn" => Request::MetaNoop,
             b"shutdown" => Request::Shutdown,
             b"verbosity" => {
                 want(ntokens == 3 || ntokens == 4)?;
@@ -309,6 +335,26 @@ impl Decoder {
     }
 }
 
+impl Decoder {
+    fn parse_meta(&self, line: &Bytes, toks: &Tokens) -> Result<Line, Rejection> {
+        let spans: Vec<(usize, usize)> = (0..toks.n).map(|i| (toks.span(i).start, toks.span(i).end)).collect();
+        Ok(match meta::parse(line, &spans, &self.clock)? {
+            meta::Parsed::Noop => Line::Done(Request::MetaNoop),
+            meta::Parsed::Debug { key, key_binary } => Line::Done(Request::MetaDebug { key, key_binary }),
+            meta::Parsed::Done(m) => Line::Done(Request::Meta(Box::new(m))),
+            meta::Parsed::Set(meta::SetLine::Refuse { len, error }) => Line::MetaRefused { len, error },
+            meta::Parsed::Set(meta::SetLine::Data { meta, len }) => {
+                if item_too_large(meta.key.len(), meta.client_flags, len, self.limits.max_item_size) {
+                    // memcached drops the existing item whatever the mode.
+                    let key = meta.key.clone();
+                    return Ok(Line::Refused { key, mode: StoreMode::Set, len, noreply: false });
+                }
+                Line::MetaData(meta, len)
+            }
+        })
+    }
+}
+
 fn stats_group(toks: &Tokens, line: &[u8]) -> Result<StatsGroup, Rejection> {
     if toks.n == 1 {
         return Ok(StatsGroup::General);
@@ -330,6 +376,9 @@ fn stats_group(toks: &Tokens, line: &[u8]) -> Result<StatsGroup, Rejection> {
         _ => return Err(ProtocolError::UnknownCommand.into()),
     })
 }
+
+/// memcached's largest slab chunk (`slab_chunk_max`, 512 KiB by default).
+pub const MAX_SLAB_CHUNK: usize = 512 * 1024;
 
 /// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`, which bounds class ids in admin commands.
 const MAX_SLAB_CLASSES: u32 = 64;
@@ -428,6 +477,9 @@ enum Line {
     Done(Request),
     Data(PendingStore),
     Refused { key: Bytes, mode: StoreMode, len: usize, noreply: bool },
+    MetaData(Meta, usize),
+    /// An `ms` refused before its data: swallow it, then answer.
+    MetaRefused { len: usize, error: ProtocolError },
 }
 
 /// Whether a line without a newline may grow past [`MAX_LINE`]: memcached allows it for

@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod encode;
+pub mod meta;
 pub mod number;
 
 use bytes::Bytes;
@@ -10,6 +11,7 @@ use bytes::Bytes;
 use crate::clock::RelTime;
 
 pub use decode::Decoder;
+pub use meta::{Meta, MetaCmd};
 
 /// Keys longer than this are refused (`KEY_MAX_LENGTH`); memcached checks only the length.
 pub const KEY_MAX_LENGTH: usize = 250;
@@ -40,6 +42,12 @@ pub enum Request {
     Shutdown,
     /// `mn`: the meta no-op, which memcached answers with `MN`.
     MetaNoop,
+    /// `mg`, `md`, `ma`.
+    Meta(Box<Meta>),
+    /// `ms` with its data block.
+    MetaSet { meta: Box<Meta>, value: Bytes },
+    /// `me <key> [b]`.
+    MetaDebug { key: Bytes, key_binary: bool },
     /// An admin command about machinery Larder does not have (slab classes, LRU tuning,
     /// the LRU crawler, `stats cachedump`): accepted for scripts' sake and answered as
     /// memcached answers it, with no effect.
@@ -116,6 +124,14 @@ impl Request {
             Self::CacheMemlimit { .. } => "cache_memlimit",
             Self::Shutdown => "shutdown",
             Self::MetaNoop => "mn",
+            Self::Meta(m) => match m.cmd {
+                MetaCmd::Get => "mg",
+                MetaCmd::Delete => "md",
+                MetaCmd::Arith => "ma",
+                MetaCmd::Set => "ms",
+            },
+            Self::MetaSet { .. } => "ms",
+            Self::MetaDebug { .. } => "me",
             Self::NoOp { .. } => "admin",
             Self::Quit => "quit",
         }
@@ -150,6 +166,9 @@ pub enum ProtocolError {
     BadDataChunk,
     #[error("object too large for cache")]
     TooLarge,
+    /// A meta command's own refusal; the reply, `\r\n` included.
+    #[error("{}", String::from_utf8_lossy(.0).trim_end())]
+    Meta(&'static [u8]),
     #[error("invalid exptime argument")]
     BadExptime,
     #[error("invalid numeric delta argument")]
@@ -170,6 +189,7 @@ impl ProtocolError {
             Self::BadFormat => b"CLIENT_ERROR bad command line format\r\n",
             Self::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
             Self::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
+            Self::Meta(reply) => reply,
             Self::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
             Self::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
             Self::DeleteUsage => {

@@ -1,7 +1,7 @@
 //! One cached item: its value, client flags, CAS unique, deadline and access bookkeeping,
 //! and what it is charged against the memory limit.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
 
 use bytes::Bytes;
 
@@ -13,6 +13,23 @@ use crate::clock::RelTime;
 /// Refined by measurement in the memory benchmark.
 pub const ENTRY_OVERHEAD: usize = 160;
 
+/// memcached bumps an item's access time at most this often (`ITEM_UPDATE_INTERVAL`).
+const UPDATE_INTERVAL: RelTime = 60;
+
+/// Item state bits, memcached's `it_flags` where they are observable.
+pub(crate) mod bit {
+    /// Read by a client since written (`ITEM_FETCHED`; `mg h`, `me fetch=`).
+    pub const FETCHED: u8 = 1;
+    /// Read since eviction last looked (CLOCK's reference bit).
+    pub const REFERENCED: u8 = 2;
+    /// Invalidated by `md I` or a stale `ms I` (`ITEM_STALE`; `mg` reports `X`).
+    pub const STALE: u8 = 4;
+    /// A client has been handed the recache token (`ITEM_TOKEN_SENT`; `mg` reports `Z`).
+    pub const TOKEN_SENT: u8 = 8;
+    /// Stored under a base64 (`b`) key, so meta replies give the key back in base64.
+    pub const KEY_BINARY: u8 = 16;
+}
+
 /// A stored item. The value is an exact-size allocation of its own, never a slice of a
 /// connection's read buffer, so the memory limit charges what is really held.
 #[derive(Debug)]
@@ -22,31 +39,18 @@ pub struct Entry {
     pub(crate) flags: u32,
     /// Relative deadline; 0 never expires.
     pub(crate) exptime: RelTime,
-    /// When the value was last written (memcached's `it->time`, used by `flush_all`).
-    pub(crate) time: RelTime,
-    /// Last read or write, for eviction order; updated with relaxed stores under a read lock.
-    pub(crate) atime: AtomicU32,
-    /// Whether a client has read this item since it was written.
-    pub(crate) fetched: AtomicBool,
-    /// Read since eviction last looked at it (CLOCK's reference bit).
-    pub(crate) referenced: AtomicBool,
+    /// memcached's `it->time`: set when written, moved forward on a read at most once a
+    /// minute. `flush_all`, `mg l` and `me la=` read it.
+    pub(crate) time: AtomicU32,
+    /// [`bit`] flags; reads set theirs with relaxed atomics under the map's read lock.
+    pub(crate) bits: AtomicU8,
     /// Which insertion of this key made the entry (see `evict::Record`).
     pub(crate) birth: u32,
 }
 
 impl Entry {
     pub(crate) fn new(value: Bytes, flags: u32, exptime: RelTime, now: RelTime, cas: u64, birth: u32) -> Self {
-        Self {
-            value,
-            cas,
-            flags,
-            exptime,
-            time: now,
-            atime: AtomicU32::new(now),
-            fetched: AtomicBool::new(false),
-            referenced: AtomicBool::new(false),
-            birth,
-        }
+        Self { value, cas, flags, exptime, time: AtomicU32::new(now), bits: AtomicU8::new(0), birth }
     }
 
     /// Bytes this item counts against the memory limit.
@@ -54,15 +58,40 @@ impl Entry {
         key_len + value_len + ENTRY_OVERHEAD
     }
 
-    /// Marks a read: recency for eviction and the fetched flag, without a write lock.
     #[inline]
-    pub(crate) fn touch_read(&self, now: RelTime) {
-        if self.atime.load(Ordering::Relaxed) != now {
-            self.atime.store(now, Ordering::Relaxed);
+    pub(crate) fn has(&self, b: u8) -> bool {
+        self.bits.load(Relaxed) & b != 0
+    }
+
+    pub(crate) fn set_bit(&self, b: u8, on: bool) {
+        if on {
+            self.bits.fetch_or(b, Relaxed);
+        } else {
+            self.bits.fetch_and(!b, Relaxed);
         }
-        if !self.referenced.load(Ordering::Relaxed) {
-            self.referenced.store(true, Ordering::Relaxed);
-            self.fetched.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn time(&self) -> RelTime {
+        self.time.load(Relaxed)
+    }
+
+    /// Marks a read (memcached's `do_item_bump`): fetched, referenced for eviction, and the
+    /// access time if it is over a minute old. No write lock needed; the common case is
+    /// one load.
+    #[inline]
+    pub(crate) fn bump(&self, now: RelTime) {
+        const READ: u8 = bit::FETCHED | bit::REFERENCED;
+        if self.bits.load(Relaxed) & READ != READ {
+            self.bits.fetch_or(READ, Relaxed);
+        }
+        self.bump_time(now);
+    }
+
+    /// Moves the access time forward if it is over a minute old.
+    #[inline]
+    pub(crate) fn bump_time(&self, now: RelTime) {
+        if self.time() < now.saturating_sub(UPDATE_INTERVAL) {
+            self.time.store(now, Relaxed);
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod entry;
 mod evict;
+mod meta;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -14,11 +15,11 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry as MapEntry;
 
 pub use entry::{ENTRY_OVERHEAD, Entry};
+pub use meta::{ArithArgs, ArithOutcome, DebugInfo, DeleteOutcome, GetArgs, MetaHit, TtlFlags};
 
 use crate::clock::{Clock, RelTime};
 use crate::protocol::StoreMode;
 use crate::protocol::decode::item_too_large;
-use crate::protocol::number::parse_u64;
 
 /// What a read found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,12 +44,35 @@ pub enum StoreOutcome {
 /// when a large value must displace many small ones.
 const MAX_EVICT_STEPS: usize = 1 << 16;
 
-/// The result of `incr`/`decr`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArithOutcome {
-    Value(u64),
-    NotFound,
-    NonNumeric,
+/// A storage request in full: the classic commands use only the first five fields.
+#[derive(Debug, Clone)]
+pub struct StoreArgs<'a> {
+    pub mode: StoreMode,
+    pub key: &'a [u8],
+    pub flags: u32,
+    pub exptime: RelTime,
+    pub value: &'a [u8],
+    /// `ms I`: a CAS older than the item's still stores, marking the item stale.
+    pub stale_ok: bool,
+    /// `ms b`: the key was sent in base64 and is given back that way.
+    pub key_binary: bool,
+    /// `ms C` with append or prepend: stored only if the item's CAS matches (0 = no check).
+    pub compare_cas: u64,
+}
+
+impl Default for StoreArgs<'_> {
+    fn default() -> Self {
+        Self {
+            mode: StoreMode::Set,
+            key: b"",
+            flags: 0,
+            exptime: 0,
+            value: b"",
+            stale_ok: false,
+            key_binary: false,
+            compare_cas: 0,
+        }
+    }
 }
 
 /// Counters the store keeps itself (the rest of `stats` lives in `crate::stats`).
@@ -158,7 +182,7 @@ impl Store {
                 continue; // stale: the entry this record was made for is gone
             }
             let dead = self.dead(&e, now).is_some();
-            if !dead && e.referenced.swap(false, Relaxed) {
+            if !dead && e.bits.fetch_and(!entry::bit::REFERENCED, Relaxed) & entry::bit::REFERENCED != 0 {
                 drop(e);
                 self.order.requeue(rec);
                 continue;
@@ -167,7 +191,7 @@ impl Store {
             if let Some((k, e)) = self.map.remove_if(&rec.key[..], |_, e| e.birth == rec.birth) {
                 if self.dead(&e, now).is_none() {
                     self.stats.evictions.fetch_add(1, Relaxed);
-                    if !e.fetched.load(Relaxed) {
+                    if !e.has(entry::bit::FETCHED) {
                         self.stats.evicted_unfetched.fetch_add(1, Relaxed);
                     }
                 }
@@ -200,7 +224,7 @@ impl Store {
         let oldest_live = self.oldest_live.load(Relaxed);
         if oldest_live != 0 && oldest_live <= now {
             let oldest_cas = self.oldest_cas.load(Relaxed);
-            if e.time <= oldest_live || (oldest_cas != 0 && e.cas < oldest_cas) {
+            if e.time() <= oldest_live || (oldest_cas != 0 && e.cas < oldest_cas) {
                 return Some(Dead::Flushed);
             }
         }
@@ -226,7 +250,7 @@ impl Store {
         self.stats.curr_items.fetch_sub(1, Relaxed);
         if self.dead(e, now).is_some() {
             self.stats.reclaimed.fetch_add(1, Relaxed);
-            if !e.fetched.load(Relaxed) {
+            if !e.has(entry::bit::FETCHED) {
                 self.stats.expired_unfetched.fetch_add(1, Relaxed);
             }
         }
@@ -257,7 +281,7 @@ impl Store {
             self.reap(key, now);
             return None;
         }
-        e.touch_read(now);
+        e.bump(now);
         Some(Hit { value: e.value.clone(), flags: e.flags, cas: e.cas })
     }
 
@@ -272,7 +296,7 @@ impl Store {
             return None;
         }
         e.exptime = exptime;
-        e.touch_read(now);
+        e.bump(now);
         Some(Hit { value: e.value.clone(), flags: e.flags, cas: e.cas })
     }
 
@@ -287,7 +311,6 @@ impl Store {
             return false;
         }
         e.exptime = exptime;
-        e.atime.store(now, Relaxed);
         true
     }
 
@@ -306,10 +329,22 @@ impl Store {
 
     /// The storage commands. `exptime` is a relative deadline (see `Clock::deadline`).
     pub fn store(&self, mode: StoreMode, key: &[u8], flags: u32, exptime: RelTime, value: &[u8]) -> StoreOutcome {
+        self.store_with(&StoreArgs { mode, key, flags, exptime, value, ..StoreArgs::default() }).0
+    }
+
+    /// Storage with the meta protocol's extras (see [`StoreArgs`]). Returns the outcome and
+    /// the new CAS unique (0 unless stored).
+    pub fn store_with(&self, a: &StoreArgs<'_>) -> (StoreOutcome, u64) {
+        let (mode, key, value) = (a.mode, a.key, a.value);
         if self.make_room(Entry::charge(key.len(), value.len())) != Room::Made {
-            return StoreOutcome::NoMemory;
+            return (StoreOutcome::NoMemory, 0);
         }
         let now = self.clock.now();
+        let fresh = |birth: u32, cas: u64| {
+            let e = Entry::new(entry::own(value), a.flags, a.exptime, now, cas, birth);
+            e.set_bit(entry::bit::KEY_BINARY, a.key_binary);
+            e
+        };
         match self.map.entry(Bytes::copy_from_slice(key)) {
             MapEntry::Occupied(mut o) => {
                 if let Some(why) = self.dead(o.get(), now) {
@@ -318,29 +353,43 @@ impl Store {
                     if matches!(mode, StoreMode::Set | StoreMode::Add) {
                         let (old_len, birth) = (o.get().value.len(), o.get().birth);
                         self.stats.reclaimed.fetch_add(1, Relaxed);
-                        *o.get_mut() = Entry::new(entry::own(value), flags, exptime, now, self.next_cas(), birth);
+                        let cas = self.next_cas();
+                        *o.get_mut() = fresh(birth, cas);
                         self.account_resize(old_len, value.len());
                         self.stats.total_items.fetch_add(1, Relaxed);
-                        return StoreOutcome::Stored;
+                        return (StoreOutcome::Stored, cas);
                     }
                     let (k, e) = o.remove_entry();
                     self.account_remove(k.len(), &e, now);
-                    return self.absent(mode);
+                    return (self.absent(mode), 0);
                 }
                 let e = o.get_mut();
                 let birth = e.birth;
                 let new_value = match mode {
                     StoreMode::Add => {
-                        e.atime.store(now, Relaxed);
-                        return StoreOutcome::NotStored;
+                        e.bump(now); // memcached promotes the item it refused to replace
+                        return (StoreOutcome::NotStored, 0);
                     }
                     StoreMode::Cas { unique } if unique != e.cas => {
-                        self.stats.cas_badval.fetch_add(1, Relaxed);
-                        return StoreOutcome::Exists;
+                        if !(a.stale_ok && unique < e.cas) {
+                            self.stats.cas_badval.fetch_add(1, Relaxed);
+                            return (StoreOutcome::Exists, 0);
+                        }
+                        // An older CAS with `I`: stored, but marked stale, keeping the
+                        // item's deadline and whether a recache token went out.
+                        self.stats.cas_hits.fetch_add(1, Relaxed);
+                        let n = Entry::new(entry::own(value), a.flags, e.exptime, now, self.next_cas(), birth);
+                        let kept = e.bits.load(Relaxed) & entry::bit::TOKEN_SENT;
+                        n.bits.store(kept | entry::bit::STALE, Relaxed);
+                        n.set_bit(entry::bit::KEY_BINARY, a.key_binary);
+                        n
                     }
                     StoreMode::Append | StoreMode::Prepend => {
+                        if a.compare_cas != 0 && a.compare_cas != e.cas {
+                            return (StoreOutcome::Exists, 0);
+                        }
                         if item_too_large(key.len(), e.flags, e.value.len() + value.len(), self.max_item_size) {
-                            return StoreOutcome::NotStored;
+                            return (StoreOutcome::NotStored, 0);
                         }
                         let mut joined = BytesMut::with_capacity(e.value.len() + value.len());
                         if mode == StoreMode::Append {
@@ -351,32 +400,34 @@ impl Store {
                             joined.put_slice(&e.value);
                         }
                         // Append and prepend keep the item's flags and deadline.
-                        Entry::new(joined.freeze(), e.flags, e.exptime, now, self.next_cas(), birth)
+                        let n = Entry::new(joined.freeze(), e.flags, e.exptime, now, self.next_cas(), birth);
+                        n.set_bit(entry::bit::KEY_BINARY, a.key_binary);
+                        n
                     }
                     StoreMode::Cas { .. } => {
                         self.stats.cas_hits.fetch_add(1, Relaxed);
-                        Entry::new(entry::own(value), flags, exptime, now, self.next_cas(), birth)
+                        fresh(birth, self.next_cas())
                     }
-                    StoreMode::Set | StoreMode::Replace => {
-                        Entry::new(entry::own(value), flags, exptime, now, self.next_cas(), birth)
-                    }
+                    StoreMode::Set | StoreMode::Replace => fresh(birth, self.next_cas()),
                 };
                 self.account_resize(e.value.len(), new_value.value.len());
                 *e = new_value;
                 self.stats.total_items.fetch_add(1, Relaxed);
-                StoreOutcome::Stored
+                (StoreOutcome::Stored, e.cas)
             }
             MapEntry::Vacant(v) => {
                 let outcome = self.absent(mode);
-                if outcome == StoreOutcome::Stored {
-                    self.account_insert(key.len(), value.len());
-                    self.stats.total_items.fetch_add(1, Relaxed);
-                    let birth = self.births.fetch_add(1, Relaxed);
-                    let key = v.key().clone();
-                    v.insert(Entry::new(entry::own(value), flags, exptime, now, self.next_cas(), birth));
-                    self.record_insert(key, birth);
+                if outcome != StoreOutcome::Stored {
+                    return (outcome, 0);
                 }
-                outcome
+                self.account_insert(key.len(), value.len());
+                self.stats.total_items.fetch_add(1, Relaxed);
+                let birth = self.births.fetch_add(1, Relaxed);
+                let key = v.key().clone();
+                let cas = self.next_cas();
+                v.insert(fresh(birth, cas));
+                self.record_insert(key, birth);
+                (outcome, cas)
             }
         }
     }
@@ -393,36 +444,9 @@ impl Store {
         }
     }
 
-    /// `incr`/`decr` with memcached's rules: the value must read as an unsigned 64-bit
-    /// decimal (`strtoull`, leading space allowed), incr wraps, decr stops at 0, and a
-    /// result with fewer digits is written in place padded with spaces, as memcached does.
+    /// `incr`/`decr`: [`Store::meta_arith`] without the meta extras.
     pub fn arith(&self, key: &[u8], incr: bool, delta: u64) -> ArithOutcome {
-        let now = self.clock.now();
-        let Some(mut e) = self.map.get_mut(key) else { return ArithOutcome::NotFound };
-        if let Some(why) = self.dead(&e, now) {
-            drop(e);
-            self.count_dead(why);
-            self.reap(key, now);
-            return ArithOutcome::NotFound;
-        }
-        // strtoull over the data, which memcached keeps followed by "\r\n": digits, then
-        // the end or whitespace.
-        let Some(current) = parse_u64(&e.value) else { return ArithOutcome::NonNumeric };
-        let new = if incr { current.wrapping_add(delta) } else { current.saturating_sub(delta) };
-        let mut n = itoa::Buffer::new();
-        let digits = n.format(new).as_bytes();
-        let old_len = e.value.len();
-        let mut buf = BytesMut::with_capacity(old_len.max(digits.len()));
-        buf.put_slice(digits);
-        if digits.len() < old_len {
-            buf.put_bytes(b' ', old_len - digits.len());
-        }
-        e.value = buf.freeze();
-        e.cas = self.next_cas();
-        e.time = now;
-        e.atime.store(now, Relaxed);
-        self.account_resize(old_len, e.value.len());
-        ArithOutcome::Value(new)
+        self.meta_arith(key, &ArithArgs { incr, delta, ..ArithArgs::default() })
     }
 
     /// `flush_all [delay]`, with memcached's arithmetic: everything written up to one
@@ -518,17 +542,17 @@ mod tests {
         let s = store();
         assert_eq!(s.arith(b"n", true, 1), ArithOutcome::NotFound);
         set(&s, "n", "18446744073709551615", 0);
-        assert_eq!(s.arith(b"n", true, 2), ArithOutcome::Value(1));
+        assert!(matches!(s.arith(b"n", true, 2), ArithOutcome::Value { value: 1, .. }));
         assert_eq!(get(&s, "n").unwrap(), b"1                   ", "shorter numbers are space padded");
         set(&s, "n", "10", 0);
-        assert_eq!(s.arith(b"n", false, 1), ArithOutcome::Value(9));
+        assert!(matches!(s.arith(b"n", false, 1), ArithOutcome::Value { value: 9, .. }));
         assert_eq!(get(&s, "n").unwrap(), b"9 ");
-        assert_eq!(s.arith(b"n", false, 100), ArithOutcome::Value(0));
+        assert!(matches!(s.arith(b"n", false, 100), ArithOutcome::Value { value: 0, .. }));
         set(&s, "n", "99", 0);
-        assert_eq!(s.arith(b"n", true, 1), ArithOutcome::Value(100));
+        assert!(matches!(s.arith(b"n", true, 1), ArithOutcome::Value { value: 100, .. }));
         assert_eq!(get(&s, "n").unwrap(), b"100");
         set(&s, "n", " 12", 0);
-        assert_eq!(s.arith(b"n", true, 1), ArithOutcome::Value(13));
+        assert!(matches!(s.arith(b"n", true, 1), ArithOutcome::Value { value: 13, .. }));
         for bad in ["abc", "", "-1", "123456789012345678901", "12a"] {
             set(&s, "n", bad, 0);
             assert_eq!(s.arith(b"n", true, 1), ArithOutcome::NonNumeric, "{bad:?}");

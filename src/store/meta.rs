@@ -1,0 +1,314 @@
+//! The store side of memcached's meta commands (`mg`, `md`, `ma`, `me`): lookups that
+//! report item state (CAS, TTL, last access, fetched), vivify-on-miss, recache tokens and
+//! stale-while-revalidate, and counters with a CAS check and create-on-miss. Classic
+//! `incr`/`decr` are the plain case of [`Store::meta_arith`].
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use dashmap::mapref::entry::Entry as MapEntry;
+
+use super::entry::{self, Entry, bit};
+use super::{Room, Store};
+use crate::clock::RelTime;
+use crate::protocol::number::parse_u64;
+
+/// Where the TTL-changing flags stood in the request: memcached applies them in order,
+/// so the later of `T` and `N` wins, and `R` and `t` see the TTL as it was at their place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TtlFlags {
+    /// `T<ttl>`: the deadline and the flag's position.
+    pub touch: Option<(RelTime, usize)>,
+    /// `N<ttl>`: the deadline for an item created on a miss, and its position.
+    pub vivify: Option<(RelTime, usize)>,
+}
+
+impl TtlFlags {
+    /// The item's deadline as memcached sees it just before position `pos` (use
+    /// `usize::MAX` for the final value), from the deadline it had before the flags.
+    pub fn exptime_at(&self, pos: usize, before: RelTime, created: bool) -> RelTime {
+        let mut latest: Option<(RelTime, usize)> = None;
+        for (deadline, at) in [self.touch, if created { self.vivify } else { None }].into_iter().flatten() {
+            if at < pos && latest.is_none_or(|(_, p)| at > p) {
+                latest = Some((deadline, at));
+            }
+        }
+        latest.map_or(before, |(d, _)| d)
+    }
+}
+
+/// What `mg` asked of the store.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GetArgs {
+    pub ttl: TtlFlags,
+    /// `R<ttl>`: win the recache token if the item's TTL is below this deadline.
+    pub recache: Option<(RelTime, usize)>,
+    /// Whether the read counts as an access (`u` turns it off).
+    pub bump: bool,
+    /// `b`: the key came in base64 (kept on a vivified item).
+    pub key_binary: bool,
+}
+
+/// What `mg` found, with the item state as it was before this request changed it.
+#[derive(Debug, Clone)]
+pub struct MetaHit {
+    pub value: Bytes,
+    pub flags: u32,
+    pub cas: u64,
+    /// Deadline before the request's own `T`/`N` flags.
+    pub exptime_before: RelTime,
+    /// `it->time` before this access (`l`).
+    pub time_before: RelTime,
+    /// Fetched before this access (`h`).
+    pub fetched_before: bool,
+    pub stale: bool,
+    /// A recache token had already gone out (`Z`).
+    pub token_sent_before: bool,
+    /// This request won the recache token (`W`).
+    pub won: bool,
+    /// Created by `N` on a miss.
+    pub created: bool,
+    pub key_binary: bool,
+}
+
+/// What `md` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    /// `I`: marked stale with a new CAS instead of removed.
+    Invalidated,
+    /// `C` did not match.
+    Exists,
+    NotFound,
+}
+
+/// What `ma` (and `incr`/`decr`) asked.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ArithArgs {
+    pub incr: bool,
+    pub delta: u64,
+    /// Proceed only if the item's CAS is this (0 = no check).
+    pub compare_cas: u64,
+    /// `N`/`J`: on a miss, create the item with this initial value.
+    pub initial: Option<u64>,
+    pub ttl: TtlFlags,
+}
+
+/// What `ma` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArithOutcome {
+    /// The new value (or the initial value of a created item), the item's new CAS, its
+    /// deadline before the request's `T`/`N` flags, and whether it was created.
+    Value { value: u64, cas: u64, exptime_before: RelTime, created: bool },
+    NotFound,
+    Exists,
+    NonNumeric,
+    NoMemory,
+}
+
+/// What `me` shows.
+#[derive(Debug, Clone, Copy)]
+pub struct DebugInfo {
+    pub exptime: RelTime,
+    pub time: RelTime,
+    pub cas: u64,
+    pub fetched: bool,
+    pub flags: u32,
+    pub value_len: usize,
+    pub key_binary: bool,
+}
+
+impl Store {
+    /// `mg`: the live item, with `T`, `N`, `R` and access marking applied under the shard's
+    /// write lock so recache tokens go to exactly one client.
+    pub fn meta_get(&self, key: &[u8], a: &GetArgs) -> Option<MetaHit> {
+        if a.ttl.vivify.is_some() && self.make_room(Entry::charge(key.len(), 0)) != Room::Made {
+            return None;
+        }
+        let now = self.clock.now();
+        let mut slot = self.map.entry(Bytes::copy_from_slice(key));
+        if let MapEntry::Occupied(o) = slot {
+            match self.dead(o.get(), now) {
+                None => {
+                    let mut o = o;
+                    let e = o.get_mut();
+                    let before = e.exptime;
+                    let bits = e.bits.load(Relaxed);
+                    let token_sent = bits & bit::TOKEN_SENT != 0;
+                    let stale = bits & bit::STALE != 0;
+                    let mut won = a.recache.is_some_and(|(r, pos)| {
+                        let ttl = a.ttl.exptime_at(pos, before, false);
+                        !token_sent && ttl != 0 && ttl < r
+                    });
+                    won |= stale && !token_sent;
+                    e.exptime = a.ttl.exptime_at(usize::MAX, before, false);
+                    if won {
+                        e.set_bit(bit::TOKEN_SENT, true);
+                    }
+                    let hit = MetaHit {
+                        value: e.value.clone(),
+                        flags: e.flags,
+                        cas: e.cas,
+                        exptime_before: before,
+                        time_before: e.time(),
+                        fetched_before: bits & bit::FETCHED != 0,
+                        stale,
+                        token_sent_before: token_sent,
+                        won,
+                        created: false,
+                        key_binary: bits & bit::KEY_BINARY != 0,
+                    };
+                    if a.bump {
+                        e.bump(now);
+                    }
+                    return Some(hit);
+                }
+                Some(why) => {
+                    self.count_dead(why);
+                    let (k, e) = o.remove_entry();
+                    self.account_remove(k.len(), &e, now);
+                    slot = self.map.entry(Bytes::copy_from_slice(key));
+                }
+            }
+        }
+        let MapEntry::Vacant(v) = slot else { return None }; // raced with a writer: a miss
+        a.ttl.vivify?;
+        let exptime = a.ttl.exptime_at(usize::MAX, 0, true);
+        let birth = self.births.fetch_add(1, Relaxed);
+        let cas = self.next_cas();
+        let e = Entry::new(Bytes::new(), 0, exptime, now, cas, birth);
+        e.bits.store(bit::TOKEN_SENT | if a.key_binary { bit::KEY_BINARY } else { 0 }, Relaxed);
+        let k = v.key().clone();
+        self.account_insert(k.len(), 0);
+        self.stats.total_items.fetch_add(1, Relaxed);
+        v.insert(e);
+        self.record_insert(k, birth);
+        Some(MetaHit {
+            value: Bytes::new(),
+            flags: 0,
+            cas,
+            exptime_before: 0,
+            time_before: now,
+            fetched_before: false,
+            stale: false,
+            token_sent_before: false,
+            won: true,
+            created: true,
+            key_binary: a.key_binary,
+        })
+    }
+
+    /// `md`: removes the live item, or with `invalidate` marks it stale (new CAS, optional
+    /// new deadline, recache token free again).
+    pub fn meta_delete(&self, key: &[u8], compare_cas: Option<u64>, invalidate: bool, exptime: Option<RelTime>) -> DeleteOutcome {
+        let now = self.clock.now();
+        let Some(mut e) = self.map.get_mut(key) else { return DeleteOutcome::NotFound };
+        if let Some(why) = self.dead(&e, now) {
+            drop(e);
+            self.count_dead(why);
+            self.reap(key, now);
+            return DeleteOutcome::NotFound;
+        }
+        if compare_cas.is_some_and(|c| c != e.cas) {
+            return DeleteOutcome::Exists;
+        }
+        if invalidate {
+            if let Some(t) = exptime {
+                e.exptime = t;
+            }
+            e.set_bit(bit::STALE, true);
+            e.set_bit(bit::TOKEN_SENT, false);
+            e.cas = self.next_cas();
+            return DeleteOutcome::Invalidated;
+        }
+        drop(e);
+        match self.map.remove(key) {
+            Some((k, e)) => {
+                self.account_remove(k.len(), &e, now);
+                DeleteOutcome::Deleted
+            }
+            None => DeleteOutcome::NotFound,
+        }
+    }
+
+    /// `incr`/`decr`/`ma` with memcached's rules: the value must read as an unsigned 64-bit
+    /// decimal (`strtoull`, leading space allowed), incr wraps, decr stops at 0, and a
+    /// result with fewer digits is written in place padded with spaces, as memcached does.
+    pub fn meta_arith(&self, key: &[u8], a: &ArithArgs) -> ArithOutcome {
+        if a.initial.is_some() && self.make_room(Entry::charge(key.len(), 20)) != Room::Made {
+            return ArithOutcome::NoMemory;
+        }
+        let now = self.clock.now();
+        if let Some(mut e) = self.map.get_mut(key) {
+            if let Some(why) = self.dead(&e, now) {
+                drop(e);
+                self.count_dead(why);
+                self.reap(key, now);
+            } else {
+                if e.value.is_empty() {
+                    return ArithOutcome::NonNumeric;
+                }
+                if a.compare_cas != 0 && a.compare_cas != e.cas {
+                    return ArithOutcome::Exists;
+                }
+                // strtoull over the data, which memcached keeps followed by "\r\n".
+                let Some(current) = parse_u64(&e.value) else { return ArithOutcome::NonNumeric };
+                let value = if a.incr { current.wrapping_add(a.delta) } else { current.saturating_sub(a.delta) };
+                let mut n = itoa::Buffer::new();
+                let digits = n.format(value).as_bytes();
+                let old_len = e.value.len();
+                let mut buf = BytesMut::with_capacity(old_len.max(digits.len()));
+                buf.put_slice(digits);
+                if digits.len() <= old_len {
+                    // Rewritten in place: memcached pads and keeps the access time rule.
+                    buf.put_bytes(b' ', old_len - digits.len());
+                    e.bump_time(now);
+                } else {
+                    e.time.store(now, Relaxed);
+                }
+                e.value = buf.freeze();
+                e.cas = self.next_cas();
+                let exptime_before = e.exptime;
+                e.exptime = a.ttl.exptime_at(usize::MAX, exptime_before, false);
+                self.account_resize(old_len, e.value.len());
+                return ArithOutcome::Value { value, cas: e.cas, exptime_before, created: false };
+            }
+        }
+        let Some(initial) = a.initial else { return ArithOutcome::NotFound };
+        let mut n = itoa::Buffer::new();
+        let digits = n.format(initial).as_bytes();
+        let exptime = a.ttl.exptime_at(usize::MAX, 0, true);
+        match self.map.entry(Bytes::copy_from_slice(key)) {
+            MapEntry::Vacant(v) => {
+                let birth = self.births.fetch_add(1, Relaxed);
+                let cas = self.next_cas();
+                let k = v.key().clone();
+                self.account_insert(k.len(), digits.len());
+                self.stats.total_items.fetch_add(1, Relaxed);
+                v.insert(Entry::new(entry::own(digits), 0, exptime, now, cas, birth));
+                self.record_insert(k, birth);
+                ArithOutcome::Value { value: initial, cas, exptime_before: 0, created: true }
+            }
+            // Another client created it between our lookups: memcached's add would fail.
+            MapEntry::Occupied(_) => ArithOutcome::NotFound,
+        }
+    }
+
+    /// `me`: the live item's bookkeeping, without marking an access.
+    pub fn meta_debug(&self, key: &[u8]) -> Option<DebugInfo> {
+        let now = self.clock.now();
+        let e = self.map.get(key)?;
+        if self.dead(&e, now).is_some() {
+            return None;
+        }
+        Some(DebugInfo {
+            exptime: e.exptime,
+            time: e.time(),
+            cas: e.cas,
+            fetched: e.has(bit::FETCHED),
+            flags: e.flags,
+            value_len: e.value.len(),
+            key_binary: e.has(bit::KEY_BINARY),
+        })
+    }
+}
