@@ -31,12 +31,14 @@ pub struct Ctx {
     pub config: Config,
     pub store: Store,
     pub stats: Stats,
+    /// `lru_crawler enable|disable` state (on by default, as in memcached).
+    pub crawler: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
     pub fn new(config: Config, clock: crate::clock::Clock) -> Self {
         let store = Store::new(clock, config.memory_limit, config.max_item_size);
-        Self { config, store, stats: Stats::default() }
+        Self { config, store, stats: Stats::default(), crawler: std::sync::atomic::AtomicBool::new(true) }
     }
 }
 
@@ -44,6 +46,9 @@ impl Ctx {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
+    /// Goes on; memcached writes out the replies so far at this point (after a retrieval
+    /// or `mn`), so nothing later can discard them.
+    Transmit,
     Close,
 }
 
@@ -74,6 +79,7 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
                 }
             }
             out.put_slice(b"END\r\n");
+            return Flow::Transmit;
         }
         Request::Store { mode, key, flags, deadline, value, noreply } => {
             Stats::incr(&stats.cmd_set);
@@ -158,11 +164,22 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
             reply_unless(out, noreply, reply);
         }
         Request::Shutdown => out.put_slice(b"ERROR: shutdown not enabled\r\n"),
-        Request::MetaNoop => out.put_slice(b"MN\r\n"),
+        Request::MetaNoop => {
+            out.put_slice(b"MN\r\n");
+            return Flow::Transmit;
+        }
         Request::Meta(m) => meta::execute(ctx, &m, out),
         Request::MetaSet { meta, value } => meta::set(ctx, &meta, &value, out),
         Request::MetaDebug { key, key_binary } => meta::debug(ctx, &key, key_binary, out),
         Request::NoOp { reply, noreply } => reply_unless(out, noreply, reply),
+        Request::Crawler { enable } => {
+            let was = ctx.crawler.swap(enable, Relaxed);
+            out.put_slice(match (enable, was) {
+                (true, true) => b"ERROR failed to start lru crawler thread\r\n",
+                (false, false) => b"ERROR failed to stop lru crawler thread\r\n",
+                _ => b"OK\r\n",
+            });
+        }
         Request::Quit => return Flow::Close,
     }
     Flow::Continue
@@ -178,19 +195,8 @@ fn write_stats(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
     match group {
         StatsGroup::General => general_stats(ctx, out),
         StatsGroup::Settings => settings_stats(ctx, out),
-        StatsGroup::Items => {
-            let items = ctx.store.len();
-            if items > 0 {
-                put_stat(out, "items:1:number", items);
-                put_stat(out, "items:1:evicted", Stats::read(&ctx.store.stats.evictions));
-                put_stat(out, "items:1:reclaimed", Stats::read(&ctx.store.stats.reclaimed));
-                put_stat(out, "items:1:expired_unfetched", Stats::read(&ctx.store.stats.expired_unfetched));
-            }
-        }
-        StatsGroup::Slabs => {
-            put_stat(out, "active_slabs", 0u32);
-            put_stat(out, "total_malloced", ctx.store.bytes());
-        }
+        StatsGroup::Items => item_stats(ctx, out),
+        StatsGroup::Slabs => slab_stats(ctx, out),
         StatsGroup::Sizes => put_stat(out, "sizes_status", "disabled"),
         StatsGroup::Conns => {}
         StatsGroup::Reset => {
@@ -213,6 +219,63 @@ fn write_stats(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
         }
     }
     out.put_slice(b"END\r\n");
+}
+
+/// `stats items`: Larder keeps every item in one class, reported as memcached's class 1
+/// with memcached's field names so monitoring that parses them keeps working.
+fn item_stats(ctx: &Ctx, out: &mut BytesMut) {
+    let (st, s) = (&ctx.store.stats, &ctx.stats);
+    let items = ctx.store.len();
+    if items == 0 {
+        return;
+    }
+    let r = Stats::read;
+    let fields: [(&str, u64); 28] = [
+        ("number", items as u64), ("number_hot", 0), ("number_warm", 0), ("number_cold", items as u64),
+        ("age_hot", 0), ("age_warm", 0), ("age", 0), ("mem_requested", ctx.store.bytes() as u64),
+        ("evicted", r(&st.evictions)), ("evicted_nonzero", 0), ("evicted_time", 0),
+        ("outofmemory", r(&s.store_no_memory)), ("tailrepairs", 0), ("reclaimed", r(&st.reclaimed)),
+        ("expired_unfetched", r(&st.expired_unfetched)), ("evicted_unfetched", r(&st.evicted_unfetched)),
+        ("evicted_active", 0), ("crawler_reclaimed", 0), ("crawler_items_checked", 0), ("lrutail_reflocked", 0),
+        ("moves_to_cold", 0), ("moves_to_warm", 0), ("moves_within_lru", 0), ("direct_reclaims", 0),
+        ("hits_to_hot", 0), ("hits_to_warm", 0), ("hits_to_cold", r(&s.get_hits)), ("hits_to_temp", 0),
+    ];
+    for (name, v) in fields {
+        out.put_slice(b"STAT items:1:");
+        put_stat_tail(out, name, v);
+    }
+}
+
+/// `stats slabs`: one class holding everything, sized by what items are charged.
+fn slab_stats(ctx: &Ctx, out: &mut BytesMut) {
+    const PAGE: u64 = 1 << 20;
+    let (s, st) = (&ctx.stats, &ctx.store.stats);
+    let (items, bytes) = (ctx.store.len() as u64, ctx.store.bytes() as u64);
+    let r = Stats::read;
+    if items > 0 {
+        let chunk = bytes.div_ceil(items).max(1);
+        let fields: [(&str, u64); 15] = [
+            ("chunk_size", chunk), ("chunks_per_page", (PAGE / chunk).max(1)), ("total_pages", bytes.div_ceil(PAGE)),
+            ("total_chunks", items), ("used_chunks", items), ("free_chunks", 0), ("free_chunks_end", 0),
+            ("get_hits", r(&s.get_hits)), ("cmd_set", r(&s.cmd_set)), ("delete_hits", r(&s.delete_hits)),
+            ("incr_hits", r(&s.incr_hits)), ("decr_hits", r(&s.decr_hits)), ("cas_hits", r(&st.cas_hits)),
+            ("cas_badval", r(&st.cas_badval)), ("touch_hits", r(&s.touch_hits)),
+        ];
+        for (name, v) in fields {
+            out.put_slice(b"STAT 1:");
+            put_stat_tail(out, name, v);
+        }
+    }
+    put_stat(out, "active_slabs", u64::from(items > 0));
+    put_stat(out, "total_malloced", bytes);
+}
+
+/// The `<name> <value>\r\n` part of a STAT line.
+fn put_stat_tail(out: &mut BytesMut, name: &str, v: u64) {
+    out.put_slice(name.as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(itoa::Buffer::new().format(v).as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 fn rusage() -> (Seconds, Seconds) {

@@ -247,7 +247,7 @@ impl Decoder {
                 let tail = if first_key < toks.n { line.slice(toks.span(first_key).start..) } else { Bytes::new() };
                 let keys = KeyList::new(tail);
                 if keys.iter().any(|k| k.len() > KEY_MAX_LENGTH) {
-                    return Err(ProtocolError::BadFormat.into());
+                    return Err(ProtocolError::GetKeyTooLong.into());
                 }
                 Request::Get { keys, with_cas, touch: exptime }
             }
@@ -322,7 +322,12 @@ impl Decoder {
                 want(ntokens >= 3)?;
                 Request::NoOp { reply: lru_reply(&toks, &line, ntokens), noreply }
             }
+            b"lru_crawler" if ntokens == 3 && matches!(toks.get(&line, 1), b"enable" | b"disable") => {
+                Request::Crawler { enable: toks.get(&line, 1) == b"enable" }
+            }
             b"lru_crawler" => Request::NoOp { reply: lru_crawler_reply(&toks, &line, ntokens), noreply: false },
+            // memcached as Debian builds it has TLS, which Larder does not speak.
+            b"refresh_certs" => Request::NoOp { reply: b"Error TLS not enabled\r\n", noreply: false },
             _ => {
                 // memcached drops connections that look like HTTP (cross-protocol attacks).
                 if toks.get(&line, toks.n - 1).starts_with(b"HTTP/") {
@@ -458,7 +463,13 @@ fn lru_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8] {
 fn lru_crawler_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8] {
     let sub = toks.get(line, 1);
     match (ntokens, sub) {
-        (4, b"crawl") => OK,
+        (4, b"crawl") => {
+            // "all", or slab class ids memcached accepts (1 to 62), comma-separated.
+            let ids = toks.get(line, 2);
+            let valid = ids == b"all"
+                || ids.split(|&b| b == b',').all(|id| parse_u32_truncating(id).is_some_and(|n| (1..MAX_SLAB_CLASSES - 1).contains(&n)));
+            if valid { OK } else { b"BADCLASS invalid class id\r\n" }
+        }
         (4, b"tocrawl") => {
             if parse_u32_truncating(toks.get(line, 2)).is_some() { OK } else { b"CLIENT_ERROR bad command line format\r\n" }
         }
@@ -467,7 +478,6 @@ fn lru_crawler_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8
             Some(us) if us > 1_000_000 => b"CLIENT_ERROR sleep must be one second or less\r\n",
             Some(_) => OK,
         },
-        (3, b"enable" | b"disable") => OK,
         _ => ERROR,
     }
 }
@@ -697,7 +707,7 @@ mod tests {
         let mut line = b"get a ".to_vec();
         line.extend_from_slice(&[b'k'; 251]);
         line.extend_from_slice(b"\r\n");
-        assert_eq!(err(&line), (ProtocolError::BadFormat, false));
+        assert_eq!(err(&line), (ProtocolError::GetKeyTooLong, false));
         // 30 keys: more than the tokenizer's 24 slots, all kept.
         let many: String = (0..30).map(|i| format!(" k{i}")).collect();
         let Ok(Request::Get { keys, .. }) = one(format!("get{many}\r\n").as_bytes()) else { panic!() };

@@ -52,6 +52,9 @@ pub enum Request {
     /// the LRU crawler, `stats cachedump`): accepted for scripts' sake and answered as
     /// memcached answers it, with no effect.
     NoOp { reply: &'static [u8], noreply: bool },
+    /// `lru_crawler enable|disable`: Larder reclaims expired items on its own, but the
+    /// switch keeps memcached's state and replies.
+    Crawler { enable: bool },
     Quit,
 }
 
@@ -132,7 +135,7 @@ impl Request {
             },
             Self::MetaSet { .. } => "ms",
             Self::MetaDebug { .. } => "me",
-            Self::NoOp { .. } => "admin",
+            Self::NoOp { .. } | Self::Crawler { .. } => "admin",
             Self::Quit => "quit",
         }
     }
@@ -162,6 +165,10 @@ pub enum ProtocolError {
     UnknownCommand,
     #[error("bad command line format")]
     BadFormat,
+    /// A key over 250 bytes in a retrieval: memcached also discards the replies it has
+    /// not written yet.
+    #[error("key too long in a retrieval")]
+    GetKeyTooLong,
     #[error("bad data chunk")]
     BadDataChunk,
     #[error("object too large for cache")]
@@ -186,7 +193,7 @@ impl ProtocolError {
     pub fn reply(self) -> Option<&'static [u8]> {
         Some(match self {
             Self::UnknownCommand => b"ERROR\r\n",
-            Self::BadFormat => b"CLIENT_ERROR bad command line format\r\n",
+            Self::BadFormat | Self::GetKeyTooLong => b"CLIENT_ERROR bad command line format\r\n",
             Self::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
             Self::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
             Self::Meta(reply) => reply,
@@ -197,6 +204,11 @@ impl ProtocolError {
             }
             Self::LineTooLong | Self::Http => return None,
         })
+    }
+
+    /// Whether memcached discards its not-yet-written replies before answering this.
+    pub fn culls_pending(self) -> bool {
+        self == Self::GetKeyTooLong
     }
 
     /// Whether memcached closes the connection after this error.
