@@ -40,6 +40,45 @@ pub struct Cli {
     /// More logging: -v debug (connections), -vv trace (every command). RUST_LOG overrides.
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
+
+    /// Enable the `shutdown` command, which stops the server as SIGTERM does.
+    #[arg(short = 'A', long = "enable-shutdown")]
+    pub enable_shutdown: bool,
+
+    /// Require clients to authenticate: a file of `user:password` lines, read at start.
+    /// A client logs in with `set <any> 0 0 <n>` whose data is `<user> <password>`.
+    #[arg(short = 'Y', long = "auth-file")]
+    pub auth_file: Option<std::path::PathBuf>,
+}
+
+/// Credentials from an `-Y` file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthFile {
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl AuthFile {
+    /// Parses `user:password` lines (memcached's format); blank lines are skipped.
+    pub fn parse(text: &[u8]) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        for (n, line) in text.split(|&b| b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            let colon = line.iter().position(|&b| b == b':').ok_or_else(|| format!("-Y: line {} has no ':'", n + 1))?;
+            entries.push((line[..colon].to_vec(), line[colon + 1..].to_vec()));
+        }
+        if entries.is_empty() {
+            return Err("-Y: no user:password lines".into());
+        }
+        Ok(Self { entries })
+    }
+
+    /// Whether `user` and `password` match an entry.
+    pub fn check(&self, user: &[u8], password: &[u8]) -> bool {
+        self.entries.iter().any(|(u, p)| u == user && p == password)
+    }
 }
 
 /// Parses `-I`: bytes, or a number with a `k`/`m` suffix, within memcached's bounds.
@@ -68,6 +107,10 @@ pub struct Config {
     /// `-I` in bytes.
     pub max_item_size: usize,
     pub verbose: u8,
+    /// `-A`: the `shutdown` command works.
+    pub enable_shutdown: bool,
+    /// `-Y`: clients must authenticate.
+    pub auth: Option<AuthFile>,
 }
 
 impl Config {
@@ -95,6 +138,14 @@ impl Config {
             threads: usize::from(cli.threads),
             max_item_size: cli.max_item_size,
             verbose: cli.verbose,
+            enable_shutdown: cli.enable_shutdown,
+            auth: match &cli.auth_file {
+                Some(path) => {
+                    let text = std::fs::read(path).map_err(|e| format!("-Y {}: {e}", path.display()))?;
+                    Some(AuthFile::parse(&text)?)
+                }
+                None => None,
+            },
         })
     }
 
@@ -107,6 +158,8 @@ impl Config {
             threads: 2,
             max_item_size: 1 << 20,
             verbose: 0,
+            enable_shutdown: false,
+            auth: None,
         }
     }
 }

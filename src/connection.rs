@@ -32,6 +32,8 @@ struct Pending {
     /// Bytes of the write buffer memcached would already have written.
     committed: usize,
     commands: usize,
+    /// Where the batch's reply to a not-yet-logged-in client starts (`-Y`).
+    login_reply: Option<usize>,
 }
 
 /// memcached's `-R` (requests per event) default.
@@ -59,7 +61,10 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(socket: TcpStream, ctx: Arc<Ctx>, cancel: CancellationToken) -> Self {
-        let decoder = Decoder::new(Limits { max_item_size: ctx.config.max_item_size }, ctx.store.clock().clone());
+        let mut decoder = Decoder::new(Limits { max_item_size: ctx.config.max_item_size }, ctx.store.clock().clone());
+        if ctx.config.auth.is_some() {
+            decoder = decoder.require_auth();
+        }
         Self {
             socket,
             ctx,
@@ -77,12 +82,22 @@ impl Connection {
             // `Pending`); until then a fatal error or a failing multi-get discards them.
             let mut pending = Pending::default();
             loop {
-                match self.decoder.decode(&mut self.rbuf) {
+                let login = self.decoder.awaiting_auth();
+                let decoded = self.decoder.decode(&mut self.rbuf);
+                if login && !matches!(decoded, Ok(None)) {
+                    // memcached answers everything before a login in one reused reply
+                    // slot: of several such replies in a batch only the last is sent.
+                    let start = *pending.login_reply.get_or_insert(self.wbuf.len());
+                    self.wbuf.truncate(start);
+                }
+                match decoded {
                     Ok(Some(req)) => {
                         trace!(cmd = req.name(), "request");
                         let flow = exec::execute(&self.ctx, req, &mut self.wbuf);
-                        if flow == Flow::Close {
-                            return self.flush().await;
+                        match flow {
+                            Flow::Close => return self.flush().await,
+                            Flow::Authenticated => self.decoder.authenticated(),
+                            _ => {}
                         }
                         pending.after_command(flow, self.wbuf.len());
                         if self.wbuf.len() >= WRITE_EARLY {

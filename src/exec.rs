@@ -33,12 +33,16 @@ pub struct Ctx {
     pub stats: Stats,
     /// `lru_crawler enable|disable` state (on by default, as in memcached).
     pub crawler: std::sync::atomic::AtomicBool,
+    /// Cancelled by the `shutdown` command (`-A`); the server stops as on SIGTERM.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Ctx {
     pub fn new(config: Config, clock: crate::clock::Clock) -> Self {
         let store = Store::new(clock, config.memory_limit, config.max_item_size);
-        Self { config, store, stats: Stats::default(), crawler: std::sync::atomic::AtomicBool::new(true) }
+        Self { config, store, stats: Stats::default(), crawler: std::sync::atomic::AtomicBool::new(true),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        }
     }
 }
 
@@ -49,6 +53,8 @@ pub enum Flow {
     /// Goes on; memcached writes out the replies so far at this point (after a retrieval
     /// or `mn`), so nothing later can discard them.
     Transmit,
+    /// Goes on with the login accepted (`-Y`).
+    Authenticated,
     Close,
 }
 
@@ -163,7 +169,27 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
             };
             reply_unless(out, noreply, reply);
         }
-        Request::Shutdown => out.put_slice(b"ERROR: shutdown not enabled\r\n"),
+        Request::Shutdown { mode_ok } => {
+            if !ctx.config.enable_shutdown {
+                out.put_slice(b"ERROR: shutdown not enabled\r\n");
+            } else if !mode_ok {
+                out.put_slice(b"CLIENT_ERROR invalid shutdown mode\r\n");
+            } else {
+                // memcached closes the asking connection without a reply and stops.
+                tracing::info!("shutdown command received");
+                ctx.shutdown.cancel();
+                return Flow::Close;
+            }
+        }
+        Request::Auth { user, password } => {
+            Stats::incr(&stats.auth_cmds);
+            if ctx.config.auth.as_ref().is_some_and(|a| a.check(&user, &password)) {
+                out.put_slice(b"STORED\r\n");
+                return Flow::Authenticated;
+            }
+            Stats::incr(&stats.auth_errors);
+            out.put_slice(b"CLIENT_ERROR authentication failure\r\n");
+        }
         Request::MetaNoop => {
             out.put_slice(b"MN\r\n");
             return Flow::Transmit;
@@ -336,8 +362,8 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "touch_misses", r(&s.touch_misses));
     put_stat(out, "store_too_large", r(&s.store_too_large));
     put_stat(out, "store_no_memory", r(&s.store_no_memory));
-    put_stat(out, "auth_cmds", 0u32);
-    put_stat(out, "auth_errors", 0u32);
+    put_stat(out, "auth_cmds", r(&s.auth_cmds));
+    put_stat(out, "auth_errors", r(&s.auth_errors));
     put_stat(out, "bytes_read", r(&s.bytes_read));
     put_stat(out, "bytes_written", r(&s.bytes_written));
     put_stat(out, "limit_maxbytes", store.limit());
@@ -387,7 +413,7 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "evictions", "on");
     put_stat(out, "domain_socket", "NULL");
     put_stat(out, "umask", 700u32);
-    put_stat(out, "shutdown_command", false);
+    put_stat(out, "shutdown_command", c.enable_shutdown);
     put_stat(out, "growth_factor", "1.25");
     put_stat(out, "chunk_size", 48u32);
     put_stat(out, "num_threads", c.threads);
@@ -399,7 +425,7 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "tcp_backlog", 1024u32);
     put_stat(out, "binding_protocol", "ascii");
     put_stat(out, "auth_enabled_sasl", false);
-    put_stat(out, "auth_enabled_ascii", false);
+    put_stat(out, "auth_enabled_ascii", c.auth.is_some());
     put_stat(out, "item_size_max", c.max_item_size);
     put_stat(out, "maxconns_fast", true);
     put_stat(out, "hashpower_init", 0u32);

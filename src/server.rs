@@ -36,7 +36,10 @@ pub async fn run(listeners: Vec<TcpListener>, ctx: Arc<Ctx>, shutdown: impl Futu
         let (ctx, token, permits, tracker2) = (ctx.clone(), token.clone(), permits.clone(), tracker.clone());
         tracker.spawn(accept_loop(listener, ctx, token, permits, tracker2));
     }
-    shutdown.await;
+    tokio::select! {
+        () = shutdown => {}
+        () = ctx.shutdown.cancelled() => {}
+    }
     info!("shutting down: no new connections; draining open ones");
     token.cancel();
     tracker.close();

@@ -83,3 +83,18 @@ fn send_signal(pid: u32, sig: &str) {
     let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
     assert!(ok.success());
 }
+
+#[test]
+fn shutdown_command_with_dash_a_exits_zero() {
+    let (mut child, addr, _log) = start(&["-A"]);
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(b"shutdown\r\n").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
+#[test]
+fn unreadable_auth_file_is_refused() {
+    let out = Command::new(BIN).args(["-Y", "/nonexistent/larder-auth"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("larder: -Y"));
+}

@@ -224,3 +224,48 @@ fn shutdown_closes_idle_connections_and_returns() {
     let mut b = [0u8; 1];
     assert!(matches!(c.s.read(&mut b), Ok(0) | Err(_)));
 }
+
+#[test]
+fn auth_file_gates_every_command_until_login() {
+    let auth = larder::config::AuthFile::parse(b"alice:secret\nbob:pw\n").unwrap();
+    let srv = spawn(Config { auth: Some(auth), ..Config::for_tests() });
+    let mut c = srv.connect();
+    c.roundtrip(b"version\r\n", b"CLIENT_ERROR unauthenticated\r\n");
+    c.roundtrip(b"set x 0 0 9\r\nalice bad\r\n", b"CLIENT_ERROR authentication failure\r\n");
+    c.roundtrip(b"set x 0 0 5\r\nalice\r\n", b"CLIENT_ERROR bad authentication token format\r\n");
+    c.roundtrip(b"set x 0 0 12\r\nalice secret\r\n", b"STORED\r\n");
+    c.roundtrip(b"set k 0 0 1\r\nv\r\nget k\r\n", b"STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
+    // A malformed login is not counted, as in memcached.
+    assert_eq!(c.stat("auth_cmds"), "2");
+    assert_eq!(c.stat("auth_errors"), "1");
+    // Each connection logs in on its own.
+    srv.connect().roundtrip(b"get k\r\n", b"CLIENT_ERROR unauthenticated\r\n");
+}
+
+#[test]
+fn shutdown_only_when_enabled() {
+    let srv = spawn(Config::for_tests());
+    srv.connect().roundtrip(b"shutdown\r\n", b"ERROR: shutdown not enabled\r\n");
+
+    let srv = spawn(Config { enable_shutdown: true, ..Config::for_tests() });
+    let mut c = srv.connect();
+    c.roundtrip(b"shutdown now\r\n", b"CLIENT_ERROR invalid shutdown mode\r\n");
+    let mut other = srv.connect();
+    other.roundtrip(b"mn\r\n", b"MN\r\n");
+    c.send(b"shutdown graceful\r\n");
+    assert!(c.is_closed());
+    assert!(other.is_closed(), "the server stops, closing idle connections");
+    assert!(srv.ctx.shutdown.is_cancelled());
+}
+
+#[test]
+fn meta_commands_over_tcp() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.roundtrip(b"ms k 2 T0 F3 c\r\nhi\r\n", b"HD c1\r\n");
+    c.roundtrip(b"mg k v f k s Oop\r\n", b"VA 2 f3 kk s2 Oop\r\nhi\r\n");
+    c.roundtrip(b"mg miss v q\r\nmg miss k\r\nmn\r\n", b"EN kmiss\r\nMN\r\n");
+    // Stale-while-revalidate: one client wins the recache token.
+    c.roundtrip(b"md k I\r\nmg k v c\r\nmg k v c\r\n", b"HD\r\nVA 2 c2 X W\r\nhi\r\nVA 2 c2 Z X\r\nhi\r\n");
+    c.roundtrip(b"ma n N0 J5 v\r\nma n D2 v\r\nma n MD D10 v\r\n", b"VA 1\r\n5\r\nVA 1\r\n7\r\nVA 1\r\n0\r\n");
+}

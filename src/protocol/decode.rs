@@ -56,6 +56,8 @@ pub struct Decoder {
     /// How far the current line has been searched for `\n` already.
     scanned: usize,
     state: State,
+    /// `-Y`: until a login succeeds, only the login `set` is understood.
+    unauthenticated: bool,
 }
 
 #[derive(Debug)]
@@ -66,6 +68,8 @@ enum State {
     Data(PendingStore),
     /// An `ms` line was read; waiting for `len` bytes of data and `\r\n`.
     MetaData { meta: Box<Meta>, len: usize },
+    /// A login `set` line was read; waiting for `<user> <password>` and `\r\n`.
+    AuthData(usize),
     /// Discarding this many bytes of a refused data block; then the refusal is answered
     /// (memcached replies only once the data is consumed), silently under `noreply`.
     Swallow { left: usize, error: ProtocolError, noreply: bool },
@@ -83,7 +87,23 @@ struct PendingStore {
 
 impl Decoder {
     pub fn new(limits: Limits, clock: Clock) -> Self {
-        Self { limits, clock, scanned: 0, state: State::Line }
+        Self { limits, clock, scanned: 0, state: State::Line, unauthenticated: false }
+    }
+
+    /// Requires a login (`-Y`) before any other command.
+    pub fn require_auth(mut self) -> Self {
+        self.unauthenticated = true;
+        self
+    }
+
+    /// Whether a login is still awaited.
+    pub fn awaiting_auth(&self) -> bool {
+        self.unauthenticated
+    }
+
+    /// The login succeeded: decode commands from now on.
+    pub fn authenticated(&mut self) {
+        self.unauthenticated = false;
     }
 
     /// Decodes the next request. `Ok(None)` means more bytes are needed; consumed bytes are
@@ -141,6 +161,41 @@ impl Decoder {
                         value: block.slice(..p.len),
                         noreply: p.noreply,
                     }));
+                }
+                State::AuthData(len) => {
+                    let total = *len + 2;
+                    if buf.len() < total {
+                        return Ok(None);
+                    }
+                    self.state = State::Line;
+                    let block = buf.split_to(total).freeze();
+                    if &block[total - 2..] != b"\r\n" {
+                        return Err(ProtocolError::Meta(b"CLIENT_ERROR bad command line termination\r\n").into());
+                    }
+                    let payload = block.slice(..total - 2);
+                    let toks = Tokens::new(&payload[..memchr::memchr(0, &payload).unwrap_or(payload.len())]);
+                    if toks.n < 2 {
+                        return Err(ProtocolError::Meta(b"CLIENT_ERROR bad authentication token format\r\n").into());
+                    }
+                    let (user, password) = (payload.slice(toks.span(0)), payload.slice(toks.span(1)));
+                    return Ok(Some(Request::Auth { user, password }));
+                }
+                State::Line if self.unauthenticated => {
+                    // memcached's try_read_command_asciiauth: only `set <k> <f> <e> <n>`
+                    // is read, its data being the credentials.
+                    let Some(eol) = memchr::memchr(b'\n', buf) else {
+                        if buf.len() > MAX_LINE {
+                            return Err(ProtocolError::LineTooLong.into());
+                        }
+                        return Ok(None);
+                    };
+                    let line = buf.split_to(eol + 1);
+                    let line = &line[..eol]; // the '\r' stays: strtoul stops at it
+                    let toks = Tokens::new(&line[..memchr::memchr(0, line).unwrap_or(line.len())]);
+                    match (toks.n >= 5 && toks.get(line, 0) == b"set", parse_u32_truncating(toks.get(line, 4))) {
+                        (true, Some(len)) => self.state = State::AuthData(len as usize),
+                        _ => return Err(ProtocolError::Meta(b"CLIENT_ERROR unauthenticated\r\n").into()),
+                    }
                 }
                 State::Line => {
                     let Some(i) = memchr::memchr(b'\n', &buf[self.scanned..]) else {
@@ -292,7 +347,7 @@ impl Decoder {
             }
             b"version" => Request::Version,
             b"quit" => Request::Quit,
-            b"shutdown" => Request::Shutdown,
+            b"shutdown" => Request::Shutdown { mode_ok: ntokens == 2 || (ntokens == 3 && toks.get(&line, 1) == b"graceful") },
             b"verbosity" => {
                 want(ntokens == 3 || ntokens == 4)?;
                 parse_u32_truncating(toks.get(&line, 1)).ok_or(silent(ProtocolError::BadFormat))?;

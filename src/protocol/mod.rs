@@ -38,8 +38,9 @@ pub enum Request {
     Verbosity { noreply: bool },
     /// `cache_memlimit <MiB>`.
     CacheMemlimit { mib: u32, noreply: bool },
-    /// `shutdown`: refused unless enabled, as in memcached without `-A`.
-    Shutdown,
+    /// `shutdown [graceful]`: refused unless enabled with `-A`; `mode_ok` is false for
+    /// an argument other than `graceful`.
+    Shutdown { mode_ok: bool },
     /// `mn`: the meta no-op, which memcached answers with `MN`.
     MetaNoop,
     /// `mg`, `md`, `ma`.
@@ -52,6 +53,8 @@ pub enum Request {
     /// the LRU crawler, `stats cachedump`): accepted for scripts' sake and answered as
     /// memcached answers it, with no effect.
     NoOp { reply: &'static [u8], noreply: bool },
+    /// A login under `-Y`: the data block of the client's `set`.
+    Auth { user: Bytes, password: Bytes },
     /// `lru_crawler enable|disable`: Larder reclaims expired items on its own, but the
     /// switch keeps memcached's state and replies.
     Crawler { enable: bool },
@@ -125,7 +128,7 @@ impl Request {
             Self::Version => "version",
             Self::Verbosity { .. } => "verbosity",
             Self::CacheMemlimit { .. } => "cache_memlimit",
-            Self::Shutdown => "shutdown",
+            Self::Shutdown { .. } => "shutdown",
             Self::MetaNoop => "mn",
             Self::Meta(m) => match m.cmd {
                 MetaCmd::Get => "mg",
@@ -136,6 +139,7 @@ impl Request {
             Self::MetaSet { .. } => "ms",
             Self::MetaDebug { .. } => "me",
             Self::NoOp { .. } | Self::Crawler { .. } => "admin",
+            Self::Auth { .. } => "auth",
             Self::Quit => "quit",
         }
     }
