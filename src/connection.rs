@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
 
+use crate::conns::ConnRow;
 use crate::exec::{self, Ctx, Flow};
 use crate::protocol::Decoder;
 use crate::protocol::decode::Limits;
@@ -57,6 +58,8 @@ pub struct Connection {
     rbuf: BytesMut,
     wbuf: BytesMut,
     cancel: CancellationToken,
+    /// This connection's row in `stats conns`.
+    row: Option<Arc<ConnRow>>,
 }
 
 impl Connection {
@@ -72,7 +75,14 @@ impl Connection {
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::with_capacity(READ_CHUNK),
             cancel,
+            row: None,
         }
+    }
+
+    /// Reports this connection's activity in `stats conns`.
+    pub fn with_row(mut self, row: Arc<ConnRow>) -> Self {
+        self.row = Some(row);
+        self
     }
 
     /// Serves the socket until the client leaves, a fatal protocol error, or shutdown.
@@ -81,6 +91,9 @@ impl Connection {
             // memcached transmits a batch's replies only at certain points (see
             // `Pending`); until then a fatal error or a failing multi-get discards them.
             let mut pending = Pending::default();
+            if let Some(row) = &self.row {
+                row.set_busy(true, self.ctx.store.clock().now());
+            }
             loop {
                 let login = self.decoder.awaiting_auth();
                 let decoded = self.decoder.decode(&mut self.rbuf);
@@ -122,6 +135,9 @@ impl Connection {
                         pending.after_command(Flow::Continue, self.wbuf.len());
                     }
                 }
+            }
+            if let Some(row) = &self.row {
+                row.set_busy(false, 0);
             }
             self.flush().await?;
             self.rbuf.reserve(READ_CHUNK);

@@ -35,6 +35,8 @@ pub struct Ctx {
     pub crawler: std::sync::atomic::AtomicBool,
     /// Cancelled by the `shutdown` command (`-A`); the server stops as on SIGTERM.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Open sockets, for `stats conns`.
+    pub conns: crate::conns::Conns,
 }
 
 impl Ctx {
@@ -42,6 +44,7 @@ impl Ctx {
         let store = Store::new(clock, config.memory_limit, config.max_item_size);
         Self { config, store, stats: Stats::default(), crawler: std::sync::atomic::AtomicBool::new(true),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            conns: crate::conns::Conns::default(),
         }
     }
 }
@@ -224,7 +227,7 @@ fn write_stats(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
         StatsGroup::Items => item_stats(ctx, out),
         StatsGroup::Slabs => slab_stats(ctx, out),
         StatsGroup::Sizes => put_stat(out, "sizes_status", "disabled"),
-        StatsGroup::Conns => {}
+        StatsGroup::Conns => ctx.conns.report(ctx.store.clock().now(), out),
         StatsGroup::Reset => {
             ctx.stats.reset();
             out.put_slice(b"RESET\r\n");

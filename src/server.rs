@@ -3,6 +3,7 @@
 //! connections finish the batch in hand, wait for them).
 
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,9 @@ pub async fn run(listeners: Vec<TcpListener>, ctx: Arc<Ctx>, shutdown: impl Futu
     let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
     let ticker = tokio::spawn(ctx.store.clock().clone().run_ticker());
     for listener in listeners {
+        if let Ok(local) = listener.local_addr() {
+            ctx.conns.add_listener(listener.as_raw_fd(), local);
+        }
         let (ctx, token, permits, tracker2) = (ctx.clone(), token.clone(), permits.clone(), tracker.clone());
         tracker.spawn(accept_loop(listener, ctx, token, permits, tracker2));
     }
@@ -78,8 +82,11 @@ async fn accept_loop(
         };
         let _ = socket.set_nodelay(true);
         Stats::incr(&ctx.stats.total_connections);
-        let guard = Slot::take(ctx.clone(), permit);
-        let conn = Connection::new(socket, ctx.clone(), token.child_token());
+        let fd = socket.as_raw_fd();
+        let local = socket.local_addr().unwrap_or(peer);
+        let row = ctx.conns.add(fd, peer, local, ctx.store.clock().now());
+        let guard = Slot::take(ctx.clone(), permit, fd);
+        let conn = Connection::new(socket, ctx.clone(), token.child_token()).with_row(row);
         tracker.spawn(
             async move {
                 debug!("connection opened");
@@ -98,17 +105,19 @@ async fn accept_loop(
 struct Slot {
     ctx: Arc<Ctx>,
     _permit: OwnedSemaphorePermit,
+    fd: i32,
 }
 
 impl Slot {
-    fn take(ctx: Arc<Ctx>, permit: OwnedSemaphorePermit) -> Self {
+    fn take(ctx: Arc<Ctx>, permit: OwnedSemaphorePermit, fd: i32) -> Self {
         Stats::incr(&ctx.stats.curr_connections);
-        Self { ctx, _permit: permit }
+        Self { ctx, _permit: permit, fd }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.ctx.conns.remove(self.fd);
         self.ctx.stats.curr_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -269,3 +269,32 @@ fn meta_commands_over_tcp() {
     c.roundtrip(b"md k I\r\nmg k v c\r\nmg k v c\r\n", b"HD\r\nVA 2 c2 X W\r\nhi\r\nVA 2 c2 Z X\r\nhi\r\n");
     c.roundtrip(b"ma n N0 J5 v\r\nma n D2 v\r\nma n MD D10 v\r\n", b"VA 1\r\n5\r\nVA 1\r\n7\r\nVA 1\r\n0\r\n");
 }
+
+#[test]
+fn stats_conns_lists_listener_and_clients() {
+    let srv = spawn(Config::for_tests());
+    let mut idle = srv.connect();
+    idle.roundtrip(b"mn\r\n", b"MN\r\n");
+    let mut c = srv.connect();
+    c.send(b"stats conns\r\n");
+    let mut lines = Vec::new();
+    loop {
+        let l = c.line();
+        if l == "END" {
+            break;
+        }
+        lines.push(l);
+    }
+    let states: Vec<&str> = lines.iter().filter(|l| l.contains(":state ")).map(|l| l.rsplit(' ').next().unwrap()).collect();
+    assert_eq!(states, ["conn_listening", "conn_read", "conn_parse_cmd"], "{lines:?}");
+    let listen = format!("listen_addr tcp:{}", srv.addr);
+    assert_eq!(lines.iter().filter(|l| l.ends_with(&listen)).count(), 2, "{lines:?}");
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(b"stats conns\r\n");
+    let mut n = 0;
+    while c.line() != "END" {
+        n += 1;
+    }
+    assert_eq!(n, 3 + 4, "closed connections leave the table");
+}
