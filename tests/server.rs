@@ -290,7 +290,11 @@ fn stats_conns_lists_listener_and_clients() {
     let listen = format!("listen_addr tcp:{}", srv.addr);
     assert_eq!(lines.iter().filter(|l| l.ends_with(&listen)).count(), 2, "{lines:?}");
     drop(idle);
-    std::thread::sleep(Duration::from_millis(100));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while srv.ctx.stats.curr_connections.load(Relaxed) > 1 {
+        assert!(Instant::now() < deadline, "close not noticed");
+        std::thread::yield_now();
+    }
     c.send(b"stats conns\r\n");
     let mut n = 0;
     while c.line() != "END" {
