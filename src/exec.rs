@@ -66,29 +66,11 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
     let (store, stats) = (&ctx.store, &ctx.stats);
     match req {
         Request::Get { keys, with_cas, touch } => {
-            let deadline = touch.map(|e| store.clock().deadline(e));
+            let get = Retrieval::new(ctx, with_cas, touch);
             for key in keys.iter() {
-                let hit = match deadline {
-                    Some(d) => {
-                        Stats::incr(&stats.cmd_touch);
-                        let hit = store.get_and_touch(key, d);
-                        Stats::incr(if hit.is_some() { &stats.touch_hits } else { &stats.touch_misses });
-                        hit
-                    }
-                    None => {
-                        Stats::incr(&stats.cmd_get);
-                        let hit = store.get(key);
-                        Stats::incr(if hit.is_some() { &stats.get_hits } else { &stats.get_misses });
-                        hit
-                    }
-                };
-                stats.prefixes.record(key, PrefixEvent::Get { hit: hit.is_some() });
-                if let Some(h) = hit {
-                    put_value(out, key, h.flags, &h.value, with_cas.then_some(h.cas));
-                }
+                get.key(ctx, key, out);
             }
-            out.put_slice(b"END\r\n");
-            return Flow::Transmit;
+            return get.end(out);
         }
         Request::Store { mode, key, flags, deadline, value, noreply } => {
             Stats::incr(&stats.cmd_set);
@@ -212,6 +194,50 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
         Request::Quit => return Flow::Close,
     }
     Flow::Continue
+}
+
+/// A retrieval command (`get gets gat gats`) run one key at a time, so that the connection
+/// can write a long multi-get's reply out between keys instead of holding all of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Retrieval {
+    with_cas: bool,
+    /// The new deadline, for `gat`/`gats`.
+    deadline: Option<crate::clock::RelTime>,
+}
+
+impl Retrieval {
+    pub fn new(ctx: &Ctx, with_cas: bool, touch: Option<i32>) -> Self {
+        Self { with_cas, deadline: touch.map(|e| ctx.store.clock().deadline(e)) }
+    }
+
+    /// Looks up one key and appends its `VALUE` if it is there.
+    pub fn key(&self, ctx: &Ctx, key: &[u8], out: &mut BytesMut) {
+        let (store, stats) = (&ctx.store, &ctx.stats);
+        let hit = match self.deadline {
+            Some(d) => {
+                Stats::incr(&stats.cmd_touch);
+                let hit = store.get_and_touch(key, d);
+                Stats::incr(if hit.is_some() { &stats.touch_hits } else { &stats.touch_misses });
+                hit
+            }
+            None => {
+                Stats::incr(&stats.cmd_get);
+                let hit = store.get(key);
+                Stats::incr(if hit.is_some() { &stats.get_hits } else { &stats.get_misses });
+                hit
+            }
+        };
+        stats.prefixes.record(key, PrefixEvent::Get { hit: hit.is_some() });
+        if let Some(h) = hit {
+            put_value(out, key, h.flags, &h.value, self.with_cas.then_some(h.cas));
+        }
+    }
+
+    /// Ends the reply after the last key.
+    pub fn end(self, out: &mut BytesMut) -> Flow {
+        out.put_slice(b"END\r\n");
+        Flow::Transmit
+    }
 }
 
 fn reply_unless(out: &mut BytesMut, noreply: bool, reply: &[u8]) {
