@@ -49,6 +49,35 @@ pub struct Cli {
     /// A client logs in with `set <any> 0 0 <n>` whose data is `<user> <password>`.
     #[arg(short = 'Y', long = "auth-file")]
     pub auth_file: Option<std::path::PathBuf>,
+
+    /// Extended options, memcached's `-o key=value[,key=value]`. Larder knows
+    /// `idle_timeout=<seconds>` (0, the default, never closes idle connections).
+    #[arg(short = 'o', long = "extended", value_name = "OPTIONS", action = ArgAction::Append)]
+    pub extended: Vec<String>,
+}
+
+/// Settings given with `-o`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Extended {
+    idle_timeout: u32,
+}
+
+/// Parses `-o` values as memcached does: comma-separated `key=value` pairs; an unknown key
+/// is refused with memcached's wording.
+fn parse_extended(opts: &[String]) -> Result<Extended, String> {
+    let mut ext = Extended::default();
+    for opt in opts.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
+        let (key, value) = opt.split_once('=').map_or((opt, None), |(k, v)| (k, Some(v)));
+        match key {
+            "idle_timeout" => {
+                ext.idle_timeout = value
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| "-o: missing numeric argument for idle_timeout".to_string())?;
+            }
+            _ => return Err(format!("-o: illegal suboption \"{opt}\"")),
+        }
+    }
+    Ok(ext)
 }
 
 /// Credentials from an `-Y` file.
@@ -111,6 +140,9 @@ pub struct Config {
     pub enable_shutdown: bool,
     /// `-Y`: clients must authenticate.
     pub auth: Option<AuthFile>,
+    /// `-o idle_timeout`: seconds a connection may wait on its client before it is closed
+    /// (0: never).
+    pub idle_timeout: u32,
 }
 
 impl Config {
@@ -131,6 +163,7 @@ impl Config {
                 cli.max_item_size, cli.memory_limit
             ));
         }
+        let ext = parse_extended(&cli.extended)?;
         Ok(Self {
             listen,
             memory_limit,
@@ -146,6 +179,7 @@ impl Config {
                 }
                 None => None,
             },
+            idle_timeout: ext.idle_timeout,
         })
     }
 
@@ -160,6 +194,7 @@ impl Config {
             verbose: 0,
             enable_shutdown: false,
             auth: None,
+            idle_timeout: 0,
         }
     }
 }
@@ -197,5 +232,19 @@ mod tests {
         assert!(Cli::try_parse_from(["larder", "-p", "70000"]).is_err());
         assert!(Config::from_cli(&Cli::parse_from(["larder", "-l", "nowhere"])).is_err());
         assert!(Config::from_cli(&Cli::parse_from(["larder", "-m", "1", "-I", "1m"])).is_err());
+    }
+
+    #[test]
+    fn extended_options() {
+        let config = |args: &[&str]| Config::from_cli(&Cli::parse_from([&["larder"], args].concat()));
+        assert_eq!(config(&[]).unwrap().idle_timeout, 0, "off by default");
+        assert_eq!(config(&["-o", "idle_timeout=5"]).unwrap().idle_timeout, 5);
+        assert_eq!(config(&["-o", "idle_timeout=5,idle_timeout=7"]).unwrap().idle_timeout, 7);
+        assert_eq!(config(&["-o", "idle_timeout=1", "-o", "idle_timeout=3"]).unwrap().idle_timeout, 3);
+        assert_eq!(config(&["-o", "bogus=1"]).unwrap_err(), "-o: illegal suboption \"bogus=1\"");
+        assert_eq!(config(&["-o", "idle_timeout=5,bogus"]).unwrap_err(), "-o: illegal suboption \"bogus\"");
+        for bad in ["idle_timeout", "idle_timeout=", "idle_timeout=x", "idle_timeout=-1"] {
+            assert_eq!(config(&["-o", bad]).unwrap_err(), "-o: missing numeric argument for idle_timeout", "{bad}");
+        }
     }
 }
