@@ -393,6 +393,10 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "store_no_memory", r(&s.store_no_memory));
     put_stat(out, "auth_cmds", r(&s.auth_cmds));
     put_stat(out, "auth_errors", r(&s.auth_errors));
+    // memcached lists this one only when `-o idle_timeout` is set.
+    if ctx.config.idle_timeout > 0 {
+        put_stat(out, "idle_kicks", r(&s.idle_kicks));
+    }
     put_stat(out, "bytes_read", r(&s.bytes_read));
     put_stat(out, "bytes_written", r(&s.bytes_written));
     put_stat(out, "limit_maxbytes", store.limit());
@@ -478,7 +482,7 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "warm_max_factor", "2.00");
     put_stat(out, "temp_lru", false);
     put_stat(out, "temporary_ttl", 61u32);
-    put_stat(out, "idle_timeout", 0u32);
+    put_stat(out, "idle_timeout", c.idle_timeout);
     put_stat(out, "watcher_logbuf_size", 262144u32);
     put_stat(out, "worker_logbuf_size", 65536u32);
     put_stat(out, "read_buf_mem_limit", 0u32);

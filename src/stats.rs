@@ -45,6 +45,7 @@ counters!(
     store_no_memory,
     auth_cmds,
     auth_errors,
+    idle_kicks,
     bytes_read,
     bytes_written,
     conn_yields,
