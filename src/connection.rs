@@ -5,23 +5,37 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use std::time::Duration;
+
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
 
 use crate::conns::ConnRow;
 use crate::exec::{self, Ctx, Flow};
-use crate::protocol::Decoder;
 use crate::protocol::decode::Limits;
+use crate::protocol::{Decoder, Request};
+use crate::stats::Stats;
 
 /// Read buffer capacity kept free before each read.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A batch's replies are written early once they pass this size, so a long pipeline does
-/// not hold its whole output in memory.
-const WRITE_EARLY: usize = 1 << 20;
+/// Most bytes taken from the socket by one read. Input is decoded before the next read, so
+/// with the decoder's limits a connection buffers at most one unfinished request (a line of
+/// 2 KiB, a `get` line of 4 MiB, or a data block up to `-I`) plus one read.
+const MAX_READ: usize = 64 * 1024;
+
+/// Replies are written out (and nothing more is read or run until they are) once they pass
+/// this size, even in the middle of a multi-get: a client that sends without reading makes
+/// the server hold at most this plus one value for it.
+pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
+
+/// A buffer whose capacity grew past this (a large item, a long multi-get) is swapped for
+/// a small one once it is drained, so an idle connection holds little memory.
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// memcached queues a pipeline's replies and writes them when its input runs dry, after
 /// a retrieval or `mn`, and after every 20 commands (21 the first time) of one read event.
@@ -58,6 +72,8 @@ pub struct Connection {
     rbuf: BytesMut,
     wbuf: BytesMut,
     cancel: CancellationToken,
+    /// `-o idle_timeout`: how long the client may keep the connection waiting on it.
+    idle_timeout: Option<Duration>,
     /// This connection's row in `stats conns`.
     row: Option<Arc<ConnRow>>,
 }
@@ -68,9 +84,12 @@ impl Connection {
         if ctx.config.auth.is_some() {
             decoder = decoder.require_auth();
         }
+        let idle_timeout =
+            (ctx.config.idle_timeout > 0).then(|| Duration::from_secs(u64::from(ctx.config.idle_timeout)));
         Self {
             socket,
             ctx,
+            idle_timeout,
             decoder,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -87,6 +106,9 @@ impl Connection {
 
     /// Serves the socket until the client leaves, a fatal protocol error, or shutdown.
     pub async fn run(mut self) -> io::Result<()> {
+        // When the client last sent a whole command: idleness is counted from there, as in
+        // memcached, so a client trickling bytes of a command it never finishes is idle.
+        let mut last_cmd = Instant::now();
         loop {
             // memcached transmits a batch's replies only at certain points (see
             // `Pending`); until then a fatal error or a failing multi-get discards them.
@@ -106,14 +128,32 @@ impl Connection {
                 match decoded {
                     Ok(Some(req)) => {
                         trace!(cmd = req.name(), "request");
-                        let flow = exec::execute(&self.ctx, req, &mut self.wbuf);
+                        last_cmd = Instant::now();
+                        #[cfg(debug_assertions)]
+                        if let Some(hook) = FAULT_HOOK.get() {
+                            hook(&req);
+                        }
+                        let flow = match req {
+                            Request::Get { keys, with_cas, touch } => {
+                                let get = exec::Retrieval::new(&self.ctx, with_cas, touch);
+                                for key in keys.iter() {
+                                    get.key(&self.ctx, key, &mut self.wbuf);
+                                    if self.wbuf.len() >= MAX_PENDING_OUTPUT {
+                                        self.flush().await?;
+                                        pending.committed = 0;
+                                    }
+                                }
+                                get.end(&mut self.wbuf)
+                            }
+                            req => exec::execute(&self.ctx, req, &mut self.wbuf),
+                        };
                         match flow {
                             Flow::Close => return self.flush().await,
                             Flow::Authenticated => self.decoder.authenticated(),
                             _ => {}
                         }
                         pending.after_command(flow, self.wbuf.len());
-                        if self.wbuf.len() >= WRITE_EARLY {
+                        if self.wbuf.len() >= MAX_PENDING_OUTPUT {
                             self.flush().await?;
                             pending.committed = 0;
                         }
@@ -121,6 +161,7 @@ impl Connection {
                     Ok(None) => break,
                     Err(rejected) => {
                         trace!(error = %rejected.error, "rejected");
+                        last_cmd = Instant::now();
                         if rejected.error.is_fatal() {
                             debug!(error = %rejected.error, "closing connection");
                             self.wbuf.truncate(pending.committed);
@@ -140,10 +181,24 @@ impl Connection {
                 row.set_busy(false, 0);
             }
             self.flush().await?;
+            self.shrink_input();
             self.rbuf.reserve(READ_CHUNK);
+            let idle_timeout = self.idle_timeout;
+            let idle = async move {
+                match idle_timeout {
+                    Some(t) => tokio::time::sleep_until(last_cmd + t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut room = (&mut self.rbuf).limit(MAX_READ);
             let n = tokio::select! {
-                r = self.socket.read_buf(&mut self.rbuf) => r?,
+                r = self.socket.read_buf(&mut room) => r?,
                 () = self.cancel.cancelled() => return Ok(()),
+                () = idle => {
+                    Stats::incr(&self.ctx.stats.idle_kicks);
+                    debug!("closing idle connection");
+                    return Ok(());
+                }
             };
             if n == 0 {
                 return Ok(());
@@ -152,6 +207,8 @@ impl Connection {
         }
     }
 
+    /// Writes out the pending replies. With an idle timeout, a client that reads none of
+    /// them for that long is disconnected.
     async fn flush(&mut self) -> io::Result<()> {
         if self.wbuf.is_empty() {
             return Ok(());
@@ -159,6 +216,42 @@ impl Connection {
         // Counted before writing, so a client that has the reply sees the count.
         self.ctx.stats.bytes_written.fetch_add(self.wbuf.len() as u64, Relaxed);
         self.ctx.stats.socket_writes.fetch_add(1, Relaxed);
-        self.socket.write_all_buf(&mut self.wbuf).await
+        let large = self.wbuf.capacity() > KEEP_CAPACITY;
+        while !self.wbuf.is_empty() {
+            let write = self.socket.write_buf(&mut self.wbuf);
+            let n = match self.idle_timeout {
+                None => write.await?,
+                Some(t) => match tokio::time::timeout(t, write).await {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        Stats::incr(&self.ctx.stats.idle_kicks);
+                        debug!("closing connection: client reads no replies");
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                },
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+        }
+        if large {
+            self.wbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        Ok(())
+    }
+
+    /// Gives back a read buffer that grew for a large request, keeping what it still holds.
+    fn shrink_input(&mut self) {
+        if self.rbuf.capacity() > KEEP_CAPACITY && self.rbuf.len() <= READ_CHUNK {
+            let mut small = BytesMut::with_capacity(READ_CHUNK);
+            small.extend_from_slice(&self.rbuf);
+            self.rbuf = small;
+        }
     }
 }
+
+/// Fault injection for tests, in debug builds only: when set, runs before each request,
+/// so a test can make one connection's task panic and watch the server carry on.
+#[cfg(debug_assertions)]
+#[doc(hidden)]
+pub static FAULT_HOOK: std::sync::OnceLock<fn(&Request)> = std::sync::OnceLock::new();

@@ -2,9 +2,13 @@
 //! memcached's refusal, one task per socket, and graceful shutdown (stop accepting, let
 //! connections finish the batch in hand, wait for them).
 
+use std::any::Any;
 use std::future::Future;
 use std::os::fd::AsRawFd;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -12,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::connection::Connection;
 use crate::exec::Ctx;
@@ -90,9 +94,10 @@ async fn accept_loop(
         tracker.spawn(
             async move {
                 debug!("connection opened");
-                match conn.run().await {
-                    Ok(()) => debug!("connection closed"),
-                    Err(e) => debug!(%e, "connection closed on error"),
+                match CatchUnwind(Box::pin(conn.run())).await {
+                    Ok(Ok(())) => debug!("connection closed"),
+                    Ok(Err(e)) => debug!(%e, "connection closed on error"),
+                    Err(panic) => error!(panic = panic_message(&*panic), "connection task panicked; closed it"),
                 }
                 drop(guard);
             }
@@ -120,4 +125,31 @@ impl Drop for Slot {
         self.ctx.conns.remove(self.fd);
         self.ctx.stats.curr_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Runs a connection's future, turning a panic in it into an `Err`, so the panic is logged
+/// with the connection's span and its slot is given back. (Tokio would isolate the panic
+/// anyway; this makes it visible in our log.) The connection's state is dropped with the
+/// future, so nothing half-updated is used again: the socket closes.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
 }

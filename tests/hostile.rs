@@ -1,0 +1,322 @@
+//! Hostile peers over TCP (issue 5): clients that never read, trickle bytes, flood the
+//! connection limit, hang up mid-request or half-close, and a connection whose task panics.
+//! The server must stay within its bounds and keep serving everyone else. Byte-exact bad
+//! input is in `tests/corpus/hostile.txt` (checked against memcached by the differential
+//! test); what a corpus cannot express is here. Every test is bounded in time and count and
+//! talks only to 127.0.0.1.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{Client, TestServer, spawn};
+use larder::Config;
+
+fn stat(srv: &TestServer, name: &str) -> u64 {
+    srv.connect().stat(name).parse().unwrap()
+}
+
+/// Polls until `cond` holds, for at most 5 s.
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for: {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn set(c: &mut Client, key: &str, value: &[u8]) {
+    c.send(format!("set {key} 0 0 {}\r\n", value.len()).as_bytes());
+    c.send(value);
+    c.roundtrip(b"\r\n", b"STORED\r\n");
+}
+
+/// Reads everything until EOF (or the 5 s timeout).
+fn read_to_end(c: &mut Client) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = c.s.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn a_client_that_never_reads_holds_a_bounded_reply() {
+    let srv = spawn(Config::for_tests());
+    let value = vec![b'v'; 512 * 1024];
+    set(&mut srv.connect(), "big", &value);
+    let before = stat(&srv, "cmd_get");
+
+    // One multi-get whose whole reply would be 100 MiB, then many pipelined ones.
+    let mut c = srv.connect();
+    let keys = 200;
+    c.send(format!("get{}\r\n", " big".repeat(keys)).as_bytes());
+    c.send(&b"get big\r\n".repeat(50));
+    thread::sleep(Duration::from_millis(500));
+    // The server stopped once its buffer and the sockets' were full: the kernel holds a
+    // few MiB on loopback, Larder at most 1 MiB plus one value.
+    let looked_up = stat(&srv, "cmd_get") - before;
+    assert!(looked_up > 0 && looked_up < 60, "{looked_up} values looked up for a client that reads nothing");
+
+    // Once the client reads, every reply arrives whole and in order.
+    let one = format!("VALUE big 0 {}\r\n", value.len()).len() + value.len() + 2;
+    let mut reply = vec![0; one * keys + 5 + (one + 5) * 50];
+    c.s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    c.s.read_exact(&mut reply).unwrap();
+    assert!(reply.starts_with(b"VALUE big 0 524288\r\nvvv"));
+    assert_eq!(&reply[one * keys..one * keys + 5], b"END\r\n");
+    assert!(reply.ends_with(b"v\r\nEND\r\n"));
+    assert_eq!(stat(&srv, "cmd_get") - before, keys as u64 + 50);
+}
+
+#[test]
+fn a_get_line_past_4_mib_without_newline_closes() {
+    // memcached buffers a `get` line without bound; Larder stops at 4 MiB.
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    let chunk = b" aaaaaaa".repeat(8 * 1024);
+    let _ = c.s.write_all(b"get");
+    for _ in 0..(5 << 20) / chunk.len() {
+        if c.s.write_all(&chunk).is_err() {
+            break; // the server has hung up already
+        }
+    }
+    assert!(c.is_closed());
+    srv.connect().roundtrip(b"version\r\n", format!("VERSION {}\r\n", larder::exec::VERSION).as_bytes());
+}
+
+#[test]
+fn data_block_cut_off_by_a_disconnect_is_not_stored() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.send(b"set k 0 0 100\r\n");
+    c.send(&[b'x'; 50]);
+    drop(c);
+    srv.connect().roundtrip(b"get k\r\n", b"END\r\n");
+    eventually("the cut-off connection is gone", || stat(&srv, "curr_connections") == 1);
+    // A large one cut off too.
+    let mut c = srv.connect();
+    c.send(b"set big 0 0 1000000\r\n");
+    c.send(&[b'y'; 700_000]);
+    drop(c);
+    srv.connect().roundtrip(b"get big\r\n", b"END\r\n");
+}
+
+#[test]
+fn half_closed_socket_gets_all_its_replies_then_eof() {
+    // As memcached: requests sent before the client shut its write side are answered.
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.send(b"set a 0 0 1\r\nx\r\nget a\r\n");
+    c.send(format!("get{}\r\n", " a".repeat(3000)).as_bytes());
+    c.s.shutdown(Shutdown::Write).unwrap();
+    let got = read_to_end(&mut c);
+    let value = b"VALUE a 0 1\r\nx\r\n";
+    let mut want = b"STORED\r\n".to_vec();
+    want.extend_from_slice(value);
+    want.extend_from_slice(b"END\r\n");
+    want.extend_from_slice(&value.repeat(3000));
+    want.extend_from_slice(b"END\r\n");
+    assert_eq!(got.len(), want.len());
+    assert!(got == want);
+
+    // Half-closed in the middle of a data block: closed without a reply, nothing stored.
+    let mut c = srv.connect();
+    c.send(b"set b 0 0 10\r\nxx");
+    c.s.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_end(&mut c), b"");
+    srv.connect().roundtrip(b"get b\r\n", b"END\r\n");
+}
+
+#[test]
+fn idle_timeout_closes_idle_trickling_and_unread_connections_only() {
+    let srv = spawn(Config { idle_timeout: 1, ..Config::for_tests() });
+    let mut admin = srv.connect();
+    set(&mut admin, "big", &vec![b'v'; 512 * 1024]);
+    admin.send(b"stats settings\r\n");
+    let mut settings = Vec::new();
+    loop {
+        let l = admin.line();
+        if l == "END" {
+            break;
+        }
+        settings.push(l);
+    }
+    assert!(settings.contains(&"STAT idle_timeout 1".to_string()), "{settings:?}");
+
+    let start = Instant::now();
+    let idle = thread::spawn({
+        let mut c = srv.connect();
+        move || {
+            assert!(c.is_closed());
+            start.elapsed()
+        }
+    });
+    // Trickles a command it never finishes: bytes are not commands, so it is idle too.
+    let trickler = thread::spawn({
+        let mut c = srv.connect();
+        move || {
+            for &b in b"get aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+                if c.s.write_all(&[b]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_millis(200));
+                let mut buf = [0u8; 1];
+                c.s.set_nonblocking(true).unwrap();
+                let eof = matches!(c.s.read(&mut buf), Ok(0));
+                c.s.set_nonblocking(false).unwrap();
+                if eof {
+                    return start.elapsed();
+                }
+            }
+            panic!("a trickling client was never closed");
+        }
+    });
+    // Asks for 50 MiB and reads none of it: stuck on its replies, closed too.
+    let mut unread = srv.connect();
+    unread.send(format!("get{}\r\n", " big".repeat(100)).as_bytes());
+    // Sends a whole command more often than the timeout: kept.
+    let mut active = srv.connect();
+    for _ in 0..8 {
+        active.roundtrip(b"mn\r\n", b"MN\r\n");
+        thread::sleep(Duration::from_millis(300));
+    }
+    let (idle, trickled) = (idle.join().unwrap(), trickler.join().unwrap());
+    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(3), "idle closed after {idle:?}");
+    assert!(trickled >= Duration::from_millis(900) && trickled < Duration::from_secs(3), "{trickled:?}");
+    // (`admin` has been idle all along too.)
+    eventually("four idle kicks", || stat(&srv, "idle_kicks") == 4);
+    active.roundtrip(b"mn\r\n", b"MN\r\n");
+    drop(unread);
+}
+
+#[test]
+fn without_idle_timeout_stats_has_no_idle_kicks() {
+    // memcached prints `idle_kicks` only when `-o idle_timeout` is set.
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.send(b"stats\r\n");
+    loop {
+        let l = c.line();
+        assert!(!l.contains("idle_kicks"));
+        if l == "END" {
+            break;
+        }
+    }
+}
+
+#[test]
+fn slow_loris_connections_do_not_starve_others() {
+    let srv = spawn(Config::for_tests());
+    let lorises: Vec<TcpStream> = (0..200).map(|_| srv.connect().s).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Each loris trickles a `set` one byte at a time, never finishing its data block.
+    let trickler = thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let wire: Vec<Vec<u8>> = (0..200).map(|i| format!("set loris{i} 0 0 1000\r\n").into_bytes()).collect();
+            let mut lorises = lorises;
+            let mut pos = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (s, w) in lorises.iter_mut().zip(&wire) {
+                    let b = w.get(pos).copied().unwrap_or(b'x');
+                    s.write_all(&[b]).unwrap();
+                }
+                pos += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+            lorises
+        }
+    });
+    // Let every loris get its command line in and start on its data block.
+    thread::sleep(Duration::from_millis(1000));
+    let mut c = srv.connect();
+    let start = Instant::now();
+    let mut worst = Duration::ZERO;
+    for i in 0..300 {
+        let t = Instant::now();
+        c.roundtrip(format!("set k{i} 0 0 2\r\nhi\r\n").as_bytes(), b"STORED\r\n");
+        c.roundtrip(format!("get k{i}\r\n").as_bytes(), format!("VALUE k{i} 0 2\r\nhi\r\nEND\r\n").as_bytes());
+        worst = worst.max(t.elapsed());
+    }
+    let took = start.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut lorises = trickler.join().unwrap();
+    assert!(took < Duration::from_secs(10), "300 round trips took {took:?}");
+    assert!(worst < Duration::from_secs(1), "slowest round trip {worst:?}");
+    // The lorises were served all along: finishing their sets stores them.
+    let s = &mut lorises[7];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(&[b'x'; 1000]).unwrap();
+    s.write_all(b"\r\n").unwrap();
+    let mut reply = Vec::new();
+    let mut b = [0u8; 1];
+    while !reply.ends_with(b"\r\n") {
+        s.read_exact(&mut b).unwrap();
+        reply.push(b[0]);
+    }
+    // It had sent more than 1000 bytes of data already: the tail is a bad chunk or a
+    // stored item followed by junk, never silence.
+    assert!(reply == b"STORED\r\n" || reply == b"CLIENT_ERROR bad data chunk\r\n", "{:?}", String::from_utf8_lossy(&reply));
+    assert_eq!(stat(&srv, "curr_connections"), 202);
+}
+
+#[test]
+fn a_connection_flood_past_the_limit_is_refused_counted_and_recovered_from() {
+    let srv = spawn(Config { max_connections: 20, ..Config::for_tests() });
+    let mut admin = srv.connect();
+    let flood: Vec<Client> = (0..60).map(|_| srv.connect()).collect();
+    let (mut served, mut refused) = (Vec::new(), 0);
+    for mut c in flood {
+        c.send(b"version\r\n");
+        let l = c.line();
+        if l == "ERROR Too many open connections" {
+            assert!(c.is_closed(), "refused and closed");
+            refused += 1;
+        } else {
+            assert!(l.starts_with("VERSION "), "{l}");
+            served.push(c);
+        }
+    }
+    assert_eq!((served.len(), refused), (19, 41));
+    assert_eq!(admin.stat("rejected_connections"), "41");
+    assert_eq!(admin.stat("curr_connections"), "20");
+    // The flood ends; the server is back to normal.
+    drop(served);
+    eventually("the flood's connections are gone", || admin.stat("curr_connections") == "1");
+    let again: Vec<Client> = (0..19).map(|_| srv.connect()).collect();
+    for mut c in again {
+        c.roundtrip(b"mn\r\n", b"MN\r\n");
+    }
+    assert_eq!(admin.stat("rejected_connections"), "41");
+}
+
+/// Only debug builds have the fault hook.
+#[cfg(debug_assertions)]
+#[test]
+fn a_panic_in_one_connection_closes_it_and_nothing_else() {
+    fn panic_on_poison(req: &larder::protocol::Request) {
+        if let larder::protocol::Request::Get { keys, .. } = req {
+            if keys.iter().any(|k| k == b"__poison__") {
+                panic!("injected fault");
+            }
+        }
+    }
+    larder::connection::FAULT_HOOK.get_or_init(|| panic_on_poison as fn(&larder::protocol::Request));
+    let srv = spawn(Config { max_connections: 4, ..Config::for_tests() });
+    let mut bystander = srv.connect();
+    set(&mut bystander, "k", b"v");
+    for _ in 0..10 {
+        let mut victim = srv.connect();
+        victim.send(b"get __poison__\r\n");
+        assert_eq!(read_to_end(&mut victim), b"", "the panicking connection is closed");
+    }
+    // Ten panics later, with room for only four connections: the slots were given back.
+    bystander.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
+    eventually("slots freed", || bystander.stat("curr_connections") == "1");
+    let mut others: Vec<Client> = (0..3).map(|_| srv.connect()).collect();
+    for c in &mut others {
+        c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
+    }
+}
