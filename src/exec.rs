@@ -213,24 +213,26 @@ impl Retrieval {
     /// Looks up one key and appends its `VALUE` if it is there.
     pub fn key(&self, ctx: &Ctx, key: &[u8], out: &mut BytesMut) {
         let (store, stats) = (&ctx.store, &ctx.stats);
+        // The value is copied into the reply under the shard's lock: no allocation.
+        let with_cas = self.with_cas;
+        let put = |it: &crate::store::Item| {
+            put_value(out, key, it.flags(), it.value(), with_cas.then(|| it.cas()));
+        };
         let hit = match self.deadline {
             Some(d) => {
                 Stats::incr(&stats.cmd_touch);
-                let hit = store.get_and_touch(key, d);
-                Stats::incr(if hit.is_some() { &stats.touch_hits } else { &stats.touch_misses });
+                let hit = store.touch_with(key, d, put).is_some();
+                Stats::incr(if hit { &stats.touch_hits } else { &stats.touch_misses });
                 hit
             }
             None => {
                 Stats::incr(&stats.cmd_get);
-                let hit = store.get(key);
-                Stats::incr(if hit.is_some() { &stats.get_hits } else { &stats.get_misses });
+                let hit = store.get_with(key, put).is_some();
+                Stats::incr(if hit { &stats.get_hits } else { &stats.get_misses });
                 hit
             }
         };
-        stats.prefixes.record(key, PrefixEvent::Get { hit: hit.is_some() });
-        if let Some(h) = hit {
-            put_value(out, key, h.flags, &h.value, self.with_cas.then_some(h.cas));
-        }
+        stats.prefixes.record(key, PrefixEvent::Get { hit });
     }
 
     /// Ends the reply after the last key.

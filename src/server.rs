@@ -37,6 +37,7 @@ pub async fn run(listeners: Vec<TcpListener>, ctx: Arc<Ctx>, shutdown: impl Futu
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
     let ticker = tokio::spawn(ctx.store.clock().clone().run_ticker());
+    let reclaimer = tokio::spawn(reclaim_expired(ctx.clone()));
     for listener in listeners {
         if let Ok(local) = listener.local_addr() {
             ctx.conns.add_listener(listener.as_raw_fd(), local);
@@ -55,6 +56,24 @@ pub async fn run(listeners: Vec<TcpListener>, ctx: Arc<Ctx>, shutdown: impl Futu
         warn!("connections still open after {DRAIN_TIMEOUT:?}; leaving them");
     }
     ticker.abort();
+    reclaimer.abort();
+}
+
+/// How often background expiry runs, and how many buckets of each shard it looks at.
+const RECLAIM_EVERY: Duration = Duration::from_millis(100);
+const RECLAIM_BUCKETS: usize = 256;
+
+/// Gives expired items' memory back without waiting for a client to touch them: small
+/// batches, each shard's lock held only for its own short scan, on the blocking pool so a
+/// worker thread never stalls on it.
+async fn reclaim_expired(ctx: Arc<Ctx>) {
+    let mut every = tokio::time::interval(RECLAIM_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let ctx = ctx.clone();
+        let _ = tokio::task::spawn_blocking(move || ctx.store.reclaim_expired(RECLAIM_BUCKETS)).await;
+    }
 }
 
 async fn accept_loop(

@@ -1,83 +1,97 @@
-//! Keeping the store under its memory limit: a CLOCK (second-chance FIFO) over the keys in
-//! insertion order, spread over a few queues so inserting threads do not contend. A read
-//! only sets the entry's `referenced` flag (a relaxed store under the map's read lock);
-//! eviction gives referenced items one more lap and removes the others, oldest first.
+//! Keeping the store under its memory limit, and giving expired items' memory back.
+//!
+//! Eviction is CLOCK over each shard's own table: a hand walks the buckets; an item read
+//! since the hand last passed (its reference bit set) has the bit cleared and stays, an
+//! item not read is evicted. New items start unreferenced, so a flood of one-time keys is
+//! evicted before items that are being read. Shards are visited in turn, one lock at a
+//! time, a bounded number of buckets per visit, so no request does unbounded work.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::Bytes;
+use super::item::bit;
+use super::{Room, SHARDS, Store, write};
 
-/// Queues of keys; more than worker threads is pointless, fewer contends.
-const QUEUES: usize = 16;
+/// Buckets one visit to a shard looks at.
+const BUCKETS_PER_VISIT: usize = 32;
 
-/// One insertion: the key and the entry's birth number, so a record outliving its entry
-/// (deleted, then the key stored anew with a record of its own) is recognised as stale.
-#[derive(Debug, Clone)]
-pub(crate) struct Record {
-    pub(crate) key: Bytes,
-    pub(crate) birth: u32,
-}
+/// Most buckets eviction looks at for one request, so a request's work stays bounded even
+/// when a large value must displace many small ones.
+const MAX_EVICT_BUCKETS: usize = 1 << 17;
 
-/// The eviction order. A key appears once per insertion; stale records are dropped when
-/// they reach the hand.
-#[derive(Debug)]
-pub(crate) struct ClockQueue {
-    queues: Box<[Mutex<VecDeque<Record>>]>,
-    hand: AtomicUsize,
-    len: AtomicUsize,
-}
-
-thread_local! {
-    /// Which queue this thread appends to: threads spread over the queues.
-    static HOME: usize = {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        NEXT.fetch_add(1, Relaxed) % QUEUES
-    };
-}
-
-impl ClockQueue {
-    pub(crate) fn new() -> Self {
-        Self {
-            queues: (0..QUEUES).map(|_| Mutex::new(VecDeque::new())).collect(),
-            hand: AtomicUsize::new(0),
-            len: AtomicUsize::new(0),
+impl Store {
+    /// Evicts until `need` more bytes fit under the limit. Must not be called while holding
+    /// a shard lock.
+    pub(super) fn make_room(&self, need: usize) -> Room {
+        let limit = self.limit.load(Relaxed);
+        if need > limit {
+            return Room::Never;
         }
-    }
-
-    /// Records a newly inserted key.
-    pub(crate) fn push(&self, record: Record) {
-        let q = HOME.with(|h| *h);
-        lock(&self.queues[q]).push_back(record);
-        self.len.fetch_add(1, Relaxed);
-    }
-
-    /// Takes the oldest record of the next queue round the clock face.
-    pub(crate) fn pop(&self) -> Option<Record> {
-        for _ in 0..QUEUES {
-            let q = self.hand.fetch_add(1, Relaxed) % QUEUES;
-            if let Some(k) = lock(&self.queues[q]).pop_front() {
-                self.len.fetch_sub(1, Relaxed);
-                return Some(k);
+        let now = self.clock.now();
+        let mut looked = 0;
+        let mut empty_visits = 0;
+        while self.used.load(Relaxed) + need > limit {
+            if looked >= MAX_EVICT_BUCKETS {
+                return Room::Partial;
+            }
+            if empty_visits >= SHARDS {
+                return Room::Never; // every shard is empty: the table alone fills the limit
+            }
+            let shard = &self.shards[self.hand.fetch_add(1, Relaxed) % SHARDS];
+            let mut s = write(shard);
+            let buckets = s.table.num_buckets();
+            if s.table.is_empty() {
+                empty_visits += 1;
+                continue;
+            }
+            empty_visits = 0;
+            for _ in 0..BUCKETS_PER_VISIT.min(buckets) {
+                if self.used.load(Relaxed) + need <= limit {
+                    break;
+                }
+                looked += 1;
+                let i = s.hand % buckets;
+                s.hand = (i + 1) % buckets;
+                if s.table.get_bucket(i).is_none() {
+                    continue;
+                }
+                let dead = self.dead(s.item(i), now).is_some();
+                if !dead && s.bits(i) & bit::REFERENCED != 0 {
+                    s.clear_bit(i, bit::REFERENCED);
+                    continue;
+                }
+                let it = self.remove(&mut s, i, now);
+                if !dead {
+                    self.stats.evictions.fetch_add(1, Relaxed);
+                    if it.bits() & bit::FETCHED == 0 {
+                        self.stats.evicted_unfetched.fetch_add(1, Relaxed);
+                    }
+                }
             }
         }
-        None
+        Room::Made
     }
 
-    /// Puts a record back at the tail (a second chance).
-    pub(crate) fn requeue(&self, record: Record) {
-        self.push(record);
+    /// Background expiry: looks at up to `buckets_per_shard` buckets of every shard and
+    /// removes items that have expired or been flushed. Returns how many were removed.
+    /// Each shard's lock is held only for its own short scan.
+    pub fn reclaim_expired(&self, buckets_per_shard: usize) -> usize {
+        let now = self.clock.now();
+        let mut freed = 0;
+        for shard in self.shards.iter() {
+            let mut s = write(shard);
+            let buckets = s.table.num_buckets();
+            if s.table.is_empty() {
+                continue;
+            }
+            for _ in 0..buckets_per_shard.min(buckets) {
+                let i = s.sweep % buckets;
+                s.sweep = (i + 1) % buckets;
+                if s.table.get_bucket(i).is_some_and(|it| self.dead(it, now).is_some()) {
+                    self.remove(&mut s, i, now);
+                    freed += 1;
+                }
+            }
+        }
+        freed
     }
-
-    /// Records held, live or stale.
-    pub(crate) fn len(&self) -> usize {
-        self.len.load(Relaxed)
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave a VecDeque half-updated in a way that
-    // matters here (records are hints), so a poisoned lock is used as is.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -5,11 +5,10 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use bytes::{BufMut, Bytes, BytesMut};
-use dashmap::mapref::entry::Entry as MapEntry;
+use bytes::Bytes;
 
-use super::entry::{self, Entry, bit};
-use super::{Room, Store};
+use super::item::{Fields, Item, UPDATE_INTERVAL, bit, charge_for};
+use super::{Room, Store, read, write};
 use crate::clock::RelTime;
 use crate::protocol::number::parse_u64;
 
@@ -122,67 +121,62 @@ impl Store {
     /// `mg`: the live item, with `T`, `N`, `R` and access marking applied under the shard's
     /// write lock so recache tokens go to exactly one client.
     pub fn meta_get(&self, key: &[u8], a: &GetArgs) -> Option<MetaHit> {
-        if a.ttl.vivify.is_some() && self.make_room(Entry::charge(key.len(), 0)) != Room::Made {
+        if a.ttl.vivify.is_none() {
+            return self.meta_get_locked(key, a);
+        }
+        if self.make_room(charge_for(key.len(), 0)) != Room::Made {
             return None;
         }
+        let hit = self.meta_get_locked(key, a);
+        self.settle();
+        hit
+    }
+
+    fn meta_get_locked(&self, key: &[u8], a: &GetArgs) -> Option<MetaHit> {
         let now = self.clock.now();
-        let mut slot = self.map.entry(Bytes::copy_from_slice(key));
-        if let MapEntry::Occupied(o) = slot {
-            match self.dead(o.get(), now) {
-                None => {
-                    let mut o = o;
-                    let e = o.get_mut();
-                    let before = e.exptime;
-                    let bits = e.bits.load(Relaxed);
-                    let token_sent = bits & bit::TOKEN_SENT != 0;
-                    let stale = bits & bit::STALE != 0;
-                    let mut won = a.recache.is_some_and(|(r, pos)| {
-                        let ttl = a.ttl.exptime_at(pos, before, false);
-                        !token_sent && ttl != 0 && ttl < r
-                    });
-                    won |= stale && !token_sent;
-                    e.exptime = a.ttl.exptime_at(usize::MAX, before, false);
-                    if won {
-                        e.set_bit(bit::TOKEN_SENT, true);
-                    }
-                    let hit = MetaHit {
-                        value: e.value.clone(),
-                        flags: e.flags,
-                        cas: e.cas,
-                        exptime_before: before,
-                        time_before: e.time(),
-                        fetched_before: bits & bit::FETCHED != 0,
-                        stale,
-                        token_sent_before: token_sent,
-                        won,
-                        created: false,
-                        key_binary: bits & bit::KEY_BINARY != 0,
-                    };
-                    if a.bump {
-                        e.bump(now);
-                    }
-                    return Some(hit);
-                }
-                Some(why) => {
-                    self.count_dead(why);
-                    let (k, e) = o.remove_entry();
-                    self.account_remove(k.len(), &e, now);
-                    slot = self.map.entry(Bytes::copy_from_slice(key));
-                }
+        let (hash, lock) = self.locate(key);
+        let mut s = write(lock);
+        if let Some(i) = self.find_live(&mut s, hash, key, now) {
+            let bits = s.bits(i);
+            let it = s.item_mut(i);
+            let before = it.exptime();
+            let token_sent = bits & bit::TOKEN_SENT != 0;
+            let stale = bits & bit::STALE != 0;
+            let mut won = a.recache.is_some_and(|(r, pos)| {
+                let ttl = a.ttl.exptime_at(pos, before, false);
+                !token_sent && ttl != 0 && ttl < r
+            });
+            won |= stale && !token_sent;
+            it.set_exptime(a.ttl.exptime_at(usize::MAX, before, false));
+            if won {
+                it.set_bits(it.bits() | bit::TOKEN_SENT);
             }
+            let hit = MetaHit {
+                value: Bytes::copy_from_slice(it.value()),
+                flags: it.flags(),
+                cas: it.cas(),
+                exptime_before: before,
+                time_before: it.time(),
+                fetched_before: bits & bit::FETCHED != 0,
+                stale,
+                token_sent_before: token_sent,
+                won,
+                created: false,
+                key_binary: bits & bit::KEY_BINARY != 0,
+            };
+            if a.bump {
+                if it.time() < now.saturating_sub(UPDATE_INTERVAL) {
+                    it.set_time(now);
+                }
+                s.mark_read(i);
+            }
+            return Some(hit);
         }
-        let MapEntry::Vacant(v) = slot else { return None }; // raced with a writer: a miss
         a.ttl.vivify?;
-        let exptime = a.ttl.exptime_at(usize::MAX, 0, true);
-        let birth = self.births.fetch_add(1, Relaxed);
         let cas = self.next_cas();
-        let e = Entry::new(Bytes::new(), 0, exptime, now, cas, birth);
-        e.bits.store(bit::TOKEN_SENT | if a.key_binary { bit::KEY_BINARY } else { 0 }, Relaxed);
-        let k = v.key().clone();
-        self.account_insert(k.len(), 0);
-        self.stats.total_items.fetch_add(1, Relaxed);
-        v.insert(e);
-        self.record_insert(k, birth);
+        let bits = bit::TOKEN_SENT | if a.key_binary { bit::KEY_BINARY } else { 0 };
+        let exptime = a.ttl.exptime_at(usize::MAX, 0, true);
+        self.insert(&mut s, hash, Item::new(key, &[], Fields { cas, exptime, time: now, flags: 0, bits }));
         Some(MetaHit {
             value: Bytes::new(),
             flags: 0,
@@ -202,113 +196,108 @@ impl Store {
     /// new deadline, recache token free again).
     pub fn meta_delete(&self, key: &[u8], compare_cas: Option<u64>, invalidate: bool, exptime: Option<RelTime>) -> DeleteOutcome {
         let now = self.clock.now();
-        let Some(mut e) = self.map.get_mut(key) else { return DeleteOutcome::NotFound };
-        if let Some(why) = self.dead(&e, now) {
-            drop(e);
-            self.count_dead(why);
-            self.reap(key, now);
-            return DeleteOutcome::NotFound;
-        }
-        if compare_cas.is_some_and(|c| c != e.cas) {
+        let (hash, lock) = self.locate(key);
+        let mut s = write(lock);
+        let Some(i) = self.find_live(&mut s, hash, key, now) else { return DeleteOutcome::NotFound };
+        if compare_cas.is_some_and(|c| c != s.item(i).cas()) {
             return DeleteOutcome::Exists;
         }
         if invalidate {
+            let cas = self.next_cas();
+            let it = s.item_mut(i);
             if let Some(t) = exptime {
-                e.exptime = t;
+                it.set_exptime(t);
             }
-            e.set_bit(bit::STALE, true);
-            e.set_bit(bit::TOKEN_SENT, false);
-            e.cas = self.next_cas();
+            it.set_bits((it.bits() | bit::STALE) & !bit::TOKEN_SENT);
+            it.set_cas(cas);
             return DeleteOutcome::Invalidated;
         }
-        drop(e);
-        match self.map.remove(key) {
-            Some((k, e)) => {
-                self.account_remove(k.len(), &e, now);
-                DeleteOutcome::Deleted
-            }
-            None => DeleteOutcome::NotFound,
-        }
+        self.remove(&mut s, i, now);
+        DeleteOutcome::Deleted
     }
 
     /// `incr`/`decr`/`ma` with memcached's rules: the value must read as an unsigned 64-bit
     /// decimal (`strtoull`, leading space allowed), incr wraps, decr stops at 0, and a
     /// result with fewer digits is written in place padded with spaces, as memcached does.
     pub fn meta_arith(&self, key: &[u8], a: &ArithArgs) -> ArithOutcome {
-        if a.initial.is_some() && self.make_room(Entry::charge(key.len(), 20)) != Room::Made {
+        if a.initial.is_some() && self.make_room(charge_for(key.len(), 20)) != Room::Made {
             return ArithOutcome::NoMemory;
         }
+        let outcome = self.meta_arith_locked(key, a);
+        self.settle();
+        outcome
+    }
+
+    fn meta_arith_locked(&self, key: &[u8], a: &ArithArgs) -> ArithOutcome {
         let now = self.clock.now();
-        if let Some(mut e) = self.map.get_mut(key) {
-            if let Some(why) = self.dead(&e, now) {
-                drop(e);
-                self.count_dead(why);
-                self.reap(key, now);
-            } else {
-                if e.value.is_empty() {
-                    return ArithOutcome::NonNumeric;
-                }
-                if a.compare_cas != 0 && a.compare_cas != e.cas {
-                    return ArithOutcome::Exists;
-                }
-                // strtoull over the data, which memcached keeps followed by "\r\n".
-                let Some(current) = parse_u64(&e.value) else { return ArithOutcome::NonNumeric };
-                let value = if a.incr { current.wrapping_add(a.delta) } else { current.saturating_sub(a.delta) };
-                let mut n = itoa::Buffer::new();
-                let digits = n.format(value).as_bytes();
-                let old_len = e.value.len();
-                let mut buf = BytesMut::with_capacity(old_len.max(digits.len()));
-                buf.put_slice(digits);
-                if digits.len() <= old_len {
-                    // Rewritten in place: memcached pads and keeps the access time rule.
-                    buf.put_bytes(b' ', old_len - digits.len());
-                    e.bump_time(now);
-                } else {
-                    e.time.store(now, Relaxed);
-                }
-                e.value = buf.freeze();
-                e.cas = self.next_cas();
-                let exptime_before = e.exptime;
-                e.exptime = a.ttl.exptime_at(usize::MAX, exptime_before, false);
-                self.account_resize(old_len, e.value.len());
-                return ArithOutcome::Value { value, cas: e.cas, exptime_before, created: false };
-            }
+        let (hash, lock) = self.locate(key);
+        let mut s = write(lock);
+        let Some(i) = self.find_live(&mut s, hash, key, now) else {
+            let Some(initial) = a.initial else { return ArithOutcome::NotFound };
+            let mut n = itoa::Buffer::new();
+            let digits = n.format(initial).as_bytes();
+            let cas = self.next_cas();
+            let exptime = a.ttl.exptime_at(usize::MAX, 0, true);
+            self.insert(&mut s, hash, Item::new(key, &[digits], Fields { cas, exptime, time: now, flags: 0, bits: 0 }));
+            return ArithOutcome::Value { value: initial, cas, exptime_before: 0, created: true };
+        };
+        let old = s.item(i);
+        if old.value().is_empty() {
+            return ArithOutcome::NonNumeric;
         }
-        let Some(initial) = a.initial else { return ArithOutcome::NotFound };
+        if a.compare_cas != 0 && a.compare_cas != old.cas() {
+            return ArithOutcome::Exists;
+        }
+        // strtoull over the data, which memcached keeps followed by "\r\n".
+        let Some(current) = parse_u64(old.value()) else { return ArithOutcome::NonNumeric };
+        let value = if a.incr { current.wrapping_add(a.delta) } else { current.saturating_sub(a.delta) };
         let mut n = itoa::Buffer::new();
-        let digits = n.format(initial).as_bytes();
-        let exptime = a.ttl.exptime_at(usize::MAX, 0, true);
-        match self.map.entry(Bytes::copy_from_slice(key)) {
-            MapEntry::Vacant(v) => {
-                let birth = self.births.fetch_add(1, Relaxed);
-                let cas = self.next_cas();
-                let k = v.key().clone();
-                self.account_insert(k.len(), digits.len());
-                self.stats.total_items.fetch_add(1, Relaxed);
-                v.insert(Entry::new(entry::own(digits), 0, exptime, now, cas, birth));
-                self.record_insert(k, birth);
-                ArithOutcome::Value { value: initial, cas, exptime_before: 0, created: true }
+        let digits = n.format(value).as_bytes();
+        let old_len = old.value().len();
+        let exptime_before = old.exptime();
+        let mut f = old.fields();
+        f.cas = self.next_cas();
+        f.exptime = a.ttl.exptime_at(usize::MAX, exptime_before, false);
+        let new = if digits.len() <= old_len {
+            // Rewritten in place: memcached pads with spaces and keeps the access-time rule.
+            if f.time < now.saturating_sub(UPDATE_INTERVAL) {
+                f.time = now;
             }
-            // Another client created it between our lookups: memcached's add would fail.
-            MapEntry::Occupied(_) => ArithOutcome::NotFound,
+            let pad = vec![b' '; old_len - digits.len()];
+            Item::new(key, &[digits, &pad], f)
+        } else {
+            f.time = now;
+            Item::new(key, &[digits], f)
+        };
+        let cas = new.cas();
+        // Same item, new contents: the readers' bits stay with it.
+        let side = s.side.get(i).map_or(0, |b| b.load(Relaxed));
+        self.replace(&mut s, i, new);
+        if let Some(b) = s.side.get(i) {
+            b.store(side, Relaxed);
         }
+        ArithOutcome::Value { value, cas, exptime_before, created: false }
     }
 
     /// `me`: the live item's bookkeeping, without marking an access.
     pub fn meta_debug(&self, key: &[u8]) -> Option<DebugInfo> {
         let now = self.clock.now();
-        let e = self.map.get(key)?;
-        if self.dead(&e, now).is_some() {
+        let (hash, lock) = self.locate(key);
+        let s = read(lock);
+        let i = s.find(hash, key)?;
+        let it = s.item(i);
+        if self.dead(it, now).is_some() {
             return None;
         }
+        let bits = s.bits(i);
         Some(DebugInfo {
-            exptime: e.exptime,
-            time: e.time(),
-            cas: e.cas,
-            fetched: e.has(bit::FETCHED),
-            flags: e.flags,
-            value_len: e.value.len(),
-            key_binary: e.has(bit::KEY_BINARY),
+            exptime: it.exptime(),
+            time: it.time(),
+            cas: it.cas(),
+            fetched: bits & bit::FETCHED != 0,
+            flags: it.flags(),
+            value_len: it.value().len(),
+            key_binary: bits & bit::KEY_BINARY != 0,
         })
     }
 }

@@ -1,25 +1,41 @@
-//! The item store: a sharded concurrent map from key to [`Entry`] with memcached's storage
-//! semantics (one method per verb), lazy expiry, `flush_all` and CAS uniques from one
-//! counter. Knows nothing of the wire protocol beyond [`StoreMode`]; `exec` drives it.
+//! The item store: a hash table split into shards under reader-writer locks, each item one
+//! allocation ([`Item`]), with memcached's storage semantics (one method per verb), lazy and
+//! background expiry, `flush_all`, CAS uniques from one counter, and CLOCK eviction under a
+//! byte-accurate memory limit. Knows nothing of the wire protocol beyond [`StoreMode`];
+//! `exec` drives it.
+//!
+//! Layout: a slot in a shard's table is the item's 16-byte box pointer; beside the table a
+//! byte per bucket (`Shard::side`) holds the bits readers set (fetched, referenced) with
+//! relaxed atomics under the read lock, so a hit never takes a write lock. Eviction walks
+//! each table's buckets with a clock hand: no queue, no per-item bookkeeping outside the
+//! item. Table memory is charged against the limit along with the items.
 
-mod entry;
 mod evict;
+mod item;
 mod meta;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use evict::{ClockQueue, Record};
+use bytes::Bytes;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use dashmap::DashMap;
-use dashmap::mapref::entry::Entry as MapEntry;
-
-pub use entry::{ENTRY_OVERHEAD, Entry};
+pub use item::{HEADER as ITEM_HEADER, Item, charge_for};
 pub use meta::{ArithArgs, ArithOutcome, DebugInfo, DeleteOutcome, GetArgs, MetaHit, TtlFlags};
 
 use crate::clock::{Clock, RelTime};
 use crate::protocol::StoreMode;
 use crate::protocol::decode::item_too_large;
+use item::{Fields, bit};
+
+/// Shards: enough that threads rarely meet on one lock, few enough that each table stays
+/// large (table growth is per shard).
+const SHARDS: usize = 64;
+
+/// Memory a table bucket costs: the item's box pointer, hashbrown's control byte and the
+/// side byte.
+const BUCKET_BYTES: usize = std::mem::size_of::<Item>() + 2;
 
 /// What a read found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,10 +55,6 @@ pub enum StoreOutcome {
     /// No room could be made under the memory limit.
     NoMemory,
 }
-
-/// Most records eviction looks at for one request, so a request's work stays bounded even
-/// when a large value must displace many small ones.
-const MAX_EVICT_STEPS: usize = 1 << 16;
 
 /// A storage request in full: the classic commands use only the first five fields.
 #[derive(Debug, Clone)]
@@ -91,6 +103,13 @@ pub struct StoreStats {
     pub cas_misses: AtomicU64,
 }
 
+/// Why a present item does not count as present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dead {
+    Flushed,
+    Expired,
+}
+
 /// What eviction achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Room {
@@ -101,45 +120,138 @@ enum Room {
     Never,
 }
 
-/// Why a present item does not count as present.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Dead {
-    Flushed,
-    Expired,
+/// One shard: a table of items and the readers' bits beside it.
+#[derive(Debug, Default)]
+struct Shard {
+    table: HashTable<Item>,
+    /// Per bucket: [`bit::READ`] bits set by readers under the read lock. Folded into the
+    /// items before the table grows (bucket numbers change), cleared when a bucket is
+    /// emptied.
+    side: Vec<AtomicU8>,
+    /// CLOCK hand: the next bucket eviction looks at.
+    hand: usize,
+    /// Where background expiry carries on.
+    sweep: usize,
+}
+
+impl Shard {
+    fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        self.table.find_bucket_index(hash, |it| it.key() == key)
+    }
+
+    fn item(&self, i: usize) -> &Item {
+        self.table.get_bucket(i).expect("bucket found under the same lock")
+    }
+
+    fn item_mut(&mut self, i: usize) -> &mut Item {
+        self.table.get_bucket_mut(i).expect("bucket found under the same lock")
+    }
+
+    /// The item's bits, readers' included.
+    fn bits(&self, i: usize) -> u8 {
+        self.item(i).bits() | self.side.get(i).map_or(0, |s| s.load(Relaxed))
+    }
+
+    /// Marks a read without a write lock.
+    fn mark_read(&self, i: usize) {
+        if let Some(s) = self.side.get(i) {
+            if s.load(Relaxed) & bit::READ != bit::READ {
+                s.fetch_or(bit::READ, Relaxed);
+            }
+        }
+    }
+
+    /// Clears a bit in both places.
+    fn clear_bit(&mut self, i: usize, b: u8) {
+        if let Some(s) = self.side.get(i) {
+            s.fetch_and(!b, Relaxed);
+        }
+        let it = self.item_mut(i);
+        it.set_bits(it.bits() & !b);
+    }
+
+    /// Takes the item out of bucket `i`, with the readers' bits folded in.
+    fn take(&mut self, i: usize) -> Item {
+        let side = self.side.get(i).map_or(0, |s| s.swap(0, Relaxed));
+        let (mut it, _) = self.table.get_bucket_entry(i).expect("occupied bucket").remove();
+        it.set_bits(it.bits() | side);
+        it
+    }
+
+    /// Inserts an item known to be absent; returns its bucket and how many bytes the
+    /// table grew by.
+    fn insert(&mut self, hash: u64, it: Item, hasher: &DefaultHashBuilder) -> (usize, usize) {
+        let before = self.table.num_buckets();
+        let rehash = self.table.len() == self.table.capacity();
+        if rehash {
+            // Growing (or rehashing away tombstones) moves items to other buckets: keep
+            // the readers' bits with the items.
+            for i in 0..before {
+                let side = self.side.get(i).map_or(0, |s| s.load(Relaxed));
+                if let (Some(it), true) = (self.table.get_bucket_mut(i), side != 0) {
+                    it.set_bits(it.bits() | side);
+                }
+            }
+        }
+        let i = self.table.insert_unique(hash, it, |it| hasher.hash_one(it.key())).bucket_index();
+        let after = self.table.num_buckets();
+        if rehash {
+            self.side = (0..after).map(|_| AtomicU8::new(0)).collect();
+            // Keep the hands at the same relative place, so a rehash does not send the
+            // clock back over items it has just looked at.
+            self.hand = self.hand * after / before.max(1);
+            self.sweep = self.sweep * after / before.max(1);
+        } else {
+            self.side[i].store(0, Relaxed);
+        }
+        (i, (after - before) * BUCKET_BYTES)
+    }
 }
 
 /// The cache.
 #[derive(Debug)]
 pub struct Store {
-    map: DashMap<Bytes, Entry>,
+    shards: Box<[RwLock<Shard>]>,
+    hasher: DefaultHashBuilder,
     clock: Clock,
     last_cas: AtomicU64,
     /// `flush_all` state as memcached keeps it: items written at or before `oldest_live`
     /// (once that time has come), or with a CAS below `oldest_cas`, are gone.
     oldest_live: AtomicU32,
     oldest_cas: AtomicU64,
+    /// Bytes charged: item allocations plus table memory.
     used: AtomicUsize,
     limit: AtomicUsize,
-    order: ClockQueue,
-    births: AtomicU32,
     max_item_size: usize,
+    /// The shard eviction visits next.
+    hand: AtomicUsize,
     pub stats: StoreStats,
+}
+
+fn read(s: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    // A panic never leaves a shard half-updated (no unwinding point sits between paired
+    // updates), so a poisoned lock is used as is.
+    s.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write(s: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    s.write().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Store {
     /// An empty store charging at most `limit` bytes, refusing items over `max_item_size`.
     pub fn new(clock: Clock, limit: usize, max_item_size: usize) -> Self {
         Self {
-            map: DashMap::new(),
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            hasher: DefaultHashBuilder::default(),
             clock,
             last_cas: AtomicU64::new(0),
             oldest_live: AtomicU32::new(0),
             oldest_cas: AtomicU64::new(0),
             used: AtomicUsize::new(0),
             limit: AtomicUsize::new(limit),
-            order: ClockQueue::new(),
-            births: AtomicU32::new(0),
             max_item_size,
+            hand: AtomicUsize::new(0),
             stats: StoreStats::default(),
         }
     }
@@ -148,7 +260,7 @@ impl Store {
         &self.clock
     }
 
-    /// Bytes currently charged.
+    /// Bytes currently charged (items and table).
     pub fn bytes(&self) -> usize {
         self.used.load(Relaxed)
     }
@@ -164,71 +276,34 @@ impl Store {
         while self.used.load(Relaxed) > limit && self.make_room(0) == Room::Partial {}
     }
 
-    /// Evicts until `need` more bytes fit under the limit, least recently used first
-    /// (CLOCK). Must not be called while holding a map guard.
-    fn make_room(&self, need: usize) -> Room {
-        let limit = self.limit.load(Relaxed);
-        if need > limit {
-            return Room::Never;
-        }
-        let now = self.clock.now();
-        for _ in 0..MAX_EVICT_STEPS {
-            if self.used.load(Relaxed) + need <= limit {
-                return Room::Made;
-            }
-            let Some(rec) = self.order.pop() else { return Room::Never };
-            let Some(e) = self.map.get(&rec.key[..]) else { continue };
-            if e.birth != rec.birth {
-                continue; // stale: the entry this record was made for is gone
-            }
-            let dead = self.dead(&e, now).is_some();
-            if !dead && e.bits.fetch_and(!entry::bit::REFERENCED, Relaxed) & entry::bit::REFERENCED != 0 {
-                drop(e);
-                self.order.requeue(rec);
-                continue;
-            }
-            drop(e);
-            if let Some((k, e)) = self.map.remove_if(&rec.key[..], |_, e| e.birth == rec.birth) {
-                if self.dead(&e, now).is_none() {
-                    self.stats.evictions.fetch_add(1, Relaxed);
-                    if !e.has(entry::bit::FETCHED) {
-                        self.stats.evicted_unfetched.fetch_add(1, Relaxed);
-                    }
-                }
-                self.account_remove(k.len(), &e, now);
-            }
-        }
-        Room::Partial
+    /// Items currently held (live or not yet reaped).
+    pub fn len(&self) -> usize {
+        self.stats.curr_items.load(Relaxed)
     }
 
-    /// Records a new key for eviction, and drops a couple of stale records when deletes
-    /// have let them pile up, so the queue stays proportional to the items held.
-    fn record_insert(&self, key: Bytes, birth: u32) {
-        self.order.push(Record { key, birth });
-        if self.order.len() > 2 * self.len() + 1024 {
-            for _ in 0..2 {
-                let Some(rec) = self.order.pop() else { return };
-                let current = self.map.get(&rec.key[..]).is_some_and(|e| e.birth == rec.birth);
-                if current {
-                    self.order.requeue(rec);
-                }
-            }
-        }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn next_cas(&self) -> u64 {
         self.last_cas.fetch_add(1, Relaxed) + 1
     }
 
-    fn dead(&self, e: &Entry, now: RelTime) -> Option<Dead> {
+    fn locate(&self, key: &[u8]) -> (u64, &RwLock<Shard>) {
+        let hash = self.hasher.hash_one(key);
+        // Bits hashbrown uses for neither bucket position (low) nor tag (top 7).
+        (hash, &self.shards[(hash >> 40) as usize % SHARDS])
+    }
+
+    fn dead(&self, it: &Item, now: RelTime) -> Option<Dead> {
         let oldest_live = self.oldest_live.load(Relaxed);
         if oldest_live != 0 && oldest_live <= now {
             let oldest_cas = self.oldest_cas.load(Relaxed);
-            if e.time() <= oldest_live || (oldest_cas != 0 && e.cas < oldest_cas) {
+            if it.time() <= oldest_live || (oldest_cas != 0 && it.cas() < oldest_cas) {
                 return Some(Dead::Flushed);
             }
         }
-        e.is_expired(now).then_some(Dead::Expired)
+        it.is_expired(now).then_some(Dead::Expired)
     }
 
     /// Counts a lookup that found a dead item, as memcached's `do_item_get` does.
@@ -240,91 +315,138 @@ impl Store {
         .fetch_add(1, Relaxed);
     }
 
-    fn account_insert(&self, key_len: usize, value_len: usize) {
-        self.used.fetch_add(Entry::charge(key_len, value_len), Relaxed);
-        self.stats.curr_items.fetch_add(1, Relaxed);
+    fn charge(&self, n: usize) {
+        self.used.fetch_add(n, Relaxed);
     }
 
-    fn account_remove(&self, key_len: usize, e: &Entry, now: RelTime) {
-        self.used.fetch_sub(Entry::charge(key_len, e.value.len()), Relaxed);
+    fn refund(&self, n: usize) {
+        self.used.fetch_sub(n, Relaxed);
+    }
+
+    /// Inserts a new item (the key known absent) and accounts for it.
+    fn insert(&self, shard: &mut Shard, hash: u64, it: Item) -> usize {
+        self.charge(it.charge());
+        self.stats.curr_items.fetch_add(1, Relaxed);
+        self.stats.total_items.fetch_add(1, Relaxed);
+        let (i, grown) = shard.insert(hash, it, &self.hasher);
+        self.charge(grown);
+        i
+    }
+
+    /// Removes bucket `i`'s item and accounts for it; dead items count as reclaimed.
+    fn remove(&self, shard: &mut Shard, i: usize, now: RelTime) -> Item {
+        let it = shard.take(i);
+        self.refund(it.charge());
         self.stats.curr_items.fetch_sub(1, Relaxed);
-        if self.dead(e, now).is_some() {
+        if self.dead(&it, now).is_some() {
             self.stats.reclaimed.fetch_add(1, Relaxed);
-            if !e.has(entry::bit::FETCHED) {
+            if it.bits() & bit::FETCHED == 0 {
                 self.stats.expired_unfetched.fetch_add(1, Relaxed);
             }
         }
+        it
     }
 
-    fn account_resize(&self, old_len: usize, new_len: usize) {
-        if new_len >= old_len {
-            self.used.fetch_add(new_len - old_len, Relaxed);
-        } else {
-            self.used.fetch_sub(old_len - new_len, Relaxed);
+    /// Replaces bucket `i`'s item in place and accounts for the size change.
+    fn replace(&self, shard: &mut Shard, i: usize, it: Item) {
+        let old = std::mem::replace(shard.item_mut(i), it);
+        self.charge(shard.item(i).charge());
+        self.refund(old.charge());
+        if let Some(s) = shard.side.get(i) {
+            s.store(0, Relaxed);
         }
+        self.stats.total_items.fetch_add(1, Relaxed);
     }
 
-    /// Removes `key` if it is still dead (re-checked under the shard's write lock).
-    fn reap(&self, key: &[u8], now: RelTime) {
-        if let Some((k, e)) = self.map.remove_if(key, |_, e| self.dead(e, now).is_some()) {
-            self.account_remove(k.len(), &e, now);
+    /// Looks `key` up under a write lock, reaping a dead item; `Some(bucket)` if live.
+    fn find_live(&self, shard: &mut Shard, hash: u64, key: &[u8], now: RelTime) -> Option<usize> {
+        let i = shard.find(hash, key)?;
+        if let Some(why) = self.dead(shard.item(i), now) {
+            self.count_dead(why);
+            self.remove(shard, i, now);
+            return None;
         }
+        Some(i)
     }
 
-    /// `get`: the live item under `key`, marking it read.
+    /// Runs `f` on the live item under `key` with the shard's read lock held, marking the
+    /// read; `None` on a miss. A dead item found is reaped under the write lock.
+    pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&Item) -> R) -> Option<R> {
+        let now = self.clock.now();
+        let (hash, lock) = self.locate(key);
+        let (result, needs_time) = {
+            let s = read(lock);
+            let i = s.find(hash, key)?;
+            let it = s.item(i);
+            if let Some(why) = self.dead(it, now) {
+                drop(s);
+                self.count_dead(why);
+                let mut s = write(lock);
+                if let Some(i) = s.find(hash, key) {
+                    if self.dead(s.item(i), now).is_some() {
+                        self.remove(&mut s, i, now);
+                    }
+                }
+                return None;
+            }
+            s.mark_read(i);
+            (f(it), it.time() < now.saturating_sub(item::UPDATE_INTERVAL))
+        };
+        if needs_time {
+            // memcached moves the access time at most once a minute: rare enough to take
+            // the write lock for.
+            let mut s = write(lock);
+            if let Some(i) = s.find(hash, key) {
+                s.item_mut(i).set_time(now);
+            }
+        }
+        Some(result)
+    }
+
+    /// `get`: the live item under `key`, copied out, marking it read.
     pub fn get(&self, key: &[u8]) -> Option<Hit> {
-        let now = self.clock.now();
-        let e = self.map.get(key)?;
-        if let Some(why) = self.dead(&e, now) {
-            drop(e);
-            self.count_dead(why);
-            self.reap(key, now);
-            return None;
-        }
-        e.bump(now);
-        Some(Hit { value: e.value.clone(), flags: e.flags, cas: e.cas })
+        self.get_with(key, |it| Hit { value: Bytes::copy_from_slice(it.value()), flags: it.flags(), cas: it.cas() })
     }
 
-    /// `gat`: like [`Store::get`], also giving the item a new deadline.
-    pub fn get_and_touch(&self, key: &[u8], exptime: RelTime) -> Option<Hit> {
+    /// `gat`: gives the live item under `key` a new deadline, then runs `f` on it.
+    pub fn touch_with<R>(&self, key: &[u8], exptime: RelTime, f: impl FnOnce(&Item) -> R) -> Option<R> {
         let now = self.clock.now();
-        let mut e = self.map.get_mut(key)?;
-        if let Some(why) = self.dead(&e, now) {
-            drop(e);
-            self.count_dead(why);
-            self.reap(key, now);
-            return None;
+        let (hash, lock) = self.locate(key);
+        let mut s = write(lock);
+        let i = self.find_live(&mut s, hash, key, now)?;
+        let it = s.item_mut(i);
+        it.set_exptime(exptime);
+        if it.time() < now.saturating_sub(item::UPDATE_INTERVAL) {
+            it.set_time(now);
         }
-        e.exptime = exptime;
-        e.bump(now);
-        Some(Hit { value: e.value.clone(), flags: e.flags, cas: e.cas })
+        s.mark_read(i);
+        Some(f(s.item(i)))
+    }
+
+    /// `gat` returning a copy (tests and tools; `exec` uses [`Store::touch_with`]).
+    pub fn get_and_touch(&self, key: &[u8], exptime: RelTime) -> Option<Hit> {
+        self.touch_with(key, exptime, |it| Hit { value: Bytes::copy_from_slice(it.value()), flags: it.flags(), cas: it.cas() })
     }
 
     /// `touch`: gives a live item a new deadline.
     pub fn touch(&self, key: &[u8], exptime: RelTime) -> bool {
         let now = self.clock.now();
-        let Some(mut e) = self.map.get_mut(key) else { return false };
-        if let Some(why) = self.dead(&e, now) {
-            drop(e);
-            self.count_dead(why);
-            self.reap(key, now);
-            return false;
-        }
-        e.exptime = exptime;
+        let (hash, lock) = self.locate(key);
+        let mut s = write(lock);
+        let Some(i) = self.find_live(&mut s, hash, key, now) else { return false };
+        s.item_mut(i).set_exptime(exptime);
         true
     }
 
     /// `delete`: whether a live item was removed (a dead one is removed too).
     pub fn delete(&self, key: &[u8]) -> bool {
         let now = self.clock.now();
-        match self.map.remove(key) {
-            Some((k, e)) => {
-                let live = self.dead(&e, now).is_none();
-                self.account_remove(k.len(), &e, now);
-                live
-            }
-            None => false,
-        }
+        let (hash, lock) = self.locate(key);
+        let mut s = write(lock);
+        let Some(i) = s.find(hash, key) else { return false };
+        let live = self.dead(s.item(i), now).is_none();
+        self.remove(&mut s, i, now);
+        live
     }
 
     /// The storage commands. `exptime` is a relative deadline (see `Clock::deadline`).
@@ -335,113 +457,84 @@ impl Store {
     /// Storage with the meta protocol's extras (see [`StoreArgs`]). Returns the outcome and
     /// the new CAS unique (0 unless stored).
     pub fn store_with(&self, a: &StoreArgs<'_>) -> (StoreOutcome, u64) {
-        let (mode, key, value) = (a.mode, a.key, a.value);
-        if self.make_room(Entry::charge(key.len(), value.len())) != Room::Made {
-            return (StoreOutcome::NoMemory, 0);
-        }
-        let now = self.clock.now();
-        let fresh = |birth: u32, cas: u64| {
-            let e = Entry::new(entry::own(value), a.flags, a.exptime, now, cas, birth);
-            e.set_bit(entry::bit::KEY_BINARY, a.key_binary);
-            e
-        };
-        match self.map.entry(Bytes::copy_from_slice(key)) {
-            MapEntry::Occupied(mut o) => {
-                if let Some(why) = self.dead(o.get(), now) {
-                    self.count_dead(why);
-                    // memcached unlinks the dead item and carries on as if it were absent.
-                    if matches!(mode, StoreMode::Set | StoreMode::Add) {
-                        let (old_len, birth) = (o.get().value.len(), o.get().birth);
-                        self.stats.reclaimed.fetch_add(1, Relaxed);
-                        let cas = self.next_cas();
-                        *o.get_mut() = fresh(birth, cas);
-                        self.account_resize(old_len, value.len());
-                        self.stats.total_items.fetch_add(1, Relaxed);
-                        return (StoreOutcome::Stored, cas);
-                    }
-                    let (k, e) = o.remove_entry();
-                    self.account_remove(k.len(), &e, now);
-                    return (self.absent(mode), 0);
-                }
-                let e = o.get_mut();
-                let birth = e.birth;
-                let new_value = match mode {
-                    StoreMode::Add => {
-                        e.bump(now); // memcached promotes the item it refused to replace
-                        return (StoreOutcome::NotStored, 0);
-                    }
-                    StoreMode::Cas { unique } if unique != e.cas => {
-                        if !(a.stale_ok && unique < e.cas) {
-                            self.stats.cas_badval.fetch_add(1, Relaxed);
-                            return (StoreOutcome::Exists, 0);
-                        }
-                        // An older CAS with `I`: stored, but marked stale, keeping the
-                        // item's deadline and whether a recache token went out.
-                        self.stats.cas_hits.fetch_add(1, Relaxed);
-                        let n = Entry::new(entry::own(value), a.flags, e.exptime, now, self.next_cas(), birth);
-                        let kept = e.bits.load(Relaxed) & entry::bit::TOKEN_SENT;
-                        n.bits.store(kept | entry::bit::STALE, Relaxed);
-                        n.set_bit(entry::bit::KEY_BINARY, a.key_binary);
-                        n
-                    }
-                    StoreMode::Append | StoreMode::Prepend => {
-                        if a.compare_cas != 0 && a.compare_cas != e.cas {
-                            return (StoreOutcome::Exists, 0);
-                        }
-                        if item_too_large(key.len(), e.flags, e.value.len() + value.len(), self.max_item_size) {
-                            return (StoreOutcome::NotStored, 0);
-                        }
-                        let mut joined = BytesMut::with_capacity(e.value.len() + value.len());
-                        if mode == StoreMode::Append {
-                            joined.put_slice(&e.value);
-                            joined.put_slice(value);
-                        } else {
-                            joined.put_slice(value);
-                            joined.put_slice(&e.value);
-                        }
-                        // Append and prepend keep the item's flags and deadline.
-                        let n = Entry::new(joined.freeze(), e.flags, e.exptime, now, self.next_cas(), birth);
-                        n.set_bit(entry::bit::KEY_BINARY, a.key_binary);
-                        n
-                    }
-                    StoreMode::Cas { .. } => {
-                        self.stats.cas_hits.fetch_add(1, Relaxed);
-                        fresh(birth, self.next_cas())
-                    }
-                    StoreMode::Set | StoreMode::Replace => fresh(birth, self.next_cas()),
-                };
-                self.account_resize(e.value.len(), new_value.value.len());
-                *e = new_value;
-                self.stats.total_items.fetch_add(1, Relaxed);
-                (StoreOutcome::Stored, e.cas)
-            }
-            MapEntry::Vacant(v) => {
-                let outcome = self.absent(mode);
-                if outcome != StoreOutcome::Stored {
-                    return (outcome, 0);
-                }
-                self.account_insert(key.len(), value.len());
-                self.stats.total_items.fetch_add(1, Relaxed);
-                let birth = self.births.fetch_add(1, Relaxed);
-                let key = v.key().clone();
-                let cas = self.next_cas();
-                v.insert(fresh(birth, cas));
-                self.record_insert(key, birth);
-                (outcome, cas)
-            }
+        let result = self.store_locked(a);
+        self.settle();
+        result
+    }
+
+    /// Evicts back under the limit after a change that grew memory under a lock (a table
+    /// that grew, an append larger than foreseen).
+    fn settle(&self) {
+        if self.used.load(Relaxed) > self.limit.load(Relaxed) {
+            self.make_room(0);
         }
     }
 
-    /// What a storage command does when no live item exists: only `set` and `add` store.
-    fn absent(&self, mode: StoreMode) -> StoreOutcome {
-        match mode {
-            StoreMode::Set | StoreMode::Add => StoreOutcome::Stored,
-            StoreMode::Cas { .. } => {
-                self.stats.cas_misses.fetch_add(1, Relaxed);
-                StoreOutcome::NotFound
-            }
-            StoreMode::Replace | StoreMode::Append | StoreMode::Prepend => StoreOutcome::NotStored,
+    fn store_locked(&self, a: &StoreArgs<'_>) -> (StoreOutcome, u64) {
+        let (mode, key, value) = (a.mode, a.key, a.value);
+        if self.make_room(charge_for(key.len(), value.len())) != Room::Made {
+            return (StoreOutcome::NoMemory, 0);
         }
+        let now = self.clock.now();
+        let binary = if a.key_binary { bit::KEY_BINARY } else { 0 };
+        let fresh = |cas: u64| {
+            Item::new(key, &[value], Fields { cas, exptime: a.exptime, time: now, flags: a.flags, bits: binary })
+        };
+        let (hash, lock) = self.locate(key);
+        let mut s = write(lock);
+        let Some(i) = self.find_live(&mut s, hash, key, now) else {
+            return match mode {
+                StoreMode::Set | StoreMode::Add => {
+                    let cas = self.next_cas();
+                    self.insert(&mut s, hash, fresh(cas));
+                    (StoreOutcome::Stored, cas)
+                }
+                StoreMode::Cas { .. } => {
+                    self.stats.cas_misses.fetch_add(1, Relaxed);
+                    (StoreOutcome::NotFound, 0)
+                }
+                StoreMode::Replace | StoreMode::Append | StoreMode::Prepend => (StoreOutcome::NotStored, 0),
+            };
+        };
+        let old = s.item(i);
+        let new = match mode {
+            StoreMode::Add => {
+                s.mark_read(i); // memcached promotes the item it refused to replace
+                return (StoreOutcome::NotStored, 0);
+            }
+            StoreMode::Cas { unique } if unique != old.cas() => {
+                if !(a.stale_ok && unique < old.cas()) {
+                    self.stats.cas_badval.fetch_add(1, Relaxed);
+                    return (StoreOutcome::Exists, 0);
+                }
+                // An older CAS with `I`: stored, but marked stale, keeping the item's
+                // deadline and whether a recache token went out.
+                self.stats.cas_hits.fetch_add(1, Relaxed);
+                let kept = s.bits(i) & bit::TOKEN_SENT;
+                let f = Fields { cas: self.next_cas(), exptime: old.exptime(), time: now, flags: a.flags, bits: kept | bit::STALE | binary };
+                Item::new(key, &[value], f)
+            }
+            StoreMode::Append | StoreMode::Prepend => {
+                if a.compare_cas != 0 && a.compare_cas != old.cas() {
+                    return (StoreOutcome::Exists, 0);
+                }
+                if item_too_large(key.len(), old.flags(), old.value().len() + value.len(), self.max_item_size) {
+                    return (StoreOutcome::NotStored, 0);
+                }
+                // Append and prepend keep the item's flags and deadline.
+                let f = Fields { cas: self.next_cas(), exptime: old.exptime(), time: now, flags: old.flags(), bits: binary };
+                let parts: [&[u8]; 2] = if mode == StoreMode::Append { [old.value(), value] } else { [value, old.value()] };
+                Item::new(key, &parts, f)
+            }
+            StoreMode::Cas { .. } => {
+                self.stats.cas_hits.fetch_add(1, Relaxed);
+                fresh(self.next_cas())
+            }
+            StoreMode::Set | StoreMode::Replace => fresh(self.next_cas()),
+        };
+        let cas = new.cas();
+        self.replace(&mut s, i, new);
+        (StoreOutcome::Stored, cas)
     }
 
     /// `incr`/`decr`: [`Store::meta_arith`] without the meta extras.
@@ -459,15 +552,6 @@ impl Store {
         if oldest_live <= now {
             self.oldest_cas.store(self.next_cas(), Relaxed);
         }
-    }
-
-    /// Items currently held (live or not yet reaped).
-    pub fn len(&self) -> usize {
-        self.stats.curr_items.load(Relaxed)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -505,7 +589,8 @@ mod tests {
         assert_eq!(s.len(), 1);
         assert!(s.delete(b"k"));
         assert!(!s.delete(b"k"));
-        assert_eq!((s.len(), s.bytes()), (0, 0));
+        assert_eq!(s.len(), 0);
+        assert!(s.bytes() < 64 * BUCKET_BYTES, "only table memory is left: {}", s.bytes());
     }
 
     #[test]
@@ -595,51 +680,67 @@ mod tests {
 
     #[test]
     fn eviction_keeps_under_the_limit_and_spares_read_items() {
-        let per_item = Entry::charge(6, 100);
-        let s = Store::new(Clock::starting_at(1_800_000_000), 100 * per_item, 1 << 20);
+        let s = store();
         let v = "v".repeat(100);
-        for i in 0..100 {
+        for i in 0..10_000 {
             assert_eq!(set(&s, &format!("k{i:05}"), &v, 0), StoreOutcome::Stored);
         }
-        assert_eq!(s.len(), 100);
-        assert!(get(&s, "k00000").is_some(), "read: gets a second chance");
-        for i in 100..150 {
-            assert_eq!(set(&s, &format!("k{i:05}"), &v, 0), StoreOutcome::Stored);
-            assert!(s.bytes() <= s.limit());
+        // Exactly full: nothing evicted yet.
+        s.set_limit(s.bytes());
+        assert_eq!((s.len(), s.stats.evictions.load(Relaxed)), (10_000, 0));
+        // A tenth of the items are read between floods of one-time keys (each a tenth of
+        // the cache): the hand clears their bit, they are read again, they stay.
+        let hot: Vec<String> = (0..10_000).step_by(10).map(|i| format!("k{i:05}")).collect();
+        for round in 0..5 {
+            for k in &hot {
+                assert!(s.get(k.as_bytes()).is_some(), "hot key {k} evicted in round {round}");
+            }
+            for i in 0..1000 {
+                assert_eq!(set(&s, &format!("scan{round}-{i}"), &v, 0), StoreOutcome::Stored);
+                assert!(s.bytes() <= s.limit());
+            }
         }
-        assert_eq!(s.len(), 100);
-        assert_eq!(s.stats.evictions.load(Relaxed), 50);
-        assert!(get(&s, "k00000").is_some(), "recently read item survived");
-        assert_eq!(get(&s, "k00001"), None, "oldest unread item went first");
-        assert!(get(&s, "k00149").is_some());
+        assert!(s.stats.evictions.load(Relaxed) >= 5000, "{}", s.stats.evictions.load(Relaxed));
+        assert!(s.stats.evicted_unfetched.load(Relaxed) >= 4000);
         // An item larger than the whole limit can never be stored.
-        assert_eq!(set(&s, "huge", &"x".repeat(101 * per_item), 0), StoreOutcome::NoMemory);
+        assert_eq!(set(&s, "huge", &"x".repeat(s.limit()), 0), StoreOutcome::NoMemory);
         // Shrinking the limit evicts down to it.
-        s.set_limit(10 * per_item);
-        assert!(s.bytes() <= 10 * per_item && s.len() == 10, "{} items", s.len());
+        let smaller = s.bytes() / 2;
+        s.set_limit(smaller);
+        assert!(s.bytes() <= smaller && s.len() < 6000, "{} items", s.len());
     }
 
     #[test]
-    fn delete_churn_does_not_grow_the_eviction_queue() {
+    fn background_reclaim_frees_expired_items() {
         let s = store();
-        for _ in 0..10_000 {
-            set(&s, "k", "v", 0);
-            s.delete(b"k");
+        let c = s.clock().clone();
+        for i in 0..1000 {
+            set(&s, &format!("k{i}"), "v", c.deadline(2));
         }
-        assert!(s.order.len() <= 1024 + 2, "{} records", s.order.len());
+        set(&s, "keep", "v", 0);
+        c.advance(2);
+        let mut freed = 0;
+        for _ in 0..100 {
+            freed += s.reclaim_expired(64);
+        }
+        assert_eq!((freed, s.len()), (1000, 1));
+        assert_eq!(s.stats.reclaimed.load(Relaxed), 1000);
+        assert_eq!(s.stats.expired_unfetched.load(Relaxed), 1000);
     }
 
     #[test]
     fn charges_track_contents() {
         let s = store();
+        let empty = s.bytes();
         set(&s, "k", "12345", 0);
-        assert_eq!(s.bytes(), Entry::charge(1, 5));
-        s.store(StoreMode::Append, b"k", 0, 0, b"678");
-        assert_eq!(s.bytes(), Entry::charge(1, 8));
+        let table = s.bytes() - item::charge_for(1, 5);
+        s.store(StoreMode::Append, b"k", 0, 0, &[b'6'; 30]);
+        assert_eq!(s.bytes(), table + item::charge_for(1, 35));
         set(&s, "k", "1", 0);
         s.arith(b"k", true, 10);
-        assert_eq!(s.bytes(), Entry::charge(1, 2));
+        assert_eq!(s.bytes(), table + item::charge_for(1, 2));
         s.delete(b"k");
-        assert_eq!(s.bytes(), 0);
+        assert_eq!(s.bytes(), table, "the table's own memory stays charged");
+        assert!(empty <= table);
     }
 }

@@ -1,0 +1,783 @@
+//! End-to-end load generator for any server speaking memcached's text protocol.
+//!
+//! N connections (tokio tasks), each a closed loop: write a batch of `--pipeline` requests
+//! in one write, read and parse every reply, repeat. A request is a `get` of
+//! `--multiget` keys or a `set` of `--value-size` bytes, chosen by `--get-ratio`; keys
+//! are `<prefix><index>` drawn uniformly or by a Zipf law from `--keys` indices. Replies
+//! are parsed and checked, not counted by bytes: a `VALUE` must name a key that was asked
+//! for, in order, with the right length, the value's spot-checked contents and its
+//! `\r\n`; a `set` must get `STORED`. Anything else is an error (the first few are printed).
+//!
+//! Runs for `--duration` seconds after `--warmup` (only the time between counts), or
+//! until `--requests` requests are answered. Prints ops/s, latency percentiles from an
+//! HDR histogram (from a batch's write to each reply's arrival), hits, misses, errors,
+//! its own CPU use (near 1.0 means the load generator, not the server, is the limit) and,
+//! given `--server-pid`, the server's CPU time per operation over the same window. The
+//! last line, `RESULT k=v ...`, is for scripts (`scripts/bench`).
+//!
+//! ```text
+//! cargo bench --bench loadgen -- --server 127.0.0.1:11211 --prefill --conns 50 --duration 10
+//! ```
+//! Without `--server` it prints its usage and exits 0 (so `cargo bench` and
+//! `cargo test --benches` pass through it).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const USAGE: &str = "\
+usage: loadgen --server HOST:PORT [options]
+  --conns N          connections (50)
+  --pipeline N       requests per batch, written at once (1)
+  --get-ratio F      fraction of requests that are gets, 0..1 (0.9)
+  --multiget N       keys per get (1)
+  --keys N           key space size (100000)
+  --dist D           uniform | zipf (uniform)
+  --zipf-s S         Zipf exponent (0.99)
+  --value-size N     bytes per value (100)
+  --key-prefix P     key prefix (key:)
+  --duration S       seconds measured after warm-up (10)
+  --warmup S         seconds before measuring (1)
+  --requests N       stop after N requests instead of a duration (no warm-up)
+  --prefill          set every key once before the run
+  --prefill-only     set every key once and exit
+  --threads N        runtime threads; 1 = tokio current-thread (1)
+  --server-pid PID   report the server's CPU time per op from /proc/PID/stat
+  --seed N           random seed (1)
+  --label S          echoed in the RESULT line";
+
+#[derive(Debug, Clone)]
+struct Args {
+    server: SocketAddr,
+    conns: usize,
+    pipeline: usize,
+    get_ratio: f64,
+    multiget: usize,
+    keys: u64,
+    zipf: Option<f64>,
+    value_size: usize,
+    key_prefix: String,
+    duration: f64,
+    warmup: f64,
+    requests: Option<u64>,
+    prefill: bool,
+    prefill_only: bool,
+    threads: usize,
+    server_pid: Option<u32>,
+    seed: u64,
+    label: String,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut a = Args {
+        server: SocketAddr::from(([127, 0, 0, 1], 11211)),
+        conns: 50,
+        pipeline: 1,
+        get_ratio: 0.9,
+        multiget: 1,
+        keys: 100_000,
+        zipf: None,
+        value_size: 100,
+        key_prefix: "key:".into(),
+        duration: 10.0,
+        warmup: 1.0,
+        requests: None,
+        prefill: false,
+        prefill_only: false,
+        threads: 1,
+        server_pid: None,
+        seed: 1,
+        label: String::new(),
+    };
+    let mut have_server = false;
+    let mut dist = String::from("uniform");
+    let mut zipf_s = 0.99;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        let mut value = || inline.clone().or_else(|| it.next()).ok_or(format!("{name} needs a value"));
+        fn num<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
+            v.parse().map_err(|_| format!("{name}: bad value '{v}'"))
+        }
+        match name.as_str() {
+            // `cargo bench` passes `--bench`; criterion-style filters are not ours.
+            "--bench" => {}
+            "-h" | "--help" => return Ok(None),
+            "--server" => {
+                let v = value()?;
+                a.server = v.parse().map_err(|_| format!("--server: '{v}' is not HOST:PORT (an IP)"))?;
+                have_server = true;
+            }
+            "--conns" => a.conns = num(&name, value()?)?,
+            "--pipeline" => a.pipeline = num(&name, value()?)?,
+            "--get-ratio" => a.get_ratio = num(&name, value()?)?,
+            "--multiget" => a.multiget = num(&name, value()?)?,
+            "--keys" => a.keys = num(&name, value()?)?,
+            "--dist" => dist = value()?,
+            "--zipf-s" => zipf_s = num(&name, value()?)?,
+            "--value-size" => a.value_size = num(&name, value()?)?,
+            "--key-prefix" => a.key_prefix = value()?,
+            "--duration" => a.duration = num(&name, value()?)?,
+            "--warmup" => a.warmup = num(&name, value()?)?,
+            "--requests" => a.requests = Some(num(&name, value()?)?),
+            "--prefill" => a.prefill = true,
+            "--prefill-only" => a.prefill_only = true,
+            "--threads" => a.threads = num(&name, value()?)?,
+            "--server-pid" => a.server_pid = Some(num(&name, value()?)?),
+            "--seed" => a.seed = num(&name, value()?)?,
+            "--label" => a.label = value()?,
+            _ => return Err(format!("unknown argument '{arg}'")),
+        }
+    }
+    if !have_server {
+        return Ok(None);
+    }
+    a.zipf = match dist.as_str() {
+        "uniform" => None,
+        "zipf" => Some(zipf_s),
+        _ => return Err(format!("--dist: '{dist}' is neither uniform nor zipf")),
+    };
+    if a.conns == 0 || a.pipeline == 0 || a.multiget == 0 || a.keys == 0 || a.threads == 0 {
+        return Err("--conns, --pipeline, --multiget, --keys and --threads must be positive".into());
+    }
+    if !(0.0..=1.0).contains(&a.get_ratio) {
+        return Err("--get-ratio must be between 0 and 1".into());
+    }
+    if a.zipf.is_some_and(|s| s <= 0.0) {
+        return Err("--zipf-s must be positive".into());
+    }
+    Ok(Some(a))
+}
+
+/// splitmix64: small, fast, and good enough to pick keys.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
+    }
+}
+
+/// Zipf over ranks 1..=n with exponent s, by rejection-inversion (Hörmann and Derflinger,
+/// as `rand_distr::Zipf` does it): constant time per sample, no table.
+#[derive(Debug, Clone, Copy)]
+struct Zipf {
+    s: f64,
+    t: f64,
+    q: f64,
+}
+
+impl Zipf {
+    fn new(n: u64, s: f64) -> Self {
+        let n = n as f64;
+        let q = if s != 1.0 { 1.0 / (1.0 - s) } else { 0.0 };
+        let t = if s != 1.0 { (n.powf(1.0 - s) - s) * q } else { 1.0 + n.ln() };
+        Self { s, t, q }
+    }
+
+    fn inv_cdf(&self, p: f64) -> f64 {
+        let pt = p * self.t;
+        if pt <= 1.0 {
+            pt
+        } else if self.s != 1.0 {
+            (pt * (1.0 - self.s) + self.s).powf(self.q)
+        } else {
+            (pt - 1.0).exp()
+        }
+    }
+
+    /// A rank in 1..=n; rank 1 is the most frequent.
+    fn sample(&self, rng: &mut Rng) -> u64 {
+        loop {
+            let inv_b = self.inv_cdf(rng.unit());
+            let x = (inv_b + 1.0).floor();
+            let mut ratio = x.powf(-self.s);
+            if x > 1.0 {
+                ratio *= inv_b.powf(self.s);
+            }
+            if rng.unit() < ratio {
+                return x as u64;
+            }
+        }
+    }
+}
+
+/// What the connections share.
+struct Shared {
+    args: Args,
+    /// Value bytes: the value of key `k` is `pattern[k % 26 ..][.. value_size]`, so a
+    /// reply can be checked against the key it names.
+    pattern: Vec<u8>,
+    zipf: Option<Zipf>,
+    /// Replies count toward the results only while this is set.
+    recording: AtomicBool,
+    stop: AtomicBool,
+    /// Requests left to send under `--requests`; prefill's next key otherwise.
+    budget: AtomicU64,
+    /// Connections that failed outright (connect, I/O, unparseable reply).
+    failed: AtomicU64,
+}
+
+impl Shared {
+    fn value_of(&self, k: u64) -> &[u8] {
+        let start = (k % 26) as usize;
+        &self.pattern[start..start + self.args.value_size]
+    }
+
+    fn pick_key(&self, rng: &mut Rng) -> u64 {
+        let n = self.args.keys;
+        match &self.zipf {
+            None => rng.below(n),
+            // Scatter the ranks so the hot keys are not neighbours in the key space.
+            Some(z) => ((z.sample(rng) - 1).wrapping_mul(2_654_435_761)) % n,
+        }
+    }
+}
+
+/// One connection's results.
+#[derive(Debug)]
+struct Tally {
+    hist: Histogram<u64>,
+    requests: u64,
+    gets: u64,
+    sets: u64,
+    hits: u64,
+    misses: u64,
+    errors: u64,
+    bytes_in: u64,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Self {
+            // Nanoseconds, 1 ns to 100 s, 3 significant digits.
+            hist: Histogram::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds"),
+            requests: 0,
+            gets: 0,
+            sets: 0,
+            hits: 0,
+            misses: 0,
+            errors: 0,
+            bytes_in: 0,
+        }
+    }
+
+    fn add(&mut self, o: &Tally) {
+        self.hist.add(&o.hist).expect("same bounds");
+        self.requests += o.requests;
+        self.gets += o.gets;
+        self.sets += o.sets;
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.errors += o.errors;
+        self.bytes_in += o.bytes_in;
+    }
+}
+
+/// A request in flight: a get of `keys[range]` of the batch's key list, or a set.
+#[derive(Debug, Clone)]
+struct Pending {
+    get: bool,
+    keys: std::ops::Range<usize>,
+}
+
+enum Parsed {
+    /// Every reply of the batch is in.
+    Done,
+    NeedMore,
+}
+
+struct Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    /// Key indices of the batch: one per set, `multiget` per get.
+    keys: Vec<u64>,
+    pending: Vec<Pending>,
+    /// The reply being parsed and, within a get, how far its key list has matched.
+    next: usize,
+    key_pos: usize,
+    hits_in_get: u64,
+    shown_errors: u32,
+    tally: Tally,
+}
+
+/// Errors printed per connection before they are only counted.
+const SHOW_ERRORS: u32 = 3;
+
+impl Conn {
+    fn error(&mut self, what: &str, line: &[u8]) {
+        self.tally.errors += 1;
+        if self.shown_errors < SHOW_ERRORS {
+            self.shown_errors += 1;
+            eprintln!("loadgen: {what}: {:?}", String::from_utf8_lossy(&line[..line.len().min(120)]));
+        }
+    }
+
+    fn put_key(&mut self, prefix: &str, k: u64) {
+        self.wbuf.extend_from_slice(prefix.as_bytes());
+        self.wbuf.extend_from_slice(itoa::Buffer::new().format(k).as_bytes());
+    }
+
+    fn add_get(&mut self, sh: &Shared, rng: &mut Rng) {
+        let start = self.keys.len();
+        self.wbuf.extend_from_slice(b"get");
+        for _ in 0..sh.args.multiget {
+            let k = sh.pick_key(rng);
+            self.wbuf.push(b' ');
+            self.put_key(&sh.args.key_prefix, k);
+            self.keys.push(k);
+        }
+        self.wbuf.extend_from_slice(b"\r\n");
+        self.pending.push(Pending { get: true, keys: start..self.keys.len() });
+    }
+
+    fn add_set(&mut self, sh: &Shared, k: u64) {
+        let start = self.keys.len();
+        self.wbuf.extend_from_slice(b"set ");
+        self.put_key(&sh.args.key_prefix, k);
+        self.wbuf.extend_from_slice(b" 0 0 ");
+        self.wbuf.extend_from_slice(itoa::Buffer::new().format(sh.args.value_size).as_bytes());
+        self.wbuf.extend_from_slice(b"\r\n");
+        self.wbuf.extend_from_slice(sh.value_of(k));
+        self.wbuf.extend_from_slice(b"\r\n");
+        self.keys.push(k);
+        self.pending.push(Pending { get: false, keys: start..start + 1 });
+    }
+
+    /// One reply is complete: count it (while recording) and move to the next.
+    fn finish(&mut self, sh: &Shared, sent: Instant, now: Instant) {
+        let p = &self.pending[self.next];
+        if sh.recording.load(Relaxed) {
+            let t = &mut self.tally;
+            t.requests += 1;
+            if p.get {
+                t.gets += 1;
+                t.hits += self.hits_in_get;
+                t.misses += p.keys.len() as u64 - self.hits_in_get;
+            } else {
+                t.sets += 1;
+            }
+            let ns = now.saturating_duration_since(sent).as_nanos().max(1) as u64;
+            t.hist.saturating_record(ns);
+        }
+        self.next += 1;
+        self.key_pos = 0;
+        self.hits_in_get = 0;
+    }
+
+    /// Parses as many replies as `rbuf` holds. `Err` means the stream cannot be followed.
+    fn parse(&mut self, sh: &Shared, sent: Instant, now: Instant) -> Result<Parsed, String> {
+        while self.next < self.pending.len() {
+            let Some(nl) = memchr::memchr(b'\n', &self.rbuf) else { return Ok(Parsed::NeedMore) };
+            let line_end = if nl > 0 && self.rbuf[nl - 1] == b'\r' { nl - 1 } else { nl };
+            let line = &self.rbuf[..line_end];
+            let get = self.pending[self.next].get;
+            if get && line == b"END" {
+                self.rbuf.advance(nl + 1);
+                self.finish(sh, sent, now);
+            } else if get && line.starts_with(b"VALUE ") {
+                let (key, len) = parse_value_line(line).ok_or_else(|| {
+                    format!("bad VALUE line {:?}", String::from_utf8_lossy(line))
+                })?;
+                let total = nl + 1 + len + 2;
+                if self.rbuf.len() < total {
+                    self.rbuf.reserve(total - self.rbuf.len());
+                    return Ok(Parsed::NeedMore);
+                }
+                let want = self.pending[self.next].keys.clone();
+                let asked = &self.keys[want.start + self.key_pos..want.end];
+                let found = parse_key(key, &sh.args.key_prefix)
+                    .and_then(|k| asked.iter().position(|&a| a == k).map(|i| (k, i)));
+                match found {
+                    None => {
+                        let line = line.to_vec();
+                        self.error("VALUE for a key not asked for (or out of order)", &line);
+                    }
+                    Some((k, i)) => {
+                        self.key_pos += i + 1;
+                        let data = &self.rbuf[nl + 1..nl + 1 + len];
+                        let ok = len == sh.args.value_size
+                            && spot_check(data, sh.value_of(k))
+                            && &self.rbuf[nl + 1 + len..total] == b"\r\n";
+                        if ok {
+                            self.hits_in_get += 1;
+                        } else {
+                            let line = self.rbuf[..line_end].to_vec();
+                            self.error("wrong value (length, contents or terminator)", &line);
+                        }
+                    }
+                }
+                self.tally.bytes_in += total as u64;
+                self.rbuf.advance(total);
+            } else if !get && line == b"STORED" {
+                self.rbuf.advance(nl + 1);
+                self.finish(sh, sent, now);
+            } else if is_error_reply(line) {
+                // An error ends the reply to its request; count it and go on.
+                let line = line.to_vec();
+                self.error("error reply", &line);
+                self.rbuf.advance(nl + 1);
+                self.finish(sh, sent, now);
+            } else {
+                return Err(format!("unexpected reply line {:?}", String::from_utf8_lossy(line)));
+            }
+        }
+        Ok(Parsed::Done)
+    }
+
+    /// Sends one batch and reads all its replies.
+    async fn batch(&mut self, sh: &Shared, rng: &mut Rng, prefill_keys: Option<std::ops::Range<u64>>) -> Result<(), String> {
+        self.wbuf.clear();
+        self.keys.clear();
+        self.pending.clear();
+        self.next = 0;
+        self.key_pos = 0;
+        self.hits_in_get = 0;
+        match prefill_keys {
+            Some(ks) => {
+                for k in ks {
+                    self.add_set(sh, k);
+                }
+            }
+            None => {
+                for _ in 0..sh.args.pipeline {
+                    if rng.unit() < sh.args.get_ratio {
+                        self.add_get(sh, rng);
+                    } else {
+                        let k = sh.pick_key(rng);
+                        self.add_set(sh, k);
+                    }
+                }
+            }
+        }
+        let sent = Instant::now();
+        self.stream.write_all(&self.wbuf).await.map_err(|e| format!("write: {e}"))?;
+        loop {
+            if let Parsed::Done = self.parse(sh, sent, Instant::now())? {
+                return Ok(());
+            }
+            self.rbuf.reserve(64 * 1024);
+            let n = self.stream.read_buf(&mut self.rbuf).await.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("server closed the connection".into());
+            }
+            // One clock read per read: replies that arrived together finish together.
+            if let Parsed::Done = self.parse(sh, sent, Instant::now())? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn is_error_reply(line: &[u8]) -> bool {
+    line == b"ERROR" || line.starts_with(b"SERVER_ERROR") || line.starts_with(b"CLIENT_ERROR")
+}
+
+/// `VALUE <key> <flags> <bytes> [<cas>]` -> (key, bytes).
+fn parse_value_line(line: &[u8]) -> Option<(&[u8], usize)> {
+    let mut parts = line[6..].split(|&b| b == b' ');
+    let key = parts.next()?;
+    let _flags = parts.next()?;
+    let len = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    Some((key, len))
+}
+
+fn parse_key(key: &[u8], prefix: &str) -> Option<u64> {
+    let digits = key.strip_prefix(prefix.as_bytes())?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Compares the first and last 16 bytes and one in the middle: enough to catch a value
+/// from the wrong key or a shifted stream without the load generator reading every byte.
+fn spot_check(got: &[u8], want: &[u8]) -> bool {
+    let n = got.len();
+    if n != want.len() {
+        return false;
+    }
+    let edge = n.min(16);
+    got[..edge] == want[..edge] && got[n - edge..] == want[n - edge..] && got.get(n / 2) == want.get(n / 2)
+}
+
+async fn connect(sh: &Shared) -> Result<Conn, String> {
+    let stream = TcpStream::connect(sh.args.server).await.map_err(|e| format!("connect {}: {e}", sh.args.server))?;
+    stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
+    Ok(Conn {
+        stream,
+        rbuf: BytesMut::with_capacity(64 * 1024),
+        wbuf: Vec::with_capacity(4096),
+        keys: Vec::new(),
+        pending: Vec::new(),
+        next: 0,
+        key_pos: 0,
+        hits_in_get: 0,
+        shown_errors: 0,
+        tally: Tally::new(),
+    })
+}
+
+/// One connection's closed loop until `stop` (or the request budget runs out).
+async fn drive(sh: Arc<Shared>, id: u64) -> Tally {
+    let mut rng = Rng(sh.args.seed.wrapping_mul(0x1000_0000_01B3) ^ (id + 1).wrapping_mul(0x9E37_79B9));
+    let mut conn = match connect(&sh).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loadgen: connection {id}: {e}");
+            sh.failed.fetch_add(1, Relaxed);
+            return Tally::new();
+        }
+    };
+    let depth = sh.args.pipeline as u64;
+    while !sh.stop.load(Relaxed) {
+        if sh.args.requests.is_some() {
+            let left = sh.budget.fetch_sub(depth, Relaxed);
+            if left < depth || left > u64::MAX / 2 {
+                break;
+            }
+        }
+        if let Err(e) = conn.batch(&sh, &mut rng, None).await {
+            eprintln!("loadgen: connection {id}: {e}");
+            sh.failed.fetch_add(1, Relaxed);
+            break;
+        }
+    }
+    conn.tally
+}
+
+/// Sets every key once, the connections taking chunks from a shared counter.
+async fn prefill_conn(sh: Arc<Shared>, id: u64) -> Tally {
+    let mut rng = Rng(id);
+    let mut conn = match connect(&sh).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("loadgen: prefill connection {id}: {e}");
+            sh.failed.fetch_add(1, Relaxed);
+            return Tally::new();
+        }
+    };
+    // Up to 1 MiB of values per batch, so a batch's replies never fill the socket.
+    let chunk = ((1 << 20) / (sh.args.value_size as u64 + 64)).clamp(1, 64);
+    loop {
+        let start = sh.budget.fetch_add(chunk, Relaxed);
+        if start >= sh.args.keys {
+            break;
+        }
+        let end = (start + chunk).min(sh.args.keys);
+        if let Err(e) = conn.batch(&sh, &mut rng, Some(start..end)).await {
+            eprintln!("loadgen: prefill connection {id}: {e}");
+            sh.failed.fetch_add(1, Relaxed);
+            break;
+        }
+    }
+    conn.tally
+}
+
+/// A process's user + system CPU time, from /proc/<pid>/stat (all its threads).
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+async fn prefill(sh: &Arc<Shared>) -> Result<(), String> {
+    let start = Instant::now();
+    sh.budget.store(0, Relaxed);
+    sh.recording.store(true, Relaxed);
+    let conns = sh.args.conns.min(16) as u64;
+    let tasks: Vec<_> = (0..conns).map(|i| tokio::spawn(prefill_conn(sh.clone(), i))).collect();
+    let mut total = Tally::new();
+    for t in tasks {
+        total.add(&t.await.map_err(|e| e.to_string())?);
+    }
+    sh.recording.store(false, Relaxed);
+    eprintln!(
+        "loadgen: prefilled {} keys of {} bytes in {:.2} s ({} errors)",
+        total.sets,
+        sh.args.value_size,
+        start.elapsed().as_secs_f64(),
+        total.errors
+    );
+    if total.errors > 0 || total.sets != sh.args.keys || sh.failed.load(Relaxed) > 0 {
+        return Err("prefill failed".into());
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> Result<bool, String> {
+    let pattern: Vec<u8> = (0..args.value_size + 26).map(|i| b'a' + (i % 26) as u8).collect();
+    let zipf = args.zipf.map(|s| Zipf::new(args.keys, s));
+    let sh = Arc::new(Shared {
+        args: args.clone(),
+        pattern,
+        zipf,
+        recording: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        budget: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    });
+    if args.prefill || args.prefill_only {
+        prefill(&sh).await?;
+        if args.prefill_only {
+            return Ok(true);
+        }
+    }
+    let pid = args.server_pid.map(|p| p.to_string());
+    if let Some(n) = args.requests {
+        sh.budget.store(n, Relaxed);
+        sh.recording.store(true, Relaxed);
+    }
+    let tasks: Vec<_> = (0..args.conns as u64).map(|i| tokio::spawn(drive(sh.clone(), i))).collect();
+    let (t0, cpu0, self0);
+    if args.requests.is_none() {
+        tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
+        (t0, cpu0, self0) = (Instant::now(), pid.as_deref().and_then(cpu_time), cpu_time("self"));
+        sh.recording.store(true, Relaxed);
+        tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+        sh.recording.store(false, Relaxed);
+        sh.stop.store(true, Relaxed);
+    } else {
+        (t0, cpu0, self0) = (Instant::now(), pid.as_deref().and_then(cpu_time), cpu_time("self"));
+    }
+    let mut elapsed = t0.elapsed();
+    let (mut cpu1, mut self1) = (pid.as_deref().and_then(cpu_time), cpu_time("self"));
+    let mut total = Tally::new();
+    for t in tasks {
+        total.add(&t.await.map_err(|e| e.to_string())?);
+    }
+    if args.requests.is_some() {
+        elapsed = t0.elapsed();
+        (cpu1, self1) = (pid.as_deref().and_then(cpu_time), cpu_time("self"));
+    }
+    report(&args, &total, elapsed, cpu0.zip(cpu1), self0.zip(self1), sh.failed.load(Relaxed));
+    Ok(total.errors == 0 && sh.failed.load(Relaxed) == 0 && total.requests > 0)
+}
+
+fn report(
+    args: &Args,
+    t: &Tally,
+    elapsed: Duration,
+    server_cpu: Option<(Duration, Duration)>,
+    own_cpu: Option<(Duration, Duration)>,
+    failed: u64,
+) {
+    let secs = elapsed.as_secs_f64();
+    let ops = t.requests as f64 / secs;
+    let us = |q: f64| t.hist.value_at_quantile(q) as f64 / 1000.0;
+    let cpu_per_op = server_cpu.map(|(a, b)| (b - a).as_secs_f64() * 1e6 / t.requests.max(1) as f64);
+    let server_util = server_cpu.map(|(a, b)| (b - a).as_secs_f64() / secs);
+    let own_util = own_cpu.map(|(a, b)| (b - a).as_secs_f64() / secs);
+    let dist = match args.zipf {
+        None => "uniform".to_string(),
+        Some(s) => format!("zipf({s})"),
+    };
+    println!(
+        "loadgen: {} conns={} pipeline={} get_ratio={} multiget={} keys={} dist={} value={} B",
+        args.server, args.conns, args.pipeline, args.get_ratio, args.multiget, args.keys, dist, args.value_size
+    );
+    println!(
+        "  {:.0} ops/s ({} requests in {secs:.2} s; {:.0} keys/s; {:.1} MB/s of values in)",
+        ops,
+        t.requests,
+        (t.sets + t.gets * args.multiget as u64) as f64 / secs,
+        t.bytes_in as f64 / secs / 1e6
+    );
+    println!(
+        "  latency us: p50 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}",
+        us(0.5),
+        us(0.99),
+        us(0.999),
+        t.hist.max() as f64 / 1000.0
+    );
+    println!(
+        "  gets {} (keys hit {}, missed {}), sets {}, errors {}, failed connections {failed}",
+        t.gets, t.hits, t.misses, t.sets, t.errors
+    );
+    if let (Some(c), Some(u)) = (cpu_per_op, server_util) {
+        println!("  server CPU {c:.2} us/op ({u:.2} cores busy)");
+    }
+    if let Some(u) = own_util {
+        println!("  load generator CPU {u:.2} cores busy");
+    }
+    let opt = |v: Option<f64>| v.map_or("NA".to_string(), |v| format!("{v:.3}"));
+    println!(
+        "RESULT label={} ops={} secs={secs:.3} ops_per_sec={ops:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} \
+         hits={} misses={} errors={} failed={failed} cpu_us_per_op={} server_util={} client_util={}",
+        if args.label.is_empty() { "-" } else { &args.label },
+        t.requests,
+        us(0.5),
+        us(0.99),
+        us(0.999),
+        t.hits,
+        t.misses,
+        t.errors,
+        opt(cpu_per_op),
+        opt(server_util),
+        opt(own_util),
+    );
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = if args.threads == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadgen: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => {
+            eprintln!("loadgen: errors or no requests answered");
+            ExitCode::from(3)
+        }
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
