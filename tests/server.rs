@@ -302,3 +302,17 @@ fn stats_conns_lists_listener_and_clients() {
     }
     assert_eq!(n, 3 + 4, "closed connections leave the table");
 }
+
+#[test]
+fn mg_last_access_follows_memcached_minute_rule() {
+    let clock = Clock::starting_at(1_800_000_000);
+    let srv = spawn_with_clock(Config::for_tests(), clock.clone());
+    let mut c = srv.connect();
+    c.roundtrip(b"ms k 1 T0\r\nx\r\n", b"HD\r\n");
+    clock.advance(5);
+    c.roundtrip(b"mg k l h\r\nmg k l h\r\n", b"HD l5 h0\r\nHD l5 h1\r\n");
+    clock.advance(61);
+    // Over a minute old: this read moves the access time, the next one sees it.
+    c.roundtrip(b"mg k l\r\nmg k l\r\n", b"HD l66\r\nHD l0\r\n");
+    c.roundtrip(b"me k\r\n", b"ME k exp=-1 la=0 cas=1 fetch=yes cls=1 size=61\r\n");
+}
