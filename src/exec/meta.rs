@@ -85,8 +85,9 @@ fn put_ttl(out: &mut BytesMut, exptime: u32, now: u32) {
 fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     let (store, stats) = (&ctx.store, &ctx.stats);
     let args = GetArgs { ttl: m.ttl, recache: m.recache, bump: !m.no_update, key_binary: m.key_binary };
-    let ttl_set = m.ttl.touch.is_some();
     let hit = store.meta_get(&m.key, &args);
+    // memcached counts a hit with `T` as a touch, and every miss as a get miss.
+    let ttl_set = m.ttl.touch.is_some() && hit.is_some();
     let (cmds, hits, misses) = if ttl_set {
         (&stats.cmd_touch, &stats.touch_hits, &stats.touch_misses)
     } else {

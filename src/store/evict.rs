@@ -67,6 +67,8 @@ impl Store {
                     }
                 }
             }
+            let freed = s.compact(&self.hasher);
+            self.refund(freed);
         }
         Room::Made
     }
@@ -91,6 +93,8 @@ impl Store {
                     freed += 1;
                 }
             }
+            let given_back = s.compact(&self.hasher);
+            self.refund(given_back);
         }
         freed
     }

@@ -258,7 +258,8 @@ impl Store {
         let mut f = old.fields();
         f.cas = self.next_cas();
         f.exptime = a.ttl.exptime_at(usize::MAX, exptime_before, false);
-        let new = if digits.len() <= old_len {
+        let grows = digits.len() > old_len;
+        let new = if !grows {
             // Rewritten in place: memcached pads with spaces and keeps the access-time rule.
             if f.time < now.saturating_sub(UPDATE_INTERVAL) {
                 f.time = now;
@@ -275,6 +276,10 @@ impl Store {
         self.replace(&mut s, i, new);
         if let Some(b) = s.side.get(i) {
             b.store(side, Relaxed);
+        }
+        if grows {
+            // memcached writes a longer number into a new item, which counts as one.
+            self.stats.total_items.fetch_add(1, Relaxed);
         }
         ArithOutcome::Value { value, cas, exptime_before, created: false }
     }

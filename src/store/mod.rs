@@ -170,6 +170,31 @@ impl Shard {
         it.set_bits(it.bits() & !b);
     }
 
+    /// Rebuilds a table that eviction has left mostly empty at a size that fits its items,
+    /// returning the bytes given back. Near the memory limit a table that grew makes the
+    /// store evict items to pay for it, which leaves the table sparse: without this,
+    /// tables settle a third full and cost twice what they need.
+    fn compact(&mut self, hasher: &DefaultHashBuilder) -> usize {
+        let before = self.table.num_buckets();
+        let target = self.table.len() + self.table.len() / 8 + 16;
+        // hashbrown's sizing: buckets for a capacity are a power of two at most 7/8 full.
+        if before <= 64 || (target * 8 / 7).next_power_of_two() >= before {
+            return 0;
+        }
+        for i in 0..before {
+            let side = self.side.get(i).map_or(0, |s| s.load(Relaxed));
+            if let (Some(it), true) = (self.table.get_bucket_mut(i), side != 0) {
+                it.set_bits(it.bits() | side);
+            }
+        }
+        self.table.shrink_to(target, |it| hasher.hash_one(it.key()));
+        let after = self.table.num_buckets();
+        self.side = (0..after).map(|_| AtomicU8::new(0)).collect();
+        self.hand = self.hand * after / before;
+        self.sweep = self.sweep * after / before;
+        (before - after) * BUCKET_BYTES
+    }
+
     /// Takes the item out of bucket `i`, with the readers' bits folded in.
     fn take(&mut self, i: usize) -> Item {
         let side = self.side.get(i).map_or(0, |s| s.swap(0, Relaxed));
@@ -355,7 +380,6 @@ impl Store {
         if let Some(s) = shard.side.get(i) {
             s.store(0, Relaxed);
         }
-        self.stats.total_items.fetch_add(1, Relaxed);
     }
 
     /// Looks `key` up under a write lock, reaping a dead item; `Some(bucket)` if live.
@@ -499,7 +523,11 @@ impl Store {
         let old = s.item(i);
         let new = match mode {
             StoreMode::Add => {
-                s.mark_read(i); // memcached promotes the item it refused to replace
+                // memcached promotes the item it refused to replace: a new access time,
+                // but not a fetch.
+                let it = s.item_mut(i);
+                it.set_time(now);
+                it.set_bits(it.bits() | bit::REFERENCED);
                 return (StoreOutcome::NotStored, 0);
             }
             StoreMode::Cas { unique } if unique != old.cas() => {
@@ -534,6 +562,7 @@ impl Store {
         };
         let cas = new.cas();
         self.replace(&mut s, i, new);
+        self.stats.total_items.fetch_add(1, Relaxed);
         (StoreOutcome::Stored, cas)
     }
 
