@@ -11,6 +11,7 @@ use tracing::info;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
+    one_malloc_arena();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
@@ -37,6 +38,19 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(serve(config))
+}
+
+/// glibc gives each thread that allocates its own arena; an item allocated on one worker
+/// and evicted on another leaves free chunks spread over arenas, which cost about 10% of
+/// `-m` in RSS. With one arena RSS stays at `-m` plus a fixed overhead (measured: 74.5 MB
+/// against 82 MB at -m 64), and each thread's tcache keeps the lock off the hot path.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator settings; it runs before any other thread
+    // exists, and a failure (return 0) just leaves the default.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 fn init_logging(verbose: u8) {
