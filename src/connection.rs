@@ -74,6 +74,10 @@ pub struct Connection {
     cancel: CancellationToken,
     /// `-o idle_timeout`: how long the client may keep the connection waiting on it.
     idle_timeout: Option<Duration>,
+    /// When the client last sent a whole command or took the last of its replies:
+    /// idleness counts from there. As in memcached, bytes that make no command do not
+    /// count, so a client trickling a command it never finishes is idle.
+    last_active: Instant,
     /// This connection's row in `stats conns`.
     row: Option<Arc<ConnRow>>,
 }
@@ -90,6 +94,7 @@ impl Connection {
             socket,
             ctx,
             idle_timeout,
+            last_active: Instant::now(),
             decoder,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -106,9 +111,6 @@ impl Connection {
 
     /// Serves the socket until the client leaves, a fatal protocol error, or shutdown.
     pub async fn run(mut self) -> io::Result<()> {
-        // When the client last sent a whole command: idleness is counted from there, as in
-        // memcached, so a client trickling bytes of a command it never finishes is idle.
-        let mut last_cmd = Instant::now();
         loop {
             // memcached transmits a batch's replies only at certain points (see
             // `Pending`); until then a fatal error or a failing multi-get discards them.
@@ -128,7 +130,7 @@ impl Connection {
                 match decoded {
                     Ok(Some(req)) => {
                         trace!(cmd = req.name(), "request");
-                        last_cmd = Instant::now();
+                        self.last_active = Instant::now();
                         #[cfg(debug_assertions)]
                         if let Some(hook) = FAULT_HOOK.get() {
                             hook(&req);
@@ -161,7 +163,7 @@ impl Connection {
                     Ok(None) => break,
                     Err(rejected) => {
                         trace!(error = %rejected.error, "rejected");
-                        last_cmd = Instant::now();
+                        self.last_active = Instant::now();
                         if rejected.error.is_fatal() {
                             debug!(error = %rejected.error, "closing connection");
                             self.wbuf.truncate(pending.committed);
@@ -183,10 +185,10 @@ impl Connection {
             self.flush().await?;
             self.shrink_input();
             self.rbuf.reserve(READ_CHUNK);
-            let idle_timeout = self.idle_timeout;
+            let (idle_timeout, last_active) = (self.idle_timeout, self.last_active);
             let idle = async move {
                 match idle_timeout {
-                    Some(t) => tokio::time::sleep_until(last_cmd + t).await,
+                    Some(t) => tokio::time::sleep_until(last_active + t).await,
                     None => std::future::pending().await,
                 }
             };
@@ -237,6 +239,7 @@ impl Connection {
         if large {
             self.wbuf = BytesMut::with_capacity(READ_CHUNK);
         }
+        self.last_active = Instant::now();
         Ok(())
     }
 
