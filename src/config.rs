@@ -41,6 +41,11 @@ pub struct Cli {
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
 
+    /// Refuse stores with `SERVER_ERROR out of memory storing object` when the cache is
+    /// full, instead of evicting items.
+    #[arg(short = 'M', long = "disable-evictions")]
+    pub disable_evictions: bool,
+
     /// Enable the `shutdown` command, which stops the server as SIGTERM does.
     #[arg(short = 'A', long = "enable-shutdown")]
     pub enable_shutdown: bool,
@@ -138,6 +143,8 @@ pub struct Config {
     pub verbose: u8,
     /// `-A`: the `shutdown` command works.
     pub enable_shutdown: bool,
+    /// `-M`: a full cache refuses stores instead of evicting.
+    pub disable_evictions: bool,
     /// `-Y`: clients must authenticate.
     pub auth: Option<AuthFile>,
     /// `-o idle_timeout`: seconds a connection may wait on its client before it is closed
@@ -172,6 +179,7 @@ impl Config {
             max_item_size: cli.max_item_size,
             verbose: cli.verbose,
             enable_shutdown: cli.enable_shutdown,
+            disable_evictions: cli.disable_evictions,
             auth: match &cli.auth_file {
                 Some(path) => {
                     let text = std::fs::read(path).map_err(|e| format!("-Y {}: {e}", path.display()))?;
@@ -193,6 +201,7 @@ impl Config {
             max_item_size: 1 << 20,
             verbose: 0,
             enable_shutdown: false,
+            disable_evictions: false,
             auth: None,
             idle_timeout: 0,
         }

@@ -41,7 +41,10 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(config: Config, clock: crate::clock::Clock) -> Self {
-        let store = Store::new(clock, config.memory_limit, config.max_item_size);
+        let mut store = Store::new(clock, config.memory_limit, config.max_item_size);
+        if config.disable_evictions {
+            store.disable_evictions();
+        }
         Self { config, store, stats: Stats::default(), crawler: std::sync::atomic::AtomicBool::new(true),
             shutdown: tokio_util::sync::CancellationToken::new(),
             conns: crate::conns::Conns::default(),
@@ -445,7 +448,7 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "inter", inter);
     put_stat(out, "verbosity", c.verbose);
     put_stat(out, "oldest", 0u32);
-    put_stat(out, "evictions", "on");
+    put_stat(out, "evictions", if c.disable_evictions { "off" } else { "on" });
     put_stat(out, "domain_socket", "NULL");
     put_stat(out, "umask", 700u32);
     put_stat(out, "shutdown_command", c.enable_shutdown);

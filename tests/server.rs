@@ -316,3 +316,26 @@ fn mg_last_access_follows_memcached_minute_rule() {
     c.roundtrip(b"mg k l\r\nmg k l\r\n", b"HD l66\r\nHD l0\r\n");
     c.roundtrip(b"me k\r\n", b"ME k exp=-1 la=0 cas=1 fetch=yes cls=1 size=61\r\n");
 }
+
+#[test]
+fn dash_m_refuses_instead_of_evicting() {
+    let srv = spawn(Config { disable_evictions: true, memory_limit: 2 << 20, max_item_size: 1 << 20, ..Config::for_tests() });
+    let mut c = srv.connect();
+    let value = vec![b'x'; 100 * 1024];
+    let mut refused = 0;
+    for i in 0..40 {
+        let mut req = format!("set big{i} 0 0 {}\r\n", value.len()).into_bytes();
+        req.extend_from_slice(&value);
+        req.extend_from_slice(b"\r\n");
+        c.send(&req);
+        match c.line().as_str() {
+            "STORED" => {}
+            "SERVER_ERROR out of memory storing object" => refused += 1,
+            other => panic!("{other}"),
+        }
+    }
+    assert!(refused > 15, "{refused} refused");
+    assert_eq!(c.stat("evictions"), "0");
+    assert_eq!(c.stat("store_no_memory"), refused.to_string());
+    c.roundtrip(b"get big0\r\n", &[b"VALUE big0 0 102400\r\n".as_slice(), &value, b"\r\nEND\r\n"].concat());
+}

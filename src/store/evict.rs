@@ -18,6 +18,9 @@ const BUCKETS_PER_VISIT: usize = 32;
 /// when a large value must displace many small ones.
 const MAX_EVICT_BUCKETS: usize = 1 << 17;
 
+/// With `-M`, the most buckets a store looks at for expired items before it is refused.
+const MAX_RECLAIM_BUCKETS: usize = 4096;
+
 impl Store {
     /// Evicts until `need` more bytes fit under the limit. Must not be called while holding
     /// a shard lock.
@@ -29,9 +32,12 @@ impl Store {
         let now = self.clock.now();
         let mut looked = 0;
         let mut empty_visits = 0;
+        // With evictions off only expired items can make room; background expiry finds
+        // most of them, so a refused store does not sweep the whole cache looking.
+        let max_looked = if self.evictions { MAX_EVICT_BUCKETS } else { MAX_RECLAIM_BUCKETS };
         while self.used.load(Relaxed) + need > limit {
-            if looked >= MAX_EVICT_BUCKETS {
-                return Room::Partial;
+            if looked >= max_looked {
+                return if self.evictions { Room::Partial } else { Room::Never };
             }
             if empty_visits >= SHARDS {
                 return Room::Never; // every shard is empty: the table alone fills the limit
@@ -55,6 +61,9 @@ impl Store {
                     continue;
                 }
                 let dead = self.dead(s.item(i), now).is_some();
+                if !dead && !self.evictions {
+                    continue; // -M: only expired items give way
+                }
                 if !dead && s.bits(i) & bit::REFERENCED != 0 {
                     s.clear_bit(i, bit::REFERENCED);
                     continue;

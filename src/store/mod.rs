@@ -250,6 +250,8 @@ pub struct Store {
     max_item_size: usize,
     /// The shard eviction visits next.
     hand: AtomicUsize,
+    /// `-M`: when full, only expired items make room; stores are refused otherwise.
+    evictions: bool,
     pub stats: StoreStats,
 }
 
@@ -277,8 +279,15 @@ impl Store {
             limit: AtomicUsize::new(limit),
             max_item_size,
             hand: AtomicUsize::new(0),
+            evictions: true,
             stats: StoreStats::default(),
         }
+    }
+
+    /// `-M`: a full cache refuses stores (`SERVER_ERROR out of memory storing object`)
+    /// instead of evicting live items.
+    pub fn disable_evictions(&mut self) {
+        self.evictions = false;
     }
 
     pub fn clock(&self) -> &Clock {
@@ -737,6 +746,24 @@ mod tests {
         let smaller = s.bytes() / 2;
         s.set_limit(smaller);
         assert!(s.bytes() <= smaller && s.len() < 6000, "{} items", s.len());
+    }
+
+    #[test]
+    fn without_evictions_a_full_cache_refuses_stores() {
+        let mut s = store();
+        s.disable_evictions();
+        let c = s.clock().clone();
+        let v = "v".repeat(1000);
+        for i in 0..100 {
+            set(&s, &format!("k{i}"), &v, if i < 10 { c.deadline(5) } else { 0 });
+        }
+        s.set_limit(s.bytes());
+        assert_eq!(set(&s, "new", &v, 0), StoreOutcome::NoMemory);
+        assert_eq!((s.len(), s.stats.evictions.load(Relaxed)), (100, 0));
+        c.advance(5);
+        assert_eq!(set(&s, "new", &v, 0), StoreOutcome::Stored, "an expired item made room");
+        assert_eq!(s.stats.evictions.load(Relaxed), 0);
+        assert!(get(&s, "k50").is_some());
     }
 
     #[test]
