@@ -57,7 +57,7 @@ const REQS_PER_EVENT: usize = 20;
 impl Pending {
     fn after_command(&mut self, flow: Flow, wbuf_len: usize) {
         self.commands += 1;
-        let yields = self.commands > REQS_PER_EVENT && (self.commands - 1) % REQS_PER_EVENT == 0;
+        let yields = self.commands > REQS_PER_EVENT && (self.commands - 1).is_multiple_of(REQS_PER_EVENT);
         if flow == Flow::Transmit || yields {
             self.committed = wbuf_len;
         }

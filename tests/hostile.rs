@@ -297,10 +297,10 @@ fn a_connection_flood_past_the_limit_is_refused_counted_and_recovered_from() {
 #[test]
 fn a_panic_in_one_connection_closes_it_and_nothing_else() {
     fn panic_on_poison(req: &larder::protocol::Request) {
-        if let larder::protocol::Request::Get { keys, .. } = req {
-            if keys.iter().any(|k| k == b"__poison__") {
-                panic!("injected fault");
-            }
+        if let larder::protocol::Request::Get { keys, .. } = req
+            && keys.iter().any(|k| k == b"__poison__")
+        {
+            panic!("injected fault");
         }
     }
     larder::connection::FAULT_HOOK.get_or_init(|| panic_on_poison as fn(&larder::protocol::Request));

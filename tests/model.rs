@@ -265,9 +265,9 @@ proptest! {
         // Everything still there reads back the same at the end, and after time passes.
         for secs in [0, 3] {
             clock.advance(secs);
-            for key in 0..KEYS.len() {
-                let want = model.live(key, clock.now()).map(|it| Model::hit(it));
-                prop_assert_eq!(store.get(KEYS[key]), want, "final read of {:?}", KEYS[key]);
+            for (i, key) in KEYS.iter().enumerate() {
+                let want = model.live(i, clock.now()).map(|it| Model::hit(it));
+                prop_assert_eq!(store.get(key), want, "final read of {:?}", key);
             }
         }
     }
