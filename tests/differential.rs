@@ -8,7 +8,8 @@
 //! ```text
 //! # comment (a line starting with '#'; blank lines are ignored)
 //! === session name [-I 512k]    starts a session; [...] holds memcached options, applied
-//!                               to both servers (-I and -m are mapped to Larder's Config)
+//!                               to both servers (-I and -m are mapped to Larder's Config;
+//!                               -o is memcached-internal tuning, ignored for Larder)
 //! > TEXT      send what is buffered + TEXT + "\r\n", then sync (one synced step)
 //! >= TEXT     send what is buffered + TEXT (no terminator added), then sync
 //! >| TEXT     send what is buffered + TEXT (no terminator added), do NOT sync: the server
@@ -29,7 +30,9 @@
 //! Syncing: the harness appends the sentinel `mn\r\n` to the write and reads until it has
 //! one `MN` reply line per `mn` command sent since the last sync (so sessions may send `mn`
 //! themselves), then strips the sentinel's `MN`. A closed connection is recorded as
-//! `<closed>`, a read timeout (5 s) as `<timeout>`.
+//! `<closed>`, a read timeout (5 s) as `<timeout>`. Note that memcached's `mn` (like a
+//! successful get, `quit`, the end of each read, and every 21st command of a batch)
+//! flushes pending replies, so sessions that test reply culling keep `mn` out of the step.
 //!
 //! # Environment
 //!
@@ -378,6 +381,11 @@ fn larder_config(opts: &[String]) -> larder::config::Config {
         match o.as_str() {
             "-I" => config.max_item_size = parse_size(val()),
             "-m" => config.memory_limit = parse_size(val()) * 1024 * 1024,
+            "-Y" => {
+                let path = val();
+                let text = std::fs::read(path).unwrap_or_else(|e| panic!("-Y {path}: {e}"));
+                config.auth = Some(larder::config::AuthFile::parse(&text).expect("auth file"));
+            }
             // memcached-internal tuning (e.g. `-o no_lru_maintainer`, used where its
             // background thread makes memcached itself nondeterministic): nothing to map.
             "-o" => {
@@ -685,6 +693,18 @@ fn show_all(b: &[u8]) -> String {
     let mut s = String::new();
     let mut i = 0;
     while i < b.len() {
+        // A line repeated 3+ times in a row is shown once, as `{LINE*N}`.
+        if i == 0 || b[i - 1] == b'\n' {
+            if let Some(len) = b[i..].iter().position(|&c| c == b'\n').map(|p| p + 1) {
+                let line = &b[i..i + len];
+                let reps = b[i..].chunks(len).take_while(|c| *c == line).count();
+                if reps >= 3 && len > 1 {
+                    let _ = write!(s, "{{{}*{reps}}}", show_all(line));
+                    i += reps * len;
+                    continue;
+                }
+            }
+        }
         let c = b[i];
         let run = b[i..].iter().take_while(|&&x| x == c).count();
         let one = match c {
