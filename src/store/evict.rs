@@ -1,18 +1,27 @@
 //! Keeping the store under its memory limit, and giving expired items' memory back.
 //!
-//! Eviction is CLOCK over each shard's own table: a hand walks the buckets; an item read
-//! since the hand last passed (its reference bit set) has the bit cleared and stays, an
-//! item not read is evicted. New items start unreferenced, so a flood of one-time keys is
-//! evicted before items that are being read. Shards are visited in turn, one lock at a
-//! time, a bounded number of buckets per visit, so no request does unbounded work.
+//! Eviction is sampled LRU, as memcached's and Redis's approximations are: a hand walks
+//! each shard's buckets; each visit samples a few items and evicts the one unused the
+//! longest, by the 7-bit epoch in its access byte. Items never read since they were
+//! written count as older by a quarter of the cache's turnover, so a flood of one-time
+//! keys is evicted before items that are being read (scan resistance), and an item just
+//! written still outlives ones nobody has touched for longer. Shards are visited in turn,
+//! one lock at a time, a bounded number of buckets per visit: no request does unbounded
+//! work, and a hit never pays for eviction.
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::item::bit;
+use super::item::access;
 use super::{Room, SHARDS, Store, write};
 
-/// Buckets one visit to a shard looks at.
+/// Buckets one visit to a shard looks at, at most.
 const BUCKETS_PER_VISIT: usize = 32;
+
+/// Items one visit compares (Redis samples 5; more is closer to true LRU).
+const SAMPLE: usize = 8;
+
+/// How much older a never-read item counts, in epochs (64 epochs = one turnover).
+const UNFETCHED_BONUS: u8 = 16;
 
 /// Most buckets eviction looks at for one request, so a request's work stays bounded even
 /// when a large value must displace many small ones.
@@ -50,30 +59,37 @@ impl Store {
                 continue;
             }
             empty_visits = 0;
+            let epoch = self.epoch();
+            let mut victim: Option<(u8, usize)> = None;
+            let mut sampled = 0;
             for _ in 0..BUCKETS_PER_VISIT.min(buckets) {
-                if self.used.load(Relaxed) + need <= limit {
-                    break;
-                }
                 looked += 1;
                 let i = s.hand % buckets;
                 s.hand = (i + 1) % buckets;
-                if s.table.get_bucket(i).is_none() {
+                let Some(it) = s.table.get_bucket(i) else { continue };
+                if self.dead(it, now).is_some() {
+                    self.remove(&mut s, i, now); // expired: reclaimed, not evicted
                     continue;
                 }
-                let dead = self.dead(s.item(i), now).is_some();
-                if !dead && !self.evictions {
+                if !self.evictions {
                     continue; // -M: only expired items give way
                 }
-                if !dead && s.bits(i) & bit::REFERENCED != 0 {
-                    s.clear_bit(i, bit::REFERENCED);
-                    continue;
+                let a = s.access(i);
+                let age = epoch.wrapping_sub(a & access::EPOCH) & access::EPOCH;
+                let score = age + if a & access::FETCHED == 0 { UNFETCHED_BONUS } else { 0 };
+                if victim.is_none_or(|(best, _)| score > best) {
+                    victim = Some((score, i));
                 }
+                sampled += 1;
+                if sampled == SAMPLE {
+                    break;
+                }
+            }
+            if let Some((_, i)) = victim {
                 let it = self.remove(&mut s, i, now);
-                if !dead {
-                    self.stats.evictions.fetch_add(1, Relaxed);
-                    if it.bits() & bit::FETCHED == 0 {
-                        self.stats.evicted_unfetched.fetch_add(1, Relaxed);
-                    }
+                self.stats.evictions.fetch_add(1, Relaxed);
+                if it.access() & access::FETCHED == 0 {
+                    self.stats.evicted_unfetched.fetch_add(1, Relaxed);
                 }
             }
             let freed = s.compact(&self.hasher);

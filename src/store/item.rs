@@ -11,16 +11,17 @@ use std::ptr::NonNull;
 
 use crate::clock::RelTime;
 
-/// Header layout (little-endian): CAS, exptime, time, value length, key length, bits;
-/// then the client flags if not 0.
+/// Header layout (little-endian): CAS, exptime, time, value length, key length, bits,
+/// access; then the client flags if not 0.
 const CAS: usize = 0;
 const EXPTIME: usize = 8;
 const TIME: usize = 12;
 const VALUE_LEN: usize = 16;
 const KEY_LEN: usize = 20;
 const BITS: usize = 21;
+const ACCESS: usize = 22;
 /// Bytes of the fixed header.
-pub const HEADER: usize = 22;
+pub const HEADER: usize = 23;
 /// Bytes the client flags add when not 0.
 const FLAGS_LEN: usize = 4;
 /// Layout bit in the bits byte: the header carries client flags.
@@ -29,22 +30,25 @@ const HAS_FLAGS: u8 = 0x80;
 /// memcached bumps an item's access time at most this often (`ITEM_UPDATE_INTERVAL`).
 pub const UPDATE_INTERVAL: RelTime = 60;
 
-/// Item state bits, memcached's `it_flags` where they are observable. `FETCHED` and
-/// `REFERENCED` are also kept beside the table (see `Shard::side`), where readers set
-/// them without a write lock.
+/// Item state bits, memcached's `it_flags` where they are observable. Whether the item
+/// was fetched, and when it was last used, live in the access byte beside the table (see
+/// `Shard::side` and [`access`]), where readers set them without a write lock.
 pub mod bit {
-    /// Read by a client since written (`ITEM_FETCHED`; `mg h`, `me fetch=`).
-    pub const FETCHED: u8 = 1;
-    /// Read since eviction last looked (CLOCK's reference bit).
-    pub const REFERENCED: u8 = 2;
     /// Invalidated by `md I` or a stale `ms I` (`ITEM_STALE`; `mg` reports `X`).
     pub const STALE: u8 = 4;
     /// A client has been handed the recache token (`ITEM_TOKEN_SENT`; `mg` reports `Z`).
     pub const TOKEN_SENT: u8 = 8;
     /// Stored under a base64 (`b`) key, so meta replies give the key back in base64.
     pub const KEY_BINARY: u8 = 16;
-    /// The bits readers set.
-    pub const READ: u8 = FETCHED | REFERENCED;
+}
+
+/// The access byte: whether a client has read the item (`ITEM_FETCHED`; `mg h`, `me
+/// fetch=`) and the store's epoch when it was last used (for eviction order).
+pub mod access {
+    /// Read by a client since written.
+    pub const FETCHED: u8 = 0x80;
+    /// The epoch bits; epochs wrap at 128.
+    pub const EPOCH: u8 = 0x7f;
 }
 
 /// A stored item: an owning pointer to its block.
@@ -93,6 +97,7 @@ impl Item {
         b[VALUE_LEN..VALUE_LEN + 4].copy_from_slice(&(value_len as u32).to_le_bytes());
         b[KEY_LEN] = key.len() as u8;
         b[BITS] = (f.bits & !HAS_FLAGS) | if flags_len > 0 { HAS_FLAGS } else { 0 };
+        b[ACCESS] = 0;
         let mut at = HEADER;
         if flags_len > 0 {
             b[at..at + FLAGS_LEN].copy_from_slice(&f.flags.to_le_bytes());
@@ -196,6 +201,16 @@ impl Item {
         self.bytes_mut()[BITS] = (b & !HAS_FLAGS) | layout_bit;
     }
 
+    /// The access byte as last saved with the item (the table's copy is current while
+    /// the item is in a table).
+    pub fn access(&self) -> u8 {
+        self.header()[ACCESS]
+    }
+
+    pub fn set_access(&mut self, a: u8) {
+        self.bytes_mut()[ACCESS] = a;
+    }
+
     pub fn is_expired(&self, now: RelTime) -> bool {
         let e = self.exptime();
         e != 0 && e <= now
@@ -259,6 +274,8 @@ mod tests {
         assert_eq!((it.cas(), it.exptime(), it.time(), it.bits(), it.value()), (u64::MAX, 1, 2, 0, &b"value"[..]));
         assert_eq!(charge_for(11, 100), 144, "the benchmark's item fits a 144-byte chunk");
         assert_eq!(it.charge(), 48);
+        it.set_access(access::FETCHED | 5);
+        assert_eq!((it.access(), it.bits(), it.value()), (access::FETCHED | 5, 0, &b"value"[..]));
         assert_eq!(it.flags(), u32::MAX);
         let plain = Item::new(b"k", &[b"v"], Fields { flags: 0, ..f });
         assert_eq!((plain.flags(), plain.key(), plain.value(), plain.bits()), (0, &b"k"[..], &b"v"[..], bit::STALE));

@@ -137,7 +137,8 @@ impl Store {
         let (hash, lock) = self.locate(key);
         let mut s = write(lock);
         if let Some(i) = self.find_live(&mut s, hash, key, now) {
-            let bits = s.bits(i);
+            let bits = s.item(i).bits();
+            let fetched_before = s.fetched(i);
             let it = s.item_mut(i);
             let before = it.exptime();
             let token_sent = bits & bit::TOKEN_SENT != 0;
@@ -157,7 +158,7 @@ impl Store {
                 cas: it.cas(),
                 exptime_before: before,
                 time_before: it.time(),
-                fetched_before: bits & bit::FETCHED != 0,
+                fetched_before,
                 stale,
                 token_sent_before: token_sent,
                 won,
@@ -168,7 +169,7 @@ impl Store {
                 if it.time() < now.saturating_sub(UPDATE_INTERVAL) {
                     it.set_time(now);
                 }
-                s.mark_read(i);
+                s.mark_read(i, self.epoch());
             }
             return Some(hit);
         }
@@ -294,15 +295,14 @@ impl Store {
         if self.dead(it, now).is_some() {
             return None;
         }
-        let bits = s.bits(i);
         Some(DebugInfo {
             exptime: it.exptime(),
             time: it.time(),
             cas: it.cas(),
-            fetched: bits & bit::FETCHED != 0,
+            fetched: s.fetched(i),
             flags: it.flags(),
             value_len: it.value().len(),
-            key_binary: bits & bit::KEY_BINARY != 0,
+            key_binary: it.bits() & bit::KEY_BINARY != 0,
         })
     }
 }

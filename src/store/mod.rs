@@ -4,11 +4,12 @@
 //! byte-accurate memory limit. Knows nothing of the wire protocol beyond [`StoreMode`];
 //! `exec` drives it.
 //!
-//! Layout: a slot in a shard's table is the item's 16-byte box pointer; beside the table a
-//! byte per bucket (`Shard::side`) holds the bits readers set (fetched, referenced) with
-//! relaxed atomics under the read lock, so a hit never takes a write lock. Eviction walks
-//! each table's buckets with a clock hand: no queue, no per-item bookkeeping outside the
-//! item. Table memory is charged against the limit along with the items.
+//! Layout: a slot in a shard's table is the item's 8-byte pointer; beside the table an
+//! access byte per bucket (`Shard::side`: fetched, and the epoch of last use) is set by
+//! readers with relaxed atomics under the read lock, so a hit never takes a write lock.
+//! Eviction samples buckets along each table and evicts the least recently used of the
+//! sample, never-read items first: no queue, no per-item list. Table memory is charged
+//! against the limit along with the items.
 
 mod evict;
 mod item;
@@ -27,14 +28,14 @@ pub use meta::{ArithArgs, ArithOutcome, DebugInfo, DeleteOutcome, GetArgs, MetaH
 use crate::clock::{Clock, RelTime};
 use crate::protocol::StoreMode;
 use crate::protocol::decode::item_too_large;
-use item::{Fields, bit};
+use item::{Fields, access, bit};
 
 /// Shards: enough that threads rarely meet on one lock, few enough that each table stays
 /// large (table growth is per shard).
 const SHARDS: usize = 64;
 
-/// Memory a table bucket costs: the item's box pointer, hashbrown's control byte and the
-/// side byte.
+/// Memory a table bucket costs: the item's pointer, hashbrown's control byte and the
+/// access byte.
 const BUCKET_BYTES: usize = std::mem::size_of::<Item>() + 2;
 
 /// What a read found.
@@ -120,15 +121,15 @@ enum Room {
     Never,
 }
 
-/// One shard: a table of items and the readers' bits beside it.
+/// One shard: a table of items and their access bytes beside it.
 #[derive(Debug, Default)]
 struct Shard {
     table: HashTable<Item>,
-    /// Per bucket: [`bit::READ`] bits set by readers under the read lock. Folded into the
-    /// items before the table grows (bucket numbers change), cleared when a bucket is
-    /// emptied.
+    /// Per bucket: the item's access byte (fetched, last-use epoch; see [`access`]),
+    /// which readers update under the read lock. Saved into the items while the table is
+    /// rebuilt (bucket numbers change) and restored after.
     side: Vec<AtomicU8>,
-    /// CLOCK hand: the next bucket eviction looks at.
+    /// Eviction's hand: the next bucket it samples.
     hand: usize,
     /// Where background expiry carries on.
     sweep: usize,
@@ -147,27 +148,83 @@ impl Shard {
         self.table.get_bucket_mut(i).expect("bucket found under the same lock")
     }
 
-    /// The item's bits, readers' included.
-    fn bits(&self, i: usize) -> u8 {
-        self.item(i).bits() | self.side.get(i).map_or(0, |s| s.load(Relaxed))
+    /// The item's access byte.
+    fn access(&self, i: usize) -> u8 {
+        self.side.get(i).map_or(0, |s| s.load(Relaxed))
     }
 
-    /// Marks a read without a write lock.
-    fn mark_read(&self, i: usize) {
+    fn set_access(&self, i: usize, a: u8) {
         if let Some(s) = self.side.get(i) {
-            if s.load(Relaxed) & bit::READ != bit::READ {
-                s.fetch_or(bit::READ, Relaxed);
+            s.store(a, Relaxed);
+        }
+    }
+
+    fn fetched(&self, i: usize) -> bool {
+        self.access(i) & access::FETCHED != 0
+    }
+
+    /// Marks a client's read in `epoch`, without a write lock: one load, and a store only
+    /// when something changes.
+    fn mark_read(&self, i: usize, epoch: u8) {
+        let want = access::FETCHED | epoch;
+        if let Some(s) = self.side.get(i) {
+            if s.load(Relaxed) != want {
+                s.store(want, Relaxed);
             }
         }
     }
 
-    /// Clears a bit in both places.
-    fn clear_bit(&mut self, i: usize, b: u8) {
-        if let Some(s) = self.side.get(i) {
-            s.fetch_and(!b, Relaxed);
+    /// Takes the item out of bucket `i`, its access byte saved with it.
+    fn take(&mut self, i: usize) -> Item {
+        let a = self.side.get(i).map_or(0, |s| s.swap(0, Relaxed));
+        let (mut it, _) = self.table.get_bucket_entry(i).expect("occupied bucket").remove();
+        it.set_access(a);
+        it
+    }
+
+    /// Saves every item's access byte into the item, before buckets move.
+    fn save_access(&mut self) {
+        for i in 0..self.table.num_buckets() {
+            let a = self.access(i);
+            if let Some(it) = self.table.get_bucket_mut(i) {
+                it.set_access(a);
+            }
         }
-        let it = self.item_mut(i);
-        it.set_bits(it.bits() & !b);
+    }
+
+    /// Rebuilds the access bytes from the items, after buckets moved.
+    fn restore_access(&mut self, before: usize) {
+        let after = self.table.num_buckets();
+        self.side = (0..after).map(|_| AtomicU8::new(0)).collect();
+        for i in 0..after {
+            if let Some(it) = self.table.get_bucket(i) {
+                self.side[i].store(it.access(), Relaxed);
+            }
+        }
+        // Keep the hands at the same relative place, so a rebuild does not send them back
+        // over items they have just looked at.
+        self.hand = self.hand * after / before.max(1);
+        self.sweep = self.sweep * after / before.max(1);
+    }
+
+    /// Inserts an item known to be absent, last used in `epoch`; returns its bucket and
+    /// how many bytes the table grew by.
+    fn insert(&mut self, hash: u64, it: Item, epoch: u8, hasher: &DefaultHashBuilder) -> (usize, usize) {
+        let before = self.table.num_buckets();
+        // A full table grows (or rehashes away tombstones): buckets move.
+        let rebuild = self.table.len() == self.table.capacity();
+        if rebuild {
+            self.save_access();
+        }
+        let mut it = it;
+        it.set_access(epoch);
+        let i = self.table.insert_unique(hash, it, |it| hasher.hash_one(it.key())).bucket_index();
+        if rebuild {
+            self.restore_access(before);
+        } else {
+            self.side[i].store(epoch, Relaxed);
+        }
+        (i, (self.table.num_buckets() - before) * BUCKET_BYTES)
     }
 
     /// Rebuilds a table that eviction has left mostly empty at a size that fits its items,
@@ -181,55 +238,10 @@ impl Shard {
         if before <= 64 || (target * 8 / 7).next_power_of_two() >= before {
             return 0;
         }
-        for i in 0..before {
-            let side = self.side.get(i).map_or(0, |s| s.load(Relaxed));
-            if let (Some(it), true) = (self.table.get_bucket_mut(i), side != 0) {
-                it.set_bits(it.bits() | side);
-            }
-        }
+        self.save_access();
         self.table.shrink_to(target, |it| hasher.hash_one(it.key()));
-        let after = self.table.num_buckets();
-        self.side = (0..after).map(|_| AtomicU8::new(0)).collect();
-        self.hand = self.hand * after / before;
-        self.sweep = self.sweep * after / before;
-        (before - after) * BUCKET_BYTES
-    }
-
-    /// Takes the item out of bucket `i`, with the readers' bits folded in.
-    fn take(&mut self, i: usize) -> Item {
-        let side = self.side.get(i).map_or(0, |s| s.swap(0, Relaxed));
-        let (mut it, _) = self.table.get_bucket_entry(i).expect("occupied bucket").remove();
-        it.set_bits(it.bits() | side);
-        it
-    }
-
-    /// Inserts an item known to be absent; returns its bucket and how many bytes the
-    /// table grew by.
-    fn insert(&mut self, hash: u64, it: Item, hasher: &DefaultHashBuilder) -> (usize, usize) {
-        let before = self.table.num_buckets();
-        let rehash = self.table.len() == self.table.capacity();
-        if rehash {
-            // Growing (or rehashing away tombstones) moves items to other buckets: keep
-            // the readers' bits with the items.
-            for i in 0..before {
-                let side = self.side.get(i).map_or(0, |s| s.load(Relaxed));
-                if let (Some(it), true) = (self.table.get_bucket_mut(i), side != 0) {
-                    it.set_bits(it.bits() | side);
-                }
-            }
-        }
-        let i = self.table.insert_unique(hash, it, |it| hasher.hash_one(it.key())).bucket_index();
-        let after = self.table.num_buckets();
-        if rehash {
-            self.side = (0..after).map(|_| AtomicU8::new(0)).collect();
-            // Keep the hands at the same relative place, so a rehash does not send the
-            // clock back over items it has just looked at.
-            self.hand = self.hand * after / before.max(1);
-            self.sweep = self.sweep * after / before.max(1);
-        } else {
-            self.side[i].store(0, Relaxed);
-        }
-        (i, (after - before) * BUCKET_BYTES)
+        self.restore_access(before);
+        (before - self.table.num_buckets()) * BUCKET_BYTES
     }
 }
 
@@ -252,6 +264,10 @@ pub struct Store {
     hand: AtomicUsize,
     /// `-M`: when full, only expired items make room; stores are refused otherwise.
     evictions: bool,
+    /// Eviction's coarse clock: it advances every 1/64 of the cache's worth of new items,
+    /// and items remember the epoch of their last use (7 bits, wrapping).
+    epoch: AtomicU8,
+    since_epoch: AtomicUsize,
     pub stats: StoreStats,
 }
 
@@ -280,6 +296,8 @@ impl Store {
             max_item_size,
             hand: AtomicUsize::new(0),
             evictions: true,
+            epoch: AtomicU8::new(0),
+            since_epoch: AtomicUsize::new(0),
             stats: StoreStats::default(),
         }
     }
@@ -360,11 +378,20 @@ impl Store {
     /// Inserts a new item (the key known absent) and accounts for it.
     fn insert(&self, shard: &mut Shard, hash: u64, it: Item) -> usize {
         self.charge(it.charge());
-        self.stats.curr_items.fetch_add(1, Relaxed);
+        let items = self.stats.curr_items.fetch_add(1, Relaxed) + 1;
         self.stats.total_items.fetch_add(1, Relaxed);
-        let (i, grown) = shard.insert(hash, it, &self.hasher);
+        if self.since_epoch.fetch_add(1, Relaxed) + 1 >= (items / 64).max(64) {
+            self.since_epoch.store(0, Relaxed);
+            self.epoch.store(self.epoch() .wrapping_add(1) & access::EPOCH, Relaxed);
+        }
+        let (i, grown) = shard.insert(hash, it, self.epoch(), &self.hasher);
         self.charge(grown);
         i
+    }
+
+    /// The current eviction epoch.
+    fn epoch(&self) -> u8 {
+        self.epoch.load(Relaxed)
     }
 
     /// Removes bucket `i`'s item and accounts for it; dead items count as reclaimed.
@@ -374,7 +401,7 @@ impl Store {
         self.stats.curr_items.fetch_sub(1, Relaxed);
         if self.dead(&it, now).is_some() {
             self.stats.reclaimed.fetch_add(1, Relaxed);
-            if it.bits() & bit::FETCHED == 0 {
+            if it.access() & access::FETCHED == 0 {
                 self.stats.expired_unfetched.fetch_add(1, Relaxed);
             }
         }
@@ -386,9 +413,8 @@ impl Store {
         let old = std::mem::replace(shard.item_mut(i), it);
         self.charge(shard.item(i).charge());
         self.refund(old.charge());
-        if let Some(s) = shard.side.get(i) {
-            s.store(0, Relaxed);
-        }
+        // A new item: not fetched yet, used now.
+        shard.set_access(i, self.epoch());
     }
 
     /// Looks `key` up under a write lock, reaping a dead item; `Some(bucket)` if live.
@@ -422,7 +448,7 @@ impl Store {
                 }
                 return None;
             }
-            s.mark_read(i);
+            s.mark_read(i, self.epoch());
             (f(it), it.time() < now.saturating_sub(item::UPDATE_INTERVAL))
         };
         if needs_time {
@@ -452,7 +478,7 @@ impl Store {
         if it.time() < now.saturating_sub(item::UPDATE_INTERVAL) {
             it.set_time(now);
         }
-        s.mark_read(i);
+        s.mark_read(i, self.epoch());
         Some(f(s.item(i)))
     }
 
@@ -534,9 +560,8 @@ impl Store {
             StoreMode::Add => {
                 // memcached promotes the item it refused to replace: a new access time,
                 // but not a fetch.
-                let it = s.item_mut(i);
-                it.set_time(now);
-                it.set_bits(it.bits() | bit::REFERENCED);
+                s.item_mut(i).set_time(now);
+                s.set_access(i, (s.access(i) & access::FETCHED) | self.epoch());
                 return (StoreOutcome::NotStored, 0);
             }
             StoreMode::Cas { unique } if unique != old.cas() => {
@@ -547,7 +572,7 @@ impl Store {
                 // An older CAS with `I`: stored, but marked stale, keeping the item's
                 // deadline and whether a recache token went out.
                 self.stats.cas_hits.fetch_add(1, Relaxed);
-                let kept = s.bits(i) & bit::TOKEN_SENT;
+                let kept = old.bits() & bit::TOKEN_SENT;
                 let f = Fields { cas: self.next_cas(), exptime: old.exptime(), time: now, flags: a.flags, bits: kept | bit::STALE | binary };
                 Item::new(key, &[value], f)
             }
