@@ -4,15 +4,12 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Ctx, NON_NUMERIC};
-use crate::protocol::decode::MAX_SLAB_CHUNK;
+use crate::protocol::decode::{MAX_SLAB_CHUNK, MEMCACHED_ITEM_HEADER};
 use crate::protocol::meta::base64_encode;
 use crate::protocol::{Meta, MetaCmd, StoreMode};
 use crate::stats::Stats;
 use crate::store::{ArithArgs, ArithOutcome, DeleteOutcome, GetArgs, StoreArgs, StoreOutcome};
 
-/// memcached's item header as `me size=` counts it: `sizeof(item)` + key NUL + `\r\n` +
-/// CAS.
-const ITEM_HEADER: usize = 48 + 1 + 2 + 8;
 
 /// `mg`, `md`, `ma`.
 pub fn execute(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
@@ -285,7 +282,7 @@ pub fn debug(ctx: &Ctx, key: &[u8], key_binary: bool, out: &mut BytesMut) {
         out.put_slice(key);
     }
     let exp: i64 = if d.exptime == 0 { -1 } else { i64::from(now.wrapping_sub(d.exptime) as i32) };
-    let size = ITEM_HEADER + key.len() + if d.flags == 0 { 0 } else { 4 } + d.value_len;
+    let size = MEMCACHED_ITEM_HEADER + key.len() + if d.flags == 0 { 0 } else { 4 } + d.value_len;
     out.put_slice(b" exp=");
     out.put_slice(itoa::Buffer::new().format(exp).as_bytes());
     out.put_slice(b" la=");

@@ -30,13 +30,13 @@ const MAX_TOKENS: usize = 24;
 
 /// Bytes memcached's item header adds to key and value when it checks an item against
 /// `-I`: `sizeof(item)` (48) + the key's NUL (1) + the data's `\r\n` (2) + the CAS (8).
-const ITEM_HEADER: usize = 48 + 1 + 2 + 8;
+pub const MEMCACHED_ITEM_HEADER: usize = 48 + 1 + 2 + 8;
 
 /// Whether an item of this shape exceeds the item size limit, by memcached's own arithmetic
 /// (`item_size_ok`), so the largest storable value is the same byte for byte.
 pub fn item_too_large(key_len: usize, flags: u32, value_len: usize, max_item_size: usize) -> bool {
     let flags_len = if flags == 0 { 0 } else { 4 };
-    ITEM_HEADER + key_len + flags_len + value_len > max_item_size
+    MEMCACHED_ITEM_HEADER + key_len + flags_len + value_len > max_item_size
 }
 
 /// Decoder limits taken from the configuration.
