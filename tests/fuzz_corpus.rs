@@ -1,0 +1,45 @@
+//! Replays the fuzz corpus (`fuzz/corpus/<target>/`, kept small with `cargo fuzz cmin`) and
+//! any saved crash inputs (`fuzz/regressions/`) through the fuzz targets' own checks
+//! (`fuzz/harness.rs`), on stable Rust and without libFuzzer, so CI keeps every input the
+//! fuzzers found interesting passing. See fuzz/README.md for running the fuzzers.
+
+#[path = "../fuzz/harness.rs"]
+mod harness;
+
+use std::path::Path;
+
+fn inputs(dir: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+    let mut files: Vec<_> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Every input goes through both targets: each is valid input for the other.
+fn replay(dir: &str) -> usize {
+    let files = inputs(dir);
+    for (name, data) in &files {
+        let run = std::panic::catch_unwind(|| {
+            harness::decode(data);
+            harness::exec(data);
+        });
+        assert!(run.is_ok(), "{dir}/{name} fails");
+    }
+    files.len()
+}
+
+#[test]
+fn fuzz_corpus_replays_cleanly() {
+    let n = replay("fuzz/corpus/decode") + replay("fuzz/corpus/exec");
+    assert!(n > 100, "only {n} corpus files: is fuzz/corpus missing?");
+}
+
+#[test]
+fn fuzz_regressions_replay_cleanly() {
+    replay("fuzz/regressions");
+}
