@@ -326,6 +326,10 @@ struct Conn {
     tally: Tally,
 }
 
+/// A connection that makes no progress for this long has failed (the run stays bounded
+/// even against a server that stops answering).
+const STALL: Duration = Duration::from_secs(10);
+
 /// Errors printed per connection before they are only counted.
 const SHOW_ERRORS: u32 = 3;
 
@@ -476,13 +480,19 @@ impl Conn {
             }
         }
         let sent = Instant::now();
-        self.stream.write_all(&self.wbuf).await.map_err(|e| format!("write: {e}"))?;
+        tokio::time::timeout(STALL, self.stream.write_all(&self.wbuf))
+            .await
+            .map_err(|_| format!("no progress writing for {STALL:?}"))?
+            .map_err(|e| format!("write: {e}"))?;
         loop {
             if let Parsed::Done = self.parse(sh, sent, Instant::now())? {
                 return Ok(());
             }
             self.rbuf.reserve(64 * 1024);
-            let n = self.stream.read_buf(&mut self.rbuf).await.map_err(|e| format!("read: {e}"))?;
+            let n = tokio::time::timeout(STALL, self.stream.read_buf(&mut self.rbuf))
+                .await
+                .map_err(|_| format!("no reply for {STALL:?}"))?
+                .map_err(|e| format!("read: {e}"))?;
             if n == 0 {
                 return Err("server closed the connection".into());
             }
