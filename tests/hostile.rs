@@ -320,3 +320,18 @@ fn a_panic_in_one_connection_closes_it_and_nothing_else() {
         c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
     }
 }
+
+#[test]
+fn bad_extended_options_are_refused_in_one_line() {
+    let bin = env!("CARGO_BIN_EXE_larder");
+    for (args, want) in [
+        (&["-o", "bogus=1"][..], "larder: -o: illegal suboption \"bogus=1\""),
+        (&["-o", "idle_timeout=5,modern"], "larder: -o: illegal suboption \"modern\""),
+        (&["-o", "idle_timeout=soon"], "larder: -o: missing numeric argument for idle_timeout"),
+        (&["-o", "idle_timeout"], "larder: -o: missing numeric argument for idle_timeout"),
+    ] {
+        let out = std::process::Command::new(bin).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), want, "{args:?}");
+    }
+}
