@@ -111,7 +111,11 @@ impl Connection {
 
     /// Serves the socket until the client leaves, a fatal protocol error, or shutdown.
     pub async fn run(mut self) -> io::Result<()> {
+        // One waiter for shutdown for the connection's life, not one per read.
+        let cancelled = self.cancel.clone().cancelled_owned();
+        tokio::pin!(cancelled);
         loop {
+            let mut commands = false;
             // memcached transmits a batch's replies only at certain points (see
             // `Pending`); until then a fatal error or a failing multi-get discards them.
             let mut pending = Pending::default();
@@ -130,7 +134,7 @@ impl Connection {
                 match decoded {
                     Ok(Some(req)) => {
                         trace!(cmd = req.name(), "request");
-                        self.last_active = Instant::now();
+                        commands = true;
                         #[cfg(debug_assertions)]
                         if let Some(hook) = FAULT_HOOK.get() {
                             hook(&req);
@@ -163,7 +167,7 @@ impl Connection {
                     Ok(None) => break,
                     Err(rejected) => {
                         trace!(error = %rejected.error, "rejected");
-                        self.last_active = Instant::now();
+                        commands = true;
                         if rejected.error.is_fatal() {
                             debug!(error = %rejected.error, "closing connection");
                             self.wbuf.truncate(pending.committed);
@@ -182,6 +186,9 @@ impl Connection {
             if let Some(row) = &self.row {
                 row.set_busy(false, 0);
             }
+            if commands && self.idle_timeout.is_some() {
+                self.last_active = Instant::now();
+            }
             self.flush().await?;
             self.shrink_input();
             self.rbuf.reserve(READ_CHUNK);
@@ -195,7 +202,7 @@ impl Connection {
             let mut room = (&mut self.rbuf).limit(MAX_READ);
             let n = tokio::select! {
                 r = self.socket.read_buf(&mut room) => r?,
-                () = self.cancel.cancelled() => return Ok(()),
+                () = &mut cancelled => return Ok(()),
                 () = idle => {
                     Stats::incr(&self.ctx.stats.idle_kicks);
                     debug!("closing idle connection");
@@ -239,7 +246,9 @@ impl Connection {
         if large {
             self.wbuf = BytesMut::with_capacity(READ_CHUNK);
         }
-        self.last_active = Instant::now();
+        if self.idle_timeout.is_some() {
+            self.last_active = Instant::now();
+        }
         Ok(())
     }
 
