@@ -46,6 +46,26 @@ pub struct Cli {
     #[arg(short = 'M', long = "disable-evictions")]
     pub disable_evictions: bool,
 
+    /// Run in the background (detach from the terminal), as memcached's -d.
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+
+    /// Write the process id to this file (removed on exit).
+    #[arg(short = 'P', long = "pidfile")]
+    pub pidfile: Option<std::path::PathBuf>,
+
+    /// When started as root, run as this user.
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+
+    /// Log line format.
+    #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log to this file instead of stderr; SIGHUP reopens it (for logrotate).
+    #[arg(long = "log-file")]
+    pub log_file: Option<std::path::PathBuf>,
+
     /// Enable the `shutdown` command, which stops the server as SIGTERM does.
     #[arg(short = 'A', long = "enable-shutdown")]
     pub enable_shutdown: bool,
@@ -83,6 +103,13 @@ fn parse_extended(opts: &[String]) -> Result<Extended, String> {
         }
     }
     Ok(ext)
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Credentials from an `-Y` file.

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod conns;
+pub mod daemon;
 pub mod exec;
 pub mod protocol;
 pub mod server;

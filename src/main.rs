@@ -5,7 +5,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use larder::clock::Clock;
-use larder::{Cli, Config, Ctx};
+use larder::config::LogFormat;
+use larder::{Cli, Config, Ctx, daemon};
 use tokio::net::TcpListener;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
@@ -30,14 +31,42 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    init_logging(config.verbose);
+    // Bind before detaching, so a port in use is reported on the terminal.
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                eprintln!("larder: cannot listen on {addr}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    let log_file = match cli.log_file.as_deref().map(daemon::LogFile::open).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("larder: --log-file: {e}");
+            std::process::exit(2);
+        }
+    };
+    if cli.daemon {
+        daemon::detach().context("detaching (-d)")?;
+    }
+    if let Some(user) = &cli.user {
+        if let Err(e) = daemon::drop_privileges(user) {
+            eprintln!("larder: {e}");
+            std::process::exit(1);
+        }
+    }
+    let _pidfile = cli.pidfile.as_deref().map(daemon::PidFile::create).transpose().context("writing the pid file (-P)")?;
+    init_logging(config.verbose, cli.log_format, log_file.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.threads)
         .thread_name("larder-worker")
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, listeners, log_file))
 }
 
 /// glibc gives each thread that allocates its own arena; an item allocated on one worker
@@ -53,23 +82,30 @@ fn one_malloc_arena() {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, format: LogFormat, file: Option<daemon::LogFile>) {
     let default = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let ansi = file.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    match (format, file) {
+        (LogFormat::Text, None) => builder.with_writer(std::io::stderr).init(),
+        (LogFormat::Text, Some(f)) => builder.with_writer(f).init(),
+        (LogFormat::Json, None) => builder.json().with_writer(std::io::stderr).init(),
+        (LogFormat::Json, Some(f)) => builder.json().with_writer(f).init(),
+    }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
-    // Handlers go in before anything listens, so a signal never meets the default action.
+async fn serve(config: Config, bound: Vec<std::net::TcpListener>, log_file: Option<daemon::LogFile>) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
+    tokio::spawn(reopen_on_sighup(log_file));
     let mut listeners = Vec::new();
-    for addr in &config.listen {
-        let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    for l in bound {
+        l.set_nonblocking(true)?;
+        let l = TcpListener::from_std(l)?;
         info!(addr = %l.local_addr()?, "listening");
         listeners.push(l);
     }
@@ -85,6 +121,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     larder::server::run(listeners, ctx, shutdown).await;
     info!("stopped");
     Ok(())
+}
+
+/// SIGHUP reopens the log file (for logrotate); without one it is logged and ignored,
+/// never fatal.
+async fn reopen_on_sighup(file: Option<daemon::LogFile>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        match file.as_ref().map(daemon::LogFile::reopen) {
+            Some(Ok(())) => info!("SIGHUP: log file reopened"),
+            Some(Err(e)) => tracing::warn!(%e, "SIGHUP: cannot reopen the log file"),
+            None => info!("SIGHUP received; logging to stderr, nothing to reopen"),
+        }
+    }
 }
 
 /// Installs the SIGINT and SIGTERM handlers now; the future completes on either signal.

@@ -98,3 +98,69 @@ fn unreadable_auth_file_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("larder: -Y"));
 }
+
+#[test]
+fn daemon_mode_writes_a_pid_file_logs_to_a_file_and_reopens_it_on_sighup() {
+    let dir = std::env::temp_dir().join(format!("larder-daemon-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pidfile, log) = (dir.join("larder.pid"), dir.join("larder.log"));
+    // -d: the command returns at once (the parent exits 0), the server keeps running.
+    let status = Command::new(BIN)
+        .args(["-d", "-p", "0", "-l", "127.0.0.1", "-t", "1", "--log-format", "json"])
+        .arg("-P").arg(&pidfile)
+        .arg("--log-file").arg(&log)
+        .env_remove("RUST_LOG")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (pid, addr) = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let pid = std::fs::read_to_string(&pidfile).ok().and_then(|p| p.trim().parse::<u32>().ok());
+        let addr = text.lines().find_map(|l| l.split("\"addr\":\"").nth(1).map(|r| r.split('"').next().unwrap().to_string()));
+        if let (Some(pid), Some(addr)) = (pid, addr) {
+            break (pid, addr);
+        }
+        assert!(std::time::Instant::now() < deadline, "daemon did not start: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(b"mn\r\n").unwrap();
+    let mut reply = [0u8; 4];
+    c.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"MN\r\n");
+    // logrotate: move the file away, SIGHUP, and the daemon logs to a new file.
+    std::fs::rename(&log, dir.join("larder.log.1")).unwrap();
+    send_signal(pid, "HUP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("reopened") {
+        assert!(std::time::Instant::now() < deadline, "log not reopened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send_signal(pid, "TERM");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pidfile.exists() {
+        assert!(std::time::Instant::now() < deadline, "pid file not removed on exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().all(|l| l.starts_with('{')), "json lines: {text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn uid_of(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(2).unwrap().parse().unwrap() // effective uid
+}
+
+#[test]
+fn dash_u_drops_root_privileges() {
+    let (mut child, addr, _log) = start(&["-u", "nobody"]);
+    let expected = if uid_of(std::process::id()) == 0 { 65534 } else { uid_of(std::process::id()) };
+    assert_eq!(uid_of(child.id()), expected, "runs as nobody when started as root");
+    TcpStream::connect(&addr).unwrap();
+    send_signal(child.id(), "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
