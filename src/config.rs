@@ -46,6 +46,14 @@ pub struct Cli {
     #[arg(short = 'M', long = "disable-evictions")]
     pub disable_evictions: bool,
 
+    /// Listen on this unix domain socket instead of TCP (TCP is off, as in memcached).
+    #[arg(short = 's', long = "unix-socket")]
+    pub unix_socket: Option<std::path::PathBuf>,
+
+    /// Permissions of the unix socket, in octal.
+    #[arg(short = 'a', long = "unix-mask", default_value = "700", value_parser = parse_mask)]
+    pub unix_mask: u32,
+
     /// Run in the background (detach from the terminal), as memcached's -d.
     #[arg(short = 'd', long = "daemon")]
     pub daemon: bool,
@@ -103,6 +111,11 @@ fn parse_extended(opts: &[String]) -> Result<Extended, String> {
         }
     }
     Ok(ext)
+}
+
+/// Parses `-a`: an octal permission mask such as 700 or 0660.
+fn parse_mask(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| format!("'{s}' is not an octal mask such as 700"))
 }
 
 /// How log lines look.
@@ -168,6 +181,9 @@ pub struct Config {
     /// `-I` in bytes.
     pub max_item_size: usize,
     pub verbose: u8,
+    /// `-s`: a unix domain socket to listen on (then `listen` is empty), and `-a`.
+    pub unix_socket: Option<std::path::PathBuf>,
+    pub unix_mask: u32,
     /// `-A`: the `shutdown` command works.
     pub enable_shutdown: bool,
     /// `-M`: a full cache refuses stores instead of evicting.
@@ -190,6 +206,9 @@ impl Config {
         if listen.is_empty() {
             return Err("-l: no address given".into());
         }
+        if cli.unix_socket.is_some() {
+            listen.clear(); // -s turns TCP off, as in memcached
+        }
         let memory_limit = (cli.memory_limit as usize) << 20;
         if cli.max_item_size > memory_limit / 2 && cli.max_item_size > MIN_ITEM_SIZE {
             return Err(format!(
@@ -205,6 +224,8 @@ impl Config {
             threads: usize::from(cli.threads),
             max_item_size: cli.max_item_size,
             verbose: cli.verbose,
+            unix_socket: cli.unix_socket.clone(),
+            unix_mask: cli.unix_mask,
             enable_shutdown: cli.enable_shutdown,
             disable_evictions: cli.disable_evictions,
             auth: match &cli.auth_file {
@@ -227,6 +248,8 @@ impl Config {
             threads: 2,
             max_item_size: 1 << 20,
             verbose: 0,
+            unix_socket: None,
+            unix_mask: 0o700,
             enable_shutdown: false,
             disable_evictions: false,
             auth: None,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -65,8 +66,8 @@ impl Pending {
 }
 
 /// Per-connection state.
-pub struct Connection {
-    socket: TcpStream,
+pub struct Connection<S = TcpStream> {
+    socket: S,
     ctx: Arc<Ctx>,
     decoder: Decoder,
     rbuf: BytesMut,
@@ -82,8 +83,8 @@ pub struct Connection {
     row: Option<Arc<ConnRow>>,
 }
 
-impl Connection {
-    pub fn new(socket: TcpStream, ctx: Arc<Ctx>, cancel: CancellationToken) -> Self {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub fn new(socket: S, ctx: Arc<Ctx>, cancel: CancellationToken) -> Self {
         let mut decoder = Decoder::new(Limits { max_item_size: ctx.config.max_item_size }, ctx.store.clock().clone());
         if ctx.config.auth.is_some() {
             decoder = decoder.require_auth();

@@ -3,7 +3,6 @@
 //! command. Connections update their own row with relaxed atomics.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -15,8 +14,8 @@ use crate::protocol::encode::put_stat;
 /// One client connection's row.
 #[derive(Debug)]
 pub struct ConnRow {
-    peer: SocketAddr,
-    local: SocketAddr,
+    peer: String,
+    local: String,
     /// Working on a batch of commands (memcached's `conn_parse_cmd`), or waiting for input
     /// (`conn_read`).
     busy: AtomicBool,
@@ -35,16 +34,8 @@ impl ConnRow {
 
 #[derive(Debug, Default)]
 pub struct Conns {
-    listeners: Mutex<BTreeMap<i32, SocketAddr>>,
+    listeners: Mutex<BTreeMap<i32, String>>,
     clients: Mutex<BTreeMap<i32, Arc<ConnRow>>>,
-}
-
-/// memcached's address form: `tcp:1.2.3.4:5` or `tcp6:[::1]:5`.
-fn addr(a: &SocketAddr) -> String {
-    match a {
-        SocketAddr::V4(_) => format!("tcp:{a}"),
-        SocketAddr::V6(_) => format!("tcp6:{a}"),
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -52,12 +43,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Conns {
-    pub fn add_listener(&self, fd: i32, local: SocketAddr) {
+    /// Registers a listener under memcached's name for its address (`tcp:1.2.3.4:5`,
+    /// `tcp6:[::1]:5`, `unix:/path`).
+    pub fn add_listener(&self, fd: i32, local: String) {
         lock(&self.listeners).insert(fd, local);
     }
 
     /// Registers a client; the row is removed by [`Conns::remove`].
-    pub fn add(&self, fd: i32, peer: SocketAddr, local: SocketAddr, now: RelTime) -> Arc<ConnRow> {
+    pub fn add(&self, fd: i32, peer: String, local: String, now: RelTime) -> Arc<ConnRow> {
         let row = Arc::new(ConnRow { peer, local, busy: AtomicBool::new(false), last_cmd: AtomicU32::new(now) });
         lock(&self.clients).insert(fd, row.clone());
         row
@@ -71,7 +64,7 @@ impl Conns {
     pub fn report(&self, now: RelTime, out: &mut BytesMut) {
         let listeners = lock(&self.listeners).clone();
         let clients: Vec<(i32, Arc<ConnRow>)> = lock(&self.clients).iter().map(|(f, r)| (*f, r.clone())).collect();
-        let mut rows: Vec<(i32, Option<&SocketAddr>, Option<&ConnRow>)> =
+        let mut rows: Vec<(i32, Option<&String>, Option<&ConnRow>)> =
             listeners.iter().map(|(f, a)| (*f, Some(a), None)).collect();
         rows.extend(clients.iter().map(|(f, r)| (*f, None, Some(&**r))));
         rows.sort_by_key(|r| r.0);
@@ -79,13 +72,13 @@ impl Conns {
             let name = |field: &str| format!("{fd}:{field}");
             match (listener, client) {
                 (Some(l), _) => {
-                    put_stat(out, &name("addr"), addr(l));
+                    put_stat(out, &name("addr"), l.as_str());
                     put_stat(out, &name("state"), "conn_listening");
                     put_stat(out, &name("secs_since_last_cmd"), 0u32);
                 }
                 (None, Some(c)) => {
-                    put_stat(out, &name("addr"), addr(&c.peer));
-                    put_stat(out, &name("listen_addr"), addr(&c.local));
+                    put_stat(out, &name("addr"), c.peer.as_str());
+                    put_stat(out, &name("listen_addr"), c.local.as_str());
                     let state = if c.busy.load(Relaxed) { "conn_parse_cmd" } else { "conn_read" };
                     put_stat(out, &name("state"), state);
                     put_stat(out, &name("secs_since_last_cmd"), now.saturating_sub(c.last_cmd.load(Relaxed)));

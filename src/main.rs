@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use larder::clock::Clock;
 use larder::config::LogFormat;
+use larder::server::Listener;
 use larder::{Cli, Config, Ctx, daemon};
 use tokio::net::TcpListener;
 use tracing::info;
@@ -35,13 +36,26 @@ fn main() -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for addr in &config.listen {
         match std::net::TcpListener::bind(addr) {
-            Ok(l) => listeners.push(l),
+            Ok(l) => listeners.push(Bound::Tcp(l)),
             Err(e) => {
                 eprintln!("larder: cannot listen on {addr}: {e}");
                 std::process::exit(1);
             }
         }
     }
+    let _socket_file = match &config.unix_socket {
+        Some(path) => match bind_unix(path, config.unix_mask) {
+            Ok(l) => {
+                listeners.push(Bound::Unix(l));
+                Some(SocketFile(path.clone()))
+            }
+            Err(e) => {
+                eprintln!("larder: cannot listen on {}: {e}", path.display());
+                std::process::exit(1);
+            }
+        },
+        None => None,
+    };
     let log_file = match cli.log_file.as_deref().map(daemon::LogFile::open).transpose() {
         Ok(f) => f,
         Err(e) => {
@@ -99,15 +113,54 @@ fn init_logging(verbose: u8, format: LogFormat, file: Option<daemon::LogFile>) {
     }
 }
 
-async fn serve(config: Config, bound: Vec<std::net::TcpListener>, log_file: Option<daemon::LogFile>) -> anyhow::Result<()> {
+/// A listening socket bound before the runtime starts.
+enum Bound {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+/// Binds the `-s` socket with `-a`'s permissions, replacing a stale socket file left by
+/// an earlier run (never a file of another kind).
+fn bind_unix(path: &std::path::Path, mask: u32) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mask))?;
+    Ok(l)
+}
+
+/// Removes the `-s` socket file on a clean exit.
+struct SocketFile(std::path::PathBuf);
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn serve(config: Config, bound: Vec<Bound>, log_file: Option<daemon::LogFile>) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     tokio::spawn(reopen_on_sighup(log_file));
-    let mut listeners = Vec::new();
-    for l in bound {
-        l.set_nonblocking(true)?;
-        let l = TcpListener::from_std(l)?;
-        info!(addr = %l.local_addr()?, "listening");
-        listeners.push(l);
+    let mut listeners: Vec<Listener> = Vec::new();
+    for b in bound {
+        match b {
+            Bound::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                let l = TcpListener::from_std(l)?;
+                info!(addr = %l.local_addr()?, "listening");
+                listeners.push(l.into());
+            }
+            Bound::Unix(l) => {
+                l.set_nonblocking(true)?;
+                let l = tokio::net::UnixListener::from_std(l)?;
+                info!(socket = ?l.local_addr()?.as_pathname(), "listening");
+                listeners.push(l.into());
+            }
+        }
     }
     info!(
         version = larder::exec::VERSION,

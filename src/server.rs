@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,19 +31,60 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// memcached's reply to a connection over the limit, after which it closes the socket.
 const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
 
+/// A socket the server accepts on: TCP, or a unix domain socket (`-s`).
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(l: TcpListener) -> Self {
+        Self::Tcp(l)
+    }
+}
+
+impl From<UnixListener> for Listener {
+    fn from(l: UnixListener) -> Self {
+        Self::Unix(l)
+    }
+}
+
+/// memcached's form of an address in `stats conns`.
+fn tcp_name(a: &std::net::SocketAddr) -> String {
+    if a.is_ipv4() { format!("tcp:{a}") } else { format!("tcp6:{a}") }
+}
+
+fn unix_name(a: &tokio::net::unix::SocketAddr) -> String {
+    format!("unix:{}", a.as_pathname().map_or_else(String::new, |p| p.display().to_string()))
+}
+
 /// Serves `listeners` until `shutdown` completes, then drains connections and returns.
-pub async fn run(listeners: Vec<TcpListener>, ctx: Arc<Ctx>, shutdown: impl Future<Output = ()>) {
+pub async fn run<L: Into<Listener>>(
+    listeners: impl IntoIterator<Item = L>,
+    ctx: Arc<Ctx>,
+    shutdown: impl Future<Output = ()>,
+) {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
     let ticker = tokio::spawn(ctx.store.clock().clone().run_ticker());
     let reclaimer = tokio::spawn(reclaim_expired(ctx.clone()));
     for listener in listeners {
-        if let Ok(local) = listener.local_addr() {
-            ctx.conns.add_listener(listener.as_raw_fd(), local);
-        }
         let (ctx, token, permits, tracker2) = (ctx.clone(), token.clone(), permits.clone(), tracker.clone());
-        tracker.spawn(accept_loop(listener, ctx, token, permits, tracker2));
+        match listener.into() {
+            Listener::Tcp(l) => {
+                if let Ok(local) = l.local_addr() {
+                    ctx.conns.add_listener(l.as_raw_fd(), tcp_name(&local));
+                }
+                tracker.spawn(accept_loop(l, ctx, token, permits, tracker2));
+            }
+            Listener::Unix(l) => {
+                if let Ok(local) = l.local_addr() {
+                    ctx.conns.add_listener(l.as_raw_fd(), unix_name(&local));
+                }
+                tracker.spawn(accept_loop(l, ctx, token, permits, tracker2));
+            }
+        }
     }
     tokio::select! {
         () = shutdown => {}
@@ -76,15 +117,44 @@ async fn reclaim_expired(ctx: Arc<Ctx>) {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What the accept loop needs of a listener.
+trait Accept: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static;
+    /// A new client, with its and our address as `stats conns` names them.
+    fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Stream, String, String)>> + Send;
+}
+
+impl Accept for TcpListener {
+    type Stream = tokio::net::TcpStream;
+
+    async fn accept(&self) -> std::io::Result<(Self::Stream, String, String)> {
+        let (s, peer) = TcpListener::accept(self).await?;
+        let _ = s.set_nodelay(true);
+        let local = s.local_addr().unwrap_or(peer);
+        Ok((s, tcp_name(&peer), tcp_name(&local)))
+    }
+}
+
+impl Accept for UnixListener {
+    type Stream = tokio::net::UnixStream;
+
+    async fn accept(&self) -> std::io::Result<(Self::Stream, String, String)> {
+        let (s, _) = UnixListener::accept(self).await?;
+        let local = self.local_addr().map(|a| unix_name(&a)).unwrap_or_default();
+        // memcached names a unix client by the socket it came in on.
+        Ok((s, local.clone(), local))
+    }
+}
+
+async fn accept_loop<L: Accept>(
+    listener: L,
     ctx: Arc<Ctx>,
     token: CancellationToken,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
 ) {
     loop {
-        let (mut socket, peer) = tokio::select! {
+        let (mut socket, peer, local) = tokio::select! {
             () = token.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(c) => c,
@@ -103,11 +173,9 @@ async fn accept_loop(
             });
             continue;
         };
-        let _ = socket.set_nodelay(true);
         Stats::incr(&ctx.stats.total_connections);
         let fd = socket.as_raw_fd();
-        let local = socket.local_addr().unwrap_or(peer);
-        let row = ctx.conns.add(fd, peer, local, ctx.store.clock().now());
+        let row = ctx.conns.add(fd, peer.clone(), local, ctx.store.clock().now());
         let guard = Slot::take(ctx.clone(), permit, fd);
         let conn = Connection::new(socket, ctx.clone(), token.child_token()).with_row(row);
         tracker.spawn(
