@@ -90,13 +90,15 @@ pub struct Cli {
 }
 
 /// Settings given with `-o`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Extended {
     idle_timeout: u32,
+    /// memcached tuning options accepted without effect.
+    ignored: Vec<String>,
 }
 
 /// Parses `-o` values as memcached does: comma-separated `key=value` pairs; an unknown key
-/// is refused with memcached's wording.
+/// is refused with memcached's wording, memcached's own tuning keys are accepted.
 fn parse_extended(opts: &[String]) -> Result<Extended, String> {
     let mut ext = Extended::default();
     for opt in opts.iter().flat_map(|o| o.split(',')).filter(|o| !o.is_empty()) {
@@ -107,11 +109,26 @@ fn parse_extended(opts: &[String]) -> Result<Extended, String> {
                     .and_then(|v| v.parse().ok())
                     .ok_or_else(|| "-o: missing numeric argument for idle_timeout".to_string())?;
             }
+            k if MEMCACHED_TUNING.contains(&k) => ext.ignored.push(opt.to_string()),
             _ => return Err(format!("-o: illegal suboption \"{opt}\"")),
         }
     }
     Ok(ext)
 }
+
+/// memcached's `-o` tuning keys for machinery Larder does not have (slab classes, LRU
+/// segments, the crawler, hash tables, extstore). A command line written for memcached
+/// keeps working: they are accepted, logged at start, and change nothing.
+const MEMCACHED_TUNING: &[&str] = &[
+    "maxconns_fast", "no_maxconns_fast", "hashpower", "no_hashexpand", "tail_repair_time",
+    "hash_algorithm", "lru_crawler", "no_lru_crawler", "lru_crawler_sleep",
+    "lru_crawler_tocrawl", "lru_maintainer", "no_lru_maintainer", "hot_lru_pct",
+    "warm_lru_pct", "hot_max_factor", "warm_max_factor", "temporary_ttl", "temp_lru",
+    "read_buf_mem_limit", "slab_chunk_max", "slab_reassign", "no_slab_reassign",
+    "slab_automove", "no_slab_automove", "slab_automove_ratio", "slab_automove_window",
+    "slab_automove_freeratio", "watcher_logbuf_size", "worker_logbuf_size", "track_sizes",
+    "modern", "no_modern", "sock_cookie_id", "inline_ascii_resp", "no_inline_ascii_resp",
+];
 
 /// Parses `-a`: an octal permission mask such as 700 or 0660.
 fn parse_mask(s: &str) -> Result<u32, String> {
@@ -193,6 +210,8 @@ pub struct Config {
     /// `-o idle_timeout`: seconds a connection may wait on its client before it is closed
     /// (0: never).
     pub idle_timeout: u32,
+    /// memcached `-o` tuning keys accepted without effect (logged at start).
+    pub ignored_options: Vec<String>,
 }
 
 impl Config {
@@ -236,6 +255,7 @@ impl Config {
                 None => None,
             },
             idle_timeout: ext.idle_timeout,
+            ignored_options: ext.ignored,
         })
     }
 
@@ -254,6 +274,7 @@ impl Config {
             disable_evictions: false,
             auth: None,
             idle_timeout: 0,
+            ignored_options: Vec::new(),
         }
     }
 }

@@ -170,6 +170,9 @@ async fn serve(config: Config, bound: Vec<Bound>, log_file: Option<daemon::LogFi
         threads = config.threads,
         "larder starting"
     );
+    if !config.ignored_options.is_empty() {
+        info!(options = ?config.ignored_options, "memcached -o tuning options accepted; Larder has no such machinery");
+    }
     let ctx = Arc::new(Ctx::new(config, Clock::system()));
     larder::server::run(listeners, ctx, shutdown).await;
     info!("stopped");

@@ -102,7 +102,7 @@ pub async fn run<L: Into<Listener>>(
 
 /// How often background expiry runs, and how many buckets of each shard it looks at.
 const RECLAIM_EVERY: Duration = Duration::from_millis(100);
-const RECLAIM_BUCKETS: usize = 256;
+const RECLAIM_BUCKETS: usize = 1024;
 
 /// Gives expired items' memory back without waiting for a client to touch them: small
 /// batches, each shard's lock held only for its own short scan, on the blocking pool so a

@@ -164,3 +164,14 @@ fn dash_u_drops_root_privileges() {
     send_signal(child.id(), "TERM");
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+#[test]
+fn memcached_tuning_options_are_accepted() {
+    let (mut child, addr, mut log) = start(&["-o", "modern,hashpower=20", "-o", "slab_chunk_max=512"]);
+    TcpStream::connect(&addr).unwrap();
+    send_signal(child.id(), "TERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let mut rest = String::new();
+    log.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("tuning options accepted"), "{rest}");
+}

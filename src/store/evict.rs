@@ -85,7 +85,9 @@ impl Store {
                     break;
                 }
             }
-            if let Some((_, i)) = victim {
+            // Expired items removed on the way may already have made the room.
+            let still_short = self.used.load(Relaxed) + need > limit;
+            if let (Some((_, i)), true) = (victim, still_short) {
                 let it = self.remove(&mut s, i, now);
                 self.stats.evictions.fetch_add(1, Relaxed);
                 if it.access() & access::FETCHED == 0 {

@@ -1,7 +1,7 @@
 //! The item store: a hash table split into shards under reader-writer locks, each item one
 //! allocation ([`Item`]), with memcached's storage semantics (one method per verb), lazy and
-//! background expiry, `flush_all`, CAS uniques from one counter, and CLOCK eviction under a
-//! byte-accurate memory limit. Knows nothing of the wire protocol beyond [`StoreMode`];
+//! background expiry, `flush_all`, CAS uniques from one counter, and sampled-LRU eviction
+//! under a byte-accurate memory limit. Knows nothing of the wire protocol beyond [`StoreMode`];
 //! `exec` drives it.
 //!
 //! Layout: a slot in a shard's table is the item's 8-byte pointer; beside the table an
@@ -233,7 +233,9 @@ impl Shard {
     /// tables settle a third full and cost twice what they need.
     fn compact(&mut self, hasher: &DefaultHashBuilder) -> usize {
         let before = self.table.num_buckets();
-        let target = self.table.len() + self.table.len() / 8 + 16;
+        // Shrink when the items fit the smaller table with 1/16 to spare: a shard at its
+        // steady size then returns to it after growing, instead of staying half empty.
+        let target = self.table.len() + self.table.len() / 16 + 16;
         // hashbrown's sizing: buckets for a capacity are a power of two at most 7/8 full.
         if before <= 64 || (target * 8 / 7).next_power_of_two() >= before {
             return 0;
