@@ -57,12 +57,13 @@ fn put_opaque_and_key(out: &mut BytesMut, m: &Meta, flag: &[u8], key_binary: boo
     }
 }
 
-/// Appends `line` (status and flags, without `\r\n`) unless `skip`.
-fn finish(out: &mut BytesMut, line: BytesMut, skip: bool, value: Option<&[u8]>) {
+/// Ends the status line written from `start` (and the value after it), or takes the
+/// line back out when `q` silences it.
+fn finish(out: &mut BytesMut, start: usize, skip: bool, value: Option<&[u8]>) {
     if skip {
+        out.truncate(start);
         return;
     }
-    out.put_slice(&line);
     out.put_slice(b"\r\n");
     if let Some(v) = value {
         out.put_slice(v);
@@ -91,14 +92,15 @@ fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
         (&stats.cmd_get, &stats.get_hits, &stats.get_misses)
     };
     Stats::incr(cmds);
-    let mut line = BytesMut::with_capacity(64);
+    let start = out.len();
+    let line = &mut *out;
     let Some(h) = hit else {
         Stats::incr(misses);
         line.put_slice(b"EN");
         for (_, f) in m.flags() {
-            put_opaque_and_key(&mut line, m, f, m.key_binary);
+            put_opaque_and_key(line, m, f, m.key_binary);
         }
-        return finish(out, line, m.noreply, None);
+        return finish(line, start, m.noreply, None);
     };
     Stats::incr(hits);
     let now = store.clock().now();
@@ -109,16 +111,16 @@ fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
         line.put_slice(b"HD");
     }
     for (pos, f) in m.flags() {
-        if put_opaque_and_key(&mut line, m, f, h.key_binary) {
+        if put_opaque_and_key(line, m, f, h.key_binary) {
             continue;
         }
         match f[0] {
-            b's' => put_flag(&mut line, b's', h.value.len()),
-            b't' => put_ttl(&mut line, m.ttl.exptime_at(pos, h.exptime_before, h.created), now),
-            b'c' => put_flag(&mut line, b'c', h.cas),
-            b'f' => put_flag(&mut line, b'f', h.flags),
-            b'l' => put_flag(&mut line, b'l', now.wrapping_sub(h.time_before)),
-            b'h' => put_flag(&mut line, b'h', u8::from(h.fetched_before)),
+            b's' => put_flag(line, b's', h.value.len()),
+            b't' => put_ttl(line, m.ttl.exptime_at(pos, h.exptime_before, h.created), now),
+            b'c' => put_flag(line, b'c', h.cas),
+            b'f' => put_flag(line, b'f', h.flags),
+            b'l' => put_flag(line, b'l', now.wrapping_sub(h.time_before)),
+            b'h' => put_flag(line, b'h', u8::from(h.fetched_before)),
             _ => {}
         }
     }
@@ -131,7 +133,7 @@ fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     if h.won {
         line.put_slice(b" W");
     }
-    finish(out, line, false, m.value.then_some(&h.value[..]));
+    finish(line, start, false, m.value.then_some(&h.value[..]));
 }
 
 /// `ms`, once its data block has arrived.
@@ -172,14 +174,15 @@ pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) {
             return;
         }
     };
-    let mut line = BytesMut::with_capacity(64);
+    let start = out.len();
+    let line = &mut *out;
     line.put_slice(code);
     for (_, f) in m.flags() {
-        if !put_opaque_and_key(&mut line, m, f, m.key_binary) && f[0] == b'c' {
-            put_flag(&mut line, b'c', cas);
+        if !put_opaque_and_key(line, m, f, m.key_binary) && f[0] == b'c' {
+            put_flag(line, b'c', cas);
         }
     }
-    finish(out, line, m.noreply && outcome == StoreOutcome::Stored, None);
+    finish(line, start, m.noreply && outcome == StoreOutcome::Stored, None);
 }
 
 fn delete(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
@@ -201,13 +204,14 @@ fn delete(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
             b"NF"
         }
     };
-    let mut line = BytesMut::with_capacity(32);
+    let start = out.len();
+    let line = &mut *out;
     line.put_slice(code);
     for (_, f) in m.flags() {
-        put_opaque_and_key(&mut line, m, f, m.key_binary);
+        put_opaque_and_key(line, m, f, m.key_binary);
     }
     let quiet = m.noreply && matches!(outcome, DeleteOutcome::Deleted | DeleteOutcome::Invalidated);
-    finish(out, line, quiet, None);
+    finish(line, start, quiet, None);
 }
 
 fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
@@ -221,7 +225,8 @@ fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
         ttl: m.ttl,
     };
     let (hits, misses) = if incr { (&stats.incr_hits, &stats.incr_misses) } else { (&stats.decr_hits, &stats.decr_misses) };
-    let mut line = BytesMut::with_capacity(64);
+    let start = out.len();
+    let line = &mut *out;
     let outcome = ctx.store.meta_arith(&m.key, &args);
     let ArithOutcome::Value { value, cas, exptime_before, created } = outcome else {
         let code: &[u8] = match outcome {
@@ -230,14 +235,14 @@ fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
                 b"NF"
             }
             ArithOutcome::Exists => b"EX",
-            ArithOutcome::NonNumeric => return out.put_slice(NON_NUMERIC),
-            _ => return out.put_slice(b"SERVER_ERROR Out of memory allocating new item\r\n"),
+            ArithOutcome::NonNumeric => return line.put_slice(NON_NUMERIC),
+            _ => return line.put_slice(b"SERVER_ERROR Out of memory allocating new item\r\n"),
         };
         line.put_slice(code);
         for (_, f) in m.flags() {
-            put_opaque_and_key(&mut line, m, f, m.key_binary);
+            put_opaque_and_key(line, m, f, m.key_binary);
         }
-        return finish(out, line, false, None);
+        return finish(line, start, false, None);
     };
     if !created {
         Stats::incr(hits);
@@ -252,17 +257,17 @@ fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     }
     let now = ctx.store.clock().now();
     for (pos, f) in m.flags() {
-        if put_opaque_and_key(&mut line, m, f, m.key_binary) {
+        if put_opaque_and_key(line, m, f, m.key_binary) {
             continue;
         }
         match f[0] {
-            b'c' => put_flag(&mut line, b'c', cas),
-            b't' => put_ttl(&mut line, m.ttl.exptime_at(pos, exptime_before, created), now),
+            b'c' => put_flag(line, b'c', cas),
+            b't' => put_ttl(line, m.ttl.exptime_at(pos, exptime_before, created), now),
             _ => {}
         }
     }
     // memcached silences a successful ma under q, but not one that created the item.
-    finish(out, line, m.noreply && !created, m.value.then_some(digits));
+    finish(line, start, m.noreply && !created, m.value.then_some(digits));
 }
 
 /// `me`: memcached's debug line, sizes and slab class as memcached would count them.
