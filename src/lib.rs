@@ -7,8 +7,9 @@
 //! buffer. When no complete command is left, one write sends the whole batch.
 //!
 //! Three layers, one direction: connection (async I/O) -> protocol (bytes to requests) ->
-//! exec -> store (data). `protocol` and `store` never import each other's types except the
-//! storage mode and the item-size rule both must agree on.
+//! exec -> store (data). `protocol` never imports from `store`; `store` takes from
+//! `protocol` only what both must agree on (the storage mode, memcached's item-size rule,
+//! the meta TTL flags and its number parsing).
 
 pub mod clock;
 pub mod config;

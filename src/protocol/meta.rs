@@ -7,13 +7,36 @@ use bytes::Bytes;
 use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
 use super::{KEY_MAX_LENGTH, ProtocolError};
 use crate::clock::{Clock, RelTime};
-use crate::store::TtlFlags;
 
 /// memcached refuses meta lines with more tokens than this (`MFLAG_MAX_OPT_LENGTH`).
 const MAX_META_TOKENS: usize = 20;
 
 /// Longest opaque (`O`) token, flag letter included (`MFLAG_MAX_OPAQUE_LENGTH`).
 const MAX_OPAQUE: usize = 32;
+
+/// Where the TTL-changing flags stood in the request: memcached applies them in order,
+/// so the later of `T` and `N` wins, and `R` and `t` see the TTL as it was at their place.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TtlFlags {
+    /// `T<ttl>`: the deadline and the flag's position.
+    pub touch: Option<(RelTime, usize)>,
+    /// `N<ttl>`: the deadline for an item created on a miss, and its position.
+    pub vivify: Option<(RelTime, usize)>,
+}
+
+impl TtlFlags {
+    /// The item's deadline as memcached sees it just before position `pos` (use
+    /// `usize::MAX` for the final value), from the deadline it had before the flags.
+    pub fn exptime_at(&self, pos: usize, before: RelTime, created: bool) -> RelTime {
+        let mut latest: Option<(RelTime, usize)> = None;
+        for (deadline, at) in [self.touch, if created { self.vivify } else { None }].into_iter().flatten() {
+            if at < pos && latest.is_none_or(|(_, p)| at > p) {
+                latest = Some((deadline, at));
+            }
+        }
+        latest.map_or(before, |(d, _)| d)
+    }
+}
 
 /// Which meta command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,8 @@ use bytes::Bytes;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 pub use item::{HEADER as ITEM_HEADER, Item, charge_for};
-pub use meta::{ArithArgs, ArithOutcome, DebugInfo, DeleteOutcome, GetArgs, MetaHit, TtlFlags};
+pub use meta::{ArithArgs, ArithOutcome, DebugInfo, DeleteOutcome, GetArgs, MetaHit};
+pub use crate::protocol::meta::TtlFlags;
 
 use crate::clock::{Clock, RelTime};
 use crate::protocol::StoreMode;
