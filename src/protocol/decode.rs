@@ -276,7 +276,7 @@ impl Decoder {
             if let StoreMode::Cas { unique } = &mut mode {
                 *unique = parse_u64(toks.get(&line, 5)).ok_or(silent(ProtocolError::BadFormat))?;
             }
-            if len < 0 || len > i32::MAX - 2 {
+            if !(0..=i32::MAX - 2).contains(&len) {
                 return Err(silent(ProtocolError::BadFormat));
             }
             let len = len as usize;

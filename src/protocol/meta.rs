@@ -155,7 +155,7 @@ pub fn parse(line: &Bytes, tokens: &[(usize, usize)], clock: &Clock) -> Result<P
     let mut set_len = 0usize;
     if cmd == MetaCmd::Set {
         let len = parse_i32_truncating(tok(2)).ok_or(ProtocolError::BadFormat)?;
-        if len < 0 || len > i32::MAX - 2 {
+        if !(0..=i32::MAX - 2).contains(&len) {
             return Err(ProtocolError::BadFormat);
         }
         set_len = len as usize;
@@ -309,7 +309,7 @@ pub fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
     let val = |c: u8| B64.iter().position(|&x| x == c).map(|v| v as u32);
     let mut out = Vec::with_capacity(text.len() / 4 * 3);
     let trimmed = text.strip_suffix(b"==").or_else(|| text.strip_suffix(b"=")).unwrap_or(text);
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
     for chunk in trimmed.chunks(4) {
