@@ -1,8 +1,10 @@
 //! The `larder` binary itself: flags, refusals and signal handling.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_larder");
@@ -33,23 +35,8 @@ fn help_and_version() {
 
 /// Starts the binary on an ephemeral port and learns the port from its log.
 fn start(extra: &[&str]) -> (std::process::Child, String, BufReader<std::process::ChildStderr>) {
-    let mut child = Command::new(BIN)
-        .args(["-p", "0", "-l", "127.0.0.1", "-t", "1"])
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(err.read_line(&mut line).unwrap() > 0, "larder exited before listening");
-        if let Some(at) = line.find("addr=") {
-            let addr = line[at + 5..].split_whitespace().next().unwrap().to_string();
-            return (child, addr, err);
-        }
-    }
+    let args: Vec<&str> = ["-p", "0", "-l", "127.0.0.1", "-t", "1"].into_iter().chain(extra.iter().copied()).collect();
+    common::start_binary(BIN, &args)
 }
 
 #[test]

@@ -32,9 +32,11 @@
 //! allocation is fixed; run it with `cargo test --test memory_limit -- --ignored`. See
 //! README "Memory".
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_larder");
@@ -64,21 +66,8 @@ impl Drop for Larder {
 impl Larder {
     /// Starts the binary on an ephemeral port and learns the port from its log line.
     fn start(limit_mib: u64) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["-p", "0", "-l", "127.0.0.1", "-m", &limit_mib.to_string()])
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            assert!(err.read_line(&mut line).unwrap() > 0, "larder exited before listening");
-            if let Some(at) = line.find("addr=") {
-                break line[at + 5..].split_whitespace().next().unwrap().to_string();
-            }
-        };
+        let limit = limit_mib.to_string();
+        let (child, addr, mut err) = common::start_binary(BIN, &["-p", "0", "-l", "127.0.0.1", "-m", &limit]);
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
         Self { child, addr }

@@ -3,8 +3,9 @@
 
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::process::{Child, ChildStderr, Command, Stdio};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -133,6 +134,22 @@ impl Client {
         matches!(self.s.read(&mut b), Ok(0) | Err(_)) && {
             // An error other than a timeout (e.g. reset) is a close too; a timeout is not.
             true
+        }
+    }
+}
+
+/// Starts the `larder` binary at `bin` with `args` (which should include `-p 0`) and
+/// learns its address from the `addr=` log line; the rest of its log is left to read.
+pub fn start_binary(bin: &str, args: &[&str]) -> (Child, String, BufReader<ChildStderr>) {
+    let mut child = Command::new(bin).args(args).env_remove("RUST_LOG").stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "larder exited before listening");
+        if let Some(at) = line.find("addr=") {
+            let addr = line[at + 5..].split_whitespace().next().unwrap().to_string();
+            return (child, addr, err);
         }
     }
 }
