@@ -93,6 +93,7 @@ fn one_malloc_arena() {
     // exists, and a failure (return 0) just leaves the default.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
     }
 }
 

@@ -12,7 +12,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::item::access;
-use super::{Room, SHARDS, Store, write};
+use super::{slab, BUCKET_BYTES, Room, SHARDS, Shard, Store, write};
+use crate::clock::RelTime;
 
 /// Buckets one visit to a shard looks at, at most.
 const BUCKETS_PER_VISIT: usize = 32;
@@ -53,51 +54,102 @@ impl Store {
             }
             let shard = &self.shards[self.hand.fetch_add(1, Relaxed) % SHARDS];
             let mut s = write(shard);
-            let buckets = s.table.num_buckets();
             if s.table.is_empty() {
                 empty_visits += 1;
                 continue;
             }
             empty_visits = 0;
-            let epoch = self.epoch();
-            let mut victim: Option<(u8, usize)> = None;
-            let mut sampled = 0;
-            for _ in 0..BUCKETS_PER_VISIT.min(buckets) {
-                looked += 1;
-                let i = s.hand % buckets;
-                s.hand = (i + 1) % buckets;
-                let Some(it) = s.table.get_bucket(i) else { continue };
-                if self.dead(it, now).is_some() {
-                    self.remove(&mut s, i, now); // expired: reclaimed, not evicted
-                    continue;
-                }
-                if !self.evictions {
-                    continue; // -M: only expired items give way
-                }
-                let a = s.access(i);
-                let age = epoch.wrapping_sub(a & access::EPOCH) & access::EPOCH;
-                let score = age + if a & access::FETCHED == 0 { UNFETCHED_BONUS } else { 0 };
-                if victim.is_none_or(|(best, _)| score > best) {
-                    victim = Some((score, i));
-                }
-                sampled += 1;
-                if sampled == SAMPLE {
-                    break;
-                }
-            }
+            let victim = self.sample(&mut s, now, &mut looked);
             // Expired items removed on the way may already have made the room.
-            let still_short = self.used.load(Relaxed) + need > limit;
-            if let (Some((_, i)), true) = (victim, still_short) {
-                let it = self.remove(&mut s, i, now);
-                self.stats.evictions.fetch_add(1, Relaxed);
-                if it.access() & access::FETCHED == 0 {
-                    self.stats.evicted_unfetched.fetch_add(1, Relaxed);
-                }
+            if let (Some(i), true) = (victim, self.used.load(Relaxed) + need > limit) {
+                self.evict(&mut s, i, now);
             }
             let freed = s.compact(&self.hasher);
             self.refund(freed);
         }
         Room::Made
+    }
+
+    /// One visit's sample: walks the shard's hand over up to [`BUCKETS_PER_VISIT`]
+    /// buckets, reclaiming dead items on the way, and returns the least recently used of
+    /// up to [`SAMPLE`] live items (none with `-M`). Adds the buckets seen to `looked`.
+    fn sample(&self, s: &mut Shard, now: RelTime, looked: &mut usize) -> Option<usize> {
+        let buckets = s.table.num_buckets();
+        let epoch = self.epoch();
+        let mut victim: Option<(u8, usize)> = None;
+        let mut sampled = 0;
+        for _ in 0..BUCKETS_PER_VISIT.min(buckets) {
+            *looked += 1;
+            let i = s.hand % buckets;
+            s.hand = (i + 1) % buckets;
+            let Some(it) = s.table.get_bucket(i) else { continue };
+            if self.dead(it, now).is_some() {
+                self.remove(s, i, now); // expired: reclaimed, not evicted
+                continue;
+            }
+            if !self.evictions {
+                continue; // -M: only expired items give way
+            }
+            let a = s.access(i);
+            let age = epoch.wrapping_sub(a & access::EPOCH) & access::EPOCH;
+            let score = age + if a & access::FETCHED == 0 { UNFETCHED_BONUS } else { 0 };
+            if victim.is_none_or(|(best, _)| score > best) {
+                victim = Some((score, i));
+            }
+            sampled += 1;
+            if sampled == SAMPLE {
+                break;
+            }
+        }
+        victim.map(|(_, i)| i)
+    }
+
+    fn evict(&self, s: &mut Shard, i: usize, now: RelTime) {
+        let it = self.remove(s, i, now);
+        self.stats.evictions.fetch_add(1, Relaxed);
+        if it.access() & access::FETCHED == 0 {
+            self.stats.evicted_unfetched.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Before an insert into a full table of a full cache: evicts from this shard to free
+    /// a bucket instead of doubling the table. Doubling would be charged (ten bytes a
+    /// bucket), the charge would evict items from every shard, and the table would sit
+    /// half empty: with hashbrown's power-of-two tables that costs about 6 bytes per item
+    /// at steady state. Only a shard holding at least its share of the items does this, so
+    /// a shard of a few small items among large ones still grows. Bounded: an erase that
+    /// leaves a tombstone frees no bucket, and after a few such the table grows anyway.
+    pub(super) fn evict_for_bucket(&self, s: &mut Shard, incoming: usize, now: RelTime) {
+        let growth = s.table.num_buckets() * BUCKET_BYTES;
+        let full_cache = self.used.load(Relaxed) + incoming + growth > self.limit.load(Relaxed);
+        let fair_share = s.table.len() * SHARDS >= self.stats.curr_items.load(Relaxed);
+        if !(self.evictions && full_cache && fair_share) {
+            return;
+        }
+        let mut looked = 0; // bounded by the four visits instead
+        for _ in 0..4 {
+            if s.table.len() < s.table.capacity() {
+                return;
+            }
+            if let Some(i) = self.sample(s, now, &mut looked) {
+                self.evict(s, i, now);
+            }
+        }
+    }
+
+    /// Moves every item in a doomed slab page to another slot, so the page empties and
+    /// goes back to the OS: one pass over every table, a shard's lock held for its own.
+    /// Runs only when the slab has doomed pages, which takes a change in item sizes.
+    fn move_out_of_doomed_pages(&self) {
+        for shard in self.shards.iter() {
+            let mut s = write(shard);
+            for i in 0..s.table.num_buckets() {
+                if let Some(moved) = s.table.get_bucket(i).and_then(|it| it.relocated()) {
+                    // Same length, same slot size: nothing to re-charge.
+                    *s.item_mut(i) = moved;
+                }
+            }
+        }
     }
 
     /// Background expiry: looks at up to `buckets_per_shard` buckets of every shard and
@@ -122,6 +174,10 @@ impl Store {
             }
             let given_back = s.compact(&self.hasher);
             self.refund(given_back);
+        }
+        slab::trim();
+        if slab::doom_sparse() {
+            self.move_out_of_doomed_pages();
         }
         freed
     }

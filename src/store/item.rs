@@ -1,14 +1,16 @@
-//! One cached item in one allocation: a header, the key and the value back to back,
-//! reached through an 8-byte pointer. No separate key, value or entry allocations, and
-//! client flags take room only when they are not 0 (as in memcached), so what the memory
-//! limit charges is what the allocator really hands out.
+//! One cached item in one block: a header, the key and the value back to back, reached
+//! through an 8-byte pointer. No separate key, value or entry allocations, and client
+//! flags take room only when they are not 0 (as in memcached), so what the memory limit
+//! charges is what the item really occupies. Blocks up to 1 KiB come from the store's
+//! slab ([`slab`]: the length rounded up to 8), larger ones from malloc.
 //!
-//! This is the store's only `unsafe` code: a thin owning pointer, because a table slot of
-//! 8 bytes instead of a 16-byte `Box<[u8]>` is worth 8 to 16 bytes per item.
+//! With the slab, this is the store's only `unsafe` code: a thin owning pointer, because
+//! a table slot of 8 bytes instead of a 16-byte `Box<[u8]>` is worth 8 to 16 bytes per item.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 
+use super::slab;
 use crate::clock::RelTime;
 
 /// Header layout (little-endian): CAS, exptime, time, value length, key length, bits,
@@ -84,10 +86,12 @@ impl Item {
         let value_len: usize = parts.iter().map(|p| p.len()).sum();
         let flags_len = if f.flags == 0 { 0 } else { FLAGS_LEN };
         let len = HEADER + flags_len + key.len() + value_len;
-        let layout = layout(len);
-        // SAFETY: `len` >= HEADER > 0, so the layout is not zero-sized.
-        let raw = unsafe { alloc(layout) };
-        let Some(ptr) = NonNull::new(raw) else { handle_alloc_error(layout) };
+        let ptr = slab::alloc(len).unwrap_or_else(|| {
+            let layout = layout(len);
+            // SAFETY: `len` >= HEADER > 0, so the layout is not zero-sized.
+            let raw = unsafe { alloc(layout) };
+            NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout))
+        });
         // SAFETY: the block is `len` bytes, freshly allocated, and exclusively ours; every
         // byte is written below before the item is used.
         let b = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), len) };
@@ -221,17 +225,34 @@ impl Item {
         Fields { cas: self.cas(), exptime: self.exptime(), time: self.time(), flags: self.flags(), bits: self.bits() }
     }
 
+    /// A copy in a fresh block, if this one sits in a page being emptied (see
+    /// [`slab::doom_sparse`]) and a slot elsewhere is free.
+    pub fn relocated(&self) -> Option<Self> {
+        if !slab::is_doomed(self.ptr) {
+            return None;
+        }
+        let len = self.len();
+        let ptr = slab::alloc(len)?;
+        // SAFETY: a fresh block of `len` bytes, exclusively ours, filled from this item's
+        // `len` bytes; the two blocks are distinct.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), ptr.as_ptr(), len) };
+        Some(Self { ptr })
+    }
+
     /// Bytes the allocator hands out for this item.
     pub fn charge(&self) -> usize {
-        malloc_chunk(self.len())
+        slab::charge(self.ptr, self.len())
     }
 }
 
 impl Drop for Item {
     fn drop(&mut self) {
+        if slab::free(self.ptr) {
+            return;
+        }
         let layout = layout(self.len());
-        // SAFETY: allocated in `new` with this very layout (the length is read back from
-        // the header, which never changes it), and dropped once.
+        // SAFETY: not a slot, so allocated in `new` with this very layout (the length is
+        // read back from the header, which never changes it), and dropped once.
         unsafe { dealloc(self.ptr.as_ptr(), layout) }
     }
 }
@@ -246,15 +267,9 @@ impl std::fmt::Debug for Item {
     }
 }
 
-/// What glibc's malloc really uses for a request of `n` bytes: 8 bytes of chunk header,
-/// rounded up to 16, at least 32.
-pub fn malloc_chunk(n: usize) -> usize {
-    ((n + 8 + 15) & !15).max(32)
-}
-
 /// What an item with this key and value (and client flags 0) will be charged.
 pub fn charge_for(key_len: usize, value_len: usize) -> usize {
-    malloc_chunk(HEADER + key_len + value_len)
+    slab::charge_for(HEADER + key_len + value_len)
 }
 
 #[cfg(test)]
@@ -272,8 +287,8 @@ mod tests {
         it.set_time(2);
         it.set_bits(0);
         assert_eq!((it.cas(), it.exptime(), it.time(), it.bits(), it.value()), (u64::MAX, 1, 2, 0, &b"value"[..]));
-        assert_eq!(charge_for(11, 100), 144, "the benchmark's item fits a 144-byte chunk");
-        assert_eq!(it.charge(), 48);
+        assert_eq!(charge_for(11, 100), 136, "the benchmark's item fits a 136-byte slot");
+        assert_eq!(it.charge(), 40);
         it.set_access(access::FETCHED | 5);
         assert_eq!((it.access(), it.bits(), it.value()), (access::FETCHED | 5, 0, &b"value"[..]));
         assert_eq!(it.flags(), u32::MAX);

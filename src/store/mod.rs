@@ -1,5 +1,5 @@
 //! The item store: a hash table split into shards under reader-writer locks, each item one
-//! allocation ([`Item`]), with memcached's storage semantics (one method per verb), lazy and
+//! block ([`Item`], small ones in 8-byte-granular slab slots, see `slab`), with memcached's storage semantics (one method per verb), lazy and
 //! background expiry, `flush_all`, CAS uniques from one counter, and sampled-LRU eviction
 //! under a byte-accurate memory limit. Knows nothing of the wire protocol beyond [`StoreMode`];
 //! `exec` drives it.
@@ -14,6 +14,7 @@
 mod evict;
 mod item;
 mod meta;
+mod slab;
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -168,11 +169,10 @@ impl Shard {
     /// when something changes.
     fn mark_read(&self, i: usize, epoch: u8) {
         let want = access::FETCHED | epoch;
-        if let Some(s) = self.side.get(i) {
-            if s.load(Relaxed) != want {
+        if let Some(s) = self.side.get(i)
+            && s.load(Relaxed) != want {
                 s.store(want, Relaxed);
             }
-        }
     }
 
     /// Takes the item out of bucket `i`, its access byte saved with it.
@@ -234,9 +234,10 @@ impl Shard {
     /// tables settle a third full and cost twice what they need.
     fn compact(&mut self, hasher: &DefaultHashBuilder) -> usize {
         let before = self.table.num_buckets();
-        // Shrink when the items fit the smaller table with 1/16 to spare: a shard at its
-        // steady size then returns to it after growing, instead of staying half empty.
-        let target = self.table.len() + self.table.len() / 16 + 16;
+        // Shrink when the items fit the smaller table with 1/64 to spare: a shard that grew
+        // while the cache filled returns to its steady size instead of staying half empty,
+        // and once the cache is full it stays there (`evict_for_bucket`).
+        let target = self.table.len() + self.table.len() / 64 + 16;
         // hashbrown's sizing: buckets for a capacity are a power of two at most 7/8 full.
         if before <= 64 || (target * 8 / 7).next_power_of_two() >= before {
             return 0;
@@ -267,7 +268,7 @@ pub struct Store {
     hand: AtomicUsize,
     /// `-M`: when full, only expired items make room; stores are refused otherwise.
     evictions: bool,
-    /// Eviction's coarse clock: it advances every 1/64 of the cache's worth of new items,
+    /// Eviction's coarse clock: it advances every 1/64 of the cache's worth of new bytes,
     /// and items remember the epoch of their last use (7 bits, wrapping).
     epoch: AtomicU8,
     since_epoch: AtomicUsize,
@@ -287,6 +288,7 @@ fn write(s: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
 impl Store {
     /// An empty store charging at most `limit` bytes, refusing items over `max_item_size`.
     pub fn new(clock: Clock, limit: usize, max_item_size: usize) -> Self {
+        slab::reserve(limit);
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             hasher: DefaultHashBuilder::default(),
@@ -380,12 +382,19 @@ impl Store {
 
     /// Inserts a new item (the key known absent) and accounts for it.
     fn insert(&self, shard: &mut Shard, hash: u64, it: Item) -> usize {
-        self.charge(it.charge());
-        let items = self.stats.curr_items.fetch_add(1, Relaxed) + 1;
+        if shard.table.len() == shard.table.capacity() {
+            self.evict_for_bucket(shard, it.charge(), self.clock.now());
+        }
+        let charge = it.charge();
+        self.charge(charge);
+        self.stats.curr_items.fetch_add(1, Relaxed);
         self.stats.total_items.fetch_add(1, Relaxed);
-        if self.since_epoch.fetch_add(1, Relaxed) + 1 >= (items / 64).max(64) {
+        // Bytes, not items: a cache of small items and one of large items both turn
+        // over in 64 epochs, and a large item written now is as new as a small one.
+        let epoch_bytes = (self.used.load(Relaxed) / 64).max(64 << 10);
+        if self.since_epoch.fetch_add(charge, Relaxed) + charge >= epoch_bytes {
             self.since_epoch.store(0, Relaxed);
-            self.epoch.store(self.epoch() .wrapping_add(1) & access::EPOCH, Relaxed);
+            self.epoch.store(self.epoch().wrapping_add(1) & access::EPOCH, Relaxed);
         }
         let (i, grown) = shard.insert(hash, it, self.epoch(), &self.hasher);
         self.charge(grown);
@@ -444,11 +453,10 @@ impl Store {
                 drop(s);
                 self.count_dead(why);
                 let mut s = write(lock);
-                if let Some(i) = s.find(hash, key) {
-                    if self.dead(s.item(i), now).is_some() {
+                if let Some(i) = s.find(hash, key)
+                    && self.dead(s.item(i), now).is_some() {
                         self.remove(&mut s, i, now);
                     }
-                }
                 return None;
             }
             s.mark_read(i, self.epoch());
