@@ -1,13 +1,13 @@
 //! One client socket: read -> decode every complete request -> execute each -> one write
 //! for the whole batch of replies. Owns the read and write buffers and the decoder state.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -18,6 +18,7 @@ use tracing::{debug, trace};
 use crate::conns::ConnRow;
 use crate::exec::{self, Ctx, Flow};
 use crate::protocol::decode::Limits;
+use crate::protocol::encode::Output;
 use crate::protocol::{Decoder, Request};
 use crate::stats::Stats;
 
@@ -71,7 +72,9 @@ pub struct Connection<S = TcpStream> {
     ctx: Arc<Ctx>,
     decoder: Decoder,
     rbuf: BytesMut,
-    wbuf: BytesMut,
+    out: Output,
+    /// What a flush with spliced values writes, kept for its capacity.
+    chunks: Vec<Bytes>,
     cancel: CancellationToken,
     /// `-o idle_timeout`: how long the client may keep the connection waiting on it.
     idle_timeout: Option<Duration>,
@@ -98,7 +101,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             last_active: Instant::now(),
             decoder,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
-            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            out: Output::new(BytesMut::with_capacity(READ_CHUNK)),
+            chunks: Vec::new(),
             cancel,
             row: None,
         }
@@ -129,8 +133,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 if login && !matches!(decoded, Ok(None)) {
                     // memcached answers everything before a login in one reused reply
                     // slot: of several such replies in a batch only the last is sent.
-                    let start = *pending.login_reply.get_or_insert(self.wbuf.len());
-                    self.wbuf.truncate(start);
+                    let start = *pending.login_reply.get_or_insert(self.out.buf.len());
+                    self.out.truncate(start);
                 }
                 match decoded {
                     Ok(Some(req)) => {
@@ -144,23 +148,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             Request::Get { keys, with_cas, touch } => {
                                 let get = exec::Retrieval::new(&self.ctx, with_cas, touch);
                                 for key in keys.iter() {
-                                    get.key(&self.ctx, key, &mut self.wbuf);
-                                    if self.wbuf.len() >= MAX_PENDING_OUTPUT {
+                                    get.key(&self.ctx, key, &mut self.out);
+                                    if self.out.len() >= MAX_PENDING_OUTPUT {
                                         self.flush().await?;
                                         pending.committed = 0;
                                     }
                                 }
-                                get.end(&mut self.wbuf)
+                                get.end(&mut self.out.buf)
                             }
-                            req => exec::execute(&self.ctx, req, &mut self.wbuf),
+                            req => exec::execute(&self.ctx, req, &mut self.out.buf),
                         };
                         match flow {
                             Flow::Close => return self.flush().await,
                             Flow::Authenticated => self.decoder.authenticated(),
                             _ => {}
                         }
-                        pending.after_command(flow, self.wbuf.len());
-                        if self.wbuf.len() >= MAX_PENDING_OUTPUT {
+                        pending.after_command(flow, self.out.buf.len());
+                        if self.out.len() >= MAX_PENDING_OUTPUT {
                             self.flush().await?;
                             pending.committed = 0;
                         }
@@ -171,16 +175,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         commands = true;
                         if rejected.error.is_fatal() {
                             debug!(error = %rejected.error, "closing connection");
-                            self.wbuf.truncate(pending.committed);
+                            self.out.truncate(pending.committed);
                             return self.flush().await;
                         }
                         if rejected.error.culls_pending() {
-                            self.wbuf.truncate(pending.committed);
+                            self.out.truncate(pending.committed);
                         }
                         if let (Some(reply), false) = (rejected.error.reply(), rejected.noreply) {
-                            self.wbuf.put_slice(reply);
+                            self.out.buf.put_slice(reply);
                         }
-                        pending.after_command(Flow::Continue, self.wbuf.len());
+                        pending.after_command(Flow::Continue, self.out.buf.len());
                     }
                 }
             }
@@ -220,37 +224,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Writes out the pending replies. With an idle timeout, a client that reads none of
     /// them for that long is disconnected.
     async fn flush(&mut self) -> io::Result<()> {
-        if self.wbuf.is_empty() {
+        if self.out.is_empty() {
             return Ok(());
         }
         // Counted before writing, so a client that has the reply sees the count.
-        self.ctx.stats.bytes_written.fetch_add(self.wbuf.len() as u64, Relaxed);
+        self.ctx.stats.bytes_written.fetch_add(self.out.len() as u64, Relaxed);
         self.ctx.stats.socket_writes.fetch_add(1, Relaxed);
-        let large = self.wbuf.capacity() > KEEP_CAPACITY;
-        while !self.wbuf.is_empty() {
-            let write = self.socket.write_buf(&mut self.wbuf);
-            let n = match self.idle_timeout {
-                None => write.await?,
-                Some(t) => match tokio::time::timeout(t, write).await {
-                    Ok(r) => r?,
-                    Err(_) => {
-                        Stats::incr(&self.ctx.stats.idle_kicks);
-                        debug!("closing connection: client reads no replies");
-                        return Err(io::ErrorKind::TimedOut.into());
-                    }
-                },
-            };
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+        let large = self.out.buf.capacity() > KEEP_CAPACITY;
+        if self.out.len() == self.out.buf.len() {
+            // Nothing spliced: straight from the buffer.
+            while !self.out.buf.is_empty() {
+                let write = self.socket.write_buf(&mut self.out.buf);
+                Self::wrote(with_idle_timeout(&self.ctx, self.idle_timeout, write).await?)?;
             }
+        } else {
+            let mut chunks = std::mem::take(&mut self.chunks);
+            self.out.take_chunks(&mut chunks);
+            let mut first = 0;
+            while first < chunks.len() {
+                let mut iov = [IoSlice::new(&[]); MAX_IOV];
+                let mut n = 0;
+                for c in chunks[first..].iter().filter(|c| !c.is_empty()).take(MAX_IOV) {
+                    iov[n] = IoSlice::new(c);
+                    n += 1;
+                }
+                if n == 0 {
+                    break;
+                }
+                let write = self.socket.write_vectored(&iov[..n]);
+                let mut done = Self::wrote(with_idle_timeout(&self.ctx, self.idle_timeout, write).await?)?;
+                while first < chunks.len() && done >= chunks[first].len() {
+                    done -= chunks[first].len();
+                    first += 1;
+                }
+                if done > 0 {
+                    chunks[first].advance(done);
+                }
+            }
+            chunks.clear();
+            self.chunks = chunks;
         }
         if large {
-            self.wbuf = BytesMut::with_capacity(READ_CHUNK);
+            self.out.buf = BytesMut::with_capacity(READ_CHUNK);
         }
         if self.idle_timeout.is_some() {
             self.last_active = Instant::now();
         }
         Ok(())
+    }
+
+    fn wrote(n: usize) -> io::Result<usize> {
+        if n == 0 { Err(io::ErrorKind::WriteZero.into()) } else { Ok(n) }
     }
 
     /// Gives back a read buffer that grew for a large request, keeping what it still holds.
@@ -260,6 +284,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             small.extend_from_slice(&self.rbuf);
             self.rbuf = small;
         }
+    }
+}
+
+/// Most slices one vectored write takes (Linux allows 1,024; a batch rarely has more
+/// than a few large values).
+const MAX_IOV: usize = 64;
+
+/// Awaits a write; with an idle timeout, a client that takes none of it for that long is
+/// disconnected.
+async fn with_idle_timeout(
+    ctx: &Ctx,
+    idle_timeout: Option<Duration>,
+    write: impl std::future::Future<Output = io::Result<usize>>,
+) -> io::Result<usize> {
+    match idle_timeout {
+        None => write.await,
+        Some(t) => match tokio::time::timeout(t, write).await {
+            Ok(r) => r,
+            Err(_) => {
+                Stats::incr(&ctx.stats.idle_kicks);
+                debug!("closing connection: client reads no replies");
+                Err(io::ErrorKind::TimedOut.into())
+            }
+        },
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::{BufMut, BytesMut};
 
 use crate::config::Config;
-use crate::protocol::encode::{Seconds, put_number, put_stat, put_value};
+use crate::protocol::encode::{Output, Seconds, put_number, put_stat, put_value};
 use crate::protocol::{DetailCmd, Request, StatsGroup, StoreMode};
 use crate::stats::{PrefixEvent, Stats};
 use crate::store::{ArithOutcome, Store, StoreOutcome};
@@ -69,10 +69,14 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
     let (store, stats) = (&ctx.store, &ctx.stats);
     match req {
         Request::Get { keys, with_cas, touch } => {
+            // Connections run retrievals themselves, writing large values from the
+            // store's memory; here they are copied into `out`.
             let get = Retrieval::new(ctx, with_cas, touch);
+            let mut o = Output::new(std::mem::take(out));
             for key in keys.iter() {
-                get.key(ctx, key, out);
+                get.key(ctx, key, &mut o);
             }
+            *out = o.into_flat();
             return get.end(out);
         }
         Request::Store { mode, key, flags, deadline, value, noreply } => {
@@ -214,12 +218,17 @@ impl Retrieval {
     }
 
     /// Looks up one key and appends its `VALUE` if it is there.
-    pub fn key(&self, ctx: &Ctx, key: &[u8], out: &mut BytesMut) {
+    pub fn key(&self, ctx: &Ctx, key: &[u8], out: &mut Output) {
         let (store, stats) = (&ctx.store, &ctx.stats);
-        // The value is copied into the reply under the shard's lock: no allocation.
+        // A small value is copied into the reply under the shard's lock (no allocation);
+        // a large one is shared with the store and written from there.
         let with_cas = self.with_cas;
         let put = |it: &crate::store::Item| {
-            put_value(out, key, it.flags(), it.value(), with_cas.then(|| it.cas()));
+            let cas = with_cas.then(|| it.cas());
+            match it.shared_value() {
+                Some(v) => out.put_shared_value(key, it.flags(), v, cas),
+                None => put_value(&mut out.buf, key, it.flags(), it.value(), cas),
+            }
         };
         let hit = match self.deadline {
             Some(d) => {

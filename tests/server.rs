@@ -39,6 +39,36 @@ fn a_batch_of_replies_is_one_write() {
 }
 
 #[test]
+fn large_values_written_from_the_store_survive_overwrites_and_slow_readers() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    // Values of 4 KiB and more are written from the item's own memory (vectored writes);
+    // smaller ones are copied. Mix both in one multi-get, in a pipeline with other replies.
+    let sizes = [4096usize, 10, 200_000, 4095, 65_536, 700_000];
+    let mut want = Vec::new();
+    let mut get = b"get".to_vec();
+    for (i, n) in sizes.iter().enumerate() {
+        let v: Vec<u8> = (0..*n).map(|j| (i * 31 + j % 251) as u8).collect();
+        let mut set = format!("set big{i} {i} 0 {n}\r\n").into_bytes();
+        set.extend_from_slice(&v);
+        set.extend_from_slice(b"\r\n");
+        c.roundtrip(&set, b"STORED\r\n");
+        get.extend_from_slice(format!(" big{i}").as_bytes());
+        want.extend_from_slice(format!("VALUE big{i} {i} {n}\r\n").as_bytes());
+        want.extend_from_slice(&v);
+        want.extend_from_slice(b"\r\n");
+    }
+    get.extend_from_slice(b"\r\nset big2 0 0 1\r\nx\r\ndelete big4\r\nget big2\r\n");
+    want.extend_from_slice(b"END\r\nSTORED\r\nDELETED\r\nVALUE big2 0 1\r\nx\r\nEND\r\n");
+    // Send it all, wait while the server fills the socket and waits on us, then read
+    // slowly: the overwritten and deleted values must still come out whole.
+    c.send(&get);
+    std::thread::sleep(Duration::from_millis(100));
+    c.expect(&want);
+    assert_eq!(srv.ctx.store.get(b"big2").map(|h| h.value.len()), Some(1));
+}
+
+#[test]
 fn bare_newlines_and_extra_spaces() {
     let srv = spawn(Config::for_tests());
     let mut c = srv.connect();

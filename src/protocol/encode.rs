@@ -1,25 +1,101 @@
 //! Reply writers: each appends one memcached reply to the connection's write buffer with
 //! `put_slice` and `itoa`, never `format!`, so replies cost no allocation of their own.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
 pub fn put_value(out: &mut BytesMut, key: &[u8], flags: u32, value: &[u8], cas: Option<u64>) {
-    let mut n = itoa::Buffer::new();
     out.reserve(key.len() + value.len() + 64);
+    put_value_line(out, key, flags, value.len(), cas);
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// The `VALUE` line, without the data.
+fn put_value_line(out: &mut BytesMut, key: &[u8], flags: u32, len: usize, cas: Option<u64>) {
+    let mut n = itoa::Buffer::new();
     out.put_slice(b"VALUE ");
     out.put_slice(key);
     out.put_u8(b' ');
     out.put_slice(n.format(flags).as_bytes());
     out.put_u8(b' ');
-    out.put_slice(n.format(value.len()).as_bytes());
+    out.put_slice(n.format(len).as_bytes());
     if let Some(c) = cas {
         out.put_u8(b' ');
         out.put_slice(n.format(c).as_bytes());
     }
     out.put_slice(b"\r\n");
-    out.put_slice(value);
-    out.put_slice(b"\r\n");
+}
+
+/// A connection's replies waiting to be written: a buffer, with large values spliced in
+/// as `Bytes` that share the store's memory, so they go to the socket (one vectored
+/// write) without being copied.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub buf: BytesMut,
+    /// (offset in `buf`, value): the value goes before `buf[offset..]`.
+    splices: Vec<(usize, Bytes)>,
+    spliced: usize,
+}
+
+impl Output {
+    pub fn new(buf: BytesMut) -> Self {
+        Self { buf, splices: Vec::new(), spliced: 0 }
+    }
+
+    /// Bytes to write, spliced values included.
+    pub fn len(&self) -> usize {
+        self.buf.len() + self.spliced
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops everything after `buf_len` bytes of the buffer (a reply boundary), spliced
+    /// values there included.
+    pub fn truncate(&mut self, buf_len: usize) {
+        self.buf.truncate(buf_len);
+        while self.splices.last().is_some_and(|(at, _)| *at >= buf_len) {
+            let (_, v) = self.splices.pop().expect("checked");
+            self.spliced -= v.len();
+        }
+    }
+
+    /// [`put_value`] with the data shared, not copied.
+    pub fn put_shared_value(&mut self, key: &[u8], flags: u32, value: Bytes, cas: Option<u64>) {
+        self.buf.reserve(key.len() + 64);
+        put_value_line(&mut self.buf, key, flags, value.len(), cas);
+        self.spliced += value.len();
+        self.splices.push((self.buf.len(), value));
+        self.buf.put_slice(b"\r\n");
+    }
+
+    /// Takes everything out, in order, as chunks to write (the buffer keeps its capacity
+    /// for reuse once the chunks are gone).
+    pub fn take_chunks(&mut self, chunks: &mut Vec<Bytes>) {
+        let data = self.buf.split().freeze();
+        let mut from = 0;
+        for (at, v) in self.splices.drain(..) {
+            chunks.push(data.slice(from..at));
+            chunks.push(v);
+            from = at;
+        }
+        chunks.push(data.slice(from..));
+        self.spliced = 0;
+    }
+
+    /// Everything in one buffer, spliced values copied in (for callers without a socket).
+    pub fn into_flat(mut self) -> BytesMut {
+        if self.splices.is_empty() {
+            return self.buf;
+        }
+        let mut chunks = Vec::new();
+        self.take_chunks(&mut chunks);
+        let mut flat = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+        chunks.iter().for_each(|c| flat.put_slice(c));
+        flat
+    }
 }
 
 /// A decimal number on its own line (the `incr`/`decr` reply).
@@ -110,5 +186,30 @@ mod tests {
         put_stat(&mut out, "rusage_user", Seconds { secs: 3, micros: 4207 });
         put_stat(&mut out, "cas_enabled", true);
         assert_eq!(&out[..], b"STAT rusage_user 3.004207\r\nSTAT cas_enabled yes\r\n");
+    }
+
+    #[test]
+    fn spliced_values_come_out_in_order_and_truncate_with_their_reply() {
+        let mut o = Output::new(BytesMut::new());
+        o.buf.put_slice(b"STORED\r\n");
+        let kept = o.buf.len();
+        o.put_shared_value(b"k", 5, Bytes::from_static(b"0123456789"), Some(9));
+        o.buf.put_slice(b"END\r\n");
+        let one = o.buf.len();
+        o.put_shared_value(b"j", 0, Bytes::from_static(b"abc"), None);
+        assert_eq!(o.len(), o.buf.len() + 13);
+        let copy = Output { buf: o.buf.clone(), splices: o.splices.clone(), spliced: o.spliced };
+        assert_eq!(
+            &copy.into_flat()[..],
+            &b"STORED\r\nVALUE k 5 10 9\r\n0123456789\r\nEND\r\nVALUE j 0 3\r\nabc\r\n"[..]
+        );
+        o.truncate(one);
+        assert_eq!(o.len(), one + 10, "the first reply keeps its value");
+        o.truncate(kept);
+        assert_eq!((o.len(), o.splices.len()), (kept, 0), "a dropped reply takes its value with it");
+        let mut chunks = Vec::new();
+        o.take_chunks(&mut chunks);
+        assert_eq!(chunks.concat(), b"STORED\r\n");
+        assert!(o.is_empty());
     }
 }

@@ -4,11 +4,19 @@
 //! charges is what the item really occupies. Blocks up to 1 KiB come from the store's
 //! slab ([`slab`]: the length rounded up to 8), larger ones from malloc.
 //!
+//! A malloc'd block (over 1 KiB) has a reference count in the 8 bytes before it, so a
+//! large value can be written to a client straight from the block ([`Item::shared_value`])
+//! while the store is free to replace or evict the item: the block goes when the last
+//! holder lets go.
+//!
 //! With the slab, this is the store's only `unsafe` code: a thin owning pointer, because
 //! a table slot of 8 bytes instead of a 16-byte `Box<[u8]>` is worth 8 to 16 bytes per item.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering, fence};
+
+use bytes::Bytes;
 
 use super::slab;
 use crate::clock::RelTime;
@@ -74,8 +82,63 @@ pub struct Fields {
     pub bits: u8,
 }
 
-fn layout(len: usize) -> Layout {
-    Layout::from_size_align(len, 1).expect("item sizes are bounded by -I")
+/// Bytes before a malloc'd block: its reference count (1 for the store's item, plus one
+/// for each reply being written from it).
+const PREFIX: usize = std::mem::size_of::<AtomicUsize>();
+
+/// Values at least this long are written to clients from the item's own block instead of
+/// being copied into the reply (a copy of a few KiB costs more than sharing the block).
+pub const SHARE_MIN: usize = 4096;
+
+/// The allocation behind a malloc'd block of `len` bytes: the count, then the block.
+fn malloc_layout(len: usize) -> Layout {
+    Layout::from_size_align(PREFIX + len, PREFIX).expect("item sizes are bounded by -I")
+}
+
+/// Drops one reference to the malloc'd block at `block` of `len` bytes, freeing it with
+/// the last.
+///
+/// # Safety
+/// `block` must be a malloc'd item block (not a slot) of `len` bytes, and the caller must
+/// own one of its references, which it gives up.
+unsafe fn release(block: NonNull<u8>, len: usize) {
+    // SAFETY: a malloc'd block is preceded by its count, which lives as long as the block.
+    let count = unsafe { &*(block.as_ptr().sub(PREFIX) as *const AtomicUsize) };
+    if count.fetch_sub(1, Ordering::Release) == 1 {
+        // Every other holder's use of the block happens before this free.
+        fence(Ordering::Acquire);
+        // SAFETY: allocated in `Item::new` with this layout; this was the last reference.
+        unsafe { dealloc(block.as_ptr().sub(PREFIX), malloc_layout(len)) }
+    }
+}
+
+/// A reference to a malloc'd block, kept by a `Bytes` of its value.
+struct SharedBlock {
+    block: NonNull<u8>,
+    len: usize,
+    /// Where the value starts in the block (it runs to the end).
+    value_at: usize,
+}
+
+// SAFETY: the block's value bytes are never written after the item is built, and the count
+// is atomic, so a SharedBlock may be sent and shared like an `Arc<[u8]>`.
+unsafe impl Send for SharedBlock {}
+// SAFETY: as above.
+unsafe impl Sync for SharedBlock {}
+
+impl AsRef<[u8]> for SharedBlock {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the block lives while this reference does, and its value bytes (from
+        // `value_at` to `len`) are initialised and never written again.
+        unsafe { std::slice::from_raw_parts(self.block.as_ptr().add(self.value_at), self.len - self.value_at) }
+    }
+}
+
+impl Drop for SharedBlock {
+    fn drop(&mut self) {
+        // SAFETY: this SharedBlock owns one reference to a malloc'd block of `len` bytes.
+        unsafe { release(self.block, self.len) }
+    }
 }
 
 impl Item {
@@ -87,10 +150,18 @@ impl Item {
         let flags_len = if f.flags == 0 { 0 } else { FLAGS_LEN };
         let len = HEADER + flags_len + key.len() + value_len;
         let ptr = slab::alloc(len).unwrap_or_else(|| {
-            let layout = layout(len);
-            // SAFETY: `len` >= HEADER > 0, so the layout is not zero-sized.
+            let layout = malloc_layout(len);
+            // SAFETY: the layout is not zero-sized.
             let raw = unsafe { alloc(layout) };
-            NonNull::new(raw).unwrap_or_else(|| handle_alloc_error(layout))
+            if raw.is_null() {
+                handle_alloc_error(layout);
+            }
+            // SAFETY: the allocation is PREFIX + len bytes, aligned for the count, which
+            // goes first; the block follows it.
+            unsafe {
+                (raw as *mut AtomicUsize).write(AtomicUsize::new(1));
+                NonNull::new_unchecked(raw.add(PREFIX))
+            }
         });
         // SAFETY: the block is `len` bytes, freshly allocated, and exclusively ours; every
         // byte is written below before the item is used.
@@ -133,10 +204,12 @@ impl Item {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
     }
 
-    fn bytes_mut(&mut self) -> &mut [u8] {
-        let len = self.len();
-        // SAFETY: as in `bytes`, and `&mut self` makes the access exclusive.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), len) }
+    /// The header, to write. Only the header: a reply may be reading the value (see
+    /// [`Item::shared_value`]).
+    fn header_mut(&mut self) -> &mut [u8; HEADER] {
+        // SAFETY: as in `header`; `&mut self` makes the access exclusive among Item users,
+        // and SharedBlock holders only read the value, past the header.
+        unsafe { &mut *(self.ptr.as_ptr() as *mut [u8; HEADER]) }
     }
 
     fn key_at(&self) -> usize {
@@ -148,7 +221,7 @@ impl Item {
     }
 
     fn set_u32_at(&mut self, at: usize, v: u32) {
-        self.bytes_mut()[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        self.header_mut()[at..at + 4].copy_from_slice(&v.to_le_bytes());
     }
 
     pub fn key(&self) -> &[u8] {
@@ -166,7 +239,7 @@ impl Item {
     }
 
     pub fn set_cas(&mut self, cas: u64) {
-        self.bytes_mut()[CAS..CAS + 8].copy_from_slice(&cas.to_le_bytes());
+        self.header_mut()[CAS..CAS + 8].copy_from_slice(&cas.to_le_bytes());
     }
 
     /// Relative deadline; 0 never expires.
@@ -202,7 +275,7 @@ impl Item {
 
     pub fn set_bits(&mut self, b: u8) {
         let layout_bit = self.header()[BITS] & HAS_FLAGS;
-        self.bytes_mut()[BITS] = (b & !HAS_FLAGS) | layout_bit;
+        self.header_mut()[BITS] = (b & !HAS_FLAGS) | layout_bit;
     }
 
     /// The access byte as last saved with the item (the table's copy is current while
@@ -212,7 +285,7 @@ impl Item {
     }
 
     pub fn set_access(&mut self, a: u8) {
-        self.bytes_mut()[ACCESS] = a;
+        self.header_mut()[ACCESS] = a;
     }
 
     pub fn is_expired(&self, now: RelTime) -> bool {
@@ -239,9 +312,25 @@ impl Item {
         Some(Self { ptr })
     }
 
+    /// The value as a `Bytes` sharing this item's block, if it is large enough to be
+    /// worth it ([`SHARE_MIN`]) and the block is malloc'd (slots are for small items).
+    pub fn shared_value(&self) -> Option<Bytes> {
+        let value = self.value();
+        if value.len() < SHARE_MIN || slab::contains(self.ptr) {
+            return None;
+        }
+        // SAFETY: a malloc'd block is preceded by its count; the new reference is owned by
+        // the SharedBlock built next. Relaxed is enough to add a reference to a block one
+        // already holds (as Arc::clone does).
+        unsafe { &*(self.ptr.as_ptr().sub(PREFIX) as *const AtomicUsize) }.fetch_add(1, Ordering::Relaxed);
+        let len = self.len();
+        Some(Bytes::from_owner(SharedBlock { block: self.ptr, len, value_at: len - value.len() }))
+    }
+
     /// Bytes the allocator hands out for this item.
     pub fn charge(&self) -> usize {
-        slab::charge(self.ptr, self.len())
+        let len = self.len();
+        if slab::contains(self.ptr) { slab::slot_for(len).expect("a slot-sized block") } else { malloc_chunk(PREFIX + len) }
     }
 }
 
@@ -250,10 +339,9 @@ impl Drop for Item {
         if slab::free(self.ptr) {
             return;
         }
-        let layout = layout(self.len());
-        // SAFETY: not a slot, so allocated in `new` with this very layout (the length is
-        // read back from the header, which never changes it), and dropped once.
-        unsafe { dealloc(self.ptr.as_ptr(), layout) }
+        // SAFETY: not a slot, so a malloc'd block of this length (read back from the
+        // header, which never changes it), and the item owns one reference.
+        unsafe { release(self.ptr, self.len()) }
     }
 }
 
@@ -269,7 +357,14 @@ impl std::fmt::Debug for Item {
 
 /// What an item with this key and value (and client flags 0) will be charged.
 pub fn charge_for(key_len: usize, value_len: usize) -> usize {
-    slab::charge_for(HEADER + key_len + value_len)
+    let len = HEADER + key_len + value_len;
+    slab::slot_for(len).unwrap_or_else(|| malloc_chunk(PREFIX + len))
+}
+
+/// What glibc's malloc really uses for a request of `n` bytes: 8 bytes of chunk header,
+/// rounded up to 16, at least 32.
+fn malloc_chunk(n: usize) -> usize {
+    ((n + 8 + 15) & !15).max(32)
 }
 
 #[cfg(test)]
@@ -295,5 +390,21 @@ mod tests {
         let plain = Item::new(b"k", &[b"v"], Fields { flags: 0, ..f });
         assert_eq!((plain.flags(), plain.key(), plain.value(), plain.bits()), (0, &b"k"[..], &b"v"[..], bit::STALE));
         assert_eq!(std::mem::size_of::<Item>(), 8);
+    }
+
+    #[test]
+    fn a_shared_value_outlives_its_item() {
+        let f = Fields { cas: 1, exptime: 0, time: 0, flags: 0, bits: 0 };
+        let big = vec![7u8; SHARE_MIN];
+        let it = Item::new(b"big", &[&big[..10], &big[10..]], f);
+        let v = it.shared_value().expect("a large malloc'd value is shared");
+        let w = it.shared_value().expect("twice");
+        assert_eq!(it.charge(), malloc_chunk(PREFIX + HEADER + 3 + SHARE_MIN));
+        drop(it);
+        assert_eq!((&v[..], v.len()), (&big[..], SHARE_MIN), "the block is alive while a Bytes holds it");
+        drop(v);
+        assert_eq!(&w[..], &big[..]);
+        let small = Item::new(b"small", &[&big[..SHARE_MIN - 1]], f);
+        assert!(small.shared_value().is_none(), "below SHARE_MIN values are copied");
     }
 }

@@ -7,7 +7,7 @@
 //! free slot; a page keeps its own free list and live count in a header at its start, so
 //! freeing a block finds its page by address and an emptied page can be taken out whole.
 //! Blocks over [`MAX_SLOT`] bytes, or any block once the range is used up, come from
-//! malloc instead; [`free`] and [`charge`] tell the two apart by address.
+//! malloc instead; [`free`] and [`contains`] tell the two apart by address.
 //!
 //! Locks: one mutex per class (held for a free-list pop or push) and one for the page
 //! pool (taken inside a class lock, never the other way round).
@@ -116,14 +116,6 @@ pub fn free(ptr: NonNull<u8>) -> bool {
     }
 }
 
-/// What the block at `ptr` of `len` bytes costs: its slot, or what malloc uses.
-pub fn charge(ptr: NonNull<u8>, len: usize) -> usize {
-    match (slab(), slot_size(len)) {
-        (Some(s), Some(size)) if s.contains(ptr) => size,
-        _ => malloc_chunk(len),
-    }
-}
-
 /// When slots in use fill pages badly (after the mix of item sizes changed, pages hold a
 /// few items each), marks the pages less than a quarter full as doomed: no block goes in
 /// them any more, and each goes back to the OS when its last block is freed. True if any
@@ -149,18 +141,14 @@ pub fn trim() {
     }
 }
 
-/// What a block of `len` bytes will cost when allocated.
-pub fn charge_for(len: usize) -> usize {
-    match slot_size(len) {
-        Some(size) if slab().is_some() => size,
-        _ => malloc_chunk(len),
-    }
+/// Whether `ptr` is a block from a slot.
+pub fn contains(ptr: NonNull<u8>) -> bool {
+    slab().is_some_and(|s| s.contains(ptr))
 }
 
-/// What glibc's malloc really uses for a request of `n` bytes: 8 bytes of chunk header,
-/// rounded up to 16, at least 32.
-pub fn malloc_chunk(n: usize) -> usize {
-    ((n + 8 + 15) & !15).max(32)
+/// The slot size a block of `len` bytes will take, if it will go in a slot.
+pub fn slot_for(len: usize) -> Option<usize> {
+    slab().and(slot_size(len))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -401,9 +389,9 @@ mod tests {
 
     #[test]
     fn slots_round_to_eight_and_large_blocks_go_to_malloc() {
-        assert_eq!(charge_for(134), 136);
-        assert_eq!(charge_for(24), 24);
-        assert_eq!(charge_for(MAX_SLOT + 1), malloc_chunk(MAX_SLOT + 1));
+        assert_eq!(slot_for(134), Some(136));
+        assert_eq!(slot_for(24), Some(24));
+        assert_eq!(slot_for(MAX_SLOT + 1), None);
         assert!(alloc(MAX_SLOT + 1).is_none());
     }
 
