@@ -74,9 +74,9 @@ fn main() -> anyhow::Result<()> {
     }
     let _pidfile = cli.pidfile.as_deref().map(daemon::PidFile::create).transpose().context("writing the pid file (-P)")?;
     init_logging(config.verbose, cli.log_format, log_file.clone());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.threads)
-        .thread_name("larder-worker")
+    // This thread accepts and runs the background tasks; connections run on `-t` worker
+    // threads of their own (see `server`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;

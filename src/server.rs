@@ -1,6 +1,11 @@
 //! Accepting connections: one accept loop per listener, the `-c` connection limit with
 //! memcached's refusal, one task per socket, and graceful shutdown (stop accepting, let
 //! connections finish the batch in hand, wait for them).
+//!
+//! Threads as memcached lays them out: the caller's runtime accepts (and runs the
+//! background tasks), and hands each socket to one of `-t` worker threads in turn, each a
+//! single-threaded runtime with its own epoll. A connection lives on one thread: no
+//! work stealing, no wake-ups across threads, nothing shared but the store.
 
 use std::any::Any;
 use std::future::Future;
@@ -16,7 +21,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 
 use crate::connection::Connection;
 use crate::exec::Ctx;
@@ -66,23 +71,25 @@ pub async fn run<L: Into<Listener>>(
 ) {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
+    let workers = Arc::new(Workers::start(ctx.config.threads));
     let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
     let ticker = tokio::spawn(ctx.store.clock().clone().run_ticker());
     let reclaimer = tokio::spawn(reclaim_expired(ctx.clone()));
     for listener in listeners {
-        let (ctx, token, permits, tracker2) = (ctx.clone(), token.clone(), permits.clone(), tracker.clone());
+        let (ctx, token, permits, tracker2, workers) =
+            (ctx.clone(), token.clone(), permits.clone(), tracker.clone(), workers.clone());
         match listener.into() {
             Listener::Tcp(l) => {
                 if let Ok(local) = l.local_addr() {
                     ctx.conns.add_listener(l.as_raw_fd(), tcp_name(&local));
                 }
-                tracker.spawn(accept_loop(l, ctx, token, permits, tracker2));
+                tracker.spawn(accept_loop(l, ctx, token, permits, tracker2, workers));
             }
             Listener::Unix(l) => {
                 if let Ok(local) = l.local_addr() {
                     ctx.conns.add_listener(l.as_raw_fd(), unix_name(&local));
                 }
-                tracker.spawn(accept_loop(l, ctx, token, permits, tracker2));
+                tracker.spawn(accept_loop(l, ctx, token, permits, tracker2, workers));
             }
         }
     }
@@ -98,6 +105,42 @@ pub async fn run<L: Into<Listener>>(
     }
     ticker.abort();
     reclaimer.abort();
+    drop(workers);
+}
+
+/// The threads connections run on, each a current-thread runtime, handed sockets in turn.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    next: std::sync::atomic::AtomicUsize,
+    /// Dropped to stop the threads (their runtimes then drop any connection left).
+    _stop: tokio::sync::watch::Sender<()>,
+}
+
+impl Workers {
+    fn start(threads: usize) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(());
+        let handles = (0..threads.max(1))
+            .map(|i| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a worker thread's runtime");
+                let handle = rt.handle().clone();
+                let mut stopped = stopped.clone();
+                std::thread::Builder::new()
+                    .name(format!("larder-worker-{i}"))
+                    .spawn(move || rt.block_on(async move { while stopped.changed().await.is_ok() {} }))
+                    .expect("a worker thread");
+                handle
+            })
+            .collect();
+        Self { handles, next: std::sync::atomic::AtomicUsize::new(0), _stop: stop }
+    }
+
+    /// The next worker in turn.
+    fn next(&self) -> &tokio::runtime::Handle {
+        &self.handles[self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.handles.len()]
+    }
 }
 
 /// How often background expiry runs, and how many buckets of each shard it looks at.
@@ -120,12 +163,26 @@ async fn reclaim_expired(ctx: Arc<Ctx>) {
 /// What the accept loop needs of a listener.
 trait Accept: Send + 'static {
     type Stream: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static;
+    /// The socket between threads, registered with no runtime.
+    type Std: Send + 'static;
     /// A new client, with its and our address as `stats conns` names them.
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Stream, String, String)>> + Send;
+    fn into_std(s: Self::Stream) -> std::io::Result<Self::Std>;
+    /// Registers the socket with the current thread's runtime.
+    fn from_std(s: Self::Std) -> std::io::Result<Self::Stream>;
 }
 
 impl Accept for TcpListener {
     type Stream = tokio::net::TcpStream;
+    type Std = std::net::TcpStream;
+
+    fn into_std(s: Self::Stream) -> std::io::Result<Self::Std> {
+        s.into_std()
+    }
+
+    fn from_std(s: Self::Std) -> std::io::Result<Self::Stream> {
+        tokio::net::TcpStream::from_std(s)
+    }
 
     async fn accept(&self) -> std::io::Result<(Self::Stream, String, String)> {
         let (s, peer) = TcpListener::accept(self).await?;
@@ -137,6 +194,15 @@ impl Accept for TcpListener {
 
 impl Accept for UnixListener {
     type Stream = tokio::net::UnixStream;
+    type Std = std::os::unix::net::UnixStream;
+
+    fn into_std(s: Self::Stream) -> std::io::Result<Self::Std> {
+        s.into_std()
+    }
+
+    fn from_std(s: Self::Std) -> std::io::Result<Self::Stream> {
+        tokio::net::UnixStream::from_std(s)
+    }
 
     async fn accept(&self) -> std::io::Result<(Self::Stream, String, String)> {
         let (s, _) = UnixListener::accept(self).await?;
@@ -152,6 +218,7 @@ async fn accept_loop<L: Accept>(
     token: CancellationToken,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
+    workers: Arc<Workers>,
 ) {
     loop {
         let (mut socket, peer, local) = tokio::select! {
@@ -177,19 +244,32 @@ async fn accept_loop<L: Accept>(
         let fd = socket.as_raw_fd();
         let row = ctx.conns.add(fd, peer.clone(), local, ctx.store.clock().now());
         let guard = Slot::take(ctx.clone(), permit, fd);
-        let conn = Connection::new(socket, ctx.clone(), token.child_token()).with_row(row);
-        tracker.spawn(
-            async move {
-                debug!("connection opened");
-                match CatchUnwind(Box::pin(conn.run())).await {
-                    Ok(Ok(())) => debug!("connection closed"),
-                    Ok(Err(e)) => debug!(%e, "connection closed on error"),
-                    Err(panic) => error!(panic = panic_message(&*panic), "connection task panicked; closed it"),
-                }
-                drop(guard);
+        let (cancel, ctx) = (token.child_token(), ctx.clone());
+        // A span per connection costs the subscriber's enter and exit on every poll, so
+        // there is one only when its debug lines would be printed.
+        let span = if tracing::enabled!(tracing::Level::DEBUG) { info_span!("conn", %peer) } else { Span::none() };
+        let socket = match L::into_std(socket) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(%e, %peer, "cannot hand the connection to a worker");
+                continue;
             }
-            .instrument(info_span!("conn", %peer)),
-        );
+        };
+        let task = async move {
+            debug!("connection opened");
+            let socket = match L::from_std(socket) {
+                Ok(s) => s,
+                Err(e) => return warn!(%e, "cannot register the connection"),
+            };
+            let conn = Connection::new(socket, ctx, cancel).with_row(row);
+            match CatchUnwind(Box::pin(conn.run())).await {
+                Ok(Ok(())) => debug!("connection closed"),
+                Ok(Err(e)) => debug!(%e, "connection closed on error"),
+                Err(panic) => error!(%peer, panic = panic_message(&*panic), "connection task panicked; closed it"),
+            }
+            drop(guard);
+        };
+        workers.next().spawn(tracker.track_future(task.instrument(span)));
     }
 }
 
