@@ -147,16 +147,29 @@ impl Workers {
 const RECLAIM_EVERY: Duration = Duration::from_millis(100);
 const RECLAIM_BUCKETS: usize = 1024;
 
+/// How often the slab is checked for pages left sparse by a change in item sizes: a
+/// burst of large values after small ones should not wait long for that memory.
+const DEFRAGMENT_EVERY: Duration = Duration::from_millis(10);
+
 /// Gives expired items' memory back without waiting for a client to touch them: small
 /// batches, each shard's lock held only for its own short scan, on the blocking pool so a
-/// worker thread never stalls on it.
+/// worker thread never stalls on it. In between, keeps the slab's pages well filled.
 async fn reclaim_expired(ctx: Arc<Ctx>) {
-    let mut every = tokio::time::interval(RECLAIM_EVERY);
+    let mut every = tokio::time::interval(DEFRAGMENT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
+    let per_reclaim = (RECLAIM_EVERY.as_millis() / DEFRAGMENT_EVERY.as_millis()) as u32;
+    for tick in 0u32.. {
         every.tick().await;
         let ctx = ctx.clone();
-        let _ = tokio::task::spawn_blocking(move || ctx.store.reclaim_expired(RECLAIM_BUCKETS)).await;
+        let reclaim = tick % per_reclaim == 0;
+        let _ = tokio::task::spawn_blocking(move || {
+            if reclaim {
+                ctx.store.reclaim_expired(RECLAIM_BUCKETS);
+            } else {
+                ctx.store.defragment(true);
+            }
+        })
+        .await;
     }
 }
 

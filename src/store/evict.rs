@@ -137,6 +137,17 @@ impl Store {
         }
     }
 
+    /// When small items fill the slab's pages badly (after the mix of sizes changed), moves
+    /// the items out of the sparsest pages so those go back to the OS. Cheap when there is
+    /// nothing to do (a few atomic loads and one lock), so the background task checks
+    /// often with `only_if_severe` (a burst), and less often for any slack worth a pass
+    /// over the tables.
+    pub fn defragment(&self, only_if_severe: bool) {
+        if slab::doom_sparse(only_if_severe) {
+            self.move_out_of_doomed_pages();
+        }
+    }
+
     /// Moves every item in a doomed slab page to another slot, so the page empties and
     /// goes back to the OS: one pass over every table, a shard's lock held for its own.
     /// Runs only when the slab has doomed pages, which takes a change in item sizes.
@@ -176,9 +187,7 @@ impl Store {
             self.refund(given_back);
         }
         slab::trim();
-        if slab::doom_sparse() {
-            self.move_out_of_doomed_pages();
-        }
+        self.defragment(false);
         freed
     }
 }

@@ -120,8 +120,10 @@ pub fn free(ptr: NonNull<u8>) -> bool {
 /// few items each), marks the pages less than a quarter full as doomed: no block goes in
 /// them any more, and each goes back to the OS when its last block is freed. True if any
 /// page was doomed; the store then moves the items out of them ([`is_doomed`]).
-pub fn doom_sparse() -> bool {
-    slab().is_some_and(Slab::doom_sparse)
+/// With `only_if_severe`, only when an eighth of the pages' memory is slack (a burst
+/// of a new size mix), not the usual sixteenth.
+pub fn doom_sparse(only_if_severe: bool) -> bool {
+    slab().is_some_and(|s| s.doom_sparse(only_if_severe))
 }
 
 /// Whether the block at `ptr` is in a doomed page (and should be moved).
@@ -280,13 +282,14 @@ impl Slab {
     }
 
     /// See [`doom_sparse`].
-    fn doom_sparse(&self) -> bool {
+    fn doom_sparse(&self, only_if_severe: bool) -> bool {
         let in_use = {
             let pool = lock(&self.pool);
             (pool.used - pool.free.len()) * PAGE
         };
         let slack = in_use.saturating_sub(self.live_bytes.load(Relaxed));
-        if slack <= in_use / 16 + (512 << 10) {
+        let tolerated = if only_if_severe { in_use / 8 + (1 << 20) } else { in_use / 16 + (512 << 10) };
+        if slack <= tolerated {
             return false;
         }
         let mut doomed = false;
