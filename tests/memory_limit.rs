@@ -13,24 +13,23 @@
 //!
 //! [`shifting_size_mix`] writes the same 4x in phases whose size mix shifts (small
 //! values, then mixed, then small, then large): small items left scattered over slab pages
-//! hold memory that large values cannot use until the background task moves them out of
-//! sparse pages (`slab::doom_sparse`), so this is the harder case.
+//! hold memory that large values cannot use until the background task (every 10 ms when an
+//! eighth of the slab's memory is slack) moves them out of sparse pages
+//! (`slab::doom_sparse`), so this is the harder case.
 //!
 //! The overhead bound, measured (`cargo test --test memory_limit -- --nocapture` prints
 //! the numbers; 2-core VM, glibc 2.36, slab store of 2026-11-24, runs with a CPU hog
 //! beside them):
 //! - the idle process, one connection open: 8-9 MiB resident in a debug build, 4 MiB in
 //!   release (code, runtime, thread stacks, empty tables);
-//! - mixed sizes: peak RSS 27.1-27.7 MiB in a debug build (14 runs), 23.3-23.8 MiB in
-//!   release;
-//! - shifting mix: 30.4-33.7 MiB in a debug build (14 runs), 34.9-35.1 MiB in release (the
-//!   release build writes faster than the background task, every 100 ms, moves items);
+//! - mixed sizes: peak RSS 27.0-27.9 MiB in a debug build, 23.2-23.9 MiB in release;
+//! - shifting mix: 29.6-30.5 MiB in a debug build, 27.0-28.4 MiB in release;
 //! - [`OVERHEAD_MIB`] = 20, so the bound is 36 MiB.
 //!
-//! The overhead is not fixed, though: with `-m 64` in release the mixed fill peaks at
-//! -m + 11 MiB and the shifting one at -m + 37 MiB (it was -m + 64 to 66 MiB with plain
-//! malloc blocks); a burst that shifts sizes faster than the background task moves items
-//! out of sparse pages still overshoots. See README "Memory".
+//! With `-m 64` (LIMIT_MIB changed by hand) in release: mixed 74.5-74.9 MiB, shifting
+//! 82.4-82.7 MiB, both inside -m + 20 MiB too (the shifting mix peaked at 128-130 MiB
+//! when items were plain malloc blocks, and at 101 MiB with slab pages emptied only every
+//! 100 ms). See README "Memory".
 
 mod common;
 
