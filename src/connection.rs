@@ -147,6 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         let flow = match req {
                             Request::Get { keys, with_cas, touch } => {
                                 let get = exec::Retrieval::new(&self.ctx, with_cas, touch);
+                                get.prefetch(&self.ctx, &keys);
                                 for key in keys.iter() {
                                     get.key(&self.ctx, key, &mut self.out);
                                     if self.out.len() >= MAX_PENDING_OUTPUT {

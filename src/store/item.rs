@@ -312,6 +312,24 @@ impl Item {
         Some(Self { ptr })
     }
 
+    /// Asks the CPU to load the block's first cache lines (header, key, the start of the
+    /// value); reads nothing, so it is free to call on any item.
+    #[inline]
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            let p = self.ptr.as_ptr() as *const i8;
+            // SAFETY: SSE is part of x86_64; a prefetch reads nothing and cannot fault,
+            // whatever the address. Three lines cover a 136-byte item wherever it starts.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128));
+            }
+        }
+    }
+
     /// The value as a `Bytes` sharing this item's block, if it is large enough to be
     /// worth it ([`SHARE_MIN`]) and the block is malloc'd (slots are for small items).
     pub fn shared_value(&self) -> Option<Bytes> {

@@ -442,6 +442,20 @@ impl Store {
 
     /// Runs `f` on the live item under `key` with the shard's read lock held, marking the
     /// read; `None` on a miss. A dead item found is reaped under the write lock.
+    /// Starts loading into the CPU cache the items `key` may name, without reading them:
+    /// a multi-get that prefetches its keys first waits for their memory all at once,
+    /// not once per key. Only the table is read (hash tags), under the read lock.
+    pub fn prefetch(&self, key: &[u8]) {
+        let (hash, lock) = self.locate(key);
+        let s = read(lock);
+        // The closure sees each candidate with the key's hash tag; it prefetches the item
+        // and answers "not it", so nothing is compared and the probe just moves on.
+        s.table.find(hash, |it| {
+            it.prefetch();
+            false
+        });
+    }
+
     pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&Item) -> R) -> Option<R> {
         let now = self.clock.now();
         let (hash, lock) = self.locate(key);
