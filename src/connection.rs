@@ -53,6 +53,9 @@ struct Pending {
     login_reply: Option<usize>,
 }
 
+/// Lines of a pipelined batch looked at for get keys to prefetch.
+const PREFETCH_LINES: usize = 32;
+
 /// memcached's `-R` (requests per event) default.
 const REQS_PER_EVENT: usize = 20;
 
@@ -127,6 +130,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if let Some(row) = &self.row {
                 row.set_busy(true, self.ctx.store.clock().now());
             }
+            // A pipeline of gets: start loading their items now, so the lookups below do
+            // not each wait on memory in turn.
+            crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| self.ctx.store.prefetch(k));
             loop {
                 let login = self.decoder.awaiting_auth();
                 let decoded = self.decoder.decode(&mut self.rbuf);

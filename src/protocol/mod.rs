@@ -162,6 +162,39 @@ impl KeyList {
     }
 }
 
+/// Calls `f` with the keys the first `max_lines` commands of a pipelined batch will look
+/// up (`get`, `gets`, `mg`), stepping over storage commands' data blocks by their declared
+/// length, when more than one command is there: a hint for prefetching. What it cannot
+/// make sense of ends the walk; nothing it does changes what the decoder sees.
+pub fn pipelined_get_keys(buf: &[u8], max_lines: usize, mut f: impl FnMut(&[u8])) {
+    let mut rest = buf;
+    for n in 0..max_lines {
+        let Some(end) = memchr::memchr(b'\n', rest) else { return };
+        let line = &rest[..end];
+        rest = &rest[end + 1..];
+        if n == 0 && rest.is_empty() {
+            return; // one command: nothing to overlap
+        }
+        let mut tokens = line.split(|&b| b == b' ' || b == b'\r').filter(|t| !t.is_empty());
+        let data_len = match tokens.next() {
+            Some(b"get" | b"gets") => {
+                tokens.for_each(&mut f);
+                continue;
+            }
+            Some(b"mg") => {
+                tokens.next().into_iter().for_each(&mut f);
+                continue;
+            }
+            Some(b"set" | b"add" | b"replace" | b"append" | b"prepend" | b"cas") => tokens.nth(3),
+            Some(b"ms") => tokens.nth(1),
+            _ => continue,
+        };
+        let Some(len) = data_len.and_then(|t| std::str::from_utf8(t).ok()?.parse::<usize>().ok()) else { return };
+        let Some(after) = rest.get(len.saturating_add(2)..) else { return };
+        rest = after;
+    }
+}
+
 /// A request memcached refuses. Each knows its wire reply and whether the connection ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
@@ -232,5 +265,28 @@ pub struct Rejection {
 impl From<ProtocolError> for Rejection {
     fn from(error: ProtocolError) -> Self {
         Self { error, noreply: false }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pipelined_get_keys;
+
+    fn keys(buf: &[u8], max: usize) -> Vec<String> {
+        let mut v = Vec::new();
+        pipelined_get_keys(buf, max, |k| v.push(String::from_utf8_lossy(k).into_owned()));
+        v
+    }
+
+    #[test]
+    fn prefetch_hint_walks_a_pipeline_over_data_blocks() {
+        let batch = b"get a b\r\nset s 0 0 8\r\nget fake\r\ngets c\r\ndelete d\r\nms m 3 T0\r\nget\r\n\
+                      mg e v\r\ncas x 0 0 1 7\r\nz\r\nget f\r\n";
+        assert_eq!(keys(batch, 32), ["a", "b", "c", "e", "f"], "a data block that looks like a get is stepped over");
+        assert_eq!(keys(batch, 3), ["a", "b", "c"]);
+        assert!(keys(b"get a b c\r\n", 32).is_empty(), "one command: nothing to overlap");
+        assert!(keys(b"get a\r\nget b", 32) == ["a"], "an unfinished line ends the walk");
+        assert_eq!(keys(b"get a\r\nset s 0 0 100\r\nshort\r\nget b\r\n", 32), ["a"], "so does a data block not all here");
+        assert_eq!(keys(b"get a\r\nset s 0 0 x\r\nget b\r\n", 32), ["a"], "and a length that is not a number");
     }
 }
