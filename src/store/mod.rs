@@ -564,6 +564,19 @@ impl Store {
         let fresh = |cas: u64| {
             Item::new(key, &[value], Fields { cas, exptime: a.exptime, time: now, flags: a.flags, bits: binary })
         };
+        // A set stores a fresh item whatever is there: build it (allocation and copy)
+        // before taking the lock, while the item it replaces is fetched into the cache.
+        let mut prebuilt = (mode == StoreMode::Set).then(|| {
+            self.prefetch(key);
+            fresh(0)
+        });
+        let mut fresh = |cas: u64| match prebuilt.take() {
+            Some(mut it) => {
+                it.set_cas(cas);
+                it
+            }
+            None => fresh(cas),
+        };
         let (hash, lock) = self.locate(key);
         let mut s = write(lock);
         let Some(i) = self.find_live(&mut s, hash, key, now) else {
