@@ -175,7 +175,10 @@ impl Store {
             if s.table.is_empty() {
                 continue;
             }
-            for _ in 0..buckets_per_shard.min(buckets) {
+            // With no deadline ever given and no flush pending nothing can be dead: the
+            // walk (a cache miss per item) is skipped.
+            let walk = if self.may_have_dead() { buckets_per_shard.min(buckets) } else { 0 };
+            for _ in 0..walk {
                 let i = s.sweep % buckets;
                 s.sweep = (i + 1) % buckets;
                 if s.table.get_bucket(i).is_some_and(|it| self.dead(it, now).is_some()) {

@@ -125,7 +125,9 @@ impl Store {
                 !token_sent && ttl != 0 && ttl < r
             });
             won |= stale && !token_sent;
-            it.set_exptime(a.ttl.exptime_at(usize::MAX, before, false));
+            let exptime = a.ttl.exptime_at(usize::MAX, before, false);
+            self.note_deadline(exptime);
+            it.set_exptime(exptime);
             if won {
                 it.set_bits(it.bits() | bit::TOKEN_SENT);
             }
@@ -184,6 +186,7 @@ impl Store {
             let cas = self.next_cas();
             let it = s.item_mut(i);
             if let Some(t) = exptime {
+                self.note_deadline(t);
                 it.set_exptime(t);
             }
             it.set_bits((it.bits() | bit::STALE) & !bit::TOKEN_SENT);

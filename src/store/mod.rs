@@ -17,7 +17,7 @@ mod meta;
 mod slab;
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
@@ -266,6 +266,9 @@ pub struct Store {
     max_item_size: usize,
     /// The shard eviction visits next.
     hand: AtomicUsize,
+    /// Whether any item was ever given a deadline: until then the background sweep has
+    /// nothing to find (unless a `flush_all` is pending) and skips the tables.
+    deadlines_seen: AtomicBool,
     /// `-M`: when full, only expired items make room; stores are refused otherwise.
     evictions: bool,
     /// Eviction's coarse clock: it advances every 1/64 of the cache's worth of new bytes,
@@ -300,6 +303,7 @@ impl Store {
             limit: AtomicUsize::new(limit),
             max_item_size,
             hand: AtomicUsize::new(0),
+            deadlines_seen: AtomicBool::new(false),
             evictions: true,
             epoch: AtomicU8::new(0),
             since_epoch: AtomicUsize::new(0),
@@ -382,6 +386,7 @@ impl Store {
 
     /// Inserts a new item (the key known absent) and accounts for it.
     fn insert(&self, shard: &mut Shard, hash: u64, it: Item) -> usize {
+        self.note_deadline(it.exptime());
         if shard.table.len() == shard.table.capacity() {
             self.evict_for_bucket(shard, it.charge(), self.clock.now());
         }
@@ -399,6 +404,19 @@ impl Store {
         let (i, grown) = shard.insert(hash, it, self.epoch(), &self.hasher);
         self.charge(grown);
         i
+    }
+
+    /// Notes that an item got deadline `exptime` (see `deadlines_seen`).
+    fn note_deadline(&self, exptime: RelTime) {
+        if exptime != 0 && !self.deadlines_seen.load(Relaxed) {
+            self.deadlines_seen.store(true, Relaxed);
+        }
+    }
+
+    /// Whether the background sweep can find anything: an item with a deadline, or a
+    /// pending `flush_all`.
+    fn may_have_dead(&self) -> bool {
+        self.deadlines_seen.load(Relaxed) || self.oldest_live.load(Relaxed) != 0
     }
 
     /// The current eviction epoch.
@@ -422,6 +440,7 @@ impl Store {
 
     /// Replaces bucket `i`'s item in place and accounts for the size change.
     fn replace(&self, shard: &mut Shard, i: usize, it: Item) {
+        self.note_deadline(it.exptime());
         let old = std::mem::replace(shard.item_mut(i), it);
         self.charge(shard.item(i).charge());
         self.refund(old.charge());
@@ -498,6 +517,7 @@ impl Store {
         let (hash, lock) = self.locate(key);
         let mut s = write(lock);
         let i = self.find_live(&mut s, hash, key, now)?;
+        self.note_deadline(exptime);
         let it = s.item_mut(i);
         it.set_exptime(exptime);
         if it.time() < now.saturating_sub(item::UPDATE_INTERVAL) {
@@ -518,6 +538,7 @@ impl Store {
         let (hash, lock) = self.locate(key);
         let mut s = write(lock);
         let Some(i) = self.find_live(&mut s, hash, key, now) else { return false };
+        self.note_deadline(exptime);
         s.item_mut(i).set_exptime(exptime);
         true
     }
@@ -845,6 +866,29 @@ mod tests {
         assert_eq!((freed, s.len()), (1000, 1));
         assert_eq!(s.stats.reclaimed.load(Relaxed), 1000);
         assert_eq!(s.stats.expired_unfetched.load(Relaxed), 1000);
+    }
+
+    #[test]
+    fn background_reclaim_sweeps_only_what_can_be_dead() {
+        let s = store();
+        let c = s.clock().clone();
+        for i in 0..100 {
+            set(&s, &format!("k{i}"), "v", 0);
+        }
+        assert!(!s.may_have_dead(), "no deadlines, no flush: nothing to sweep");
+        assert_eq!(s.reclaim_expired(1024), 0);
+        // A touch gives one item a deadline: from then on the sweep walks.
+        assert!(s.touch(b"k0", c.deadline(1)));
+        assert!(s.may_have_dead());
+        c.advance(1);
+        assert_eq!((s.reclaim_expired(1024), s.len()), (1, 99));
+        // A flush makes every item dead, deadlines or not.
+        let t = store();
+        set(&t, "a", "v", 0);
+        t.flush_all(0);
+        t.clock().advance(1);
+        assert!(t.may_have_dead());
+        assert_eq!((t.reclaim_expired(1024), t.len()), (1, 0));
     }
 
     #[test]
