@@ -204,7 +204,7 @@ impl Slab {
     fn header(&self, page: u32) -> &PageHeader {
         // SAFETY: `page` was handed out by the pool, so its memory is committed, and its
         // first bytes hold a PageHeader (all atomics, valid for any bytes, zeroes included;
-        // the page is aligned to 64 KiB, more than the header's alignment).
+        // pages are aligned to PAGE, more than the header's alignment).
         unsafe { &*(self.page_addr(page) as *const PageHeader) }
     }
 
