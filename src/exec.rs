@@ -444,7 +444,12 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
         "lru_maintainer_juggles", "malloc_fails", "log_worker_dropped", "log_worker_written",
         "log_watcher_skipped", "log_watcher_sent", "log_watchers", "unexpected_napi_ids",
         "round_robin_fallback"] {
-        put_stat(out, name, 0u32);
+        // Larder's slab moves items out of sparse pages, as memcached's page mover does.
+        match name {
+            "slab_reassign_rescues" => put_stat(out, name, r(&store.stats.relocated)),
+            "slabs_moved" => put_stat(out, name, store.pages_moved()),
+            _ => put_stat(out, name, 0u32),
+        }
     }
     put_stat(out, "bytes", store.bytes());
     put_stat(out, "curr_items", store.len());

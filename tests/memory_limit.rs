@@ -223,6 +223,7 @@ fn check(c: &mut Client, f: &Fill, what: &str) {
     let stats = c.stats();
     let (bytes, maxbytes): (u64, u64) = (stats["bytes"].parse().unwrap(), stats["limit_maxbytes"].parse().unwrap());
     let evictions: u64 = stats["evictions"].parse().unwrap();
+    eprintln!("{what}: slabs_moved {}, slab_reassign_rescues {}", stats["slabs_moved"], stats["slab_reassign_rescues"]);
     eprintln!(
         "{what}: {} items written ({:.1} MiB); curr_items {}, evictions {evictions}, bytes {:.2} MiB; \
          max VmRSS {:.1} MiB, VmHWM {:.1} MiB (bound {:.0} MiB); took {:?}",
@@ -284,4 +285,6 @@ fn shifting_size_mix() {
     let l = LIMIT_MIB << 20;
     let f = fill(&larder, &mut c, &[(10, 1000, l * 3 / 2), (10, MAX_VALUE, l), (10, 1000, l / 2), (100_000, MAX_VALUE, l)]);
     check(&mut c, &f, "shifting size mix");
+    let moved: u64 = c.stats()["slabs_moved"].parse().unwrap();
+    assert!(moved > 0, "the background task moved items out of sparse slab pages");
 }

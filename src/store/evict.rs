@@ -158,6 +158,7 @@ impl Store {
                 if let Some(moved) = s.table.get_bucket(i).and_then(|it| it.relocated()) {
                     // Same length, same slot size: nothing to re-charge.
                     *s.item_mut(i) = moved;
+                    self.stats.relocated.fetch_add(1, Relaxed);
                 }
             }
         }

@@ -104,6 +104,8 @@ pub struct StoreStats {
     pub cas_badval: AtomicU64,
     pub cas_hits: AtomicU64,
     pub cas_misses: AtomicU64,
+    /// Items moved out of sparse slab pages (memcached's `slab_reassign_rescues`).
+    pub relocated: AtomicU64,
 }
 
 /// Why a present item does not count as present.
@@ -324,6 +326,11 @@ impl Store {
     /// Bytes currently charged (items and table).
     pub fn bytes(&self) -> usize {
         self.used.load(Relaxed)
+    }
+
+    /// Slab pages emptied by moving their items out (memcached's `slabs_moved`).
+    pub fn pages_moved(&self) -> u64 {
+        slab::pages_moved()
     }
 
     /// The memory limit in bytes.

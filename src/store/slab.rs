@@ -13,7 +13,7 @@
 //! pool (taken inside a class lock, never the other way round).
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 /// Bytes per page. Pages are aligned to their size, so a block's page is its address
@@ -77,6 +77,8 @@ struct Slab {
     pages: usize,
     /// Bytes in live slots.
     live_bytes: AtomicUsize,
+    /// Pages doomed so far (memcached's `slabs_moved`).
+    doomed_pages: AtomicU64,
     pool: Mutex<Pool>,
     classes: Box<[Mutex<Class>]>,
 }
@@ -124,6 +126,12 @@ pub fn free(ptr: NonNull<u8>) -> bool {
 /// of a new size mix), not the usual sixteenth.
 pub fn doom_sparse(only_if_severe: bool) -> bool {
     slab().is_some_and(|s| s.doom_sparse(only_if_severe))
+}
+
+/// Pages doomed so far, for `stats` (`slabs_moved`: pages whose items were moved so
+/// the page could go).
+pub fn pages_moved() -> u64 {
+    slab().map_or(0, |s| s.doomed_pages.load(Relaxed))
 }
 
 /// Whether the block at `ptr` is in a doomed page (and should be moved).
@@ -187,6 +195,7 @@ impl Slab {
             base,
             pages,
             live_bytes: AtomicUsize::new(0),
+            doomed_pages: AtomicU64::new(0),
             pool: Mutex::new(Pool::default()),
             classes: (0..CLASSES).map(|_| Mutex::new(Class::default())).collect(),
         })
@@ -314,6 +323,7 @@ impl Slab {
                     self.release(page);
                 } else {
                     h.doomed.store(1, Relaxed);
+                    self.doomed_pages.fetch_add(1, Relaxed);
                     doomed = true;
                 }
             }
