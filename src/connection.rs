@@ -132,7 +132,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             // A pipeline of gets: start loading their items now, so the lookups below do
             // not each wait on memory in turn.
-            crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| self.ctx.store.prefetch(k));
+            let prefetched = crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| self.ctx.store.prefetch(k));
             loop {
                 let login = self.decoder.awaiting_auth();
                 let decoded = self.decoder.decode(&mut self.rbuf);
@@ -153,7 +153,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         let flow = match req {
                             Request::Get { keys, with_cas, touch } => {
                                 let get = exec::Retrieval::new(&self.ctx, with_cas, touch);
-                                get.prefetch(&self.ctx, &keys);
+                                // Unless the walk above already did, for this command.
+                                if pending.commands >= prefetched {
+                                    get.prefetch(&self.ctx, &keys);
+                                }
                                 for key in keys.iter() {
                                     get.key(&self.ctx, key, &mut self.out);
                                     if self.out.len() >= MAX_PENDING_OUTPUT {

@@ -165,15 +165,16 @@ impl KeyList {
 /// Calls `f` with the keys the first `max_lines` commands of a pipelined batch will look
 /// up (`get`, `gets`, `mg`), stepping over storage commands' data blocks by their declared
 /// length, when more than one command is there: a hint for prefetching. What it cannot
-/// make sense of ends the walk; nothing it does changes what the decoder sees.
-pub fn pipelined_get_keys(buf: &[u8], max_lines: usize, mut f: impl FnMut(&[u8])) {
+/// make sense of ends the walk; nothing it does changes what the decoder sees. Returns
+/// how many commands it walked (0 for a batch of one).
+pub fn pipelined_get_keys(buf: &[u8], max_lines: usize, mut f: impl FnMut(&[u8])) -> usize {
     let mut rest = buf;
     for n in 0..max_lines {
-        let Some(end) = memchr::memchr(b'\n', rest) else { return };
+        let Some(end) = memchr::memchr(b'\n', rest) else { return n };
         let line = &rest[..end];
         rest = &rest[end + 1..];
         if n == 0 && rest.is_empty() {
-            return; // one command: nothing to overlap
+            return 0; // one command: nothing to overlap
         }
         let mut tokens = line.split(|&b| b == b' ' || b == b'\r').filter(|t| !t.is_empty());
         let data_len = match tokens.next() {
@@ -189,10 +190,11 @@ pub fn pipelined_get_keys(buf: &[u8], max_lines: usize, mut f: impl FnMut(&[u8])
             Some(b"ms") => tokens.nth(1),
             _ => continue,
         };
-        let Some(len) = data_len.and_then(|t| std::str::from_utf8(t).ok()?.parse::<usize>().ok()) else { return };
-        let Some(after) = rest.get(len.saturating_add(2)..) else { return };
+        let Some(len) = data_len.and_then(|t| std::str::from_utf8(t).ok()?.parse::<usize>().ok()) else { return n };
+        let Some(after) = rest.get(len.saturating_add(2)..) else { return n };
         rest = after;
     }
+    max_lines
 }
 
 /// A request memcached refuses. Each knows its wire reply and whether the connection ends.

@@ -466,13 +466,15 @@ impl Store {
         Some(i)
     }
 
-    /// Runs `f` on the live item under `key` with the shard's read lock held, marking the
-    /// read; `None` on a miss. A dead item found is reaped under the write lock.
     /// Starts loading into the CPU cache the items `key` may name, without reading them:
     /// a multi-get that prefetches its keys first waits for their memory all at once,
     /// not once per key. Only the table is read (hash tags), under the read lock.
     pub fn prefetch(&self, key: &[u8]) {
         let (hash, lock) = self.locate(key);
+        Self::prefetch_located(hash, lock);
+    }
+
+    fn prefetch_located(hash: u64, lock: &RwLock<Shard>) {
         let s = read(lock);
         // The closure sees each candidate with the key's hash tag; it prefetches the item
         // and answers "not it", so nothing is compared and the probe just moves on.
@@ -482,6 +484,8 @@ impl Store {
         });
     }
 
+    /// Runs `f` on the live item under `key` with the shard's read lock held, marking the
+    /// read; `None` on a miss. A dead item found is reaped under the write lock.
     pub fn get_with<R>(&self, key: &[u8], f: impl FnOnce(&Item) -> R) -> Option<R> {
         let now = self.clock.now();
         let (hash, lock) = self.locate(key);
@@ -592,10 +596,11 @@ impl Store {
         let fresh = |cas: u64| {
             Item::new(key, &[value], Fields { cas, exptime: a.exptime, time: now, flags: a.flags, bits: binary })
         };
+        let (hash, lock) = self.locate(key);
         // A set stores a fresh item whatever is there: build it (allocation and copy)
         // before taking the lock, while the item it replaces is fetched into the cache.
         let mut prebuilt = (mode == StoreMode::Set).then(|| {
-            self.prefetch(key);
+            Self::prefetch_located(hash, lock);
             fresh(0)
         });
         let mut fresh = |cas: u64| match prebuilt.take() {
@@ -605,7 +610,6 @@ impl Store {
             }
             None => fresh(cas),
         };
-        let (hash, lock) = self.locate(key);
         let mut s = write(lock);
         let Some(i) = self.find_live(&mut s, hash, key, now) else {
             return match mode {
