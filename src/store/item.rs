@@ -316,18 +316,11 @@ impl Item {
     /// value); reads nothing, so it is free to call on any item.
     #[inline]
     pub fn prefetch(&self) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            let p = self.ptr.as_ptr() as *const i8;
-            // SAFETY: SSE is part of x86_64; a prefetch reads nothing and cannot fault,
-            // whatever the address. Three lines cover a 136-byte item wherever it starts.
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(p);
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(128));
-            }
-        }
+        // Three lines cover a 136-byte item wherever it starts.
+        let p = self.ptr.as_ptr().addr();
+        prefetch(p);
+        prefetch(p + 64);
+        prefetch(p + 128);
     }
 
     /// The value as a `Bytes` sharing this item's block, if it is large enough to be
@@ -383,6 +376,21 @@ pub fn charge_for(key_len: usize, value_len: usize) -> usize {
 /// rounded up to 16, at least 32.
 fn malloc_chunk(n: usize) -> usize {
     ((n + 8 + 15) & !15).max(32)
+}
+
+/// Asks the CPU to load the cache line holding `addr`. Reads nothing, so any address will
+/// do, mapped or not: a stale or wrong one costs a wasted line, never a fault.
+#[inline]
+pub fn prefetch(addr: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: SSE is part of x86_64; a prefetch reads nothing and cannot fault, whatever
+    // the address.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(std::ptr::without_provenance::<i8>(addr));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = addr;
 }
 
 #[cfg(test)]
