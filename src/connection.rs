@@ -132,7 +132,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             // A pipeline of gets: start loading their items now, so the lookups below do
             // not each wait on memory in turn.
-            let prefetched = crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| self.ctx.store.prefetch(k));
+            let mut batch = self.ctx.store.prefetch();
+            let prefetched = crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| batch.add(k));
+            batch.finish();
             loop {
                 let login = self.decoder.awaiting_auth();
                 let decoded = self.decoder.decode(&mut self.rbuf);

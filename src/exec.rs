@@ -203,10 +203,6 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
     Flow::Continue
 }
 
-/// Keys of a multi-get prefetched ahead: enough to overlap the cache misses of a typical
-/// page's worth of keys, few enough that the first are still cached when read.
-const PREFETCH_KEYS: usize = 32;
-
 /// A retrieval command (`get gets gat gats`) run one key at a time, so that the connection
 /// can write a long multi-get's reply out between keys instead of holding all of it.
 #[derive(Debug, Clone, Copy)]
@@ -222,15 +218,18 @@ impl Retrieval {
     }
 
     /// Prefetches the items of a multi-get's first keys (see [`crate::store::Store::prefetch`]),
-    /// so the lookups that follow find them in the CPU cache.
+    /// so the lookups that follow find them in the CPU cache: a batch's worth, enough to
+    /// overlap a typical page's keys, few enough that the first are still cached when read.
     pub fn prefetch(&self, ctx: &Ctx, keys: &crate::protocol::KeyList) {
-        let mut keys = keys.iter().take(PREFETCH_KEYS).peekable();
+        let mut keys = keys.iter().take(crate::store::Prefetch::BATCH).peekable();
         let Some(first) = keys.next() else { return };
         if keys.peek().is_none() {
             return; // one key: nothing to overlap
         }
-        ctx.store.prefetch(first);
-        keys.for_each(|k| ctx.store.prefetch(k));
+        let mut batch = ctx.store.prefetch();
+        batch.add(first);
+        keys.for_each(|k| batch.add(k));
+        batch.finish();
     }
 
     /// Looks up one key and appends its `VALUE` if it is there.

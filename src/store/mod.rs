@@ -286,6 +286,51 @@ impl Shard {
     }
 }
 
+const PREFETCH_BATCH: usize = 32;
+
+/// Keys about to be looked up (from [`Store::prefetch`]). `add` starts loading each key's
+/// table probe (control bytes, slots) without reading anything; `finish` then reads the
+/// probes, which have mostly arrived by then, and starts loading every candidate item.
+/// Every [`Prefetch::BATCH`] keys a batch is finished and another begun.
+pub struct Prefetch<'s> {
+    store: &'s Store,
+    hashes: [u64; PREFETCH_BATCH],
+    n: usize,
+}
+
+impl Prefetch<'_> {
+    /// Keys whose memory is requested at once: a few hundred cache lines, well inside L1/L2.
+    pub const BATCH: usize = PREFETCH_BATCH;
+
+    pub fn add(&mut self, key: &[u8]) {
+        if self.n == Self::BATCH {
+            self.items();
+        }
+        let (hash, lock) = self.store.locate(key);
+        read(lock).prefetch_probe(hash);
+        self.hashes[self.n] = hash;
+        self.n += 1;
+    }
+
+    /// Prefetches the items the batch's keys may name.
+    pub fn finish(mut self) {
+        self.items();
+    }
+
+    fn items(&mut self) {
+        for &hash in &self.hashes[..self.n] {
+            let s = read(self.store.shard(hash));
+            // The closure sees each candidate with the key's hash tag; it prefetches the
+            // item and answers "not it", so nothing is compared and the probe moves on.
+            s.table.find(hash, |it| {
+                it.prefetch();
+                false
+            });
+        }
+        self.n = 0;
+    }
+}
+
 /// The cache.
 #[derive(Debug)]
 pub struct Store {
@@ -394,8 +439,12 @@ impl Store {
 
     fn locate(&self, key: &[u8]) -> (u64, &RwLock<Shard>) {
         let hash = self.hasher.hash_one(key);
+        (hash, self.shard(hash))
+    }
+
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
         // Bits hashbrown uses for neither bucket position (low) nor tag (top 7).
-        (hash, &self.shards[(hash >> 40) as usize % SHARDS])
+        &self.shards[(hash >> 40) as usize % SHARDS]
     }
 
     fn dead(&self, it: &Item, now: RelTime) -> Option<Dead> {
@@ -501,22 +550,11 @@ impl Store {
         Some(i)
     }
 
-    /// Starts loading into the CPU cache the items `key` may name, without reading them:
-    /// a multi-get that prefetches its keys first waits for their memory all at once,
-    /// not once per key. Only the table is read (hash tags), under the read lock.
-    pub fn prefetch(&self, key: &[u8]) {
-        let (hash, lock) = self.locate(key);
-        Self::prefetch_located(hash, lock);
-    }
-
-    fn prefetch_located(hash: u64, lock: &RwLock<Shard>) {
-        let s = read(lock);
-        // The closure sees each candidate with the key's hash tag; it prefetches the item
-        // and answers "not it", so nothing is compared and the probe just moves on.
-        s.table.find(hash, |it| {
-            it.prefetch();
-            false
-        });
+    /// A batch of lookups about to be made (a multi-get, a pipeline of gets), to start
+    /// loading their memory into the CPU cache first: the batch then waits for memory
+    /// about twice in all rather than twice per key. See [`Prefetch`].
+    pub fn prefetch(&self) -> Prefetch<'_> {
+        Prefetch { store: self, hashes: [0; PREFETCH_BATCH], n: 0 }
     }
 
     /// Runs `f` on the live item under `key` with the shard's read lock held, marking the
