@@ -132,9 +132,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             // A pipeline of gets: start loading their items now, so the lookups below do
             // not each wait on memory in turn.
-            let mut batch = self.ctx.store.prefetch();
-            let prefetched = crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| batch.add(k));
-            batch.finish();
+            let mut batch = None;
+            let prefetched = crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| {
+                batch.get_or_insert_with(|| self.ctx.store.prefetch()).add(k);
+            });
+            batch.map(crate::store::Prefetch::finish);
             loop {
                 let login = self.decoder.awaiting_auth();
                 let decoded = self.decoder.decode(&mut self.rbuf);
@@ -218,6 +220,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             };
             let mut room = (&mut self.rbuf).limit(MAX_READ);
             let n = tokio::select! {
+                // The read first: it is what wakes a connection nearly every time, and
+                // then nothing else need be polled.
+                biased;
                 r = self.socket.read_buf(&mut room) => r?,
                 () = &mut cancelled => return Ok(()),
                 () = idle => {
