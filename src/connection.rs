@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
@@ -89,7 +89,39 @@ pub struct Connection<S = TcpStream> {
     row: Option<Arc<ConnRow>>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+/// A socket a connection serves (TCP or unix).
+pub trait Socket: AsyncRead + AsyncWrite + Unpin {
+    /// Writes `iov` with one `sendmsg`, waiting until the socket takes some of it. (A
+    /// vectored write would be a `writev`, which goes the kernel's longer way through the
+    /// file layer.)
+    fn send_vectored(&self, iov: &[IoSlice<'_>]) -> impl Future<Output = io::Result<usize>> + Send;
+}
+
+macro_rules! socket_by_sendmsg {
+    ($($t:ty),*) => {$(
+        impl Socket for $t {
+            async fn send_vectored(&self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+                use std::os::fd::AsRawFd;
+                self.async_io(Interest::WRITABLE, || sendmsg(self.as_raw_fd(), iov)).await
+            }
+        }
+    )*};
+}
+socket_by_sendmsg!(TcpStream, UnixStream);
+
+fn sendmsg(fd: std::os::fd::RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+    // SAFETY: msghdr is plain data (all zero is a valid empty message); IoSlice is
+    // guaranteed ABI-compatible with iovec on Unix, and `iov` outlives the call.
+    let n = unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = iov.as_ptr().cast_mut().cast();
+        msg.msg_iovlen = iov.len();
+        libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+impl<S: Socket> Connection<S> {
     pub fn new(socket: S, ctx: Arc<Ctx>, cancel: CancellationToken) -> Self {
         let mut decoder = Decoder::new(Limits { max_item_size: ctx.config.max_item_size }, ctx.store.clock().clone());
         if ctx.config.auth.is_some() {
@@ -271,7 +303,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 if n == 0 {
                     break;
                 }
-                let write = self.socket.write_vectored(&iov[..n]);
+                let write = self.socket.send_vectored(&iov[..n]);
                 let mut done = Self::wrote(with_idle_timeout(&self.ctx, self.idle_timeout, write).await?)?;
                 while first < chunks.len() && done >= chunks[first].len() {
                     done -= chunks[first].len();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -175,7 +175,7 @@ async fn reclaim_expired(ctx: Arc<Ctx>) {
 
 /// What the accept loop needs of a listener.
 trait Accept: Send + 'static {
-    type Stream: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static;
+    type Stream: crate::connection::Socket + AsRawFd + Send + 'static;
     /// The socket between threads, registered with no runtime.
     type Std: Send + 'static;
     /// A new client, with its and our address as `stats conns` names them.
