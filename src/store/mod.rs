@@ -146,7 +146,12 @@ struct Shard {
 impl Shard {
     fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
         self.prefetch_probe(hash);
-        self.table.find_bucket_index(hash, |it| it.key() == key)
+        // A candidate's whole block is asked for before its key is compared, so the
+        // value's lines (which a hit reads next) load alongside the key's.
+        self.table.find_bucket_index(hash, |it| {
+            it.prefetch();
+            it.key() == key
+        })
     }
 
     /// Starts loading the memory a lookup of `hash` reads first: its probe group's control
