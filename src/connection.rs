@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::io::{AsyncRead, AsyncWrite, Interest};
 use tokio::net::{TcpStream, UnixStream};
@@ -76,8 +76,6 @@ pub struct Connection<S = TcpStream> {
     decoder: Decoder,
     rbuf: BytesMut,
     out: Output,
-    /// What a flush with spliced values writes, kept for its capacity.
-    chunks: Vec<Bytes>,
     cancel: CancellationToken,
     /// `-o idle_timeout`: how long the client may keep the connection waiting on it.
     idle_timeout: Option<Duration>,
@@ -137,7 +135,6 @@ impl<S: Socket> Connection<S> {
             decoder,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             out: Output::new(BytesMut::with_capacity(READ_CHUNK)),
-            chunks: Vec::new(),
             cancel,
             row: None,
         }
@@ -290,31 +287,16 @@ impl<S: Socket> Connection<S> {
                 self.out.buf.advance(n);
             }
         } else {
-            let mut chunks = std::mem::take(&mut self.chunks);
-            self.out.take_chunks(&mut chunks);
-            let mut first = 0;
-            while first < chunks.len() {
+            // Straight from the buffer and the values' own blocks, by one sendmsg per
+            // MAX_IOV stretches.
+            let (total, mut done) = (self.out.len(), 0);
+            while done < total {
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let mut n = 0;
-                for c in chunks[first..].iter().filter(|c| !c.is_empty()).take(MAX_IOV) {
-                    iov[n] = IoSlice::new(c);
-                    n += 1;
-                }
-                if n == 0 {
-                    break;
-                }
+                let n = self.out.slices(done, &mut iov);
                 let write = self.socket.send_vectored(&iov[..n]);
-                let mut done = Self::wrote(with_idle_timeout(&self.ctx, self.idle_timeout, write).await?)?;
-                while first < chunks.len() && done >= chunks[first].len() {
-                    done -= chunks[first].len();
-                    first += 1;
-                }
-                if done > 0 {
-                    chunks[first].advance(done);
-                }
+                done += Self::wrote(with_idle_timeout(&self.ctx, self.idle_timeout, write).await?)?;
             }
-            chunks.clear();
-            self.chunks = chunks;
+            self.out.clear();
         }
         if large {
             self.out.buf = BytesMut::with_capacity(READ_CHUNK);

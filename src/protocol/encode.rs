@@ -1,6 +1,8 @@
 //! Reply writers: each appends one memcached reply to the connection's write buffer with
 //! `put_slice` and `itoa`, never `format!`, so replies cost no allocation of their own.
 
+use std::io::IoSlice;
+
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
@@ -71,29 +73,47 @@ impl Output {
         self.buf.put_slice(b"\r\n");
     }
 
-    /// Takes everything out, in order, as chunks to write (the buffer keeps its capacity
-    /// for reuse once the chunks are gone).
-    pub fn take_chunks(&mut self, chunks: &mut Vec<Bytes>) {
-        let data = self.buf.split().freeze();
-        let mut from = 0;
-        for (at, v) in self.splices.drain(..) {
-            chunks.push(data.slice(from..at));
-            chunks.push(v);
-            from = at;
+    /// Fills `iov` with what is left to write once the first `skip` bytes are written:
+    /// buffer stretches and spliced values in order, as many as fit. Returns how many.
+    pub fn slices<'a>(&'a self, skip: usize, iov: &mut [IoSlice<'a>]) -> usize {
+        let (mut skip, mut n, mut from) = (skip, 0, 0);
+        let mut put = |part: &'a [u8]| {
+            if skip >= part.len() {
+                skip -= part.len();
+            } else if n < iov.len() {
+                iov[n] = IoSlice::new(&part[skip..]);
+                (skip, n) = (0, n + 1);
+            }
+        };
+        for (at, v) in &self.splices {
+            put(&self.buf[from..*at]);
+            put(v);
+            from = *at;
         }
-        chunks.push(data.slice(from..));
+        put(&self.buf[from..]);
+        n
+    }
+
+    /// Empties it once written (the buffer keeps its capacity).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.splices.clear();
         self.spliced = 0;
     }
 
     /// Everything in one buffer, spliced values copied in (for callers without a socket).
-    pub fn into_flat(mut self) -> BytesMut {
+    pub fn into_flat(self) -> BytesMut {
         if self.splices.is_empty() {
             return self.buf;
         }
-        let mut chunks = Vec::new();
-        self.take_chunks(&mut chunks);
-        let mut flat = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-        chunks.iter().for_each(|c| flat.put_slice(c));
+        let mut flat = BytesMut::with_capacity(self.len());
+        let mut iov = [IoSlice::new(&[]); 3];
+        let mut done = 0;
+        while done < self.len() {
+            let n = self.slices(done, &mut iov);
+            iov[..n].iter().for_each(|s| flat.put_slice(s));
+            done = flat.len();
+        }
         flat
     }
 }
@@ -199,17 +219,26 @@ mod tests {
         o.put_shared_value(b"j", 0, Bytes::from_static(b"abc"), None);
         assert_eq!(o.len(), o.buf.len() + 13);
         let copy = Output { buf: o.buf.clone(), splices: o.splices.clone(), spliced: o.spliced };
-        assert_eq!(
-            &copy.into_flat()[..],
-            &b"STORED\r\nVALUE k 5 10 9\r\n0123456789\r\nEND\r\nVALUE j 0 3\r\nabc\r\n"[..]
-        );
+        let flat = b"STORED\r\nVALUE k 5 10 9\r\n0123456789\r\nEND\r\nVALUE j 0 3\r\nabc\r\n";
+        assert_eq!(&copy.into_flat()[..], &flat[..]);
+        // A write that stops anywhere resumes there, whatever room the caller gives.
+        for skip in 0..=flat.len() {
+            for room in 1..6 {
+                let mut iov = [IoSlice::new(&[]); 6];
+                let n = o.slices(skip, &mut iov[..room]);
+                let rest: Vec<u8> = iov[..n].iter().flat_map(|s| s.to_vec()).collect();
+                assert!(flat[skip..].starts_with(&rest) && (n == room || rest.len() == flat.len() - skip));
+                assert!(iov[..n].iter().all(|s| !s.is_empty()));
+            }
+        }
         o.truncate(one);
         assert_eq!(o.len(), one + 10, "the first reply keeps its value");
         o.truncate(kept);
         assert_eq!((o.len(), o.splices.len()), (kept, 0), "a dropped reply takes its value with it");
-        let mut chunks = Vec::new();
-        o.take_chunks(&mut chunks);
-        assert_eq!(chunks.concat(), b"STORED\r\n");
+        let mut iov = [IoSlice::new(&[]); 4];
+        assert_eq!(o.slices(0, &mut iov), 1);
+        assert_eq!(&iov[0][..], b"STORED\r\n");
+        o.clear();
         assert!(o.is_empty());
     }
 }
