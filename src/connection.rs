@@ -3,7 +3,8 @@
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::task::Poll;
 
 use std::time::Duration;
 
@@ -148,9 +149,21 @@ impl<S: Socket> Connection<S> {
 
     /// Serves the socket until the client leaves, a fatal protocol error, or shutdown.
     pub async fn run(mut self) -> io::Result<()> {
-        // One waiter for shutdown for the connection's life, not one per read.
-        let cancelled = self.cancel.clone().cancelled_owned();
-        tokio::pin!(cancelled);
+        // One waiter for shutdown for the connection's life, registered by its first poll;
+        // later waits only read `stopping`, which is set before the token is cancelled.
+        let mut cancelled = Box::pin(self.cancel.clone().cancelled_owned());
+        let mut registered = false;
+        let ctx = self.ctx.clone();
+        let mut stop = std::future::poll_fn(move |cx| {
+            if ctx.stopping.load(Acquire) {
+                return Poll::Ready(());
+            }
+            if !registered {
+                registered = true;
+                return cancelled.as_mut().poll(cx);
+            }
+            Poll::Pending
+        });
         loop {
             let mut commands = false;
             // memcached transmits a batch's replies only at certain points (see
@@ -253,7 +266,7 @@ impl<S: Socket> Connection<S> {
                 // then nothing else need be polled.
                 biased;
                 r = self.socket.read_buf(&mut room) => r?,
-                () = &mut cancelled => return Ok(()),
+                () = &mut stop => return Ok(()),
                 () = idle => {
                     Stats::incr(&self.ctx.stats.idle_kicks);
                     debug!("closing idle connection");

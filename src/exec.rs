@@ -37,6 +37,10 @@ pub struct Ctx {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Open sockets, for `stats conns`.
     pub conns: crate::conns::Conns,
+    /// Set when the server starts draining, just before the connections' tokens are
+    /// cancelled: a waiting connection reads this, having registered with its token once,
+    /// instead of polling the token (two locks) every time it waits.
+    pub stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
@@ -48,6 +52,7 @@ impl Ctx {
         Self { config, store, stats: Stats::default(), crawler: std::sync::atomic::AtomicBool::new(true),
             shutdown: tokio_util::sync::CancellationToken::new(),
             conns: crate::conns::Conns::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }

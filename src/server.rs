@@ -98,6 +98,7 @@ pub async fn run<L: Into<Listener>>(
         () = ctx.shutdown.cancelled() => {}
     }
     info!("shutting down: no new connections; draining open ones");
+    ctx.stopping.store(true, std::sync::atomic::Ordering::Release);
     token.cancel();
     tracker.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
