@@ -9,8 +9,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::io::{AsyncRead, AsyncWrite, Interest};
+use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, Interest};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -88,17 +88,25 @@ pub struct Connection<S = TcpStream> {
     row: Option<Arc<ConnRow>>,
 }
 
-/// A socket a connection serves (TCP or unix).
-pub trait Socket: AsyncRead + AsyncWrite + Unpin {
-    /// Writes `iov` with one `sendmsg`, waiting until the socket takes some of it. (A
-    /// vectored write would be a `writev`, which goes the kernel's longer way through the
-    /// file layer.)
+/// A socket a connection serves (TCP or unix). Replies go out by `send` and `sendmsg`
+/// made as raw system calls: a vectored write would be a `writev`, which goes the
+/// kernel's longer way through the file layer, and libc's wrappers add thread
+/// cancellation bookkeeping (two atomic operations) to every call.
+pub trait Socket: AsyncRead + Unpin {
+    /// Writes from `buf`, waiting until the socket takes some of it.
+    fn send(&self, buf: &[u8]) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Writes from `iov` in one call, waiting until the socket takes some of it.
     fn send_vectored(&self, iov: &[IoSlice<'_>]) -> impl Future<Output = io::Result<usize>> + Send;
 }
 
-macro_rules! socket_by_sendmsg {
+macro_rules! socket_by_syscalls {
     ($($t:ty),*) => {$(
         impl Socket for $t {
+            async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+                use std::os::fd::AsRawFd;
+                self.async_io(Interest::WRITABLE, || sendto(self.as_raw_fd(), buf)).await
+            }
+
             async fn send_vectored(&self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
                 use std::os::fd::AsRawFd;
                 self.async_io(Interest::WRITABLE, || sendmsg(self.as_raw_fd(), iov)).await
@@ -106,7 +114,15 @@ macro_rules! socket_by_sendmsg {
         }
     )*};
 }
-socket_by_sendmsg!(TcpStream, UnixStream);
+socket_by_syscalls!(TcpStream, UnixStream);
+
+fn sendto(fd: std::os::fd::RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for its length during the call; no address is passed.
+    let n = unsafe {
+        libc::syscall(libc::SYS_sendto, fd, buf.as_ptr(), buf.len(), libc::MSG_NOSIGNAL, std::ptr::null::<u8>(), 0)
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
 
 fn sendmsg(fd: std::os::fd::RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: msghdr is plain data (all zero is a valid empty message); IoSlice is
@@ -115,7 +131,7 @@ fn sendmsg(fd: std::os::fd::RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = iov.as_ptr().cast_mut().cast();
         msg.msg_iovlen = iov.len();
-        libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL)
+        libc::syscall(libc::SYS_sendmsg, fd, &raw const msg, libc::MSG_NOSIGNAL)
     };
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
@@ -291,11 +307,9 @@ impl<S: Socket> Connection<S> {
         self.ctx.stats.socket_writes.fetch_add(1, Relaxed);
         let large = self.out.buf.capacity() > KEEP_CAPACITY;
         if self.out.len() == self.out.buf.len() {
-            // Nothing spliced: straight from the buffer, by a plain write (for TCP a
-            // `send`, which the kernel runs with less work than the `writev` a one-slice
-            // `write_buf` makes).
+            // Nothing spliced: straight from the buffer.
             while !self.out.buf.is_empty() {
-                let write = self.socket.write(&self.out.buf);
+                let write = self.socket.send(&self.out.buf);
                 let n = Self::wrote(with_idle_timeout(&self.ctx, self.idle_timeout, write).await?)?;
                 self.out.buf.advance(n);
             }

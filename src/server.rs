@@ -176,7 +176,7 @@ async fn reclaim_expired(ctx: Arc<Ctx>) {
 
 /// What the accept loop needs of a listener.
 trait Accept: Send + 'static {
-    type Stream: crate::connection::Socket + AsRawFd + Send + 'static;
+    type Stream: crate::connection::Socket + tokio::io::AsyncWrite + AsRawFd + Send + 'static;
     /// The socket between threads, registered with no runtime.
     type Std: Send + 'static;
     /// A new client, with its and our address as `stats conns` names them.
