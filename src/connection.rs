@@ -25,6 +25,8 @@ use crate::stats::Stats;
 
 /// Read buffer capacity kept free before each read.
 const READ_CHUNK: usize = 16 * 1024;
+/// Room below which the read buffer is topped up to [`READ_CHUNK`] before a read.
+const MIN_READ_ROOM: usize = 4 * 1024;
 
 /// Most bytes taken from the socket by one read. Input is decoded before the next read, so
 /// with the decoder's limits a connection buffers at most one unfinished request (a line of
@@ -268,7 +270,13 @@ impl<S: Socket> Connection<S> {
             }
             self.flush().await?;
             self.shrink_input();
-            self.rbuf.reserve(READ_CHUNK);
+            // Requests split off the front shrink the room behind them. Between requests
+            // it is made again (by taking the whole buffer back, once they are dropped)
+            // only when little is left, not after every request; a request still arriving
+            // (a large value) always gets a full chunk to read into.
+            if !self.rbuf.is_empty() || self.rbuf.capacity() < MIN_READ_ROOM {
+                self.rbuf.reserve(READ_CHUNK);
+            }
             let (idle_timeout, last_active) = (self.idle_timeout, self.last_active);
             let idle = async move {
                 match idle_timeout {
