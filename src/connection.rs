@@ -196,7 +196,9 @@ impl<S: Socket> Connection<S> {
             let prefetched = crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| {
                 batch.get_or_insert_with(|| self.ctx.store.prefetch()).add(k);
             });
-            batch.map(crate::store::Prefetch::finish);
+            if let Some(batch) = batch {
+                batch.finish();
+            }
             loop {
                 let login = self.decoder.awaiting_auth();
                 let decoded = self.decoder.decode(&mut self.rbuf);

@@ -3,7 +3,9 @@
 
 use std::io::IoSlice;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
+
+use crate::store::SharedValue;
 
 /// `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
 pub fn put_value(out: &mut BytesMut, key: &[u8], flags: u32, value: &[u8], cas: Option<u64>) {
@@ -30,17 +32,17 @@ fn put_value_line(out: &mut BytesMut, key: &[u8], flags: u32, len: usize, cas: O
 }
 
 /// A connection's replies waiting to be written: a buffer, with large values spliced in
-/// as `Bytes` that share the store's memory, so they go to the socket (one vectored
-/// write) without being copied.
+/// (`V`: the store's [`SharedValue`], which shares the item's memory), so they go to the
+/// socket (one vectored write) without being copied.
 #[derive(Debug, Default)]
-pub struct Output {
+pub struct Output<V = SharedValue> {
     pub buf: BytesMut,
     /// (offset in `buf`, value): the value goes before `buf[offset..]`.
-    splices: Vec<(usize, Bytes)>,
+    splices: Vec<(usize, V)>,
     spliced: usize,
 }
 
-impl Output {
+impl<V: std::ops::Deref<Target = [u8]>> Output<V> {
     pub fn new(buf: BytesMut) -> Self {
         Self { buf, splices: Vec::new(), spliced: 0 }
     }
@@ -65,7 +67,7 @@ impl Output {
     }
 
     /// [`put_value`] with the data shared, not copied.
-    pub fn put_shared_value(&mut self, key: &[u8], flags: u32, value: Bytes, cas: Option<u64>) {
+    pub fn put_shared_value(&mut self, key: &[u8], flags: u32, value: V, cas: Option<u64>) {
         self.buf.reserve(key.len() + 64);
         put_value_line(&mut self.buf, key, flags, value.len(), cas);
         self.spliced += value.len();
@@ -106,14 +108,10 @@ impl Output {
         if self.splices.is_empty() {
             return self.buf;
         }
+        let mut iov = vec![IoSlice::new(&[]); 2 * self.splices.len() + 1];
+        let n = self.slices(0, &mut iov);
         let mut flat = BytesMut::with_capacity(self.len());
-        let mut iov = [IoSlice::new(&[]); 3];
-        let mut done = 0;
-        while done < self.len() {
-            let n = self.slices(done, &mut iov);
-            iov[..n].iter().for_each(|s| flat.put_slice(s));
-            done = flat.len();
-        }
+        iov[..n].iter().for_each(|s| flat.put_slice(s));
         flat
     }
 }
@@ -190,6 +188,7 @@ impl StatValue for Seconds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     #[test]
     fn value_lines() {

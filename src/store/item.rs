@@ -16,8 +16,6 @@ use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
 
-use bytes::Bytes;
-
 use super::slab;
 use crate::clock::RelTime;
 
@@ -172,8 +170,9 @@ unsafe fn release(block: NonNull<u8>, len: usize) {
     }
 }
 
-/// A reference to a malloc'd block, kept by a `Bytes` of its value.
-struct SharedBlock {
+/// A large item's value, sharing the item's malloc'd block (one reference to it): what a
+/// reply writes from, so the value is neither copied nor allocated for.
+pub struct SharedValue {
     block: NonNull<u8>,
     len: usize,
     /// Where the value starts in the block (it runs to the end).
@@ -181,22 +180,24 @@ struct SharedBlock {
 }
 
 // SAFETY: the block's value bytes are never written after the item is built, and the count
-// is atomic, so a SharedBlock may be sent and shared like an `Arc<[u8]>`.
-unsafe impl Send for SharedBlock {}
+// is atomic, so a SharedValue may be sent and shared like an `Arc<[u8]>`.
+unsafe impl Send for SharedValue {}
 // SAFETY: as above.
-unsafe impl Sync for SharedBlock {}
+unsafe impl Sync for SharedValue {}
 
-impl AsRef<[u8]> for SharedBlock {
-    fn as_ref(&self) -> &[u8] {
+impl std::ops::Deref for SharedValue {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
         // SAFETY: the block lives while this reference does, and its value bytes (from
         // `value_at` to `len`) are initialised and never written again.
         unsafe { std::slice::from_raw_parts(self.block.as_ptr().add(self.value_at), self.len - self.value_at) }
     }
 }
 
-impl Drop for SharedBlock {
+impl Drop for SharedValue {
     fn drop(&mut self) {
-        // SAFETY: this SharedBlock owns one reference to a malloc'd block of `len` bytes.
+        // SAFETY: this SharedValue owns one reference to a malloc'd block of `len` bytes.
         unsafe { release(self.block, self.len) }
     }
 }
@@ -267,7 +268,7 @@ impl Item {
     /// [`Item::shared_value`]).
     fn header_mut(&mut self) -> &mut [u8; HEADER] {
         // SAFETY: as in `header`; `&mut self` makes the access exclusive among Item users,
-        // and SharedBlock holders only read the value, past the header.
+        // and SharedValue holders only read the value, past the header.
         unsafe { &mut *(self.ptr.as_ptr() as *mut [u8; HEADER]) }
     }
 
@@ -382,19 +383,19 @@ impl Item {
         prefetch(p + 128);
     }
 
-    /// The value as a `Bytes` sharing this item's block, if it is large enough to be
+    /// The value, sharing this item's block, if it is large enough to be
     /// worth it ([`SHARE_MIN`]) and the block is malloc'd (slots are for small items).
-    pub fn shared_value(&self) -> Option<Bytes> {
+    pub fn shared_value(&self) -> Option<SharedValue> {
         let value = self.value();
         if value.len() < SHARE_MIN || slab::contains(self.ptr) {
             return None;
         }
         // SAFETY: a malloc'd block is preceded by its count; the new reference is owned by
-        // the SharedBlock built next. Relaxed is enough to add a reference to a block one
+        // the SharedValue built next. Relaxed is enough to add a reference to a block one
         // already holds (as Arc::clone does).
         unsafe { &*(self.ptr.as_ptr().sub(PREFIX) as *const AtomicUsize) }.fetch_add(1, Ordering::Relaxed);
         let len = self.len();
-        Some(Bytes::from_owner(SharedBlock { block: self.ptr, len, value_at: len - value.len() }))
+        Some(SharedValue { block: self.ptr, len, value_at: len - value.len() })
     }
 
     /// Bytes the allocator hands out for this item.
@@ -514,7 +515,7 @@ mod tests {
         let w = it.shared_value().expect("twice");
         assert_eq!(it.charge(), malloc_chunk(PREFIX + HEADER + 3 + SHARE_MIN));
         drop(it);
-        assert_eq!((&v[..], v.len()), (&big[..], SHARE_MIN), "the block is alive while a Bytes holds it");
+        assert_eq!((&v[..], v.len()), (&big[..], SHARE_MIN), "the block is alive while a SharedValue holds it");
         drop(v);
         assert_eq!(&w[..], &big[..]);
         let small = Item::new(b"small", &[&big[..SHARE_MIN - 1]], f);

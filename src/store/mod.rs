@@ -23,7 +23,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-pub use item::{HEADER as ITEM_HEADER, Item, charge_for};
+pub use item::{HEADER as ITEM_HEADER, Item, SharedValue, charge_for};
 pub use meta::{ArithArgs, ArithOutcome, DebugInfo, DeleteOutcome, GetArgs, MetaHit};
 pub use crate::protocol::meta::TtlFlags;
 
