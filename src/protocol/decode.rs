@@ -207,13 +207,15 @@ impl Decoder {
                     };
                     let eol = self.scanned + i;
                     self.scanned = 0;
-                    let frame = buf.split_to(eol + 1).freeze();
+                    let mut frame = buf.split_to(eol + 1).freeze();
                     // memcached strips a '\r' before the '\n' only when the line has more
                     // than one byte before it ("\r\n" alone stays a one-byte command).
                     let end = if eol > 1 && frame[eol - 1] == b'\r' { eol - 1 } else { eol };
                     // The line is a C string to memcached: a NUL byte ends it.
                     let end = memchr::memchr(0, &frame[..end]).unwrap_or(end);
-                    match self.parse_line(frame.slice(..end))? {
+                    // Cut down in place: a slice would be a second reference to count.
+                    frame.truncate(end);
+                    match self.parse_line(frame)? {
                         Line::Done(req) => return Ok(Some(req)),
                         Line::Data(p) => self.state = State::Data(p),
                         Line::Refused { key, mode, len, noreply } => {
@@ -299,7 +301,15 @@ impl Decoder {
                 } else {
                     (None, 1)
                 };
-                let tail = if first_key < toks.n { line.slice(toks.span(first_key).start..) } else { Bytes::new() };
+                let tail = if first_key < toks.n {
+                    // The line itself, advanced to its keys (no second reference).
+                    let start = toks.span(first_key).start;
+                    let mut line = line;
+                    line.advance(start);
+                    line
+                } else {
+                    Bytes::new()
+                };
                 let keys = KeyList::new(tail);
                 if keys.iter().any(|k| k.len() > KEY_MAX_LENGTH) {
                     return Err(ProtocolError::GetKeyTooLong.into());
