@@ -563,11 +563,10 @@ fn walk(buf: &[u8], mut out: Option<&mut Vec<u8>>, cas: &mut Vec<u64>) -> usize 
                 data_len = std::str::from_utf8(toks[3]).ok().and_then(|s| s.parse::<usize>().ok());
             }
             if toks.len() == 5 {
-                if let Some(c) = std::str::from_utf8(toks[4]).ok().and_then(|s| s.parse().ok()) {
-                    if out.is_some() {
+                if let Some(c) = std::str::from_utf8(toks[4]).ok().and_then(|s| s.parse().ok())
+                    && out.is_some() {
                         cas.push(c);
                     }
-                }
                 normalised = Some([&toks[..4].join(&b' ')[..], b" <cas>"].concat());
             }
         } else if body.starts_with(b"STAT ") {
@@ -694,8 +693,8 @@ fn show_all(b: &[u8]) -> String {
     let mut i = 0;
     while i < b.len() {
         // A line repeated 3+ times in a row is shown once, as `{LINE*N}`.
-        if i == 0 || b[i - 1] == b'\n' {
-            if let Some(len) = b[i..].iter().position(|&c| c == b'\n').map(|p| p + 1) {
+        if (i == 0 || b[i - 1] == b'\n')
+            && let Some(len) = b[i..].iter().position(|&c| c == b'\n').map(|p| p + 1) {
                 let line = &b[i..i + len];
                 let reps = b[i..].chunks(len).take_while(|c| *c == line).count();
                 if reps >= 3 && len > 1 {
@@ -704,7 +703,6 @@ fn show_all(b: &[u8]) -> String {
                     continue;
                 }
             }
-        }
         let c = b[i];
         let run = b[i..].iter().take_while(|&&x| x == c).count();
         let one = match c {

@@ -120,11 +120,10 @@ impl Client {
                 return found.unwrap_or_else(|| panic!("no stat {name}"));
             }
             let mut parts = l.splitn(3, ' ');
-            if let (Some("STAT"), Some(k), Some(v)) = (parts.next(), parts.next(), parts.next()) {
-                if k == name {
+            if let (Some("STAT"), Some(k), Some(v)) = (parts.next(), parts.next(), parts.next())
+                && k == name {
                     found = Some(v.to_string());
                 }
-            }
         }
     }
 
@@ -140,6 +139,8 @@ impl Client {
 
 /// Starts the `larder` binary at `bin` with `args` (which should include `-p 0`) and
 /// learns its address from the `addr=` log line; the rest of its log is left to read.
+// The child goes back to the caller, who stops it (a failed start panics the test).
+#[allow(clippy::zombie_processes)]
 pub fn start_binary(bin: &str, args: &[&str]) -> (Child, String, BufReader<ChildStderr>) {
     let mut child = Command::new(bin).args(args).env_remove("RUST_LOG").stderr(Stdio::piped()).spawn().unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
