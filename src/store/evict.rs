@@ -28,6 +28,16 @@ const UNFETCHED_BONUS: u8 = 16;
 /// when a large value must displace many small ones.
 const MAX_EVICT_BUCKETS: usize = 1 << 17;
 
+/// The best eviction candidate of a sample that spans shards.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    score: u8,
+    shard: usize,
+    bucket: usize,
+    /// Where the item's key lies: tells it from an item put in its bucket since.
+    block: usize,
+}
+
 /// With `-M`, the most buckets a store looks at for expired items before it is refused.
 const MAX_RECLAIM_BUCKETS: usize = 4096;
 
@@ -42,6 +52,10 @@ impl Store {
         let now = self.clock.now();
         let mut looked = 0;
         let mut empty_visits = 0;
+        // The sample so far: a shard of few items (large values spread over 64 shards)
+        // offers only those, so visits add up until SAMPLE items have been compared.
+        let mut best: Option<Candidate> = None;
+        let mut sampled = 0;
         // With evictions off only expired items can make room; background expiry finds
         // most of them, so a refused store does not sweep the whole cache looking.
         let max_looked = if self.evictions { MAX_EVICT_BUCKETS } else { MAX_RECLAIM_BUCKETS };
@@ -52,17 +66,33 @@ impl Store {
             if empty_visits >= SHARDS {
                 return Room::Never; // every shard is empty: the table alone fills the limit
             }
-            let shard = &self.shards[self.hand.fetch_add(1, Relaxed) % SHARDS];
-            let mut s = write(shard);
+            let at = self.hand.fetch_add(1, Relaxed) % SHARDS;
+            let mut s = write(&self.shards[at]);
             if s.table.is_empty() {
                 empty_visits += 1;
                 continue;
             }
             empty_visits = 0;
-            let victim = self.sample(&mut s, now, &mut looked);
+            let (victim, n) = self.sample(&mut s, now, &mut looked);
+            sampled += n;
+            if let Some((score, i)) = victim
+                && best.is_none_or(|b| score > b.score)
+            {
+                best = Some(Candidate { score, shard: at, bucket: i, block: s.item(i).key().as_ptr().addr() });
+            }
             // Expired items removed on the way may already have made the room.
-            if let (Some(i), true) = (victim, self.used.load(Relaxed) + need > limit) {
-                self.evict(&mut s, i, now);
+            if sampled >= SAMPLE && self.used.load(Relaxed) + need > limit
+                && let Some(b) = best.take()
+            {
+                sampled = 0;
+                if b.shard != at {
+                    drop(s);
+                    s = write(&self.shards[b.shard]);
+                }
+                // Unless another request took or replaced it since it was sampled.
+                if s.table.get_bucket(b.bucket).is_some_and(|it| it.key().as_ptr().addr() == b.block) {
+                    self.evict(&mut s, b.bucket, now);
+                }
             }
             let freed = s.compact(&self.hasher);
             self.refund(freed);
@@ -72,8 +102,9 @@ impl Store {
 
     /// One visit's sample: walks the shard's hand over up to [`BUCKETS_PER_VISIT`]
     /// buckets, reclaiming dead items on the way, and returns the least recently used of
-    /// up to [`SAMPLE`] live items (none with `-M`). Adds the buckets seen to `looked`.
-    fn sample(&self, s: &mut Shard, now: RelTime, looked: &mut usize) -> Option<usize> {
+    /// up to [`SAMPLE`] live items (none with `-M`) with its score, and how many it
+    /// compared. Adds the buckets seen to `looked`.
+    fn sample(&self, s: &mut Shard, now: RelTime, looked: &mut usize) -> (Option<(u8, usize)>, usize) {
         let buckets = s.table.num_buckets();
         let epoch = self.epoch();
         let mut victim: Option<(u8, usize)> = None;
@@ -101,7 +132,7 @@ impl Store {
                 break;
             }
         }
-        victim.map(|(_, i)| i)
+        (victim, sampled)
     }
 
     fn evict(&self, s: &mut Shard, i: usize, now: RelTime) {
@@ -131,7 +162,7 @@ impl Store {
             if s.table.len() < s.table.capacity() {
                 return;
             }
-            if let Some(i) = self.sample(s, now, &mut looked) {
+            if let (Some((_, i)), _) = self.sample(s, now, &mut looked) {
                 self.evict(s, i, now);
             }
         }

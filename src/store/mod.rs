@@ -782,6 +782,20 @@ mod tests {
         s.store(StoreMode::Set, k.as_bytes(), 0, exptime, v.as_bytes())
     }
 
+    /// Large values leave most shards with an item or none: eviction's sample must span
+    /// shards, or it evicts whatever one shard holds, however new.
+    #[test]
+    fn eviction_keeps_the_newest_of_few_large_items() {
+        let s = Store::new(Clock::starting_at(1_800_000_000), 4 << 20, 1 << 20);
+        let value = vec![7u8; 100 << 10];
+        for n in 0..300 {
+            assert_eq!(s.store(StoreMode::Set, format!("big:{n}").as_bytes(), 0, 0, &value), StoreOutcome::Stored);
+        }
+        assert!(s.len() < 45, "{} items of 100 KiB fit in 4 MiB", s.len());
+        let kept = (290..300).filter(|n| s.get(format!("big:{n}").as_bytes()).is_some()).count();
+        assert_eq!(kept, 10, "the ten newest items are all there");
+    }
+
     /// `prefetch_probe` relies on where hashbrown puts slots; if that changes, lookups
     /// only lose their prefetch, so this test is what notices.
     #[test]
