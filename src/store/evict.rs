@@ -1,8 +1,8 @@
 //! Keeping the store under its memory limit, and giving expired items' memory back.
 //!
 //! Eviction is sampled LRU, as memcached's and Redis's approximations are: a hand walks
-//! each shard's buckets; each visit samples a few items and evicts the one unused the
-//! longest, by the 7-bit epoch in its access byte. Items never read since they were
+//! each shard's buckets; visits sample a few items (across shards when a shard holds
+//! fewer) and evict the one unused the longest, by the 7-bit epoch in its access byte. Items never read since they were
 //! written count as older by a quarter of the cache's turnover, so a flood of one-time
 //! keys is evicted before items that are being read (scan resistance), and an item just
 //! written still outlives ones nobody has touched for longer. Shards are visited in turn,
