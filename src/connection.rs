@@ -358,9 +358,10 @@ impl<S: Socket> Connection<S> {
     }
 }
 
-/// Most slices one vectored write takes (Linux allows 1,024; a batch rarely has more
-/// than a few large values).
-const MAX_IOV: usize = 64;
+/// Most slices one vectored write takes (Linux allows 1,024). A batch rarely has more
+/// than a few large values (each is two slices); a longer one takes another call, and
+/// the slice array, set up on every flush, stays small.
+const MAX_IOV: usize = 16;
 
 /// Awaits a write; with an idle timeout, a client that takes none of it for that long is
 /// disconnected.

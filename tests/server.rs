@@ -43,8 +43,9 @@ fn large_values_written_from_the_store_survive_overwrites_and_slow_readers() {
     let srv = spawn(Config::for_tests());
     let mut c = srv.connect();
     // Values of 4 KiB and more are written from the item's own memory (vectored writes);
-    // smaller ones are copied. Mix both in one multi-get, in a pipeline with other replies.
-    let sizes = [4096usize, 10, 200_000, 4095, 65_536, 700_000];
+    // smaller ones are copied. Mix both in one multi-get, in a pipeline with other replies;
+    // ten shared values make more slices than one vectored write takes.
+    let sizes = [4096usize, 10, 200_000, 4095, 65_536, 700_000, 5_000, 6_000, 7_000, 8_000, 9_000, 10_000];
     let mut want = Vec::new();
     let mut get = b"get".to_vec();
     for (i, n) in sizes.iter().enumerate() {
