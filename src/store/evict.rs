@@ -2,10 +2,11 @@
 //!
 //! Eviction is sampled LRU, as memcached's and Redis's approximations are: a hand walks
 //! each shard's buckets; visits sample a few items (across shards when a shard holds
-//! fewer) and evict the one unused the longest, by the 7-bit epoch in its access byte. Items never read since they were
-//! written count as older by a quarter of the cache's turnover, so a flood of one-time
-//! keys is evicted before items that are being read (scan resistance), and an item just
-//! written still outlives ones nobody has touched for longer. Shards are visited in turn,
+//! fewer) and evict the one unused the longest, by the 7-bit epoch in its access byte.
+//! Items never read since they were written count as older by a quarter of the cache's
+//! turnover, so a flood of one-time keys is evicted before items that are being read
+//! (scan resistance), and an item just written still outlives ones nobody has touched
+//! for longer. Shards are visited in turn,
 //! one lock at a time, a bounded number of buckets per visit: no request does unbounded
 //! work, and a hit never pays for eviction.
 
