@@ -6,9 +6,8 @@
 //! Items never read since they were written count as older by a quarter of the cache's
 //! turnover, so a flood of one-time keys is evicted before items that are being read
 //! (scan resistance), and an item just written still outlives ones nobody has touched
-//! for longer. Shards are visited in turn,
-//! one lock at a time, a bounded number of buckets per visit: no request does unbounded
-//! work, and a hit never pays for eviction.
+//! for longer. Shards are visited in turn, one lock at a time, a bounded number of
+//! buckets per visit: no request does unbounded work, and a hit never pays for eviction.
 
 use std::sync::atomic::Ordering::Relaxed;
 
