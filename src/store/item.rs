@@ -101,13 +101,13 @@ const SPARE_MAX: usize = 64 << 10;
 /// rewritten, a fixed-size blob) then costs no malloc and no free. glibc's per-thread
 /// cache stops at 1,032 bytes; above that a free merges the chunk with its neighbours,
 /// a cache miss or two each time. At most [`SPARE_MAX`] per thread is held this way.
-struct Spare(std::cell::Cell<Option<(NonNull<u8>, usize)>>);
+struct Spare(std::cell::Cell<Option<(NonNull<u8>, Layout)>>);
 
 impl Drop for Spare {
     fn drop(&mut self) {
-        if let Some((raw, size)) = self.0.take() {
-            // SAFETY: a block allocated with this size and PREFIX alignment, owned here.
-            unsafe { dealloc(raw.as_ptr(), Layout::from_size_align_unchecked(size, PREFIX)) }
+        if let Some((raw, layout)) = self.0.take() {
+            // SAFETY: a block allocated with this layout, owned here.
+            unsafe { dealloc(raw.as_ptr(), layout) }
         }
     }
 }
@@ -120,7 +120,7 @@ thread_local! {
 fn alloc_block(layout: Layout) -> *mut u8 {
     if layout.size() <= SPARE_MAX {
         let spare = SPARE.try_with(|s| match s.0.take() {
-            Some((raw, size)) if size == layout.size() => Some(raw),
+            Some((raw, l)) if l == layout => Some(raw),
             other => {
                 s.0.set(other);
                 None
@@ -139,18 +139,15 @@ fn alloc_block(layout: Layout) -> *mut u8 {
 ///
 /// # Safety
 /// `raw` must come from [`alloc_block`] with `layout`, and nothing may use it after.
-unsafe fn free_block(raw: *mut u8, layout: Layout) {
-    let (mut raw, mut layout) = (raw, layout);
-    if layout.size() <= SPARE_MAX
-        && let Some(block) = NonNull::new(raw)
-        && let Ok(old) = SPARE.try_with(|s| s.0.replace(Some((block, layout.size()))))
-    {
-        let Some((old_raw, old_size)) = old else { return };
-        // SAFETY: the old spare was kept with its size and PREFIX alignment.
-        (raw, layout) = (old_raw.as_ptr(), unsafe { Layout::from_size_align_unchecked(old_size, PREFIX) });
-    }
-    // SAFETY: the caller's block (or the old spare), allocated with this layout.
-    unsafe { dealloc(raw, layout) }
+unsafe fn free_block(raw: NonNull<u8>, layout: Layout) {
+    let kept = (layout.size() <= SPARE_MAX).then(|| SPARE.try_with(|s| s.0.replace(Some((raw, layout)))).ok());
+    let (raw, layout) = match kept.flatten() {
+        Some(None) => return,
+        Some(Some(old)) => old,
+        None => (raw, layout),
+    };
+    // SAFETY: the caller's block, or the spare it displaced, allocated with this layout.
+    unsafe { dealloc(raw.as_ptr(), layout) }
 }
 
 /// Drops one reference to the malloc'd block at `block` of `len` bytes, freeing it with
@@ -166,7 +163,7 @@ unsafe fn release(block: NonNull<u8>, len: usize) {
         // Every other holder's use of the block happens before this free.
         fence(Ordering::Acquire);
         // SAFETY: allocated in `Item::new` with this layout; this was the last reference.
-        unsafe { free_block(block.as_ptr().sub(PREFIX), malloc_layout(len)) }
+        unsafe { free_block(block.sub(PREFIX), malloc_layout(len)) }
     }
 }
 

@@ -1,8 +1,8 @@
 //! The item store: a hash table split into shards under reader-writer locks, each item one
-//! block ([`Item`], small ones in 8-byte-granular slab slots, see `slab`), with memcached's storage semantics (one method per verb), lazy and
-//! background expiry, `flush_all`, CAS uniques from one counter, and sampled-LRU eviction
-//! under a byte-accurate memory limit. Knows nothing of the wire protocol beyond [`StoreMode`];
-//! `exec` drives it.
+//! block ([`Item`], small ones in 8-byte-granular slab slots, see `slab`), with memcached's
+//! storage semantics (one method per verb), lazy and background expiry, `flush_all`, CAS
+//! uniques from one counter, and sampled-LRU eviction under a byte-accurate memory limit.
+//! Knows nothing of the wire protocol beyond [`StoreMode`]; `exec` drives it.
 //!
 //! Layout: a slot in a shard's table is the item's 8-byte pointer; beside the table an
 //! access byte per bucket (`Shard::side`: fetched, and the epoch of last use) is set by

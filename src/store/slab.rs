@@ -119,7 +119,7 @@ pub fn free(ptr: NonNull<u8>) -> bool {
 }
 
 /// When slots in use fill pages badly (after the mix of item sizes changed, pages hold a
-/// few items each), marks the pages less than a quarter full as doomed: no block goes in
+/// few items each), marks the pages less than half full as doomed: no block goes in
 /// them any more, and each goes back to the OS when its last block is freed. True if any
 /// page was doomed; the store then moves the items out of them ([`is_doomed`]).
 /// With `only_if_severe`, only when an eighth of the pages' memory is slack (a burst
@@ -138,7 +138,7 @@ pub fn pages_moved() -> u64 {
 pub fn is_doomed(ptr: NonNull<u8>) -> bool {
     match slab() {
         // A live block keeps its page from being released, so the header is valid.
-        Some(s) if s.contains(ptr) => s.header(((ptr.as_ptr() as usize - s.base) / PAGE) as u32).doomed.load(Relaxed) != 0,
+        Some(s) if s.contains(ptr) => s.header(s.page_of(ptr)).doomed.load(Relaxed) != 0,
         _ => false,
     }
 }
@@ -206,6 +206,11 @@ impl Slab {
         a >= self.base && a < self.base + self.pages * PAGE
     }
 
+    /// The page a block of ours is in.
+    fn page_of(&self, ptr: NonNull<u8>) -> u32 {
+        ((ptr.as_ptr() as usize - self.base) / PAGE) as u32
+    }
+
     fn page_addr(&self, page: u32) -> usize {
         self.base + page as usize * PAGE
     }
@@ -253,7 +258,7 @@ impl Slab {
 
     fn free(&self, ptr: NonNull<u8>) {
         let addr = ptr.as_ptr() as usize;
-        let page = ((addr - self.base) / PAGE) as u32;
+        let page = self.page_of(ptr);
         let h = self.header(page);
         // The slot size never changes while the page holds a live block.
         let size = h.slot.load(Relaxed) as usize;
@@ -280,14 +285,19 @@ impl Slab {
         // room (then a set and delete of one item do not map and unmap a page each time;
         // [`trim`] gives that one back later if it stays empty).
         if live == 0 && class.partial.len() > 1 {
-            let pos = h.partial_pos.load(Relaxed) as usize;
-            class.partial.swap_remove(pos);
-            if let Some(&moved) = class.partial.get(pos) {
-                self.header(moved).partial_pos.store(pos as u32, Relaxed);
-            }
+            self.unlist(&mut class, h.partial_pos.load(Relaxed) as usize);
             drop(class);
             self.release(page);
         }
+    }
+
+    /// Takes the page at `pos` off its class's list of pages with room.
+    fn unlist(&self, class: &mut Class, pos: usize) {
+        let page = class.partial.swap_remove(pos);
+        if let Some(&moved) = class.partial.get(pos) {
+            self.header(moved).partial_pos.store(pos as u32, Relaxed);
+        }
+        self.header(page).partial_pos.store(NONE, Relaxed);
     }
 
     /// See [`doom_sparse`].
@@ -314,11 +324,7 @@ impl Slab {
                     pos += 1;
                     continue;
                 }
-                class.partial.swap_remove(pos);
-                if let Some(&moved) = class.partial.get(pos) {
-                    self.header(moved).partial_pos.store(pos as u32, Relaxed);
-                }
-                h.partial_pos.store(NONE, Relaxed);
+                self.unlist(&mut class, pos);
                 if h.live.load(Relaxed) == 0 {
                     self.release(page);
                 } else {
@@ -337,8 +343,7 @@ impl Slab {
             let mut class = lock(c);
             if let [page] = class.partial[..]
                 && self.header(page).live.load(Relaxed) == 0 {
-                    class.partial.clear();
-                    self.header(page).partial_pos.store(NONE, Relaxed);
+                    self.unlist(&mut class, 0);
                     drop(class);
                     self.release(page);
                 }
