@@ -2,16 +2,15 @@
 //! for the whole batch of replies. Owns the read and write buffers and the decoder state.
 
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
-use std::task::Poll;
-
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::AsyncReadExt;
-use tokio::io::{AsyncRead, Interest};
-use tokio::net::{TcpStream, UnixStream};
+use bytes::{BufMut, BytesMut};
+use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
@@ -73,8 +72,8 @@ impl Pending {
 }
 
 /// Per-connection state.
-pub struct Connection<S = TcpStream> {
-    socket: S,
+pub struct Connection<S: AsRawFd = std::net::TcpStream> {
+    socket: Socket<S>,
     ctx: Arc<Ctx>,
     decoder: Decoder,
     rbuf: BytesMut,
@@ -90,35 +89,25 @@ pub struct Connection<S = TcpStream> {
     row: Option<Arc<ConnRow>>,
 }
 
-/// A socket a connection serves (TCP or unix). Replies go out by `send` and `sendmsg`
-/// made as raw system calls: a vectored write would be a `writev`, which goes the
-/// kernel's longer way through the file layer, and libc's wrappers add thread
-/// cancellation bookkeeping (two atomic operations) to every call.
-pub trait Socket: AsyncRead + Unpin {
-    /// Writes from `buf`, waiting until the socket takes some of it.
-    fn send(&self, buf: &[u8]) -> impl Future<Output = io::Result<usize>> + Send;
-    /// Writes from `iov` in one call, waiting until the socket takes some of it.
-    fn send_vectored(&self, iov: &[IoSlice<'_>]) -> impl Future<Output = io::Result<usize>> + Send;
+/// A socket a connection serves: a TCP or unix stream, registered with the worker's
+/// reactor. Requests come in and replies go out by `recv`, `send` and `sendmsg` made as
+/// raw system calls, each tried at once and waited for only when the socket says it
+/// would block. The tokio stream types' way (a read-buffer future over mio's `read` over
+/// libc's) costs more per request than the call itself: libc's wrappers add thread
+/// cancellation bookkeeping (two atomic operations), a vectored write would be a
+/// `writev` (the kernel's longer way through the file layer), and waiting on readiness
+/// through a future locks the socket's waiter list to leave it, every call.
+pub type Socket<S> = AsyncFd<S>;
+
+fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+    // SAFETY: `buf` is writable for its length during the call; no address is asked for.
+    let n = unsafe {
+        libc::syscall(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), 0, std::ptr::null::<u8>(), 0)
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-macro_rules! socket_by_syscalls {
-    ($($t:ty),*) => {$(
-        impl Socket for $t {
-            async fn send(&self, buf: &[u8]) -> io::Result<usize> {
-                use std::os::fd::AsRawFd;
-                self.async_io(Interest::WRITABLE, || sendto(self.as_raw_fd(), buf)).await
-            }
-
-            async fn send_vectored(&self, iov: &[IoSlice<'_>]) -> io::Result<usize> {
-                use std::os::fd::AsRawFd;
-                self.async_io(Interest::WRITABLE, || sendmsg(self.as_raw_fd(), iov)).await
-            }
-        }
-    )*};
-}
-socket_by_syscalls!(TcpStream, UnixStream);
-
-fn sendto(fd: std::os::fd::RawFd, buf: &[u8]) -> io::Result<usize> {
+fn sendto(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for its length during the call; no address is passed.
     let n = unsafe {
         libc::syscall(libc::SYS_sendto, fd, buf.as_ptr(), buf.len(), libc::MSG_NOSIGNAL, std::ptr::null::<u8>(), 0)
@@ -126,7 +115,7 @@ fn sendto(fd: std::os::fd::RawFd, buf: &[u8]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-fn sendmsg(fd: std::os::fd::RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
+fn sendmsg(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: msghdr is plain data (all zero is a valid empty message); IoSlice is
     // guaranteed ABI-compatible with iovec on Unix, and `iov` outlives the call.
     let n = unsafe {
@@ -138,8 +127,52 @@ fn sendmsg(fd: std::os::fd::RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-impl<S: Socket> Connection<S> {
-    pub fn new(socket: S, ctx: Arc<Ctx>, cancel: CancellationToken) -> Self {
+/// Reads once into `buf`'s spare room (at most [`MAX_READ`] bytes), waiting until the
+/// socket has something. A read that leaves room unfilled has drained the socket, so its
+/// readiness is cleared then and the next read waits for the next event instead of
+/// asking the kernel to say it has nothing (as tokio's own streams do).
+fn poll_recv<S: AsRawFd>(socket: &Socket<S>, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+    if buf.capacity() == buf.len() {
+        buf.reserve(READ_CHUNK);
+    }
+    loop {
+        let mut ready = std::task::ready!(socket.poll_read_ready(cx))?;
+        let room = &mut buf.spare_capacity_mut()[..];
+        let len = room.len().min(MAX_READ);
+        if let Ok(r) = ready.try_io(|s| recv(s.as_raw_fd(), &mut room[..len])) {
+            let n = r?;
+            if n < len {
+                ready.clear_ready();
+            }
+            // SAFETY: the kernel initialised the first `n` bytes of the spare room.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Poll::Ready(Ok(n));
+        }
+    }
+}
+
+/// Makes one write of `out` from byte `done` on, waiting until the socket takes some of
+/// it: a `send` when the rest is one stretch of the buffer, else one `sendmsg` of up to
+/// [`MAX_IOV`] stretches, straight from the buffer and the values' own blocks.
+fn poll_send<S: AsRawFd>(socket: &Socket<S>, cx: &mut Context<'_>, out: &Output, done: usize) -> Poll<io::Result<usize>> {
+    loop {
+        let mut ready = std::task::ready!(socket.poll_write_ready(cx))?;
+        let sent = ready.try_io(|s| {
+            if out.len() == out.buf.len() {
+                return sendto(s.as_raw_fd(), &out.buf[done..]);
+            }
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = out.slices(done, &mut iov);
+            sendmsg(s.as_raw_fd(), &iov[..n])
+        });
+        if let Ok(r) = sent {
+            return Poll::Ready(r);
+        }
+    }
+}
+
+impl<S: AsRawFd> Connection<S> {
+    pub fn new(socket: Socket<S>, ctx: Arc<Ctx>, cancel: CancellationToken) -> Self {
         let mut decoder = Decoder::new(Limits { max_item_size: ctx.config.max_item_size }, ctx.store.clock().clone());
         if ctx.config.auth.is_some() {
             decoder = decoder.require_auth();
@@ -286,12 +319,12 @@ impl<S: Socket> Connection<S> {
                     None => std::future::pending().await,
                 }
             };
-            let mut room = (&mut self.rbuf).limit(MAX_READ);
+            let read = std::future::poll_fn(|cx| poll_recv(&self.socket, cx, &mut self.rbuf));
             let n = tokio::select! {
                 // The read first: it is what wakes a connection nearly every time, and
                 // then nothing else need be polled.
                 biased;
-                r = self.socket.read_buf(&mut room) => r?,
+                r = read => r?,
                 () = &mut stop => return Ok(()),
                 () = idle => {
                     Stats::incr(&self.ctx.stats.idle_kicks);
@@ -316,25 +349,23 @@ impl<S: Socket> Connection<S> {
         self.ctx.stats.bytes_written.fetch_add(self.out.len() as u64, Relaxed);
         self.ctx.stats.socket_writes.fetch_add(1, Relaxed);
         let large = self.out.buf.capacity() > KEEP_CAPACITY;
-        if self.out.len() == self.out.buf.len() {
-            // Nothing spliced: straight from the buffer.
-            while !self.out.buf.is_empty() {
-                let write = self.socket.send(&self.out.buf);
-                let n = Self::wrote(with_idle_timeout(&self.ctx, self.idle_timeout, write).await?)?;
-                self.out.buf.advance(n);
+        let (total, mut done) = (self.out.len(), 0);
+        while done < total {
+            let write = std::future::poll_fn(|cx| poll_send(&self.socket, cx, &self.out, done));
+            let n = match self.idle_timeout {
+                None => write.await?,
+                Some(t) => tokio::time::timeout(t, write).await.unwrap_or_else(|_| {
+                    Stats::incr(&self.ctx.stats.idle_kicks);
+                    debug!("closing connection: client reads no replies");
+                    Err(io::ErrorKind::TimedOut.into())
+                })?,
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
             }
-        } else {
-            // Straight from the buffer and the values' own blocks, by one sendmsg per
-            // MAX_IOV stretches.
-            let (total, mut done) = (self.out.len(), 0);
-            while done < total {
-                let mut iov = [IoSlice::new(&[]); MAX_IOV];
-                let n = self.out.slices(done, &mut iov);
-                let write = self.socket.send_vectored(&iov[..n]);
-                done += Self::wrote(with_idle_timeout(&self.ctx, self.idle_timeout, write).await?)?;
-            }
-            self.out.clear();
+            done += n;
         }
+        self.out.clear();
         if large {
             self.out.buf = BytesMut::with_capacity(READ_CHUNK);
         }
@@ -342,10 +373,6 @@ impl<S: Socket> Connection<S> {
             self.last_active = Instant::now();
         }
         Ok(())
-    }
-
-    fn wrote(n: usize) -> io::Result<usize> {
-        if n == 0 { Err(io::ErrorKind::WriteZero.into()) } else { Ok(n) }
     }
 
     /// Gives back a read buffer that grew for a large request, keeping what it still holds.
@@ -362,26 +389,6 @@ impl<S: Socket> Connection<S> {
 /// than a few large values (each is two slices); a longer one takes another call, and
 /// the slice array, set up on every flush, stays small.
 const MAX_IOV: usize = 16;
-
-/// Awaits a write; with an idle timeout, a client that takes none of it for that long is
-/// disconnected.
-async fn with_idle_timeout(
-    ctx: &Ctx,
-    idle_timeout: Option<Duration>,
-    write: impl std::future::Future<Output = io::Result<usize>>,
-) -> io::Result<usize> {
-    match idle_timeout {
-        None => write.await,
-        Some(t) => match tokio::time::timeout(t, write).await {
-            Ok(r) => r,
-            Err(_) => {
-                Stats::incr(&ctx.stats.idle_kicks);
-                debug!("closing connection: client reads no replies");
-                Err(io::ErrorKind::TimedOut.into())
-            }
-        },
-    }
-}
 
 /// Fault injection for tests, in debug builds only: when set, runs before each request,
 /// so a test can make one connection's task panic and watch the server carry on.

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span, debug, error, info, info_span, warn};
 
-use crate::connection::Connection;
+use crate::connection::{Connection, Socket};
 use crate::exec::Ctx;
 use crate::stats::Stats;
 
@@ -176,14 +176,18 @@ async fn reclaim_expired(ctx: Arc<Ctx>) {
 
 /// What the accept loop needs of a listener.
 trait Accept: Send + 'static {
-    type Stream: crate::connection::Socket + tokio::io::AsyncWrite + AsRawFd + Send + 'static;
+    type Stream: tokio::io::AsyncWrite + AsRawFd + Send + Unpin + 'static;
     /// The socket between threads, registered with no runtime.
-    type Std: Send + 'static;
+    type Std: AsRawFd + Send + Sync + 'static;
     /// A new client, with its and our address as `stats conns` names them.
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Stream, String, String)>> + Send;
     fn into_std(s: Self::Stream) -> std::io::Result<Self::Std>;
     /// Registers the socket with the current thread's runtime.
-    fn from_std(s: Self::Std) -> std::io::Result<Self::Stream>;
+    fn from_std(s: Self::Std) -> std::io::Result<Socket<Self::Std>> {
+        // SAFETY: the std stream owns its descriptor, which stays open and the same until
+        // the stream is dropped, and the stream is dropped only with the `AsyncFd`.
+        Ok(unsafe { Socket::register(s) }?)
+    }
 }
 
 impl Accept for TcpListener {
@@ -192,10 +196,6 @@ impl Accept for TcpListener {
 
     fn into_std(s: Self::Stream) -> std::io::Result<Self::Std> {
         s.into_std()
-    }
-
-    fn from_std(s: Self::Std) -> std::io::Result<Self::Stream> {
-        tokio::net::TcpStream::from_std(s)
     }
 
     async fn accept(&self) -> std::io::Result<(Self::Stream, String, String)> {
@@ -212,10 +212,6 @@ impl Accept for UnixListener {
 
     fn into_std(s: Self::Stream) -> std::io::Result<Self::Std> {
         s.into_std()
-    }
-
-    fn from_std(s: Self::Std) -> std::io::Result<Self::Stream> {
-        tokio::net::UnixStream::from_std(s)
     }
 
     async fn accept(&self) -> std::io::Result<(Self::Stream, String, String)> {
