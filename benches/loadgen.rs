@@ -606,16 +606,29 @@ async fn prefill_conn(sh: Arc<Shared>, id: u64) -> Tally {
     conn.tally
 }
 
-/// A process's user + system CPU time, from /proc/<pid>/stat (all its threads).
-fn cpu_time(pid: &str) -> Option<Duration> {
+/// A process's CPU time in user space and in the kernel, from /proc/<pid>/stat (all its
+/// threads).
+#[derive(Clone, Copy)]
+struct CpuTime {
+    user: Duration,
+    system: Duration,
+}
+
+fn cpu_time(pid: &str) -> Option<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+    let field = |i: usize| Some(Duration::from_nanos(f.get(i)?.parse::<u64>().ok()? * 1_000_000_000 / hz));
+    Some(CpuTime { user: field(11)?, system: field(12)? })
+}
+
+/// CPU time spent between two readings: user, system, and both.
+fn cpu_spent((a, b): (CpuTime, CpuTime)) -> (Duration, Duration, Duration) {
+    let (user, system) = (b.user - a.user, b.system - a.system);
+    (user, system, user + system)
 }
 
 async fn prefill(sh: &Arc<Shared>) -> Result<(), String> {
@@ -695,16 +708,18 @@ fn report(
     args: &Args,
     t: &Tally,
     elapsed: Duration,
-    server_cpu: Option<(Duration, Duration)>,
-    own_cpu: Option<(Duration, Duration)>,
+    server_cpu: Option<(CpuTime, CpuTime)>,
+    own_cpu: Option<(CpuTime, CpuTime)>,
     failed: u64,
 ) {
     let secs = elapsed.as_secs_f64();
     let ops = t.requests as f64 / secs;
     let us = |q: f64| t.hist.value_at_quantile(q) as f64 / 1000.0;
-    let cpu_per_op = server_cpu.map(|(a, b)| (b - a).as_secs_f64() * 1e6 / t.requests.max(1) as f64);
-    let server_util = server_cpu.map(|(a, b)| (b - a).as_secs_f64() / secs);
-    let own_util = own_cpu.map(|(a, b)| (b - a).as_secs_f64() / secs);
+    let per_op = |d: Duration| d.as_secs_f64() * 1e6 / t.requests.max(1) as f64;
+    let server_cpu = server_cpu.map(cpu_spent);
+    let cpu_per_op = server_cpu.map(|(_, _, all)| per_op(all));
+    let server_util = server_cpu.map(|(_, _, all)| all.as_secs_f64() / secs);
+    let own_util = own_cpu.map(|c| cpu_spent(c).2.as_secs_f64() / secs);
     let dist = match args.zipf {
         None => "uniform".to_string(),
         Some(s) => format!("zipf({s})"),
@@ -731,8 +746,12 @@ fn report(
         "  gets {} (keys hit {}, missed {}), sets {}, errors {}, failed connections {failed}",
         t.gets, t.hits, t.misses, t.sets, t.errors
     );
-    if let (Some(c), Some(u)) = (cpu_per_op, server_util) {
-        println!("  server CPU {c:.2} us/op ({u:.2} cores busy)");
+    if let (Some((user, system, _)), Some(c), Some(u)) = (server_cpu, cpu_per_op, server_util) {
+        println!(
+            "  server CPU {c:.2} us/op ({:.2} user, {:.2} system; {u:.2} cores busy)",
+            per_op(user),
+            per_op(system)
+        );
     }
     if let Some(u) = own_util {
         println!("  load generator CPU {u:.2} cores busy");
@@ -740,7 +759,8 @@ fn report(
     let opt = |v: Option<f64>| v.map_or("NA".to_string(), |v| format!("{v:.3}"));
     println!(
         "RESULT label={} ops={} secs={secs:.3} ops_per_sec={ops:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} \
-         hits={} misses={} errors={} failed={failed} cpu_us_per_op={} server_util={} client_util={}",
+         hits={} misses={} errors={} failed={failed} cpu_us_per_op={} user_us_per_op={} sys_us_per_op={} \
+         server_util={} client_util={}",
         if args.label.is_empty() { "-" } else { &args.label },
         t.requests,
         us(0.5),
@@ -750,6 +770,8 @@ fn report(
         t.misses,
         t.errors,
         opt(cpu_per_op),
+        opt(server_cpu.map(|(user, _, _)| per_op(user))),
+        opt(server_cpu.map(|(_, system, _)| per_op(system))),
         opt(server_util),
         opt(own_util),
     );
