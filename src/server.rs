@@ -152,25 +152,36 @@ const RECLAIM_BUCKETS: usize = 1024;
 /// burst of large values after small ones should not wait long for that memory.
 const DEFRAGMENT_EVERY: Duration = Duration::from_millis(10);
 
+/// How often the background task wakes once nothing has been stored or removed for
+/// [`QUIET_CHECKS`] checks in a row: an idle cache (or one only read from) costs no CPU
+/// to speak of, as memcached's does not.
+const IDLE_EVERY: Duration = Duration::from_secs(1);
+const QUIET_CHECKS: u32 = 10;
+
 /// Gives expired items' memory back without waiting for a client to touch them: small
 /// batches, each shard's lock held only for its own short scan, on the blocking pool so a
 /// worker thread never stalls on it. In between, keeps the slab's pages well filled.
+/// What needs doing follows from items being stored or removed, so while none are, the
+/// task only looks for items that may have died (and wakes less often).
 async fn reclaim_expired(ctx: Arc<Ctx>) {
-    let mut every = tokio::time::interval(DEFRAGMENT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let per_reclaim = (RECLAIM_EVERY.as_millis() / DEFRAGMENT_EVERY.as_millis()) as u32;
-    for tick in 0u32.. {
-        every.tick().await;
+    let store = &ctx.store;
+    let (mut churn, mut quiet) = (store.churn(), 0u32);
+    let (mut last_pass, mut churn_at_pass) = (tokio::time::Instant::now(), None);
+    loop {
+        tokio::time::sleep(if quiet >= QUIET_CHECKS { IDLE_EVERY } else { DEFRAGMENT_EVERY }).await;
+        let now = store.churn();
+        quiet = if now == churn { quiet.saturating_add(1) } else { 0 };
+        churn = now;
         let ctx = ctx.clone();
-        let reclaim = tick % per_reclaim == 0;
-        let _ = tokio::task::spawn_blocking(move || {
-            if reclaim {
-                ctx.store.reclaim_expired(RECLAIM_BUCKETS);
-            } else {
-                ctx.store.defragment(true);
+        if last_pass.elapsed() >= RECLAIM_EVERY {
+            last_pass = tokio::time::Instant::now();
+            if churn_at_pass != Some(churn) || store.may_have_dead() {
+                churn_at_pass = Some(churn);
+                let _ = tokio::task::spawn_blocking(move || ctx.store.reclaim_expired(RECLAIM_BUCKETS)).await;
             }
-        })
-        .await;
+        } else if quiet == 0 && store.doom_sparse(true) {
+            let _ = tokio::task::spawn_blocking(move || ctx.store.move_out_of_doomed_pages()).await;
+        }
     }
 }
 

@@ -174,15 +174,21 @@ impl Store {
     /// often with `only_if_severe` (a burst), and less often for any slack worth a pass
     /// over the tables.
     pub fn defragment(&self, only_if_severe: bool) {
-        if slab::doom_sparse(only_if_severe) {
+        if self.doom_sparse(only_if_severe) {
             self.move_out_of_doomed_pages();
         }
+    }
+
+    /// The cheap half of [`Store::defragment`]: dooms the sparsest pages if slack is
+    /// worth it, and says whether items must now be moved out of them.
+    pub fn doom_sparse(&self, only_if_severe: bool) -> bool {
+        slab::doom_sparse(only_if_severe)
     }
 
     /// Moves every item in a doomed slab page to another slot, so the page empties and
     /// goes back to the OS: one pass over every table, a shard's lock held for its own.
     /// Runs only when the slab has doomed pages, which takes a change in item sizes.
-    fn move_out_of_doomed_pages(&self) {
+    pub fn move_out_of_doomed_pages(&self) {
         for shard in self.shards.iter() {
             let mut s = write(shard);
             for i in 0..s.table.num_buckets() {

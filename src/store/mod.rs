@@ -511,8 +511,15 @@ impl Store {
 
     /// Whether the background sweep can find anything: an item with a deadline, or a
     /// pending `flush_all`.
-    fn may_have_dead(&self) -> bool {
+    pub fn may_have_dead(&self) -> bool {
         self.deadlines_seen.load(Relaxed) || self.oldest_live.load(Relaxed) != 0
+    }
+
+    /// A reading that changes whenever an item is stored or removed (items stored so far,
+    /// items held): while it stays the same, the slab's pages fill as well as they did
+    /// and the tables need no compacting.
+    pub fn churn(&self) -> (u64, usize) {
+        (self.stats.total_items.load(Relaxed), self.stats.curr_items.load(Relaxed))
     }
 
     /// The current eviction epoch.
