@@ -1,25 +1,24 @@
 //! One client socket: read -> decode every complete request -> execute each -> one write
 //! for the whole batch of replies. Owns the read and write buffers and the decoder state.
+//! Its worker's event loop ([`crate::worker`]) calls [`Connection::on_ready`] when the
+//! socket has news; the connection does all it can without blocking and says what it
+//! waits for next.
 
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
-use tokio::io::unix::AsyncFd;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, trace};
 
 use crate::conns::ConnRow;
-use crate::exec::{self, Ctx, Flow};
+use crate::exec::{self, Ctx, Flow, Retrieval};
 use crate::protocol::decode::Limits;
 use crate::protocol::encode::Output;
-use crate::protocol::{Decoder, Request};
+use crate::protocol::{Decoder, KeyList, Request};
 use crate::stats::Stats;
 
 /// Read buffer capacity kept free before each read.
@@ -31,6 +30,10 @@ const MIN_READ_ROOM: usize = 4 * 1024;
 /// with the decoder's limits a connection buffers at most one unfinished request (a line of
 /// 2 KiB, a `get` line of 4 MiB, or a data block up to `-I`) plus one read.
 const MAX_READ: usize = 64 * 1024;
+
+/// Reads one readiness event may make before the connection lets its worker's other
+/// connections have a turn: a client that pipelines without pause cannot hold the thread.
+const READS_PER_TURN: usize = 4;
 
 /// Replies are written out (and nothing more is read or run until they are) once they pass
 /// this size, even in the middle of a multi-get: a client that sends without reading makes
@@ -71,33 +74,69 @@ impl Pending {
     }
 }
 
+/// The commands of one read being run: memcached's flush ledger, whether any command was
+/// there, how many the pipeline walk prefetched, and a get whose replies filled the
+/// output before its last key (it carries on once they are written).
+#[derive(Default)]
+struct Batch {
+    pending: Pending,
+    commands: bool,
+    prefetched: usize,
+    get: Option<(Retrieval, KeyList, usize)>,
+}
+
+/// What a connection waits for after [`Connection::on_ready`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// The client's next bytes.
+    Read,
+    /// Room in the socket for the replies it holds.
+    Write,
+    /// Nothing: it has more to do at once but lets other connections go first.
+    Turn,
+    /// Nothing more: close it.
+    Close,
+}
+
+/// How a batch ended.
+enum Step {
+    /// Every complete command is run.
+    Done,
+    /// The replies must go out before it goes on.
+    Full,
+    /// Close once the replies are out (`quit`, a fatal protocol error).
+    Close,
+}
+
 /// Per-connection state.
-pub struct Connection<S: AsRawFd = std::net::TcpStream> {
-    socket: Socket<S>,
+pub struct Connection {
+    socket: OwnedFd,
     ctx: Arc<Ctx>,
     decoder: Decoder,
     rbuf: BytesMut,
     out: Output,
-    cancel: CancellationToken,
+    /// Bytes of `out` already written.
+    written: usize,
+    batch: Option<Batch>,
+    /// Bytes came in that no batch has looked at yet.
+    unread: bool,
+    /// The last read left the socket empty: nothing more to read until its next event.
+    drained: bool,
+    /// The client has shut its side: reads go on until they say so (a short read does not
+    /// mean another event will come).
+    hung_up: bool,
+    closing: bool,
     /// `-o idle_timeout`: how long the client may keep the connection waiting on it.
     idle_timeout: Option<Duration>,
     /// When the client last sent a whole command or took the last of its replies:
     /// idleness counts from there. As in memcached, bytes that make no command do not
     /// count, so a client trickling a command it never finishes is idle.
     last_active: Instant,
+    /// Since when the socket has taken none of the replies, while it holds some.
+    stalled_since: Option<Instant>,
     /// This connection's row in `stats conns`.
     row: Option<Arc<ConnRow>>,
 }
-
-/// A socket a connection serves: a TCP or unix stream, registered with the worker's
-/// reactor. Requests come in and replies go out by `recv`, `send` and `sendmsg` made as
-/// raw system calls, each tried at once and waited for only when the socket says it
-/// would block. The tokio stream types' way (a read-buffer future over mio's `read` over
-/// libc's) costs more per request than the call itself: libc's wrappers add thread
-/// cancellation bookkeeping (two atomic operations), a vectored write would be a
-/// `writev` (the kernel's longer way through the file layer), and waiting on readiness
-/// through a future locks the socket's waiter list to leave it, every call.
-pub type Socket<S> = AsyncFd<S>;
 
 fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
     // SAFETY: `buf` is writable for its length during the call; no address is asked for.
@@ -127,52 +166,26 @@ fn sendmsg(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
-/// Reads once into `buf`'s spare room (at most [`MAX_READ`] bytes), waiting until the
-/// socket has something. A read that leaves room unfilled has drained the socket, so its
-/// readiness is cleared then and the next read waits for the next event instead of
-/// asking the kernel to say it has nothing (as tokio's own streams do).
-fn poll_recv<S: AsRawFd>(socket: &Socket<S>, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
-    if buf.capacity() == buf.len() {
-        buf.reserve(READ_CHUNK);
+/// Most slices one vectored write takes (Linux allows 1,024). A batch rarely has more
+/// than a few large values (each is two slices); a longer one takes another call, and
+/// the slice array, set up on every write, stays small.
+const MAX_IOV: usize = 16;
+
+/// Makes one write of `out` from byte `done` on: a `send` when the rest is one stretch of
+/// the buffer, else one `sendmsg` of up to [`MAX_IOV`] stretches, straight from the
+/// buffer and the values' own blocks.
+fn send(fd: RawFd, out: &Output, done: usize) -> io::Result<usize> {
+    if out.len() == out.buf.len() {
+        return sendto(fd, &out.buf[done..]);
     }
-    loop {
-        let mut ready = std::task::ready!(socket.poll_read_ready(cx))?;
-        let room = &mut buf.spare_capacity_mut()[..];
-        let len = room.len().min(MAX_READ);
-        if let Ok(r) = ready.try_io(|s| recv(s.as_raw_fd(), &mut room[..len])) {
-            let n = r?;
-            if n < len {
-                ready.clear_ready();
-            }
-            // SAFETY: the kernel initialised the first `n` bytes of the spare room.
-            unsafe { buf.set_len(buf.len() + n) };
-            return Poll::Ready(Ok(n));
-        }
-    }
+    let mut iov = [IoSlice::new(&[]); MAX_IOV];
+    let n = out.slices(done, &mut iov);
+    sendmsg(fd, &iov[..n])
 }
 
-/// Makes one write of `out` from byte `done` on, waiting until the socket takes some of
-/// it: a `send` when the rest is one stretch of the buffer, else one `sendmsg` of up to
-/// [`MAX_IOV`] stretches, straight from the buffer and the values' own blocks.
-fn poll_send<S: AsRawFd>(socket: &Socket<S>, cx: &mut Context<'_>, out: &Output, done: usize) -> Poll<io::Result<usize>> {
-    loop {
-        let mut ready = std::task::ready!(socket.poll_write_ready(cx))?;
-        let sent = ready.try_io(|s| {
-            if out.len() == out.buf.len() {
-                return sendto(s.as_raw_fd(), &out.buf[done..]);
-            }
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let n = out.slices(done, &mut iov);
-            sendmsg(s.as_raw_fd(), &iov[..n])
-        });
-        if let Ok(r) = sent {
-            return Poll::Ready(r);
-        }
-    }
-}
-
-impl<S: AsRawFd> Connection<S> {
-    pub fn new(socket: Socket<S>, ctx: Arc<Ctx>, cancel: CancellationToken) -> Self {
+impl Connection {
+    /// A connection on `socket`, which must be in non-blocking mode.
+    pub fn new(socket: OwnedFd, ctx: Arc<Ctx>) -> Self {
         let mut decoder = Decoder::new(Limits { max_item_size: ctx.config.max_item_size }, ctx.store.clock().clone());
         if ctx.config.auth.is_some() {
             decoder = decoder.require_auth();
@@ -182,12 +195,18 @@ impl<S: AsRawFd> Connection<S> {
         Self {
             socket,
             ctx,
-            idle_timeout,
-            last_active: Instant::now(),
             decoder,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             out: Output::new(BytesMut::with_capacity(READ_CHUNK)),
-            cancel,
+            written: 0,
+            batch: None,
+            unread: false,
+            drained: false,
+            hung_up: false,
+            closing: false,
+            idle_timeout,
+            last_active: Instant::now(),
+            stalled_since: None,
             row: None,
         }
     }
@@ -198,181 +217,294 @@ impl<S: AsRawFd> Connection<S> {
         self
     }
 
-    /// Serves the socket until the client leaves, a fatal protocol error, or shutdown.
-    pub async fn run(mut self) -> io::Result<()> {
-        // One waiter for shutdown for the connection's life, registered by its first poll;
-        // later waits only read `stopping`, which is set before the token is cancelled.
-        let mut cancelled = Box::pin(self.cancel.clone().cancelled_owned());
-        let mut registered = false;
-        let ctx = self.ctx.clone();
-        let mut stop = std::future::poll_fn(move |cx| {
-            if ctx.stopping.load(Acquire) {
-                return Poll::Ready(());
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Does all it can now: writes what the socket takes, runs the commands that came in,
+    /// reads what is there. `readable`: the event said there may be bytes to read;
+    /// `hung_up`: it said the client has shut its side. `stopping`: the server is shutting
+    /// down, so a connection between batches closes.
+    pub fn on_ready(&mut self, readable: bool, hung_up: bool, stopping: bool) -> Wait {
+        if readable || hung_up {
+            self.drained = false;
+        }
+        self.hung_up |= hung_up;
+        match self.advance(stopping) {
+            Ok(wait) => wait,
+            Err(e) => {
+                debug!(%e, "connection closed on error");
+                Wait::Close
             }
-            if !registered {
-                registered = true;
-                return cancelled.as_mut().poll(cx);
-            }
-            Poll::Pending
-        });
-        loop {
-            let mut commands = false;
-            // memcached transmits a batch's replies only at certain points (see
-            // `Pending`); until then a fatal error or a failing multi-get discards them.
-            let mut pending = Pending::default();
-            if let Some(row) = &self.row {
-                row.set_busy(true, self.ctx.store.clock().now());
-            }
-            // A pipeline of gets: start loading their items now, so the lookups below do
-            // not each wait on memory in turn.
-            let mut batch = None;
-            let prefetched = crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| {
-                batch.get_or_insert_with(|| self.ctx.store.prefetch()).add(k);
-            });
-            if let Some(batch) = batch {
-                batch.finish();
-            }
-            loop {
-                let login = self.decoder.awaiting_auth();
-                let decoded = self.decoder.decode(&mut self.rbuf);
-                if login && !matches!(decoded, Ok(None)) {
-                    // memcached answers everything before a login in one reused reply
-                    // slot: of several such replies in a batch only the last is sent.
-                    let start = *pending.login_reply.get_or_insert(self.out.buf.len());
-                    self.out.truncate(start);
-                }
-                match decoded {
-                    Ok(Some(req)) => {
-                        trace!(cmd = req.name(), "request");
-                        commands = true;
-                        #[cfg(debug_assertions)]
-                        if let Some(hook) = FAULT_HOOK.get() {
-                            hook(&req);
-                        }
-                        let flow = match req {
-                            Request::Get { keys, with_cas, touch } => {
-                                let get = exec::Retrieval::new(&self.ctx, with_cas, touch);
-                                // Unless the walk above already did, for this command.
-                                if pending.commands >= prefetched {
-                                    get.prefetch(&self.ctx, &keys);
-                                }
-                                for key in keys.iter() {
-                                    get.key(&self.ctx, key, &mut self.out);
-                                    if self.out.len() >= MAX_PENDING_OUTPUT {
-                                        self.flush().await?;
-                                        pending.committed = 0;
-                                    }
-                                }
-                                get.end(&mut self.out.buf)
-                            }
-                            req => exec::execute(&self.ctx, req, &mut self.out.buf),
-                        };
-                        match flow {
-                            Flow::Close => return self.flush().await,
-                            Flow::Authenticated => self.decoder.authenticated(),
-                            _ => {}
-                        }
-                        pending.after_command(flow, self.out.buf.len());
-                        if self.out.len() >= MAX_PENDING_OUTPUT {
-                            self.flush().await?;
-                            pending.committed = 0;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(rejected) => {
-                        trace!(error = %rejected.error, "rejected");
-                        commands = true;
-                        if rejected.error.is_fatal() {
-                            debug!(error = %rejected.error, "closing connection");
-                            self.out.truncate(pending.committed);
-                            return self.flush().await;
-                        }
-                        if rejected.error.culls_pending() {
-                            self.out.truncate(pending.committed);
-                        }
-                        if let (Some(reply), false) = (rejected.error.reply(), rejected.noreply) {
-                            self.out.buf.put_slice(reply);
-                        }
-                        pending.after_command(Flow::Continue, self.out.buf.len());
-                    }
-                }
-            }
-            if let Some(row) = &self.row {
-                row.set_busy(false, 0);
-            }
-            if commands && self.idle_timeout.is_some() {
-                self.last_active = Instant::now();
-            }
-            self.flush().await?;
-            self.shrink_input();
-            // Requests split off the front shrink the room behind them. Between requests
-            // it is made again (by taking the whole buffer back, once they are dropped)
-            // only when little is left, not after every request; a request still arriving
-            // (a large value) always gets a full chunk to read into.
-            if !self.rbuf.is_empty() || self.rbuf.capacity() < MIN_READ_ROOM {
-                self.rbuf.reserve(READ_CHUNK);
-            }
-            let (idle_timeout, last_active) = (self.idle_timeout, self.last_active);
-            let idle = async move {
-                match idle_timeout {
-                    Some(t) => tokio::time::sleep_until(last_active + t).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let read = std::future::poll_fn(|cx| poll_recv(&self.socket, cx, &mut self.rbuf));
-            let n = tokio::select! {
-                // The read first: it is what wakes a connection nearly every time, and
-                // then nothing else need be polled.
-                biased;
-                r = read => r?,
-                () = &mut stop => return Ok(()),
-                () = idle => {
-                    Stats::incr(&self.ctx.stats.idle_kicks);
-                    debug!("closing idle connection");
-                    return Ok(());
-                }
-            };
-            if n == 0 {
-                return Ok(());
-            }
-            self.ctx.stats.bytes_read.fetch_add(n as u64, Relaxed);
         }
     }
 
-    /// Writes out the pending replies. With an idle timeout, a client that reads none of
-    /// them for that long is disconnected.
-    async fn flush(&mut self) -> io::Result<()> {
-        if self.out.is_empty() {
-            return Ok(());
+    /// With an idle timeout, whether the client has kept this connection waiting on it
+    /// too long (for a command, or to take its replies) at `now`; counts the kick.
+    pub fn idle_expired(&self, now: Instant) -> bool {
+        let Some(t) = self.idle_timeout else { return false };
+        let since = match self.stalled_since {
+            Some(stalled) => stalled,
+            None if self.batch.is_none() => self.last_active,
+            None => return false,
+        };
+        if now.saturating_duration_since(since) < t {
+            return false;
         }
-        // Counted before writing, so a client that has the reply sees the count.
-        self.ctx.stats.bytes_written.fetch_add(self.out.len() as u64, Relaxed);
-        self.ctx.stats.socket_writes.fetch_add(1, Relaxed);
-        let large = self.out.buf.capacity() > KEEP_CAPACITY;
-        let (total, mut done) = (self.out.len(), 0);
-        while done < total {
-            let write = std::future::poll_fn(|cx| poll_send(&self.socket, cx, &self.out, done));
-            let n = match self.idle_timeout {
-                None => write.await?,
-                Some(t) => tokio::time::timeout(t, write).await.unwrap_or_else(|_| {
-                    Stats::incr(&self.ctx.stats.idle_kicks);
-                    debug!("closing connection: client reads no replies");
-                    Err(io::ErrorKind::TimedOut.into())
-                })?,
-            };
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+        Stats::incr(&self.ctx.stats.idle_kicks);
+        if self.stalled_since.is_some() {
+            debug!("closing connection: client reads no replies");
+        } else {
+            debug!("closing idle connection");
+        }
+        true
+    }
+
+    fn advance(&mut self, stopping: bool) -> io::Result<Wait> {
+        let mut reads = 0;
+        loop {
+            // Replies first: nothing more is read or run until they are out.
+            if !self.write()? {
+                self.stalled_since.get_or_insert_with(Instant::now);
+                return Ok(Wait::Write);
             }
-            done += n;
+            if self.closing {
+                return Ok(Wait::Close);
+            }
+            if self.batch.is_some() || self.unread {
+                match self.run_batch() {
+                    Step::Done => {}
+                    Step::Full => continue,
+                    Step::Close => {
+                        self.closing = true;
+                        continue;
+                    }
+                }
+                if !self.out.is_empty() {
+                    continue;
+                }
+            }
+            if stopping {
+                return Ok(Wait::Close);
+            }
+            if self.drained {
+                return Ok(Wait::Read);
+            }
+            if reads == READS_PER_TURN {
+                return Ok(Wait::Turn);
+            }
+            reads += 1;
+            if !self.read()? {
+                return Ok(Wait::Close);
+            }
         }
+    }
+
+    /// Reads once into the read buffer; false when the client has gone.
+    fn read(&mut self) -> io::Result<bool> {
+        self.shrink_input();
+        // Requests split off the front shrink the room behind them. Between requests it
+        // is made again (by taking the whole buffer back, once they are dropped) only when
+        // little is left, not after every request; a request still arriving (a large
+        // value) always gets a full chunk to read into.
+        if !self.rbuf.is_empty() || self.rbuf.capacity() < MIN_READ_ROOM {
+            self.rbuf.reserve(READ_CHUNK);
+        }
+        let room = self.rbuf.spare_capacity_mut();
+        let len = room.len().min(MAX_READ);
+        let n = loop {
+            match recv(self.socket.as_raw_fd(), &mut room[..len]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained = true;
+                    return Ok(true);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        // SAFETY: the kernel initialised the first `n` bytes of the spare room.
+        unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
+        // A read that leaves room unfilled has emptied the socket: the next waits for
+        // the next event instead of asking the kernel to say it has nothing.
+        if n < len && !self.hung_up {
+            self.drained = true;
+        }
+        if n > 0 {
+            self.unread = true;
+            self.ctx.stats.bytes_read.fetch_add(n as u64, Relaxed);
+        }
+        Ok(n > 0)
+    }
+
+    /// Writes the pending replies while the socket takes them; false if it stopped
+    /// taking them before the end.
+    fn write(&mut self) -> io::Result<bool> {
+        let total = self.out.len();
+        if total == 0 {
+            return Ok(true);
+        }
+        if self.written == 0 {
+            // Counted before writing, so a client that has the reply sees the count.
+            self.ctx.stats.bytes_written.fetch_add(total as u64, Relaxed);
+            self.ctx.stats.socket_writes.fetch_add(1, Relaxed);
+        }
+        while self.written < total {
+            match send(self.socket.as_raw_fd(), &self.out, self.written) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.written += n;
+                    self.stalled_since = None;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        self.written = 0;
         self.out.clear();
-        if large {
+        if self.out.buf.capacity() > KEEP_CAPACITY {
             self.out.buf = BytesMut::with_capacity(READ_CHUNK);
         }
         if self.idle_timeout.is_some() {
             self.last_active = Instant::now();
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Runs the complete commands in the read buffer (or goes on with the batch that
+    /// filled the output), appending their replies.
+    fn run_batch(&mut self) -> Step {
+        let mut batch = match self.batch.take() {
+            Some(batch) => batch,
+            None => self.start_batch(),
+        };
+        let step = self.run_commands(&mut batch);
+        match step {
+            Step::Full => self.batch = Some(batch),
+            Step::Done => {
+                if let Some(row) = &self.row {
+                    row.set_busy(false, 0);
+                }
+                if batch.commands && self.idle_timeout.is_some() {
+                    self.last_active = Instant::now();
+                }
+            }
+            Step::Close => {}
+        }
+        step
+    }
+
+    fn start_batch(&mut self) -> Batch {
+        self.unread = false;
+        if let Some(row) = &self.row {
+            row.set_busy(true, self.ctx.store.clock().now());
+        }
+        // A pipeline of gets: start loading their items now, so the lookups below do
+        // not each wait on memory in turn.
+        let mut prefetch = None;
+        let prefetched = crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| {
+            prefetch.get_or_insert_with(|| self.ctx.store.prefetch()).add(k);
+        });
+        if let Some(prefetch) = prefetch {
+            prefetch.finish();
+        }
+        Batch { prefetched, ..Batch::default() }
+    }
+
+    fn run_commands(&mut self, batch: &mut Batch) -> Step {
+        if let Some((get, keys, done)) = batch.get.take()
+            && let Some(step) = self.get_keys(batch, get, keys, done)
+        {
+            return step;
+        }
+        loop {
+            let login = self.decoder.awaiting_auth();
+            let decoded = self.decoder.decode(&mut self.rbuf);
+            if login && !matches!(decoded, Ok(None)) {
+                // memcached answers everything before a login in one reused reply
+                // slot: of several such replies in a batch only the last is sent.
+                let start = *batch.pending.login_reply.get_or_insert(self.out.buf.len());
+                self.out.truncate(start);
+            }
+            match decoded {
+                Ok(Some(req)) => {
+                    trace!(cmd = req.name(), "request");
+                    batch.commands = true;
+                    #[cfg(debug_assertions)]
+                    if let Some(hook) = FAULT_HOOK.get() {
+                        hook(&req);
+                    }
+                    let flow = match req {
+                        Request::Get { keys, with_cas, touch } => {
+                            let get = Retrieval::new(&self.ctx, with_cas, touch);
+                            // Unless the walk above already did, for this command.
+                            if batch.pending.commands >= batch.prefetched {
+                                get.prefetch(&self.ctx, &keys);
+                            }
+                            match self.get_keys(batch, get, keys, 0) {
+                                Some(step) => return step,
+                                None => continue,
+                            }
+                        }
+                        req => exec::execute(&self.ctx, req, &mut self.out.buf),
+                    };
+                    match flow {
+                        Flow::Close => return Step::Close,
+                        Flow::Authenticated => self.decoder.authenticated(),
+                        _ => {}
+                    }
+                    batch.pending.after_command(flow, self.out.buf.len());
+                    if self.out.len() >= MAX_PENDING_OUTPUT {
+                        batch.pending.committed = 0;
+                        return Step::Full;
+                    }
+                }
+                Ok(None) => return Step::Done,
+                Err(rejected) => {
+                    trace!(error = %rejected.error, "rejected");
+                    batch.commands = true;
+                    if rejected.error.is_fatal() {
+                        debug!(error = %rejected.error, "closing connection");
+                        self.out.truncate(batch.pending.committed);
+                        return Step::Close;
+                    }
+                    if rejected.error.culls_pending() {
+                        self.out.truncate(batch.pending.committed);
+                    }
+                    if let (Some(reply), false) = (rejected.error.reply(), rejected.noreply) {
+                        self.out.buf.put_slice(reply);
+                    }
+                    batch.pending.after_command(Flow::Continue, self.out.buf.len());
+                }
+            }
+        }
+    }
+
+    /// Looks up a get's keys from the `done`th on. `Some(Full)` when the replies must be
+    /// written out first (the get is kept in the batch to carry on with), `Some(Step)` to
+    /// end the batch, `None` when the command is finished.
+    fn get_keys(&mut self, batch: &mut Batch, get: Retrieval, keys: KeyList, done: usize) -> Option<Step> {
+        let mut full_at = None;
+        for (i, key) in keys.iter().enumerate().skip(done) {
+            get.key(&self.ctx, key, &mut self.out);
+            if self.out.len() >= MAX_PENDING_OUTPUT {
+                full_at = Some(i + 1);
+                break;
+            }
+        }
+        if let Some(next) = full_at {
+            batch.pending.committed = 0;
+            batch.get = Some((get, keys, next));
+            return Some(Step::Full);
+        }
+        let flow = get.end(&mut self.out.buf);
+        batch.pending.after_command(flow, self.out.buf.len());
+        if self.out.len() >= MAX_PENDING_OUTPUT {
+            batch.pending.committed = 0;
+            return Some(Step::Full);
+        }
+        None
     }
 
     /// Gives back a read buffer that grew for a large request, keeping what it still holds.
@@ -385,13 +517,98 @@ impl<S: AsRawFd> Connection<S> {
     }
 }
 
-/// Most slices one vectored write takes (Linux allows 1,024). A batch rarely has more
-/// than a few large values (each is two slices); a longer one takes another call, and
-/// the slice array, set up on every flush, stays small.
-const MAX_IOV: usize = 16;
-
 /// Fault injection for tests, in debug builds only: when set, runs before each request,
-/// so a test can make one connection's task panic and watch the server carry on.
+/// so a test can make one connection's handler panic and watch the server carry on.
 #[cfg(debug_assertions)]
 #[doc(hidden)]
 pub static FAULT_HOOK: std::sync::OnceLock<fn(&Request)> = std::sync::OnceLock::new();
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::Config;
+    use crate::clock::Clock;
+
+    /// A connection on one end of a socket pair, and the client's end.
+    fn pair() -> (Connection, UnixStream) {
+        let (server, client) = UnixStream::pair().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let ctx = Arc::new(Ctx::new(Config::for_tests(), Clock::starting_at(1_700_000_000)));
+        (Connection::new(server.into(), ctx), client)
+    }
+
+    /// Everything the server has written so far.
+    fn replies(client: &mut UnixStream) -> Vec<u8> {
+        client.set_nonblocking(true).unwrap();
+        let (mut got, mut buf) = (Vec::new(), [0u8; 1 << 16]);
+        while let Ok(n) = client.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        client.set_nonblocking(false).unwrap();
+        got
+    }
+
+    #[test]
+    fn a_connection_with_endless_input_lets_others_go_first() {
+        let (mut conn, mut client) = pair();
+        let requests = 100_000 / 13;
+        client.write_all(&b"get nothing\r\n".repeat(requests)).unwrap();
+        // Four reads of at most 16 KiB, then the others' turn: the rest is still unread.
+        assert_eq!(conn.on_ready(true, false, false), Wait::Turn);
+        let first = replies(&mut client).len() / 5;
+        assert!(first > 0 && first < requests, "{first} of {requests} answered in one turn");
+        // The next turn, without a new event, goes on where it stopped until the input
+        // runs out.
+        assert_eq!(conn.on_ready(false, false, false), Wait::Read);
+        assert_eq!(replies(&mut client), b"END\r\n".repeat(requests - first));
+    }
+
+    #[test]
+    fn bytes_and_a_hang_up_in_one_event_are_answered_then_closed() {
+        let (mut conn, mut client) = pair();
+        client.write_all(b"set k 0 0 1\r\nx\r\nget k\r\n").unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        // A short read must not be taken for an empty socket once the client has hung up.
+        assert_eq!(conn.on_ready(true, true, false), Wait::Close);
+        assert_eq!(replies(&mut client), b"STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n");
+    }
+
+    #[test]
+    fn a_full_socket_holds_the_rest_of_a_multi_get_until_it_drains() {
+        let (mut conn, mut client) = pair();
+        let value = vec![b'v'; 100_000];
+        let mut set = b"set big 0 0 100000\r\n".to_vec();
+        set.extend_from_slice(&value);
+        set.extend_from_slice(b"\r\n");
+        client.write_all(&set).unwrap();
+        assert_eq!(conn.on_ready(true, false, false), Wait::Read);
+        assert_eq!(replies(&mut client), b"STORED\r\n");
+        // 30 copies of the value: 3 MB, far more than the socket and MAX_PENDING_OUTPUT.
+        client.write_all(format!("get{}\r\nget big\r\n", " big".repeat(30)).as_bytes()).unwrap();
+        assert_eq!(conn.on_ready(true, false, false), Wait::Write);
+        let mut got = Vec::new();
+        loop {
+            got.extend_from_slice(&replies(&mut client));
+            match conn.on_ready(false, false, false) {
+                Wait::Write => continue,
+                Wait::Read => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        got.extend_from_slice(&replies(&mut client));
+        let mut one = b"VALUE big 0 100000\r\n".to_vec();
+        one.extend_from_slice(&value);
+        one.extend_from_slice(b"\r\n");
+        let mut want = one.repeat(30);
+        want.extend_from_slice(b"END\r\n");
+        want.extend_from_slice(&one);
+        want.extend_from_slice(b"END\r\n");
+        assert!(got == want, "{} bytes, want {}", got.len(), want.len());
+    }
+}

@@ -1,19 +1,15 @@
 //! Accepting connections: one accept loop per listener, the `-c` connection limit with
-//! memcached's refusal, one task per socket, and graceful shutdown (stop accepting, let
-//! connections finish the batch in hand, wait for them).
+//! memcached's refusal, handing each socket to a worker thread, and graceful shutdown
+//! (stop accepting, let connections finish the batch in hand, wait for them).
 //!
 //! Threads as memcached lays them out: the caller's runtime accepts (and runs the
-//! background tasks), and hands each socket to one of `-t` worker threads in turn, each a
-//! single-threaded runtime with its own epoll. A connection lives on one thread: no
+//! background tasks), and hands each socket to one of `-t` worker threads in turn
+//! ([`crate::worker`]), each with its own epoll. A connection lives on one thread: no
 //! work stealing, no wake-ups across threads, nothing shared but the store.
 
-use std::any::Any;
 use std::future::Future;
 use std::os::fd::AsRawFd;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -21,9 +17,10 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, Span, debug, error, info, info_span, warn};
+use tracing::{Span, debug, error, info, info_span, warn};
 
-use crate::connection::{Connection, Socket};
+use crate::connection::Connection;
+use crate::worker::{NewConn, Workers};
 use crate::exec::Ctx;
 use crate::stats::Stats;
 
@@ -71,7 +68,10 @@ pub async fn run<L: Into<Listener>>(
 ) {
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let workers = Arc::new(Workers::start(ctx.config.threads));
+    let workers = match Workers::start(ctx.config.threads, &ctx) {
+        Ok(w) => Arc::new(w),
+        Err(e) => return error!(%e, "cannot start the worker threads"),
+    };
     let permits = Arc::new(Semaphore::new(ctx.config.max_connections));
     let ticker = tokio::spawn(ctx.store.clock().clone().run_ticker());
     let reclaimer = tokio::spawn(reclaim_expired(ctx.clone()));
@@ -99,6 +99,7 @@ pub async fn run<L: Into<Listener>>(
     }
     info!("shutting down: no new connections; draining open ones");
     ctx.stopping.store(true, std::sync::atomic::Ordering::Release);
+    workers.wake_all();
     token.cancel();
     tracker.close();
     if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
@@ -107,41 +108,6 @@ pub async fn run<L: Into<Listener>>(
     ticker.abort();
     reclaimer.abort();
     drop(workers);
-}
-
-/// The threads connections run on, each a current-thread runtime, handed sockets in turn.
-struct Workers {
-    handles: Vec<tokio::runtime::Handle>,
-    next: std::sync::atomic::AtomicUsize,
-    /// Dropped to stop the threads (their runtimes then drop any connection left).
-    _stop: tokio::sync::watch::Sender<()>,
-}
-
-impl Workers {
-    fn start(threads: usize) -> Self {
-        let (stop, stopped) = tokio::sync::watch::channel(());
-        let handles = (0..threads.max(1))
-            .map(|i| {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a worker thread's runtime");
-                let handle = rt.handle().clone();
-                let mut stopped = stopped.clone();
-                std::thread::Builder::new()
-                    .name(format!("larder-worker-{i}"))
-                    .spawn(move || rt.block_on(async move { while stopped.changed().await.is_ok() {} }))
-                    .expect("a worker thread");
-                handle
-            })
-            .collect();
-        Self { handles, next: std::sync::atomic::AtomicUsize::new(0), _stop: stop }
-    }
-
-    /// The next worker in turn.
-    fn next(&self) -> &tokio::runtime::Handle {
-        &self.handles[self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.handles.len()]
-    }
 }
 
 /// How often background expiry runs, and how many buckets of each shard it looks at.
@@ -188,17 +154,11 @@ async fn reclaim_expired(ctx: Arc<Ctx>) {
 /// What the accept loop needs of a listener.
 trait Accept: Send + 'static {
     type Stream: tokio::io::AsyncWrite + AsRawFd + Send + Unpin + 'static;
-    /// The socket between threads, registered with no runtime.
-    type Std: AsRawFd + Send + Sync + 'static;
+    /// The socket between threads, registered with no runtime (in non-blocking mode).
+    type Std: Into<std::os::fd::OwnedFd>;
     /// A new client, with its and our address as `stats conns` names them.
     fn accept(&self) -> impl Future<Output = std::io::Result<(Self::Stream, String, String)>> + Send;
     fn into_std(s: Self::Stream) -> std::io::Result<Self::Std>;
-    /// Registers the socket with the current thread's runtime.
-    fn from_std(s: Self::Std) -> std::io::Result<Socket<Self::Std>> {
-        // SAFETY: the std stream owns its descriptor, which stays open and the same until
-        // the stream is dropped, and the stream is dropped only with the `AsyncFd`.
-        Ok(unsafe { Socket::register(s) }?)
-    }
 }
 
 impl Accept for TcpListener {
@@ -264,33 +224,20 @@ async fn accept_loop<L: Accept>(
         Stats::incr(&ctx.stats.total_connections);
         let fd = socket.as_raw_fd();
         let row = ctx.conns.add(fd, peer.clone(), local, ctx.store.clock().now());
-        let guard = Slot::take(ctx.clone(), permit, fd);
-        let (cancel, ctx) = (token.child_token(), ctx.clone());
-        // A span per connection costs the subscriber's enter and exit on every poll, so
+        let slot = Slot::take(ctx.clone(), permit, fd);
+        // A span per connection costs the subscriber's enter and exit on every event, so
         // there is one only when its debug lines would be printed.
         let span = if tracing::enabled!(tracing::Level::DEBUG) { info_span!("conn", %peer) } else { Span::none() };
         let socket = match L::into_std(socket) {
-            Ok(s) => s,
+            Ok(s) => s.into(),
             Err(e) => {
                 warn!(%e, %peer, "cannot hand the connection to a worker");
                 continue;
             }
         };
-        let task = async move {
-            debug!("connection opened");
-            let socket = match L::from_std(socket) {
-                Ok(s) => s,
-                Err(e) => return warn!(%e, "cannot register the connection"),
-            };
-            let conn = Connection::new(socket, ctx, cancel).with_row(row);
-            match CatchUnwind(Box::pin(conn.run())).await {
-                Ok(Ok(())) => debug!("connection closed"),
-                Ok(Err(e)) => debug!(%e, "connection closed on error"),
-                Err(panic) => error!(%peer, panic = panic_message(&*panic), "connection task panicked; closed it"),
-            }
-            drop(guard);
-        };
-        workers.next().spawn(tracker.track_future(task.instrument(span)));
+        let conn = Connection::new(socket, ctx.clone()).with_row(row);
+        // Shutdown waits for the tracker's tokens: one per open connection.
+        workers.hand(NewConn { conn, hold: Box::new((slot, tracker.token())), span });
     }
 }
 
@@ -313,31 +260,4 @@ impl Drop for Slot {
         self.ctx.conns.remove(self.fd);
         self.ctx.stats.curr_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-/// Runs a connection's future, turning a panic in it into an `Err`, so the panic is logged
-/// with the connection's span and its slot is given back. (Tokio would isolate the panic
-/// anyway; this makes it visible in our log.) The connection's state is dropped with the
-/// future, so nothing half-updated is used again: the socket closes.
-struct CatchUnwind<F>(Pin<Box<F>>);
-
-impl<F: Future> Future for CatchUnwind<F> {
-    type Output = Result<F::Output, Box<dyn Any + Send>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.0.as_mut();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
-    }
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(not a string)")
 }

@@ -1,5 +1,5 @@
 //! Hostile peers over TCP (issue 5): clients that never read, trickle bytes, flood the
-//! connection limit, hang up mid-request or half-close, and a connection whose task panics.
+//! connection limit, hang up mid-request or half-close, and a connection whose code panics.
 //! The server must stay within its bounds and keep serving everyone else. Byte-exact bad
 //! input is in `tests/corpus/hostile.txt` (checked against memcached by the differential
 //! test); what a corpus cannot express is here. Every test is bounded in time and count and

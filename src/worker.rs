@@ -1,0 +1,221 @@
+//! Worker threads: each runs an event loop (mio, so epoll) over the connections handed to
+//! it, and a socket's readiness event calls its connection's code directly: no task, waker
+//! or run queue between the kernel's word and the work, and no atomic state to step
+//! through for each request. Threads as memcached lays them out: a connection lives on
+//! one thread, nothing is shared but the store.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{Span, debug, error};
+
+use crate::connection::{Connection, Wait};
+use crate::exec::Ctx;
+
+/// A connection for a worker, with what it holds while open (its place under the
+/// connection limit, say), dropped when it closes.
+pub struct NewConn {
+    pub conn: Connection,
+    pub hold: Box<dyn Send>,
+    /// Entered while the connection runs, so its log lines name it.
+    pub span: Span,
+}
+
+/// The worker threads, handed connections in turn.
+pub struct Workers {
+    workers: Vec<Handle>,
+    next: AtomicUsize,
+    /// Set when the workers are dropped: each thread closes what it still has and ends.
+    quit: Arc<AtomicBool>,
+}
+
+struct Handle {
+    tx: mpsc::Sender<NewConn>,
+    waker: Arc<Waker>,
+}
+
+const WAKER: Token = Token(usize::MAX);
+
+/// How often a worker looks for connections past the idle timeout, and for connections
+/// to close when the server stops.
+const SWEEP_EVERY: Duration = Duration::from_millis(100);
+
+impl Workers {
+    pub fn start(threads: usize, ctx: &Arc<Ctx>) -> std::io::Result<Self> {
+        let quit = Arc::new(AtomicBool::new(false));
+        let workers = (0..threads.max(1))
+            .map(|i| {
+                let poll = Poll::new()?;
+                let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+                let (tx, rx) = mpsc::channel();
+                let mut worker = Worker { poll, rx, ctx: ctx.clone(), conns: Vec::new(), free: Vec::new(), turn: Vec::new() };
+                let quit = quit.clone();
+                std::thread::Builder::new().name(format!("larder-worker-{i}")).spawn(move || worker.run(&quit))?;
+                Ok(Handle { tx, waker })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(Self { workers, next: AtomicUsize::new(0), quit })
+    }
+
+    /// Gives `conn` to the next worker in turn.
+    pub fn hand(&self, conn: NewConn) {
+        let w = &self.workers[self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len()];
+        if w.tx.send(conn).is_ok() {
+            let _ = w.waker.wake();
+        }
+    }
+
+    /// Makes every worker look at the server's `stopping` flag now.
+    pub fn wake_all(&self) {
+        for w in &self.workers {
+            let _ = w.waker.wake();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.quit.store(true, Ordering::Release);
+        self.wake_all();
+    }
+}
+
+struct Entry {
+    conn: Connection,
+    wait: Wait,
+    span: Span,
+    _hold: Box<dyn Send>,
+}
+
+struct Worker {
+    poll: Poll,
+    rx: mpsc::Receiver<NewConn>,
+    ctx: Arc<Ctx>,
+    /// Connections by token.
+    conns: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    /// Connections that let others go first and have more to do.
+    turn: Vec<usize>,
+}
+
+impl Worker {
+    fn run(&mut self, quit: &AtomicBool) {
+        let mut events = Events::with_capacity(256);
+        let idle_timeout = self.ctx.config.idle_timeout > 0;
+        let mut last_sweep = Instant::now();
+        loop {
+            let stopping = self.ctx.stopping.load(Ordering::Acquire);
+            let timeout = if !self.turn.is_empty() {
+                Some(Duration::ZERO)
+            } else if idle_timeout || stopping {
+                Some(SWEEP_EVERY)
+            } else {
+                None
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                error!(%e, "worker: waiting for events failed");
+                std::thread::sleep(SWEEP_EVERY);
+            }
+            if quit.load(Ordering::Acquire) {
+                return;
+            }
+            let stopping = self.ctx.stopping.load(Ordering::Acquire);
+            let mut new = false;
+            for ev in events.iter() {
+                if ev.token() == WAKER {
+                    new = true;
+                } else {
+                    let hung_up = ev.is_read_closed() || ev.is_error();
+                    self.drive(ev.token().0, ev.is_readable(), hung_up, stopping);
+                }
+            }
+            for i in std::mem::take(&mut self.turn) {
+                self.drive(i, false, false, stopping);
+            }
+            // After this round's events: a place freed by a close in it may be reused,
+            // and no event of the old socket's may reach the new one.
+            if new {
+                self.take_new();
+            }
+            if stopping {
+                // Connections between batches close; one still writing its replies out
+                // finishes first.
+                let waiting: Vec<usize> = (0..self.conns.len())
+                    .filter(|&i| self.conns[i].as_ref().is_some_and(|e| e.wait == Wait::Read))
+                    .collect();
+                waiting.into_iter().for_each(|i| self.close(i));
+            }
+            if idle_timeout && last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                let now = Instant::now();
+                let idle: Vec<usize> = (0..self.conns.len())
+                    .filter(|&i| self.conns[i].as_ref().is_some_and(|e| e.conn.idle_expired(now)))
+                    .collect();
+                idle.into_iter().for_each(|i| self.close(i));
+            }
+        }
+    }
+
+    fn take_new(&mut self) {
+        while let Ok(NewConn { conn, hold, span }) = self.rx.try_recv() {
+            let i = self.free.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            let registered =
+                self.poll.registry().register(&mut SourceFd(&conn.fd()), Token(i), Interest::READABLE | Interest::WRITABLE);
+            if let Err(e) = registered {
+                span.in_scope(|| error!(%e, "cannot register the connection"));
+                self.free.push(i);
+                continue;
+            }
+            span.in_scope(|| debug!("connection opened"));
+            // Bytes already there are reported by the first wait: no need to read now.
+            self.conns[i] = Some(Entry { conn, wait: Wait::Read, span, _hold: hold });
+        }
+    }
+
+    /// Lets connection `i` do what it can, and closes it if it is done or panicked.
+    fn drive(&mut self, i: usize, readable: bool, hung_up: bool, stopping: bool) {
+        let Some(Some(e)) = self.conns.get_mut(i) else { return };
+        let _in = e.span.enter();
+        let wait = std::panic::catch_unwind(AssertUnwindSafe(|| e.conn.on_ready(readable, hung_up, stopping)));
+        match wait {
+            Ok(Wait::Close) => {}
+            Ok(wait) => {
+                e.wait = wait;
+                if wait == Wait::Turn {
+                    self.turn.push(i);
+                }
+                return;
+            }
+            Err(panic) => error!(panic = panic_message(&*panic), "connection panicked; closed it"),
+        }
+        drop(_in);
+        self.close(i);
+    }
+
+    fn close(&mut self, i: usize) {
+        if let Some(e) = self.conns[i].take() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&e.conn.fd()));
+            e.span.in_scope(|| debug!("connection closed"));
+            self.free.push(i);
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
+}
