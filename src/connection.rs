@@ -302,7 +302,6 @@ impl Connection {
 
     /// Reads once into the read buffer; false when the client has gone.
     fn read(&mut self) -> io::Result<bool> {
-        self.shrink_input();
         // Requests split off the front shrink the room behind them. Between requests it
         // is made again (by taking the whole buffer back, once they are dropped) only when
         // little is left, not after every request; a request still arriving (a large
@@ -383,6 +382,7 @@ impl Connection {
         match step {
             Step::Full => self.batch = Some(batch),
             Step::Done => {
+                self.shrink_input();
                 if let Some(row) = &self.row {
                     row.set_busy(false, 0);
                 }
@@ -525,7 +525,7 @@ pub static FAULT_HOOK: std::sync::OnceLock<fn(&Request)> = std::sync::OnceLock::
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::os::unix::net::UnixStream;
 
     use super::*;
@@ -540,18 +540,18 @@ mod tests {
         (Connection::new(server.into(), ctx), client)
     }
 
-    /// Everything the server has written so far.
+    /// Everything the server has written so far (without waiting, and without making the
+    /// client's socket non-blocking, which a writer thread may share).
     fn replies(client: &mut UnixStream) -> Vec<u8> {
-        client.set_nonblocking(true).unwrap();
         let (mut got, mut buf) = (Vec::new(), [0u8; 1 << 16]);
-        while let Ok(n) = client.read(&mut buf) {
-            if n == 0 {
-                break;
+        loop {
+            // SAFETY: `buf` is writable for its length during the call.
+            let n = unsafe { libc::recv(client.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n <= 0 {
+                return got;
             }
-            got.extend_from_slice(&buf[..n]);
+            got.extend_from_slice(&buf[..n as usize]);
         }
-        client.set_nonblocking(false).unwrap();
-        got
     }
 
     #[test]
@@ -567,6 +567,27 @@ mod tests {
         // runs out.
         assert_eq!(conn.on_ready(false, false, false), Wait::Read);
         assert_eq!(replies(&mut client), b"END\r\n".repeat(requests - first));
+    }
+
+    #[test]
+    fn a_connection_gives_back_the_buffer_a_large_value_took() {
+        let (mut conn, mut client) = pair();
+        let writer = std::thread::spawn({
+            let mut client = client.try_clone().unwrap();
+            move || {
+                client.write_all(b"set big 0 0 1000000\r\n").unwrap();
+                client.write_all(&vec![b'v'; 1_000_000]).unwrap();
+                client.write_all(b"\r\n").unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        while got != b"STORED\r\n" {
+            conn.on_ready(true, false, false);
+            got.extend_from_slice(&replies(&mut client));
+        }
+        writer.join().unwrap();
+        // Waiting for its next command, it holds no more than a small buffer.
+        assert!(conn.rbuf.capacity() <= KEEP_CAPACITY, "{} bytes kept", conn.rbuf.capacity());
     }
 
     #[test]
