@@ -31,9 +31,10 @@ const MIN_READ_ROOM: usize = 4 * 1024;
 /// 2 KiB, a `get` line of 4 MiB, or a data block up to `-I`) plus one read.
 const MAX_READ: usize = 64 * 1024;
 
-/// Reads one readiness event may make before the connection lets its worker's other
-/// connections have a turn: a client that pipelines without pause cannot hold the thread.
-const READS_PER_TURN: usize = 4;
+/// Reads (of up to 16 KiB) and full reply buffers (of 1 MiB) one readiness event may take
+/// before the connection lets its worker's other connections have a turn: a client that
+/// pipelines without pause, or asks for a huge multi-get, cannot hold the thread.
+const STEPS_PER_TURN: usize = 4;
 
 /// Replies are written out (and nothing more is read or run until they are) once they pass
 /// this size, even in the middle of a multi-get: a client that sends without reading makes
@@ -117,6 +118,8 @@ pub struct Connection {
     out: Output,
     /// Bytes of `out` already written.
     written: usize,
+    /// `out` is in the `bytes_written` and `socket_writes` stats.
+    counted: bool,
     batch: Option<Batch>,
     /// Bytes came in that no batch has looked at yet.
     unread: bool,
@@ -199,6 +202,7 @@ impl Connection {
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             out: Output::new(BytesMut::with_capacity(READ_CHUNK)),
             written: 0,
+            counted: false,
             batch: None,
             unread: false,
             drained: false,
@@ -261,7 +265,7 @@ impl Connection {
     }
 
     fn advance(&mut self, stopping: bool) -> io::Result<Wait> {
-        let mut reads = 0;
+        let mut steps = 0;
         loop {
             // Replies first: nothing more is read or run until they are out.
             if !self.write()? {
@@ -274,7 +278,13 @@ impl Connection {
             if self.batch.is_some() || self.unread {
                 match self.run_batch() {
                     Step::Done => {}
-                    Step::Full => continue,
+                    Step::Full => {
+                        steps += 1;
+                        if steps == STEPS_PER_TURN {
+                            return Ok(Wait::Turn);
+                        }
+                        continue;
+                    }
                     Step::Close => {
                         self.closing = true;
                         continue;
@@ -290,10 +300,10 @@ impl Connection {
             if self.drained {
                 return Ok(Wait::Read);
             }
-            if reads == READS_PER_TURN {
+            if steps >= STEPS_PER_TURN {
                 return Ok(Wait::Turn);
             }
-            reads += 1;
+            steps += 1;
             if !self.read()? {
                 return Ok(Wait::Close);
             }
@@ -343,10 +353,11 @@ impl Connection {
         if total == 0 {
             return Ok(true);
         }
-        if self.written == 0 {
+        if !self.counted {
             // Counted before writing, so a client that has the reply sees the count.
             self.ctx.stats.bytes_written.fetch_add(total as u64, Relaxed);
             self.ctx.stats.socket_writes.fetch_add(1, Relaxed);
+            self.counted = true;
         }
         while self.written < total {
             match send(self.socket.as_raw_fd(), &self.out, self.written) {
@@ -360,7 +371,7 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
-        self.written = 0;
+        (self.written, self.counted) = (0, false);
         self.out.clear();
         if self.out.buf.capacity() > KEEP_CAPACITY {
             self.out.buf = BytesMut::with_capacity(READ_CHUNK);
@@ -617,7 +628,7 @@ mod tests {
         loop {
             got.extend_from_slice(&replies(&mut client));
             match conn.on_ready(false, false, false) {
-                Wait::Write => continue,
+                Wait::Write | Wait::Turn => continue,
                 Wait::Read => break,
                 other => panic!("{other:?}"),
             }

@@ -237,7 +237,7 @@ async fn accept_loop<L: Accept>(
         };
         let conn = Connection::new(socket, ctx.clone()).with_row(row);
         // Shutdown waits for the tracker's tokens: one per open connection.
-        workers.hand(NewConn { conn, hold: Box::new((slot, tracker.token())), span });
+        workers.hand(NewConn { conn, hold: Box::new((slot, tracker.token())), peer, span });
     }
 }
 

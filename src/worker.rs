@@ -23,7 +23,9 @@ use crate::exec::Ctx;
 pub struct NewConn {
     pub conn: Connection,
     pub hold: Box<dyn Send>,
-    /// Entered while the connection runs, so its log lines name it.
+    /// The client's address, for the log.
+    pub peer: String,
+    /// Entered while the connection runs, so its debug lines name it.
     pub span: Span,
 }
 
@@ -42,32 +44,34 @@ struct Handle {
 
 const WAKER: Token = Token(usize::MAX);
 
-/// How often a worker looks for connections past the idle timeout, and for connections
-/// to close when the server stops.
-const SWEEP_EVERY: Duration = Duration::from_millis(100);
+/// How often a worker looks for connections past the idle timeout (`-o idle_timeout`
+/// counts in seconds).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 impl Workers {
     pub fn start(threads: usize, ctx: &Arc<Ctx>) -> std::io::Result<Self> {
-        let quit = Arc::new(AtomicBool::new(false));
-        let workers = (0..threads.max(1))
-            .map(|i| {
-                let poll = Poll::new()?;
-                let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-                let (tx, rx) = mpsc::channel();
-                let mut worker = Worker { poll, rx, ctx: ctx.clone(), conns: Vec::new(), free: Vec::new(), turn: Vec::new() };
-                let quit = quit.clone();
-                std::thread::Builder::new().name(format!("larder-worker-{i}")).spawn(move || worker.run(&quit))?;
-                Ok(Handle { tx, waker })
-            })
-            .collect::<std::io::Result<_>>()?;
-        Ok(Self { workers, next: AtomicUsize::new(0), quit })
+        // Should a later thread fail to start, dropping this stops the earlier ones.
+        let mut started = Self { workers: Vec::new(), next: AtomicUsize::new(0), quit: Arc::new(AtomicBool::new(false)) };
+        for i in 0..threads.max(1) {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = mpsc::channel();
+            let mut worker = Worker { poll, rx, ctx: ctx.clone(), conns: Vec::new(), free: Vec::new(), turn: Vec::new() };
+            let quit = started.quit.clone();
+            std::thread::Builder::new().name(format!("larder-worker-{i}")).spawn(move || worker.run(&quit))?;
+            started.workers.push(Handle { tx, waker });
+        }
+        Ok(started)
     }
 
     /// Gives `conn` to the next worker in turn.
     pub fn hand(&self, conn: NewConn) {
         let w = &self.workers[self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len()];
-        if w.tx.send(conn).is_ok() {
-            let _ = w.waker.wake();
+        match w.tx.send(conn) {
+            Ok(()) => {
+                let _ = w.waker.wake();
+            }
+            Err(lost) => error!(peer = lost.0.peer, "a worker thread is gone; connection closed"),
         }
     }
 
@@ -87,10 +91,15 @@ impl Drop for Workers {
 }
 
 struct Entry {
+    /// Dropped first: what it holds (the connection's `stats conns` row, say) goes while
+    /// the descriptor is still open, so no new connection can have its number yet.
+    _hold: Box<dyn Send>,
     conn: Connection,
     wait: Wait,
+    /// In the worker's list of connections to run again without an event.
+    queued: bool,
+    peer: String,
     span: Span,
-    _hold: Box<dyn Send>,
 }
 
 struct Worker {
@@ -110,10 +119,9 @@ impl Worker {
         let idle_timeout = self.ctx.config.idle_timeout > 0;
         let mut last_sweep = Instant::now();
         loop {
-            let stopping = self.ctx.stopping.load(Ordering::Acquire);
             let timeout = if !self.turn.is_empty() {
                 Some(Duration::ZERO)
-            } else if idle_timeout || stopping {
+            } else if idle_timeout {
                 Some(SWEEP_EVERY)
             } else {
                 None
@@ -138,7 +146,10 @@ impl Worker {
                 }
             }
             for i in std::mem::take(&mut self.turn) {
-                self.drive(i, false, false, stopping);
+                if let Some(Some(e)) = self.conns.get_mut(i) {
+                    e.queued = false;
+                    self.drive(i, false, false, stopping);
+                }
             }
             // After this round's events: a place freed by a close in it may be reused,
             // and no event of the old socket's may reach the new one.
@@ -148,24 +159,26 @@ impl Worker {
             if stopping {
                 // Connections between batches close; one still writing its replies out
                 // finishes first.
-                let waiting: Vec<usize> = (0..self.conns.len())
-                    .filter(|&i| self.conns[i].as_ref().is_some_and(|e| e.wait == Wait::Read))
-                    .collect();
-                waiting.into_iter().for_each(|i| self.close(i));
+                for i in 0..self.conns.len() {
+                    if self.conns[i].as_ref().is_some_and(|e| e.wait == Wait::Read) {
+                        self.close(i);
+                    }
+                }
             }
             if idle_timeout && last_sweep.elapsed() >= SWEEP_EVERY {
-                last_sweep = Instant::now();
                 let now = Instant::now();
-                let idle: Vec<usize> = (0..self.conns.len())
-                    .filter(|&i| self.conns[i].as_ref().is_some_and(|e| e.conn.idle_expired(now)))
-                    .collect();
-                idle.into_iter().for_each(|i| self.close(i));
+                last_sweep = now;
+                for i in 0..self.conns.len() {
+                    if self.conns[i].as_ref().is_some_and(|e| e.conn.idle_expired(now)) {
+                        self.close(i);
+                    }
+                }
             }
         }
     }
 
     fn take_new(&mut self) {
-        while let Ok(NewConn { conn, hold, span }) = self.rx.try_recv() {
+        while let Ok(NewConn { conn, hold, peer, span }) = self.rx.try_recv() {
             let i = self.free.pop().unwrap_or_else(|| {
                 self.conns.push(None);
                 self.conns.len() - 1
@@ -179,25 +192,29 @@ impl Worker {
             }
             span.in_scope(|| debug!("connection opened"));
             // Bytes already there are reported by the first wait: no need to read now.
-            self.conns[i] = Some(Entry { conn, wait: Wait::Read, span, _hold: hold });
+            self.conns[i] = Some(Entry { _hold: hold, conn, wait: Wait::Read, queued: false, peer, span });
         }
     }
 
     /// Lets connection `i` do what it can, and closes it if it is done or panicked.
     fn drive(&mut self, i: usize, readable: bool, hung_up: bool, stopping: bool) {
         let Some(Some(e)) = self.conns.get_mut(i) else { return };
+        if e.wait == Wait::Read && !readable && !hung_up {
+            return; // room to write, and nothing to write: nothing to do
+        }
         let _in = e.span.enter();
         let wait = std::panic::catch_unwind(AssertUnwindSafe(|| e.conn.on_ready(readable, hung_up, stopping)));
         match wait {
             Ok(Wait::Close) => {}
             Ok(wait) => {
                 e.wait = wait;
-                if wait == Wait::Turn {
+                if wait == Wait::Turn && !e.queued {
+                    e.queued = true;
                     self.turn.push(i);
                 }
                 return;
             }
-            Err(panic) => error!(panic = panic_message(&*panic), "connection panicked; closed it"),
+            Err(panic) => error!(peer = e.peer, panic = panic_message(&*panic), "connection panicked; closed it"),
         }
         drop(_in);
         self.close(i);
