@@ -221,6 +221,7 @@ impl Connection {
         self
     }
 
+    /// The socket's descriptor, for the worker's epoll.
     pub fn fd(&self) -> RawFd {
         self.socket.as_raw_fd()
     }
@@ -244,8 +245,9 @@ impl Connection {
     }
 
     /// With an idle timeout, whether the client has kept this connection waiting on it
-    /// too long (for a command, or to take its replies) at `now`; counts the kick.
-    pub fn idle_expired(&self, now: Instant) -> bool {
+    /// too long (for a command, or to take its replies) at `now`: if so, the kick is
+    /// counted and logged, and the caller closes the connection.
+    pub fn idle_kick(&self, now: Instant) -> bool {
         let Some(t) = self.idle_timeout else { return false };
         let since = match self.stalled_since {
             Some(stalled) => stalled,

@@ -20,9 +20,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{Span, debug, error, info, info_span, warn};
 
 use crate::connection::Connection;
-use crate::worker::{NewConn, Workers};
 use crate::exec::Ctx;
 use crate::stats::Stats;
+use crate::worker::{NewConn, Workers};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);

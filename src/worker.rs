@@ -169,7 +169,7 @@ impl Worker {
                 let now = Instant::now();
                 last_sweep = now;
                 for i in 0..self.conns.len() {
-                    if self.conns[i].as_ref().is_some_and(|e| e.conn.idle_expired(now)) {
+                    if self.conns[i].as_ref().is_some_and(|e| e.conn.idle_kick(now)) {
                         self.close(i);
                     }
                 }
