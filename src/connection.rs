@@ -143,30 +143,32 @@ pub struct Connection {
 
 fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
     // SAFETY: `buf` is writable for its length during the call; no address is asked for.
-    let n = unsafe {
+    syscall_result(unsafe {
         libc::syscall(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), 0, std::ptr::null::<u8>(), 0)
-    };
+    })
+}
+
+/// A system call's return: a byte count, or -1 and `errno`.
+fn syscall_result(n: libc::c_long) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 fn sendto(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for its length during the call; no address is passed.
-    let n = unsafe {
+    syscall_result(unsafe {
         libc::syscall(libc::SYS_sendto, fd, buf.as_ptr(), buf.len(), libc::MSG_NOSIGNAL, std::ptr::null::<u8>(), 0)
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    })
 }
 
 fn sendmsg(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
     // SAFETY: msghdr is plain data (all zero is a valid empty message); IoSlice is
     // guaranteed ABI-compatible with iovec on Unix, and `iov` outlives the call.
-    let n = unsafe {
+    syscall_result(unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = iov.as_ptr().cast_mut().cast();
         msg.msg_iovlen = iov.len();
         libc::syscall(libc::SYS_sendmsg, fd, &raw const msg, libc::MSG_NOSIGNAL)
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    })
 }
 
 /// Most slices one vectored write takes (Linux allows 1,024). A batch rarely has more

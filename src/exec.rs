@@ -37,9 +37,8 @@ pub struct Ctx {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Open sockets, for `stats conns`.
     pub conns: crate::conns::Conns,
-    /// Set when the server starts draining, just before the connections' tokens are
-    /// cancelled: a waiting connection reads this, having registered with its token once,
-    /// instead of polling the token (two locks) every time it waits.
+    /// Set when the server starts draining: the worker threads then close every
+    /// connection waiting for a command, and the rest once their batch is written.
     pub stopping: std::sync::atomic::AtomicBool,
 }
 

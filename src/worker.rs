@@ -39,7 +39,7 @@ pub struct Workers {
 
 struct Handle {
     tx: mpsc::Sender<NewConn>,
-    waker: Arc<Waker>,
+    waker: Waker,
 }
 
 const WAKER: Token = Token(usize::MAX);
@@ -54,7 +54,7 @@ impl Workers {
         let mut started = Self { workers: Vec::new(), next: AtomicUsize::new(0), quit: Arc::new(AtomicBool::new(false)) };
         for i in 0..threads.max(1) {
             let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let waker = Waker::new(poll.registry(), WAKER)?;
             let (tx, rx) = mpsc::channel();
             let mut worker = Worker { poll, rx, ctx: ctx.clone(), conns: Vec::new(), free: Vec::new(), turn: Vec::new() };
             let quit = started.quit.clone();
