@@ -8,6 +8,15 @@
 //! for, in order, with the right length, the value's spot-checked contents and its
 //! `\r\n`; a `set` must get `STORED`. Anything else is an error (the first few are printed).
 //!
+//! With `--rate R` the connections send R requests per second between them, each batch
+//! when it is due (not before its previous batch is answered: one batch in flight per
+//! connection), and a batch is timed from when it was due: a batch held back by the slow
+//! reply to the one before counts its wait for that reply, so a server that leaves a
+//! connection waiting is charged for every request the wait held back, not for one (what a
+//! closed loop alone records: "coordinated omission"). The load generator's own delays
+//! are left out: the wait is figured on a timeline where each batch goes out as soon as it
+//! is due and its connection is free, and takes the server as long as it took in fact.
+//!
 //! Runs for `--duration` seconds after `--warmup` (only the time between counts), or
 //! until `--requests` requests are answered. Prints ops/s, latency percentiles from an
 //! HDR histogram (from a batch's write to each reply's arrival), hits, misses, errors,
@@ -46,6 +55,7 @@ usage: loadgen --server HOST:PORT [options]
   --duration S       seconds measured after warm-up (10)
   --warmup S         seconds before measuring (1)
   --requests N       stop after N requests instead of a duration (no warm-up)
+  --rate R           requests per second in all, each batch sent when due (closed loop)
   --prefill          set every key once before the run
   --prefill-only     set every key once and exit
   --threads N        runtime threads; 1 = tokio current-thread (1)
@@ -67,6 +77,7 @@ struct Args {
     duration: f64,
     warmup: f64,
     requests: Option<u64>,
+    rate: Option<f64>,
     prefill: bool,
     prefill_only: bool,
     threads: usize,
@@ -89,6 +100,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         duration: 10.0,
         warmup: 1.0,
         requests: None,
+        rate: None,
         prefill: false,
         prefill_only: false,
         threads: 1,
@@ -130,6 +142,7 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--duration" => a.duration = num(&name, value()?)?,
             "--warmup" => a.warmup = num(&name, value()?)?,
             "--requests" => a.requests = Some(num(&name, value()?)?),
+            "--rate" => a.rate = Some(num(&name, value()?)?),
             "--prefill" => a.prefill = true,
             "--prefill-only" => a.prefill_only = true,
             "--threads" => a.threads = num(&name, value()?)?,
@@ -152,6 +165,9 @@ fn parse_args() -> Result<Option<Args>, String> {
     }
     if !(0.0..=1.0).contains(&a.get_ratio) {
         return Err("--get-ratio must be between 0 and 1".into());
+    }
+    if a.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err("--rate must be positive".into());
     }
     if a.zipf.is_some_and(|s| s <= 0.0) {
         return Err("--zipf-s must be positive".into());
@@ -240,6 +256,8 @@ struct Shared {
     budget: AtomicU64,
     /// Connections that failed outright (connect, I/O, unparseable reply).
     failed: AtomicU64,
+    /// `--rate`'s ticker: connections waiting for their batches' turns, and when.
+    waiting: std::sync::Mutex<Vec<(Instant, std::task::Waker)>>,
 }
 
 impl Shared {
@@ -454,8 +472,15 @@ impl Conn {
         Ok(Parsed::Done)
     }
 
-    /// Sends one batch and reads all its replies.
-    async fn batch(&mut self, sh: &Shared, rng: &mut Rng, prefill_keys: Option<std::ops::Range<u64>>) -> Result<(), String> {
+    /// Sends one batch and reads all its replies, timing them from `queued` before the
+    /// write. Returns the time from the write to the last reply.
+    async fn batch(
+        &mut self,
+        sh: &Shared,
+        rng: &mut Rng,
+        prefill_keys: Option<std::ops::Range<u64>>,
+        queued: Duration,
+    ) -> Result<Duration, String> {
         self.wbuf.clear();
         self.keys.clear();
         self.pending.clear();
@@ -479,14 +504,16 @@ impl Conn {
                 }
             }
         }
-        let sent = Instant::now();
+        let written = Instant::now();
+        let sent = written.checked_sub(queued).unwrap_or(written);
         tokio::time::timeout(STALL, self.stream.write_all(&self.wbuf))
             .await
             .map_err(|_| format!("no progress writing for {STALL:?}"))?
             .map_err(|e| format!("write: {e}"))?;
         loop {
-            if let Parsed::Done = self.parse(sh, sent, Instant::now())? {
-                return Ok(());
+            let now = Instant::now();
+            if let Parsed::Done = self.parse(sh, sent, now)? {
+                return Ok(now - written);
             }
             self.rbuf.reserve(64 * 1024);
             let n = tokio::time::timeout(STALL, self.stream.read_buf(&mut self.rbuf))
@@ -497,8 +524,9 @@ impl Conn {
                 return Err("server closed the connection".into());
             }
             // One clock read per read: replies that arrived together finish together.
-            if let Parsed::Done = self.parse(sh, sent, Instant::now())? {
-                return Ok(());
+            let now = Instant::now();
+            if let Parsed::Done = self.parse(sh, sent, now)? {
+                return Ok(now - written);
             }
         }
     }
@@ -562,6 +590,13 @@ async fn drive(sh: Arc<Shared>, id: u64) -> Tally {
         }
     };
     let depth = sh.args.pipeline as u64;
+    // With --rate: this connection's batches are due every `every`, its first at a random
+    // point of the first interval so that the connections do not send in step. `free` is
+    // when the previous batch's last reply would have come had it gone out when due (or
+    // when its connection was free), taking the server the time it took.
+    let every = sh.args.rate.map(|r| Duration::from_secs_f64(sh.args.conns as f64 * depth as f64 / r));
+    let mut due = Instant::now() + every.unwrap_or_default().mul_f64(rng.unit());
+    let mut free = due;
     while !sh.stop.load(Relaxed) {
         if sh.args.requests.is_some() {
             let left = sh.budget.fetch_sub(depth, Relaxed);
@@ -569,13 +604,97 @@ async fn drive(sh: Arc<Shared>, id: u64) -> Tally {
                 break;
             }
         }
-        if let Err(e) = conn.batch(&sh, &mut rng, None).await {
-            eprintln!("loadgen: connection {id}: {e}");
-            sh.failed.fetch_add(1, Relaxed);
-            break;
+        let mut queued = Duration::ZERO;
+        if every.is_some() {
+            wait_until(&sh, due).await;
+            queued = free.saturating_duration_since(due);
+        }
+        match conn.batch(&sh, &mut rng, None, queued).await {
+            Ok(took) => {
+                if let Some(every) = every {
+                    free = due.max(free) + took;
+                    due += every;
+                }
+            }
+            Err(e) => {
+                eprintln!("loadgen: connection {id}: {e}");
+                sh.failed.fetch_add(1, Relaxed);
+                break;
+            }
         }
     }
     conn.tally
+}
+
+/// How often `--rate`'s ticker looks for connections whose batches are due.
+const TICK: Duration = Duration::from_micros(50);
+
+/// Every [`TICK`] (a timerfd's), wakes the connections whose batches are due, and all of
+/// them once the run stops. tokio's own timer counts in milliseconds, which would send
+/// the batches in millisecond bursts; waiting by spinning would keep the load generator's
+/// core busy, and a busy real-time thread is stopped by the kernel's RT throttle for 50 ms
+/// a second. Runs until aborted.
+async fn tick(sh: Arc<Shared>, fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>) {
+    loop {
+        let stop = sh.stop.load(Relaxed);
+        let now = Instant::now();
+        sh.waiting.lock().expect("not poisoned").retain(|(at, waker)| {
+            let keep = *at > now && !stop;
+            if !keep {
+                waker.wake_by_ref();
+            }
+            keep
+        });
+        let Ok(mut ready) = fd.readable().await else {
+            // Connections waiting for a tick would wait for ever.
+            eprintln!("loadgen: the ticker's timer failed");
+            std::process::exit(1);
+        };
+        let mut expirations = [0u8; 8];
+        // SAFETY: reads 8 bytes into an 8-byte buffer.
+        let n = unsafe { libc::read(std::os::fd::AsRawFd::as_raw_fd(ready.get_inner()), expirations.as_mut_ptr().cast(), 8) };
+        if n < 0 {
+            ready.clear_ready();
+        }
+    }
+}
+
+/// A timerfd that expires every [`TICK`], for [`tick`].
+fn ticker_timer() -> Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>, String> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain system calls; the descriptor is checked before it is owned.
+    let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("timerfd_create: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let step = libc::timespec { tv_sec: 0, tv_nsec: TICK.as_nanos() as libc::c_long };
+    let spec = libc::itimerspec { it_interval: step, it_value: step };
+    // SAFETY: a valid timerfd and a valid itimerspec.
+    if unsafe { libc::timerfd_settime(std::os::fd::AsRawFd::as_raw_fd(&fd), 0, &spec, std::ptr::null_mut()) } < 0 {
+        return Err(format!("timerfd_settime: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: an OwnedFd: open, and the same descriptor, for as long as the AsyncFd owns it.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(|e| format!("timerfd: {e}"))
+}
+
+/// Waits until `at`, by tokio's timer while that is far off and by `--rate`'s ticker after.
+async fn wait_until(sh: &Shared, at: Instant) {
+    const TIMER_STEP: Duration = Duration::from_millis(2);
+    if at.saturating_duration_since(Instant::now()) > TIMER_STEP {
+        tokio::time::sleep_until((at - TIMER_STEP).into()).await;
+    }
+    std::future::poll_fn(|cx| {
+        if Instant::now() >= at || sh.stop.load(Relaxed) {
+            return std::task::Poll::Ready(());
+        }
+        // The ticker takes the entry out when it wakes the task.
+        sh.waiting.lock().expect("not poisoned").push((at, cx.waker().clone()));
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// Sets every key once, the connections taking chunks from a shared counter.
@@ -597,7 +716,7 @@ async fn prefill_conn(sh: Arc<Shared>, id: u64) -> Tally {
             break;
         }
         let end = (start + chunk).min(sh.args.keys);
-        if let Err(e) = conn.batch(&sh, &mut rng, Some(start..end)).await {
+        if let Err(e) = conn.batch(&sh, &mut rng, Some(start..end), Duration::ZERO).await {
             eprintln!("loadgen: prefill connection {id}: {e}");
             sh.failed.fetch_add(1, Relaxed);
             break;
@@ -638,8 +757,11 @@ async fn prefill(sh: &Arc<Shared>) -> Result<(), String> {
     let conns = sh.args.conns.min(16) as u64;
     let tasks: Vec<_> = (0..conns).map(|i| tokio::spawn(prefill_conn(sh.clone(), i))).collect();
     let mut total = Tally::new();
+    let mut per_conn = Vec::with_capacity(tasks.len());
     for t in tasks {
-        total.add(&t.await.map_err(|e| e.to_string())?);
+        let t = t.await.map_err(|e| e.to_string())?;
+        per_conn.push(t.requests);
+        total.add(&t);
     }
     sh.recording.store(false, Relaxed);
     eprintln!(
@@ -666,6 +788,7 @@ async fn run(args: Args) -> Result<bool, String> {
         stop: AtomicBool::new(false),
         budget: AtomicU64::new(0),
         failed: AtomicU64::new(0),
+        waiting: std::sync::Mutex::new(Vec::new()),
     });
     if args.prefill || args.prefill_only {
         prefill(&sh).await?;
@@ -678,6 +801,10 @@ async fn run(args: Args) -> Result<bool, String> {
         sh.budget.store(n, Relaxed);
         sh.recording.store(true, Relaxed);
     }
+    let ticker = match args.rate {
+        Some(_) => Some(tokio::spawn(tick(sh.clone(), ticker_timer()?))),
+        None => None,
+    };
     let tasks: Vec<_> = (0..args.conns as u64).map(|i| tokio::spawn(drive(sh.clone(), i))).collect();
     let (t0, cpu0, self0);
     if args.requests.is_none() {
@@ -693,20 +820,27 @@ async fn run(args: Args) -> Result<bool, String> {
     let mut elapsed = t0.elapsed();
     let (mut cpu1, mut self1) = (pid.as_deref().and_then(cpu_time), cpu_time("self"));
     let mut total = Tally::new();
+    let mut per_conn = Vec::with_capacity(tasks.len());
     for t in tasks {
-        total.add(&t.await.map_err(|e| e.to_string())?);
+        let t = t.await.map_err(|e| e.to_string())?;
+        per_conn.push(t.requests);
+        total.add(&t);
+    }
+    if let Some(ticker) = ticker {
+        ticker.abort();
     }
     if args.requests.is_some() {
         elapsed = t0.elapsed();
         (cpu1, self1) = (pid.as_deref().and_then(cpu_time), cpu_time("self"));
     }
-    report(&args, &total, elapsed, cpu0.zip(cpu1), self0.zip(self1), sh.failed.load(Relaxed));
+    report(&args, &total, &per_conn, elapsed, cpu0.zip(cpu1), self0.zip(self1), sh.failed.load(Relaxed));
     Ok(total.errors == 0 && sh.failed.load(Relaxed) == 0 && total.requests > 0)
 }
 
 fn report(
     args: &Args,
     t: &Tally,
+    per_conn: &[u64],
     elapsed: Duration,
     server_cpu: Option<(CpuTime, CpuTime)>,
     own_cpu: Option<(CpuTime, CpuTime)>,
@@ -725,8 +859,16 @@ fn report(
         Some(s) => format!("zipf({s})"),
     };
     println!(
-        "loadgen: {} conns={} pipeline={} get_ratio={} multiget={} keys={} dist={} value={} B",
-        args.server, args.conns, args.pipeline, args.get_ratio, args.multiget, args.keys, dist, args.value_size
+        "loadgen: {} conns={} pipeline={} get_ratio={} multiget={} keys={} dist={} value={} B{}",
+        args.server,
+        args.conns,
+        args.pipeline,
+        args.get_ratio,
+        args.multiget,
+        args.keys,
+        dist,
+        args.value_size,
+        args.rate.map_or(String::new(), |r| format!(" rate={r}/s"))
     );
     println!(
         "  {:.0} ops/s ({} requests in {secs:.2} s; {:.0} keys/s; {:.1} MB/s of values in)",
@@ -742,6 +884,12 @@ fn report(
         us(0.999),
         t.hist.max() as f64 / 1000.0
     );
+    // A server that serves some connections and leaves others waiting shows it here, not
+    // in the latencies: a waiting connection sends nothing, so it records few samples.
+    let mean = t.requests as f64 / per_conn.len().max(1) as f64;
+    let share = |v: Option<&u64>| v.map_or(0.0, |&v| v as f64 / mean.max(1.0));
+    let (least, most) = (share(per_conn.iter().min()), share(per_conn.iter().max()));
+    println!("  requests per connection: least {least:.2}x, most {most:.2}x the mean");
     println!(
         "  gets {} (keys hit {}, missed {}), sets {}, errors {}, failed connections {failed}",
         t.gets, t.hits, t.misses, t.sets, t.errors
@@ -760,7 +908,7 @@ fn report(
     println!(
         "RESULT label={} ops={} secs={secs:.3} ops_per_sec={ops:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} \
          hits={} misses={} errors={} failed={failed} cpu_us_per_op={} user_us_per_op={} sys_us_per_op={} \
-         server_util={} client_util={}",
+         server_util={} client_util={} conn_least={least:.3} conn_most={most:.3}",
         if args.label.is_empty() { "-" } else { &args.label },
         t.requests,
         us(0.5),
