@@ -78,6 +78,11 @@ pub struct Cli {
     #[arg(short = 'A', long = "enable-shutdown")]
     pub enable_shutdown: bool,
 
+    /// Refuse the commands that list the cache's keys (`lru_crawler metadump`,
+    /// `stats cachedump`).
+    #[arg(short = 'X', long = "disable-dumping")]
+    pub disable_dumping: bool,
+
     /// Require clients to authenticate: a file of `user:password` lines, read at start.
     /// A client logs in with `set <any> 0 0 <n>` whose data is `<user> <password>`.
     #[arg(short = 'Y', long = "auth-file")]
@@ -203,6 +208,8 @@ pub struct Config {
     pub unix_mask: u32,
     /// `-A`: the `shutdown` command works.
     pub enable_shutdown: bool,
+    /// Not `-X`: the commands that list keys work.
+    pub dump_enabled: bool,
     /// `-M`: a full cache refuses stores instead of evicting.
     pub disable_evictions: bool,
     /// `-Y`: clients must authenticate.
@@ -246,6 +253,7 @@ impl Config {
             unix_socket: cli.unix_socket.clone(),
             unix_mask: cli.unix_mask,
             enable_shutdown: cli.enable_shutdown,
+            dump_enabled: !cli.disable_dumping,
             disable_evictions: cli.disable_evictions,
             auth: match &cli.auth_file {
                 Some(path) => {
@@ -271,6 +279,7 @@ impl Config {
             unix_socket: None,
             unix_mask: 0o700,
             enable_shutdown: false,
+            dump_enabled: true,
             disable_evictions: false,
             auth: None,
             idle_timeout: 0,

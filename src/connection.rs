@@ -19,6 +19,7 @@ use crate::exec::{self, Ctx, Flow, Retrieval};
 use crate::protocol::decode::Limits;
 use crate::protocol::encode::Output;
 use crate::protocol::{Decoder, KeyList, Request};
+use crate::store::DumpCursor;
 use crate::stats::Stats;
 
 /// Read buffer capacity kept free before each read.
@@ -76,14 +77,16 @@ impl Pending {
 }
 
 /// The commands of one read being run: memcached's flush ledger, whether any command was
-/// there, how many the pipeline walk prefetched, and a get whose replies filled the
-/// output before its last key (it carries on once they are written).
+/// there, how many the pipeline walk prefetched, and a get or a metadump whose replies
+/// filled the output before its end (it carries on once they are written).
 #[derive(Default)]
 struct Batch {
     pending: Pending,
     commands: bool,
     prefetched: usize,
     get: Option<(Retrieval, KeyList, usize)>,
+    /// A metadump's slab classes and where it carries on.
+    dump: Option<(u64, DumpCursor)>,
 }
 
 /// What a connection waits for after [`Connection::on_ready`].
@@ -433,6 +436,11 @@ impl Connection {
         {
             return step;
         }
+        if let Some((classes, at)) = batch.dump.take()
+            && let Some(step) = self.dump(batch, classes, at)
+        {
+            return step;
+        }
         loop {
             let login = self.decoder.awaiting_auth();
             let decoded = self.decoder.decode(&mut self.rbuf);
@@ -460,6 +468,20 @@ impl Connection {
                             match self.get_keys(batch, get, keys, 0) {
                                 Some(step) => return step,
                                 None => continue,
+                            }
+                        }
+                        Request::Crawl { classes, dump: true } => {
+                            // memcached refuses a dump behind replies it has not sent (since a get's, say).
+                            let stacked = self.out.buf.len() > batch.pending.committed;
+                            match exec::metadump_start(&self.ctx, classes, stacked) {
+                                Ok(classes) => match self.dump(batch, classes, DumpCursor::default()) {
+                                    Some(step) => return step,
+                                    None => continue,
+                                },
+                                Err(refused) => {
+                                    self.out.buf.put_slice(refused);
+                                    Flow::Continue
+                                }
                             }
                         }
                         req => exec::execute(&self.ctx, req, &mut self.out.buf),
@@ -519,6 +541,18 @@ impl Connection {
             batch.pending.committed = 0;
             return Some(Step::Full);
         }
+        None
+    }
+
+    /// Goes on with a metadump from `at`, as [`Self::get_keys`] goes on with a get.
+    fn dump(&mut self, batch: &mut Batch, classes: u64, at: DumpCursor) -> Option<Step> {
+        let room = MAX_PENDING_OUTPUT.saturating_sub(self.out.len()).max(1);
+        if let Some(next) = exec::metadump(&self.ctx, classes, at, &mut self.out.buf, room) {
+            batch.pending.committed = 0;
+            batch.dump = Some((classes, next));
+            return Some(Step::Full);
+        }
+        batch.pending.after_command(Flow::Transmit, self.out.buf.len());
         None
     }
 
@@ -646,5 +680,40 @@ mod tests {
         want.extend_from_slice(&one);
         want.extend_from_slice(b"END\r\n");
         assert!(got == want, "{} bytes, want {}", got.len(), want.len());
+    }
+
+    #[test]
+    fn a_metadump_larger_than_the_output_bound_is_written_as_it_goes() {
+        let (mut conn, mut client) = pair();
+        // 20,000 items with 200-byte keys: a dump of about 5 MB.
+        let key = |i: usize| format!("{i:0>200}");
+        for i in 0..20_000 {
+            let stored = conn.ctx.store.store(crate::protocol::StoreMode::Set, key(i).as_bytes(), 0, 0, b"v");
+            assert_eq!(stored, crate::store::StoreOutcome::Stored);
+        }
+        client.write_all(b"lru_crawler metadump all\r\nversion\r\n").unwrap();
+        let mut got = Vec::new();
+        let mut wait = conn.on_ready(true, false, false);
+        loop {
+            assert!(conn.out.len() < MAX_PENDING_OUTPUT + 512, "held {} bytes", conn.out.len());
+            got.extend_from_slice(&replies(&mut client));
+            match wait {
+                Wait::Write | Wait::Turn => wait = conn.on_ready(false, false, false),
+                Wait::Read => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        got.extend_from_slice(&replies(&mut client));
+        let text = String::from_utf8(got).unwrap();
+        let (lines, tail) = text.rsplit_once("END\r\n").unwrap();
+        // Unlike memcached, which leaves it until more bytes come, the command behind the
+        // dump is answered at once.
+        assert_eq!(tail, format!("VERSION {}\r\n", crate::exec::VERSION));
+        let mut seen: Vec<usize> = lines
+            .lines()
+            .map(|l| l.strip_prefix("key=").unwrap().split_once(' ').unwrap().0.parse().unwrap())
+            .collect();
+        seen.sort_unstable();
+        assert!(seen.iter().copied().eq(0..20_000), "{} lines", seen.len());
     }
 }

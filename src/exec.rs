@@ -10,9 +10,10 @@ use bytes::{BufMut, BytesMut};
 
 use crate::config::Config;
 use crate::protocol::encode::{Output, Seconds, put_number, put_stat, put_value};
-use crate::protocol::{DetailCmd, Request, StatsGroup, StoreMode};
+use crate::protocol::{CrawlClasses, DetailCmd, Request, StatsGroup, StoreMode};
 use crate::stats::{PrefixEvent, Stats};
-use crate::store::{ArithOutcome, Store, StoreOutcome};
+use crate::store::{ArithOutcome, DumpCursor, Store, StoreOutcome};
+pub use meta::metadump;
 
 /// The version `version` and `stats` report: the memcached release whose behaviour Larder
 /// reproduces, then Larder's own. Clients and tools read the leading numbers to decide
@@ -194,6 +195,8 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
         Request::MetaSet { meta, value } => meta::set(ctx, &meta, &value, out),
         Request::MetaDebug { key, key_binary } => meta::debug(ctx, &key, key_binary, out),
         Request::NoOp { reply, noreply } => reply_unless(out, noreply, reply),
+        Request::CacheDump { reply } if ctx.config.dump_enabled => out.put_slice(reply),
+        Request::CacheDump { .. } => out.put_slice(b"CLIENT_ERROR stats cachedump not allowed\r\n"),
         Request::Crawler { enable } => {
             let was = ctx.crawler.swap(enable, Relaxed);
             out.put_slice(match (enable, was) {
@@ -202,9 +205,54 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
                 _ => b"OK\r\n",
             });
         }
+        Request::Crawl { classes, dump: false } => {
+            out.put_slice(crawl_refusal(ctx, classes).unwrap_or(match classes {
+                CrawlClasses::Hash => b"ERROR an unknown error happened\r\n",
+                _ => b"OK\r\n",
+            }));
+        }
+        Request::Crawl { classes, dump: true } => match metadump_start(ctx, classes, false) {
+            // At once: a connection writes a large dump out as it goes instead.
+            Ok(classes) => _ = metadump(ctx, classes, DumpCursor::default(), out, usize::MAX),
+            Err(refused) => out.put_slice(refused),
+        },
         Request::Quit => return Flow::Close,
     }
     Flow::Continue
+}
+
+/// Why memcached would not start an `lru_crawler crawl` or `metadump` of `classes`.
+fn crawl_refusal(ctx: &Ctx, classes: CrawlClasses) -> Option<&'static [u8]> {
+    if !ctx.crawler.load(Relaxed) {
+        return Some(b"CLIENT_ERROR lru crawler disabled\r\n");
+    }
+    match classes {
+        CrawlClasses::Bad => Some(b"BADCLASS invalid class id\r\n"),
+        CrawlClasses::List(0) => Some(b"NOTSTARTED no items to crawl\r\n"),
+        _ => None,
+    }
+}
+
+/// `lru_crawler metadump`: the slab classes to show (a bit per class id), or memcached's
+/// reply refusing it. `stacked`: replies to earlier commands are still waiting to go out,
+/// which memcached refuses to mix with a dump.
+pub fn metadump_start(ctx: &Ctx, classes: CrawlClasses, stacked: bool) -> Result<u64, &'static [u8]> {
+    if !ctx.crawler.load(Relaxed) {
+        return Err(b"CLIENT_ERROR lru crawler disabled\r\n");
+    }
+    if !ctx.config.dump_enabled {
+        return Err(b"ERROR metadump not allowed\r\n");
+    }
+    if stacked {
+        return Err(b"ERROR cannot pipeline other commands before metadump\r\n");
+    }
+    if let Some(refused) = crawl_refusal(ctx, classes) {
+        return Err(refused);
+    }
+    Ok(match classes {
+        CrawlClasses::List(mask) => mask,
+        _ => u64::MAX,
+    })
 }
 
 /// A retrieval command (`get gets gat gats`) run one key at a time, so that the connection
@@ -505,12 +553,12 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "slab_automove_ratio", "0.80");
     put_stat(out, "slab_automove_window", 30u32);
     put_stat(out, "slab_chunk_max", c.max_item_size / 2);
-    put_stat(out, "lru_crawler", false);
+    put_stat(out, "lru_crawler", ctx.crawler.load(Relaxed));
     put_stat(out, "lru_crawler_sleep", 100u32);
     put_stat(out, "lru_crawler_tocrawl", 0u32);
     put_stat(out, "tail_repair_time", 0u32);
     put_stat(out, "flush_enabled", true);
-    put_stat(out, "dump_enabled", false);
+    put_stat(out, "dump_enabled", c.dump_enabled);
     put_stat(out, "hash_algorithm", "siphash");
     put_stat(out, "lru_maintainer_thread", false);
     put_stat(out, "lru_segmented", false);

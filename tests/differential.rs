@@ -381,6 +381,7 @@ fn larder_config(opts: &[String]) -> larder::config::Config {
         match o.as_str() {
             "-I" => config.max_item_size = parse_size(val()),
             "-m" => config.memory_limit = parse_size(val()) * 1024 * 1024,
+            "-X" => config.dump_enabled = false,
             "-Y" => {
                 let path = val();
                 let text = std::fs::read(path).unwrap_or_else(|e| panic!("-Y {path}: {e}"));

@@ -1,5 +1,6 @@
 //! Running meta commands: store calls and replies with return flags echoed in request
-//! order, `q` silencing only the uninteresting codes, as memcached 1.6 answers them.
+//! order, `q` silencing only the uninteresting codes, as memcached 1.6 answers them. Also
+//! `lru_crawler metadump`'s lines, the bookkeeping `me` shows for every item.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -8,7 +9,7 @@ use crate::protocol::decode::{MAX_SLAB_CHUNK, MEMCACHED_ITEM_HEADER};
 use crate::protocol::meta::base64_encode;
 use crate::protocol::{Meta, MetaCmd, StoreMode};
 use crate::stats::Stats;
-use crate::store::{ArithArgs, ArithOutcome, DeleteOutcome, GetArgs, StoreArgs, StoreOutcome};
+use crate::store::{ArithArgs, ArithOutcome, DebugInfo, DeleteOutcome, DumpCursor, GetArgs, StoreArgs, StoreOutcome};
 
 
 /// `mg`, `md`, `ma`.
@@ -287,7 +288,7 @@ pub fn debug(ctx: &Ctx, key: &[u8], key_binary: bool, out: &mut BytesMut) {
         out.put_slice(key);
     }
     let exp: i64 = if d.exptime == 0 { -1 } else { i64::from(now.wrapping_sub(d.exptime) as i32) };
-    let size = MEMCACHED_ITEM_HEADER + key.len() + if d.flags == 0 { 0 } else { 4 } + d.value_len;
+    let size = memcached_size(key, &d);
     out.put_slice(b" exp=");
     out.put_slice(itoa::Buffer::new().format(exp).as_bytes());
     out.put_slice(b" la=");
@@ -300,6 +301,58 @@ pub fn debug(ctx: &Ctx, key: &[u8], key_binary: bool, out: &mut BytesMut) {
     out.put_slice(b" size=");
     out.put_slice(itoa::Buffer::new().format(size).as_bytes());
     out.put_slice(b"\r\n");
+}
+
+/// `lru_crawler metadump`: a line for each live item in `classes` (a bit per slab class id,
+/// the class memcached would use) from `at` on, until at least `room` bytes are added or
+/// the last item is shown, after which `END`. Returns where to carry on, `None` once ended.
+pub fn metadump(ctx: &Ctx, classes: u64, at: DumpCursor, out: &mut BytesMut, room: usize) -> Option<DumpCursor> {
+    let epoch = ctx.store.clock().epoch();
+    let stop = out.len().saturating_add(room);
+    let next = ctx.store.dump(at, |key, d| {
+        let size = memcached_size(key, d);
+        let class = slab_class(size, ctx.config.max_item_size);
+        if classes & (1 << class) != 0 {
+            // memcached's format: absolute times, the key URI-encoded, lines ending in \n.
+            out.put_slice(b"key=");
+            uri_encode(key, out);
+            out.put_slice(b" exp=");
+            let exp = if d.exptime == 0 { -1 } else { epoch + i64::from(d.exptime) };
+            out.put_slice(itoa::Buffer::new().format(exp).as_bytes());
+            out.put_slice(b" la=");
+            out.put_slice(itoa::Buffer::new().format(epoch + i64::from(d.time)).as_bytes());
+            out.put_slice(b" cas=");
+            out.put_slice(itoa::Buffer::new().format(d.cas).as_bytes());
+            out.put_slice(if d.fetched { b" fetch=yes" } else { b" fetch=no" });
+            out.put_slice(b" cls=");
+            out.put_slice(itoa::Buffer::new().format(class).as_bytes());
+            out.put_slice(b" size=");
+            out.put_slice(itoa::Buffer::new().format(size).as_bytes());
+            out.put_slice(b"\n");
+        }
+        out.len() < stop
+    });
+    if next.is_none() {
+        out.put_slice(b"END\r\n");
+    }
+    next
+}
+
+/// memcached's `uriencode`: bytes other than letters, digits and `-._~` as `%XX`.
+fn uri_encode(key: &[u8], out: &mut BytesMut) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in key {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.put_u8(b);
+        } else {
+            out.put_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
+/// The bytes memcached's item for `key` would take (`ITEM_ntotal`).
+fn memcached_size(key: &[u8], d: &DebugInfo) -> usize {
+    MEMCACHED_ITEM_HEADER + key.len() + if d.flags == 0 { 0 } else { 4 } + d.value_len
 }
 
 /// The slab class memcached (`-n 48 -f 1.25`) would put an item of `size` bytes in.

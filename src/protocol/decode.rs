@@ -11,7 +11,7 @@ use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
 use crate::clock::{Clock, RelTime};
 use super::meta::{self, Meta};
 use super::{
-    DetailCmd, KEY_MAX_LENGTH, KeyList, ProtocolError, Rejection, Request, StatsGroup, StoreMode,
+    CrawlClasses, DetailCmd, KEY_MAX_LENGTH, KeyList, ProtocolError, Rejection, Request, StatsGroup, StoreMode,
 };
 
 /// memcached closes a connection whose buffered command line passes this many bytes without
@@ -379,7 +379,7 @@ impl Decoder {
                         _ => return Err(ProtocolError::BadFormat.into()),
                     }
                 };
-                Request::NoOp { reply, noreply: false }
+                Request::CacheDump { reply }
             }
             b"stats" => Request::Stats { group: stats_group(&toks, &line)? },
             b"slabs" => Request::NoOp { reply: slabs_reply(&toks, &line, ntokens, noreply)?, noreply },
@@ -390,6 +390,10 @@ impl Decoder {
             b"lru_crawler" if ntokens == 3 && matches!(toks.get(&line, 1), b"enable" | b"disable") => {
                 Request::Crawler { enable: toks.get(&line, 1) == b"enable" }
             }
+            b"lru_crawler" if ntokens == 4 && matches!(toks.get(&line, 1), b"crawl" | b"metadump") => Request::Crawl {
+                classes: crawl_classes(toks.get(&line, 2)),
+                dump: toks.get(&line, 1) == b"metadump",
+            },
             b"lru_crawler" => Request::NoOp { reply: lru_crawler_reply(&toks, &line, ntokens), noreply: false },
             // memcached as Debian builds it has TLS, which Larder does not speak.
             b"refresh_certs" => Request::NoOp { reply: b"Error TLS not enabled\r\n", noreply: false },
@@ -524,17 +528,30 @@ fn lru_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8] {
     }
 }
 
+/// `lru_crawler crawl|metadump <classes>`: `all`, `hash` (a walk of the hash table, which
+/// `crawl` refuses), or slab class ids from 1 to 63 separated by commas (empty ids skipped,
+/// each parsed as memcached's `safe_strtoul` into 32 bits).
+fn crawl_classes(tok: &[u8]) -> CrawlClasses {
+    match tok {
+        b"all" => CrawlClasses::All,
+        b"hash" => CrawlClasses::Hash,
+        _ => {
+            let mut mask = 0u64;
+            for id in tok.split(|&b| b == b',').filter(|id| !id.is_empty()) {
+                match parse_u32_truncating(id) {
+                    Some(n) if (1..MAX_SLAB_CLASSES).contains(&n) => mask |= 1 << n,
+                    _ => return CrawlClasses::Bad,
+                }
+            }
+            CrawlClasses::List(mask)
+        }
+    }
+}
+
 /// `lru_crawler`: Larder reclaims expired items on its own schedule; the knobs are accepted.
 fn lru_crawler_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8] {
     let sub = toks.get(line, 1);
     match (ntokens, sub) {
-        (4, b"crawl") => {
-            // "all", or slab class ids memcached accepts (1 to 62), comma-separated.
-            let ids = toks.get(line, 2);
-            let valid = ids == b"all"
-                || ids.split(|&b| b == b',').all(|id| parse_u32_truncating(id).is_some_and(|n| (1..MAX_SLAB_CLASSES - 1).contains(&n)));
-            if valid { OK } else { b"BADCLASS invalid class id\r\n" }
-        }
         (4, b"tocrawl") => {
             if parse_u32_truncating(toks.get(line, 2)).is_some() { OK } else { b"CLIENT_ERROR bad command line format\r\n" }
         }

@@ -50,15 +50,34 @@ pub enum Request {
     /// `me <key> [b]`.
     MetaDebug { key: Bytes, key_binary: bool },
     /// An admin command about machinery Larder does not have (slab classes, LRU tuning,
-    /// the LRU crawler, `stats cachedump`): accepted for scripts' sake and answered as
+    /// the LRU crawler's knobs): accepted for scripts' sake and answered as
     /// memcached answers it, with no effect.
     NoOp { reply: &'static [u8], noreply: bool },
+    /// `stats cachedump <class> <limit>`: Larder keeps no per-class lists to show, so an
+    /// empty list (or memcached's refusal of the arguments), unless `-X` refuses it.
+    CacheDump { reply: &'static [u8] },
     /// A login under `-Y`: the data block of the client's `set`.
     Auth { user: Bytes, password: Bytes },
     /// `lru_crawler enable|disable`: Larder reclaims expired items on its own, but the
     /// switch keeps memcached's state and replies.
     Crawler { enable: bool },
+    /// `lru_crawler crawl <classes>` (answered as memcached answers it; expired items are
+    /// reclaimed anyway) or `lru_crawler metadump <classes>`: a line of bookkeeping for
+    /// every live item, the connection writing it out as it goes.
+    Crawl { classes: CrawlClasses, dump: bool },
     Quit,
+}
+
+/// The slab classes an `lru_crawler crawl|metadump` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrawlClasses {
+    All,
+    /// `hash`: every item, by a walk of the hash table (`metadump` only).
+    Hash,
+    /// A bit per class id named; none when the list named none.
+    List(u64),
+    /// An id that is not a class memcached could have.
+    Bad,
 }
 
 /// Which `stats` report was asked for.
@@ -138,7 +157,7 @@ impl Request {
             },
             Self::MetaSet { .. } => "ms",
             Self::MetaDebug { .. } => "me",
-            Self::NoOp { .. } | Self::Crawler { .. } => "admin",
+            Self::NoOp { .. } | Self::Crawler { .. } | Self::Crawl { .. } | Self::CacheDump { .. } => "admin",
             Self::Auth { .. } => "auth",
             Self::Quit => "quit",
         }

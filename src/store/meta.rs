@@ -1,14 +1,15 @@
 //! The store side of memcached's meta commands (`mg`, `md`, `ma`, `me`): lookups that
 //! report item state (CAS, TTL, last access, fetched), vivify-on-miss, recache tokens and
 //! stale-while-revalidate, and counters with a CAS check and create-on-miss. Classic
-//! `incr`/`decr` are the plain case of [`Store::meta_arith`].
+//! `incr`/`decr` are the plain case of [`Store::meta_arith`]. Also the walk over every
+//! item that `lru_crawler metadump` reports the same bookkeeping from.
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::Bytes;
 
 use super::item::{Fields, Item, UPDATE_INTERVAL, bit, charge_for};
-use super::{Room, Store, read, write};
+use super::{Room, Shard, Store, read, write};
 use crate::clock::RelTime;
 use crate::protocol::meta::TtlFlags;
 use crate::protocol::number::parse_u64;
@@ -82,7 +83,7 @@ pub enum ArithOutcome {
     NoMemory,
 }
 
-/// What `me` shows.
+/// What `me` and `lru_crawler metadump` show of an item.
 #[derive(Debug, Clone, Copy)]
 pub struct DebugInfo {
     pub exptime: RelTime,
@@ -93,6 +94,32 @@ pub struct DebugInfo {
     pub value_len: usize,
     pub key_binary: bool,
 }
+
+impl DebugInfo {
+    fn of(s: &Shard, i: usize) -> Self {
+        let it = s.item(i);
+        Self {
+            exptime: it.exptime(),
+            time: it.time(),
+            cas: it.cas(),
+            fetched: s.fetched(i),
+            flags: it.flags(),
+            value_len: it.value().len(),
+            key_binary: it.bits() & bit::KEY_BINARY != 0,
+        }
+    }
+}
+
+/// Where a walk over every item ([`Store::dump`]) carries on: a shard, and a bucket in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DumpCursor {
+    shard: usize,
+    bucket: usize,
+}
+
+/// Buckets a walk looks at per hold of a shard's read lock, so that writers to the shard
+/// wait on it for a few microseconds at a time.
+const DUMP_STEP: usize = 1024;
 
 impl Store {
     /// `mg`: the live item, with `T`, `N`, `R` and access marking applied under the shard's
@@ -271,18 +298,37 @@ impl Store {
         let (hash, lock) = self.locate(key);
         let s = read(lock);
         let i = s.find(hash, key)?;
-        let it = s.item(i);
-        if self.dead(it, now).is_some() {
+        if self.dead(s.item(i), now).is_some() {
             return None;
         }
-        Some(DebugInfo {
-            exptime: it.exptime(),
-            time: it.time(),
-            cas: it.cas(),
-            fetched: s.fetched(i),
-            flags: it.flags(),
-            value_len: it.value().len(),
-            key_binary: it.bits() & bit::KEY_BINARY != 0,
-        })
+        Some(DebugInfo::of(&s, i))
+    }
+
+    /// `lru_crawler metadump`: shows `f` the key and bookkeeping of every live item from
+    /// `at` on, until `f` says it has had enough for now (returns false). Returns where to
+    /// carry on, or `None` when every item has been shown. As with memcached's crawler, an
+    /// item stored, removed or moved by a table's growth while the walk is under way may be
+    /// shown twice or not at all; one there throughout is shown.
+    pub fn dump(&self, mut at: DumpCursor, mut f: impl FnMut(&[u8], &DebugInfo) -> bool) -> Option<DumpCursor> {
+        let now = self.clock.now();
+        while let Some(shard) = self.shards.get(at.shard) {
+            let s = read(shard);
+            let buckets = if s.table.is_empty() { 0 } else { s.table.num_buckets() };
+            let end = buckets.min(at.bucket.saturating_add(DUMP_STEP));
+            while at.bucket < end {
+                let i = at.bucket;
+                at.bucket += 1;
+                if let Some(it) = s.table.get_bucket(i)
+                    && self.dead(it, now).is_none()
+                    && !f(it.key(), &DebugInfo::of(&s, i))
+                {
+                    return Some(at);
+                }
+            }
+            if at.bucket >= buckets {
+                at = DumpCursor { shard: at.shard + 1, bucket: 0 };
+            }
+        }
+        None
     }
 }

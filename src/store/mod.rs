@@ -24,7 +24,7 @@ use bytes::Bytes;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 pub use item::{HEADER as ITEM_HEADER, Item, SharedValue, charge_for};
-pub use meta::{ArithArgs, ArithOutcome, DebugInfo, DeleteOutcome, GetArgs, MetaHit};
+pub use meta::{ArithArgs, ArithOutcome, DebugInfo, DeleteOutcome, DumpCursor, GetArgs, MetaHit};
 pub use crate::protocol::meta::TtlFlags;
 
 use crate::clock::{Clock, RelTime};
