@@ -206,7 +206,7 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
             });
         }
         Request::Crawl { classes, dump: false } => {
-            out.put_slice(crawl_refusal(ctx, classes).unwrap_or(match classes {
+            out.put_slice(crawl_refusal(ctx, classes, None).unwrap_or(match classes {
                 CrawlClasses::Hash => b"ERROR an unknown error happened\r\n",
                 _ => b"OK\r\n",
             }));
@@ -221,10 +221,20 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
     Flow::Continue
 }
 
-/// Why memcached would not start an `lru_crawler crawl` or `metadump` of `classes`.
-fn crawl_refusal(ctx: &Ctx, classes: CrawlClasses) -> Option<&'static [u8]> {
+/// Why memcached would not start an `lru_crawler crawl` (`dump` None) or a `metadump` of
+/// `classes`, in the order it checks. `dump`: whether replies to earlier commands are still
+/// waiting to go out, which memcached refuses to mix with a dump.
+fn crawl_refusal(ctx: &Ctx, classes: CrawlClasses, dump: Option<bool>) -> Option<&'static [u8]> {
     if !ctx.crawler.load(Relaxed) {
         return Some(b"CLIENT_ERROR lru crawler disabled\r\n");
+    }
+    if let Some(stacked) = dump {
+        if !ctx.config.dump_enabled {
+            return Some(b"ERROR metadump not allowed\r\n");
+        }
+        if stacked {
+            return Some(b"ERROR cannot pipeline other commands before metadump\r\n");
+        }
     }
     match classes {
         CrawlClasses::Bad => Some(b"BADCLASS invalid class id\r\n"),
@@ -234,25 +244,13 @@ fn crawl_refusal(ctx: &Ctx, classes: CrawlClasses) -> Option<&'static [u8]> {
 }
 
 /// `lru_crawler metadump`: the slab classes to show (a bit per class id), or memcached's
-/// reply refusing it. `stacked`: replies to earlier commands are still waiting to go out,
-/// which memcached refuses to mix with a dump.
+/// reply refusing it (`stacked`: see [`crawl_refusal`]).
 pub fn metadump_start(ctx: &Ctx, classes: CrawlClasses, stacked: bool) -> Result<u64, &'static [u8]> {
-    if !ctx.crawler.load(Relaxed) {
-        return Err(b"CLIENT_ERROR lru crawler disabled\r\n");
+    match (crawl_refusal(ctx, classes, Some(stacked)), classes) {
+        (Some(refused), _) => Err(refused),
+        (None, CrawlClasses::List(mask)) => Ok(mask),
+        (None, _) => Ok(u64::MAX),
     }
-    if !ctx.config.dump_enabled {
-        return Err(b"ERROR metadump not allowed\r\n");
-    }
-    if stacked {
-        return Err(b"ERROR cannot pipeline other commands before metadump\r\n");
-    }
-    if let Some(refused) = crawl_refusal(ctx, classes) {
-        return Err(refused);
-    }
-    Ok(match classes {
-        CrawlClasses::List(mask) => mask,
-        _ => u64::MAX,
-    })
 }
 
 /// A retrieval command (`get gets gat gats`) run one key at a time, so that the connection
