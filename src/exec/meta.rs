@@ -5,7 +5,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{Ctx, NON_NUMERIC};
-use crate::protocol::decode::{MAX_SLAB_CHUNK, MEMCACHED_ITEM_HEADER};
+use crate::protocol::decode::{MAX_SLAB_CHUNK, memcached_item_size};
 use crate::protocol::meta::base64_encode;
 use crate::protocol::{Meta, MetaCmd, StoreMode};
 use crate::stats::Stats;
@@ -352,7 +352,7 @@ fn uri_encode(key: &[u8], out: &mut BytesMut) {
 
 /// The bytes memcached's item for `key` would take (`ITEM_ntotal`).
 fn memcached_size(key: &[u8], d: &DebugInfo) -> usize {
-    MEMCACHED_ITEM_HEADER + key.len() + if d.flags == 0 { 0 } else { 4 } + d.value_len
+    memcached_item_size(key.len(), d.flags, d.value_len)
 }
 
 /// The slab class memcached (`-n 48 -f 1.25`) would put an item of `size` bytes in.

@@ -35,8 +35,12 @@ pub const MEMCACHED_ITEM_HEADER: usize = 48 + 1 + 2 + 8;
 /// Whether an item of this shape exceeds the item size limit, by memcached's own arithmetic
 /// (`item_size_ok`), so the largest storable value is the same byte for byte.
 pub fn item_too_large(key_len: usize, flags: u32, value_len: usize, max_item_size: usize) -> bool {
-    let flags_len = if flags == 0 { 0 } else { 4 };
-    MEMCACHED_ITEM_HEADER + key_len + flags_len + value_len > max_item_size
+    memcached_item_size(key_len, flags, value_len) > max_item_size
+}
+
+/// The bytes memcached's item of this shape takes (`ITEM_ntotal`, with CAS).
+pub fn memcached_item_size(key_len: usize, flags: u32, value_len: usize) -> usize {
+    MEMCACHED_ITEM_HEADER + key_len + if flags == 0 { 0 } else { 4 } + value_len
 }
 
 /// Decoder limits taken from the configuration.
@@ -376,7 +380,8 @@ impl Decoder {
                     match (parse_u32_truncating(toks.get(&line, 2)), parse_u32_truncating(toks.get(&line, 3))) {
                         (Some(id), Some(_)) if id >= MAX_SLAB_CLASSES => b"CLIENT_ERROR Illegal slab id\r\n".as_slice(),
                         (Some(_), Some(_)) => b"END\r\n",
-                        _ => return Err(ProtocolError::BadFormat.into()),
+                        // A reply, not a protocol error: memcached checks -X first.
+                        _ => b"CLIENT_ERROR bad command line format\r\n",
                     }
                 };
                 Request::CacheDump { reply }
