@@ -42,6 +42,10 @@ const STEPS_PER_TURN: usize = 4;
 /// the server hold at most this plus one value for it.
 pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
 
+/// How far a metadump's last line may run past its room: a 250-byte key URI-encoded
+/// (three bytes each), its bookkeeping and `END`.
+const DUMP_LINE_SLACK: usize = 1024;
+
 /// A buffer whose capacity grew past this (a large item, a long multi-get) is swapped for
 /// a small one once it is drained, so an idle connection holds little memory.
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -547,12 +551,18 @@ impl Connection {
     /// Goes on with a metadump from `at`, as [`Self::get_keys`] goes on with a get.
     fn dump(&mut self, batch: &mut Batch, classes: u64, at: DumpCursor) -> Option<Step> {
         let room = MAX_PENDING_OUTPUT.saturating_sub(self.out.len()).max(1);
+        // Grown here, not line by line while the walk holds a shard's lock.
+        self.out.buf.reserve(room + DUMP_LINE_SLACK);
         if let Some(next) = exec::metadump(&self.ctx, classes, at, &mut self.out.buf, room) {
             batch.pending.committed = 0;
             batch.dump = Some((classes, next));
             return Some(Step::Full);
         }
         batch.pending.after_command(Flow::Transmit, self.out.buf.len());
+        if self.out.len() >= MAX_PENDING_OUTPUT {
+            batch.pending.committed = 0;
+            return Some(Step::Full);
+        }
         None
     }
 

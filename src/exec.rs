@@ -212,8 +212,14 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
             }));
         }
         Request::Crawl { classes, dump: true } => match metadump_start(ctx, classes, false) {
-            // At once: a connection writes a large dump out as it goes instead.
-            Ok(classes) => _ = metadump(ctx, classes, DumpCursor::default(), out, usize::MAX),
+            // All at once, for callers without a socket: a connection runs a dump itself
+            // (`Connection::dump`), writing it out as it goes and between other clients.
+            Ok(classes) => {
+                let mut at = Some(DumpCursor::default());
+                while let Some(from) = at {
+                    at = metadump(ctx, classes, from, out, usize::MAX);
+                }
+            }
             Err(refused) => out.put_slice(refused),
         },
         Request::Quit => return Flow::Close,

@@ -12,6 +12,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::item::access;
+use super::meta::DUMP_QUIET;
 use super::{slab, BUCKET_BYTES, Room, SHARDS, Shard, Store, write};
 use crate::clock::RelTime;
 
@@ -94,8 +95,7 @@ impl Store {
                     self.evict(&mut s, b.bucket, now);
                 }
             }
-            let freed = s.compact(&self.hasher);
-            self.refund(freed);
+            self.compact(&mut s, now);
         }
         Room::Made
     }
@@ -168,6 +168,18 @@ impl Store {
         }
     }
 
+    /// Shrinks a sparse table ([`Shard::compact`]) and refunds what it gave back, unless a
+    /// metadump ran in the last [`DUMP_QUIET`] seconds: a rebuilt table sends a dump back
+    /// to the shard's first bucket (see [`Store::dump`]), and compacting is only a saving.
+    fn compact(&self, s: &mut Shard, now: RelTime) {
+        let dumped_at = self.dumped_at.load(Relaxed);
+        if dumped_at != 0 && now.saturating_add(1).saturating_sub(dumped_at) < DUMP_QUIET {
+            return;
+        }
+        let given_back = s.compact(&self.hasher);
+        self.refund(given_back);
+    }
+
     /// When small items fill the slab's pages badly (after the mix of sizes changed), moves
     /// the items out of the sparsest pages so those go back to the OS. Cheap when there is
     /// nothing to do (a few atomic loads and one lock), so the background task checks
@@ -224,8 +236,7 @@ impl Store {
                     freed += 1;
                 }
             }
-            let given_back = s.compact(&self.hasher);
-            self.refund(given_back);
+            self.compact(&mut s, now);
         }
         slab::trim();
         self.defragment(false);
