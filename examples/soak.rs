@@ -453,6 +453,15 @@ impl<'a> Client<'a> {
     }
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
 fn main() {
     let secs: u64 = arg("--secs", 300);
     let clients: usize = arg("--clients", 200);
@@ -499,6 +508,9 @@ fn main() {
         // RSS sampler and progress.
         let (totals, stop, rss_samples) = (&totals, &stop, &rss_samples);
         s.spawn(move || {
+            // The clients stop when this thread ends, by a panic too (stdout gone, say):
+            // otherwise they would run on forever.
+            let _stop = StopOnDrop(stop);
             let mut last = 0;
             while start.elapsed() < Duration::from_secs(secs) {
                 std::thread::sleep(Duration::from_secs(5));
@@ -515,7 +527,6 @@ fn main() {
                 );
                 last = ops;
             }
-            stop.store(true, Relaxed);
         });
     });
 

@@ -110,6 +110,17 @@ impl Server {
     }
 }
 
+/// A server still running when its handle goes (the example panicked) is killed, not left
+/// behind.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// xorshift64*: deterministic per seed, no dependency.
 pub struct Rng(u64);
 
