@@ -27,6 +27,8 @@ use std::sync::Arc;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+mod keyspace;
+
 /// Values at least this long are sent from their buffer; shorter ones are copied into the
 /// reply, which costs less than a slice of their own.
 const SPLICE_AT: usize = 4096;
@@ -77,11 +79,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // The load generator's values: key n holds pattern[n % 26 ..][.. value_size].
-    let pattern: Vec<u8> = (0..args.value_size + 26).map(|i| b'a' + (i % 26) as u8).collect();
+    // The load generator's values, each in a buffer of its own as a store holds them.
+    let pattern = keyspace::pattern(args.value_size);
     let values: Arc<Vec<Box<[u8]>>> =
-        Arc::new((0..args.keys).map(|k| pattern[k % 26..][..args.value_size].into()).collect());
-    let prefix: Arc<[u8]> = args.key_prefix.as_bytes().into();
+        Arc::new((0..args.keys as u64).map(|k| keyspace::value_of(&pattern, k, args.value_size).into()).collect());
+    let prefix: Arc<str> = args.key_prefix.into();
     let threads: Vec<_> = (0..args.threads.max(1))
         .map(|_| {
             let listener = reuseport_listener(args.port).unwrap_or_else(|e| {
@@ -150,7 +152,7 @@ struct Conn {
     scratch: Vec<u8>,
 }
 
-fn serve(mut listener: TcpListener, values: &[Box<[u8]>], prefix: &[u8]) -> io::Result<()> {
+fn serve(mut listener: TcpListener, values: &[Box<[u8]>], prefix: &str) -> io::Result<()> {
     let mut poll = Poll::new()?;
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut conns: Vec<Option<Conn>> = Vec::new();
@@ -190,7 +192,7 @@ fn serve(mut listener: TcpListener, values: &[Box<[u8]>], prefix: &[u8]) -> io::
 
 impl Conn {
     /// Reads and answers until the socket is empty or full; `Err` closes the connection.
-    fn run(&mut self, values: &[Box<[u8]>], prefix: &[u8]) -> io::Result<()> {
+    fn run(&mut self, values: &[Box<[u8]>], prefix: &str) -> io::Result<()> {
         loop {
             if !self.flush(values)? {
                 return Ok(()); // the socket is full: go on when it is writable
@@ -223,7 +225,7 @@ impl Conn {
     }
 
     /// Answers every complete request in the read buffer.
-    fn answer(&mut self, values: &[Box<[u8]>], prefix: &[u8]) {
+    fn answer(&mut self, values: &[Box<[u8]>], prefix: &str) {
         loop {
             let input = &self.rbuf[self.parsed..];
             let Some(nl) = memchr::memchr(b'\n', input) else { break };
@@ -232,7 +234,8 @@ impl Conn {
             match words.next() {
                 Some(b"get" | b"gets") => {
                     for key in words {
-                        let Some(k) = key_index(key, prefix).filter(|&k| k < values.len()) else { continue };
+                        let k = keyspace::parse_key(key, prefix).and_then(|k| usize::try_from(k).ok());
+                        let Some(k) = k.filter(|&k| k < values.len()) else { continue };
                         let v = &values[k];
                         push_out(&mut self.out, &mut self.parts, &[b"VALUE ", key, b" 0 "]);
                         let mut len = itoa::Buffer::new();
@@ -339,9 +342,4 @@ fn push_out(out: &mut Vec<u8>, parts: &mut Vec<Part>, pieces: &[&[u8]]) {
         Some(Part::Out(_, end)) if *end == start => *end = out.len(),
         _ => parts.push(Part::Out(start, out.len())),
     }
-}
-
-/// The index in `key:<n>`.
-fn key_index(key: &[u8], prefix: &[u8]) -> Option<usize> {
-    std::str::from_utf8(key.strip_prefix(prefix)?).ok()?.parse().ok()
 }

@@ -41,6 +41,9 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod keyspace;
+use keyspace::parse_key;
+
 const USAGE: &str = "\
 usage: loadgen --server HOST:PORT [options]
   --conns N          connections (50)
@@ -262,8 +265,7 @@ struct Shared {
 
 impl Shared {
     fn value_of(&self, k: u64) -> &[u8] {
-        let start = (k % 26) as usize;
-        &self.pattern[start..start + self.args.value_size]
+        keyspace::value_of(&self.pattern, k, self.args.value_size)
     }
 
     fn pick_key(&self, rng: &mut Rng) -> u64 {
@@ -545,11 +547,6 @@ fn parse_value_line(line: &[u8]) -> Option<(&[u8], usize)> {
     Some((key, len))
 }
 
-fn parse_key(key: &[u8], prefix: &str) -> Option<u64> {
-    let digits = key.strip_prefix(prefix.as_bytes())?;
-    std::str::from_utf8(digits).ok()?.parse().ok()
-}
-
 /// Compares the first and last 16 bytes and one in the middle: enough to catch a value
 /// from the wrong key or a shifted stream without the load generator reading every byte.
 fn spot_check(got: &[u8], want: &[u8]) -> bool {
@@ -778,7 +775,7 @@ async fn prefill(sh: &Arc<Shared>) -> Result<(), String> {
 }
 
 async fn run(args: Args) -> Result<bool, String> {
-    let pattern: Vec<u8> = (0..args.value_size + 26).map(|i| b'a' + (i % 26) as u8).collect();
+    let pattern = keyspace::pattern(args.value_size);
     let zipf = args.zipf.map(|s| Zipf::new(args.keys, s));
     let sh = Arc::new(Shared {
         args: args.clone(),
