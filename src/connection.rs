@@ -495,10 +495,8 @@ impl Connection {
                         Flow::Authenticated => self.decoder.authenticated(),
                         _ => {}
                     }
-                    batch.pending.after_command(flow, self.out.buf.len());
-                    if self.out.len() >= MAX_PENDING_OUTPUT {
-                        batch.pending.committed = 0;
-                        return Step::Full;
+                    if let Some(step) = self.command_done(batch, flow) {
+                        return step;
                     }
                 }
                 Ok(None) => return Step::Done,
@@ -540,12 +538,7 @@ impl Connection {
             return Some(Step::Full);
         }
         let flow = get.end(&mut self.out.buf);
-        batch.pending.after_command(flow, self.out.buf.len());
-        if self.out.len() >= MAX_PENDING_OUTPUT {
-            batch.pending.committed = 0;
-            return Some(Step::Full);
-        }
-        None
+        self.command_done(batch, flow)
     }
 
     /// Goes on with a metadump from `at`, as [`Self::get_keys`] goes on with a get.
@@ -558,7 +551,13 @@ impl Connection {
             batch.dump = Some((classes, next));
             return Some(Step::Full);
         }
-        batch.pending.after_command(Flow::Transmit, self.out.buf.len());
+        self.command_done(batch, Flow::Transmit)
+    }
+
+    /// A command's replies are all in the output: `Some(Full)` when they must be written
+    /// out before the next command runs.
+    fn command_done(&mut self, batch: &mut Batch, flow: Flow) -> Option<Step> {
+        batch.pending.after_command(flow, self.out.buf.len());
         if self.out.len() >= MAX_PENDING_OUTPUT {
             batch.pending.committed = 0;
             return Some(Step::Full);
