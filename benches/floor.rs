@@ -251,7 +251,8 @@ impl Conn {
                     self.parsed += nl + 1;
                 }
                 Some(b"set") => {
-                    let Some(bytes) = words.nth(3).and_then(|w| std::str::from_utf8(w).ok()?.parse::<usize>().ok()) else {
+                    let Some(bytes) = words.nth(3).and_then(|w| std::str::from_utf8(w).ok()?.parse::<usize>().ok())
+                    else {
                         push_out(&mut self.out, &mut self.parts, &[b"CLIENT_ERROR bad command line format\r\n"]);
                         self.parsed += nl + 1;
                         continue;
@@ -295,7 +296,8 @@ impl Conn {
             })
             .sum();
         while self.sent < total {
-            let mut slices: [libc::iovec; MAX_SLICES] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_SLICES];
+            let mut slices: [libc::iovec; MAX_SLICES] =
+                [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_SLICES];
             let (mut n, mut skip) = (0, self.sent);
             for part in &self.parts {
                 let bytes: &[u8] = match *part {
@@ -306,7 +308,8 @@ impl Conn {
                     skip -= bytes.len();
                     continue;
                 }
-                slices[n] = libc::iovec { iov_base: bytes[skip..].as_ptr().cast_mut().cast(), iov_len: bytes.len() - skip };
+                slices[n] =
+                    libc::iovec { iov_base: bytes[skip..].as_ptr().cast_mut().cast(), iov_len: bytes.len() - skip };
                 skip = 0;
                 n += 1;
                 if n == MAX_SLICES {

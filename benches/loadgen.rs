@@ -425,9 +425,8 @@ impl Conn {
                 self.rbuf.advance(nl + 1);
                 self.finish(sh, sent, now);
             } else if get && line.starts_with(b"VALUE ") {
-                let (key, len) = parse_value_line(line).ok_or_else(|| {
-                    format!("bad VALUE line {:?}", String::from_utf8_lossy(line))
-                })?;
+                let (key, len) = parse_value_line(line)
+                    .ok_or_else(|| format!("bad VALUE line {:?}", String::from_utf8_lossy(line)))?;
                 let total = nl + 1 + len + 2;
                 if self.rbuf.len() < total {
                     self.rbuf.reserve(total - self.rbuf.len());
@@ -649,7 +648,9 @@ async fn tick(sh: Arc<Shared>, fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd
         };
         let mut expirations = [0u8; 8];
         // SAFETY: reads 8 bytes into an 8-byte buffer.
-        let n = unsafe { libc::read(std::os::fd::AsRawFd::as_raw_fd(ready.get_inner()), expirations.as_mut_ptr().cast(), 8) };
+        let n = unsafe {
+            libc::read(std::os::fd::AsRawFd::as_raw_fd(ready.get_inner()), expirations.as_mut_ptr().cast(), 8)
+        };
         if n < 0 {
             ready.clear_ready();
         }

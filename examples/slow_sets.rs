@@ -33,7 +33,11 @@ fn main() {
     let log = std::env::temp_dir().join(format!("larder-slow-sets-{}.log", std::process::id()));
     let srv = Server::start(&["-m", &memory_mib.to_string(), "-c", &(conns + 100).to_string()], log);
     let (base, _) = srv.rss_kib();
-    println!("slow_sets: {conns} connections x {size}-byte sets; server pid {}, idle RSS {} MiB", srv.child.id(), base / 1024);
+    println!(
+        "slow_sets: {conns} connections x {size}-byte sets; server pid {}, idle RSS {} MiB",
+        srv.child.id(),
+        base / 1024
+    );
 
     let start = Instant::now();
     let mut socks: Vec<TcpStream> = (0..conns).map(|_| srv.connect()).collect();
@@ -43,7 +47,12 @@ fn main() {
         s.write_all(&data[..size - tail]).unwrap();
     }
     let (rss, _) = srv.rss_kib();
-    println!("  all {conns} connections hold {} bytes of their item: RSS {} MiB ({:.1} s)", size - tail, rss / 1024, start.elapsed().as_secs_f64());
+    println!(
+        "  all {conns} connections hold {} bytes of their item: RSS {} MiB ({:.1} s)",
+        size - tail,
+        rss / 1024,
+        start.elapsed().as_secs_f64()
+    );
 
     // The tail, a few bytes at a time.
     let step = 4;
@@ -98,10 +107,7 @@ fn main() {
         rss_closed / 1024
     );
     println!("  header-only flood of {conns} connections: +{} MiB", header_flood / 1024);
-    println!(
-        "  bound: -m {memory_mib} MiB + {conns} x (1 MiB item + 128 KiB buffers) + 64 MiB = {} MiB",
-        bound / MIB
-    );
+    println!("  bound: -m {memory_mib} MiB + {conns} x (1 MiB item + 128 KiB buffers) + 64 MiB = {} MiB", bound / MIB);
     let mut ok = true;
     if hwm * 1024 > bound {
         println!("  FAIL: peak RSS over the bound");

@@ -20,8 +20,8 @@ mod support;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use support::{Rng, Server, arg};
@@ -53,7 +53,10 @@ impl Conn {
         let mut l = Vec::new();
         self.r.read_until(b'\n', &mut l)?;
         if !l.ends_with(b"\r\n") {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("short line {:?}", String::from_utf8_lossy(&l))));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("short line {:?}", String::from_utf8_lossy(&l)),
+            ));
         }
         l.truncate(l.len() - 2);
         Ok(l)
@@ -130,7 +133,11 @@ impl<'a> Client<'a> {
     fn expect_line(&mut self, want: &[u8], what: &str) -> R<()> {
         let got = io(self.conn.line())?;
         if got != want {
-            return Err(format!("{what}: want {:?}, got {:?}", String::from_utf8_lossy(want), String::from_utf8_lossy(&got)));
+            return Err(format!(
+                "{what}: want {:?}, got {:?}",
+                String::from_utf8_lossy(want),
+                String::from_utf8_lossy(&got)
+            ));
         }
         Ok(())
     }
@@ -153,7 +160,11 @@ impl<'a> Client<'a> {
         let show = |s: &State| match s {
             State::Absent => "absent".to_string(),
             State::Present { value, flags } => {
-                format!("flags {flags}, {} bytes {:?}", value.len(), String::from_utf8_lossy(&value[..value.len().min(40)]))
+                format!(
+                    "flags {flags}, {} bytes {:?}",
+                    value.len(),
+                    String::from_utf8_lossy(&value[..value.len().min(40)])
+                )
             }
         };
         Err(format!("{}: server has {}, model has {}", self.keys[i], show(&got), show(&self.model[i])))
@@ -468,7 +479,12 @@ fn main() {
     let seed: u64 = arg("--seed", 1);
     let log = std::env::temp_dir().join(format!("larder-soak-{}.log", std::process::id()));
     let srv = Server::start(&["-m", "1024", "-c", "4096", "-t", "4"], log.clone());
-    println!("soak: {clients} clients for {secs} s against {} (pid {}), log {}", support::server_binary().display(), srv.child.id(), log.display());
+    println!(
+        "soak: {clients} clients for {secs} s against {} (pid {}), log {}",
+        support::server_binary().display(),
+        srv.child.id(),
+        log.display()
+    );
 
     let totals = Totals::default();
     let errors = Mutex::new(Vec::new());
@@ -543,7 +559,11 @@ fn main() {
     let second = max_of(&samples[half..]);
     let ops = totals.ops.load(Relaxed);
     println!("soak finished after {elapsed:.0} s");
-    println!("  operations: {ops} ({:.0}/s), reads checked against the model: {}", ops as f64 / elapsed, totals.checks.load(Relaxed));
+    println!(
+        "  operations: {ops} ({:.0}/s), reads checked against the model: {}",
+        ops as f64 / elapsed,
+        totals.checks.load(Relaxed)
+    );
     println!(
         "  kills: {} (after a whole write: {} resolved as applied, {} as not)",
         totals.kills.load(Relaxed),
@@ -559,7 +579,11 @@ fn main() {
         stat("cmd_get"),
         stat("cmd_set")
     );
-    println!("  rss: max {first} MiB in the first half (after warm-up), {second} MiB in the second; now {} MiB, peak {} MiB", rss_now / 1024, hwm / 1024);
+    println!(
+        "  rss: max {first} MiB in the first half (after warm-up), {second} MiB in the second; now {} MiB, peak {} MiB",
+        rss_now / 1024,
+        hwm / 1024
+    );
     let panics = srv.panics();
     let errors = errors.into_inner().unwrap();
     let mut failed = false;

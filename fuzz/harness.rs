@@ -7,11 +7,11 @@
 #![allow(dead_code)]
 
 use bytes::BytesMut;
+use larder::Config;
 use larder::clock::Clock;
 use larder::exec::{self, Ctx, Flow};
 use larder::protocol::decode::{Limits, MAX_LINE};
 use larder::protocol::{Decoder, Rejection, Request};
-use larder::Config;
 
 /// A small `-I`, so too-large items and swallowing are reached by short inputs.
 const MAX_ITEM: usize = 2048;
@@ -88,7 +88,11 @@ pub fn exec(data: &[u8]) {
                 Ok(Some(req)) => {
                     let flow = exec::execute(&ctx, req, &mut out);
                     assert!(ctx.store.bytes() <= ctx.store.limit(), "{} > {}", ctx.store.bytes(), ctx.store.limit());
-                    assert!(out.len() == before || out.ends_with(b"\r\n"), "{:?}", String::from_utf8_lossy(&out[before..]));
+                    assert!(
+                        out.len() == before || out.ends_with(b"\r\n"),
+                        "{:?}",
+                        String::from_utf8_lossy(&out[before..])
+                    );
                     if flow == Flow::Close {
                         return;
                     }

@@ -125,19 +125,49 @@ fn parse_extended(opts: &[String]) -> Result<Extended, String> {
 /// segments, the crawler, hash tables, extstore). A command line written for memcached
 /// keeps working: they are accepted, logged at start, and change nothing.
 const MEMCACHED_TUNING: &[&str] = &[
-    "maxconns_fast", "no_maxconns_fast", "hashpower", "no_hashexpand", "tail_repair_time",
-    "hash_algorithm", "lru_crawler", "no_lru_crawler", "lru_crawler_sleep",
-    "lru_crawler_tocrawl", "lru_maintainer", "no_lru_maintainer", "hot_lru_pct",
-    "warm_lru_pct", "hot_max_factor", "warm_max_factor", "temporary_ttl", "temp_lru",
-    "read_buf_mem_limit", "slab_chunk_max", "slab_reassign", "no_slab_reassign",
-    "slab_automove", "no_slab_automove", "slab_automove_ratio", "slab_automove_window",
-    "slab_automove_freeratio", "watcher_logbuf_size", "worker_logbuf_size", "track_sizes",
-    "modern", "no_modern", "sock_cookie_id", "inline_ascii_resp", "no_inline_ascii_resp",
+    "maxconns_fast",
+    "no_maxconns_fast",
+    "hashpower",
+    "no_hashexpand",
+    "tail_repair_time",
+    "hash_algorithm",
+    "lru_crawler",
+    "no_lru_crawler",
+    "lru_crawler_sleep",
+    "lru_crawler_tocrawl",
+    "lru_maintainer",
+    "no_lru_maintainer",
+    "hot_lru_pct",
+    "warm_lru_pct",
+    "hot_max_factor",
+    "warm_max_factor",
+    "temporary_ttl",
+    "temp_lru",
+    "read_buf_mem_limit",
+    "slab_chunk_max",
+    "slab_reassign",
+    "no_slab_reassign",
+    "slab_automove",
+    "no_slab_automove",
+    "slab_automove_ratio",
+    "slab_automove_window",
+    "slab_automove_freeratio",
+    "watcher_logbuf_size",
+    "worker_logbuf_size",
+    "track_sizes",
+    "modern",
+    "no_modern",
+    "sock_cookie_id",
+    "inline_ascii_resp",
+    "no_inline_ascii_resp",
 ];
 
 /// Parses `-a`: an octal permission mask such as 700 or 0660.
 fn parse_mask(s: &str) -> Result<u32, String> {
-    u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o777).ok_or_else(|| format!("'{s}' is not an octal mask such as 700"))
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("'{s}' is not an octal mask such as 700"))
 }
 
 /// How log lines look.

@@ -19,8 +19,8 @@ use crate::exec::{self, Ctx, Flow, Retrieval};
 use crate::protocol::decode::Limits;
 use crate::protocol::encode::Output;
 use crate::protocol::{Decoder, KeyList, Request};
-use crate::store::DumpCursor;
 use crate::stats::Stats;
+use crate::store::DumpCursor;
 
 /// Read buffer capacity kept free before each read.
 const READ_CHUNK: usize = 16 * 1024;

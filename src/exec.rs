@@ -49,7 +49,11 @@ impl Ctx {
         if config.disable_evictions {
             store.disable_evictions();
         }
-        Self { config, store, stats: Stats::default(), crawler: std::sync::atomic::AtomicBool::new(true),
+        Self {
+            config,
+            store,
+            stats: Stats::default(),
+            crawler: std::sync::atomic::AtomicBool::new(true),
             shutdown: tokio_util::sync::CancellationToken::new(),
             conns: crate::conns::Conns::default(),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -134,7 +138,9 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut BytesMut) -> Flow {
                 }
                 ArithOutcome::NonNumeric => reply_unless(out, noreply, NON_NUMERIC),
                 // Not produced without a CAS check or create-on-miss.
-                ArithOutcome::Exists | ArithOutcome::NoMemory => reply_unless(out, noreply, b"SERVER_ERROR out of memory\r\n"),
+                ArithOutcome::Exists | ArithOutcome::NoMemory => {
+                    reply_unless(out, noreply, b"SERVER_ERROR out of memory\r\n")
+                }
             }
         }
         Request::Touch { key, exptime, noreply } => {
@@ -371,14 +377,34 @@ fn item_stats(ctx: &Ctx, out: &mut BytesMut) {
     }
     let r = Stats::read;
     let fields: [(&str, u64); 28] = [
-        ("number", items as u64), ("number_hot", 0), ("number_warm", 0), ("number_cold", items as u64),
-        ("age_hot", 0), ("age_warm", 0), ("age", 0), ("mem_requested", ctx.store.bytes() as u64),
-        ("evicted", r(&st.evictions)), ("evicted_nonzero", 0), ("evicted_time", 0),
-        ("outofmemory", r(&s.store_no_memory)), ("tailrepairs", 0), ("reclaimed", r(&st.reclaimed)),
-        ("expired_unfetched", r(&st.expired_unfetched)), ("evicted_unfetched", r(&st.evicted_unfetched)),
-        ("evicted_active", 0), ("crawler_reclaimed", 0), ("crawler_items_checked", 0), ("lrutail_reflocked", 0),
-        ("moves_to_cold", 0), ("moves_to_warm", 0), ("moves_within_lru", 0), ("direct_reclaims", 0),
-        ("hits_to_hot", 0), ("hits_to_warm", 0), ("hits_to_cold", r(&s.get_hits)), ("hits_to_temp", 0),
+        ("number", items as u64),
+        ("number_hot", 0),
+        ("number_warm", 0),
+        ("number_cold", items as u64),
+        ("age_hot", 0),
+        ("age_warm", 0),
+        ("age", 0),
+        ("mem_requested", ctx.store.bytes() as u64),
+        ("evicted", r(&st.evictions)),
+        ("evicted_nonzero", 0),
+        ("evicted_time", 0),
+        ("outofmemory", r(&s.store_no_memory)),
+        ("tailrepairs", 0),
+        ("reclaimed", r(&st.reclaimed)),
+        ("expired_unfetched", r(&st.expired_unfetched)),
+        ("evicted_unfetched", r(&st.evicted_unfetched)),
+        ("evicted_active", 0),
+        ("crawler_reclaimed", 0),
+        ("crawler_items_checked", 0),
+        ("lrutail_reflocked", 0),
+        ("moves_to_cold", 0),
+        ("moves_to_warm", 0),
+        ("moves_within_lru", 0),
+        ("direct_reclaims", 0),
+        ("hits_to_hot", 0),
+        ("hits_to_warm", 0),
+        ("hits_to_cold", r(&s.get_hits)),
+        ("hits_to_temp", 0),
     ];
     for (name, v) in fields {
         out.put_slice(b"STAT items:1:");
@@ -395,11 +421,21 @@ fn slab_stats(ctx: &Ctx, out: &mut BytesMut) {
     if items > 0 {
         let chunk = bytes.div_ceil(items).max(1);
         let fields: [(&str, u64); 15] = [
-            ("chunk_size", chunk), ("chunks_per_page", (PAGE / chunk).max(1)), ("total_pages", bytes.div_ceil(PAGE)),
-            ("total_chunks", items), ("used_chunks", items), ("free_chunks", 0), ("free_chunks_end", 0),
-            ("get_hits", r(&s.get_hits)), ("cmd_set", r(&s.cmd_set)), ("delete_hits", r(&s.delete_hits)),
-            ("incr_hits", r(&s.incr_hits)), ("decr_hits", r(&s.decr_hits)), ("cas_hits", r(&st.cas_hits)),
-            ("cas_badval", r(&st.cas_badval)), ("touch_hits", r(&s.touch_hits)),
+            ("chunk_size", chunk),
+            ("chunks_per_page", (PAGE / chunk).max(1)),
+            ("total_pages", bytes.div_ceil(PAGE)),
+            ("total_chunks", items),
+            ("used_chunks", items),
+            ("free_chunks", 0),
+            ("free_chunks_end", 0),
+            ("get_hits", r(&s.get_hits)),
+            ("cmd_set", r(&s.cmd_set)),
+            ("delete_hits", r(&s.delete_hits)),
+            ("incr_hits", r(&s.incr_hits)),
+            ("decr_hits", r(&s.decr_hits)),
+            ("cas_hits", r(&st.cas_hits)),
+            ("cas_badval", r(&st.cas_badval)),
+            ("touch_hits", r(&s.touch_hits)),
         ];
         for (name, v) in fields {
             out.put_slice(b"STAT 1:");
@@ -450,8 +486,16 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "total_connections", r(&s.total_connections));
     put_stat(out, "rejected_connections", r(&s.rejected_connections));
     put_stat(out, "connection_structures", r(&s.curr_connections));
-    for name in ["response_obj_oom", "response_obj_count", "response_obj_bytes", "read_buf_count",
-        "read_buf_bytes", "read_buf_bytes_free", "read_buf_oom", "reserved_fds"] {
+    for name in [
+        "response_obj_oom",
+        "response_obj_count",
+        "response_obj_bytes",
+        "read_buf_count",
+        "read_buf_bytes",
+        "read_buf_bytes_free",
+        "read_buf_oom",
+        "reserved_fds",
+    ] {
         put_stat(out, name, 0u32);
     }
     put_stat(out, "cmd_get", r(&s.cmd_get));
@@ -493,12 +537,27 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "hash_power_level", 16u32);
     put_stat(out, "hash_bytes", 524288u32);
     put_stat(out, "hash_is_expanding", 0u32);
-    for name in ["slab_reassign_rescues", "slab_reassign_chunk_rescues", "slab_reassign_evictions_nomem",
-        "slab_reassign_inline_reclaim", "slab_reassign_busy_items", "slab_reassign_busy_deletes",
-        "slab_reassign_running", "slabs_moved", "lru_crawler_running", "lru_crawler_starts",
-        "lru_maintainer_juggles", "malloc_fails", "log_worker_dropped", "log_worker_written",
-        "log_watcher_skipped", "log_watcher_sent", "log_watchers", "unexpected_napi_ids",
-        "round_robin_fallback"] {
+    for name in [
+        "slab_reassign_rescues",
+        "slab_reassign_chunk_rescues",
+        "slab_reassign_evictions_nomem",
+        "slab_reassign_inline_reclaim",
+        "slab_reassign_busy_items",
+        "slab_reassign_busy_deletes",
+        "slab_reassign_running",
+        "slabs_moved",
+        "lru_crawler_running",
+        "lru_crawler_starts",
+        "lru_maintainer_juggles",
+        "malloc_fails",
+        "log_worker_dropped",
+        "log_worker_written",
+        "log_watcher_skipped",
+        "log_watcher_sent",
+        "log_watchers",
+        "unexpected_napi_ids",
+        "round_robin_fallback",
+    ] {
         // Larder's slab moves items out of sparse pages, as memcached's page mover does.
         match name {
             "slab_reassign_rescues" => put_stat(out, name, r(&store.stats.relocated)),
@@ -515,8 +574,16 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "evicted_active", 0u32);
     put_stat(out, "evictions", r(&st.evictions));
     put_stat(out, "reclaimed", r(&st.reclaimed));
-    for name in ["crawler_reclaimed", "crawler_items_checked", "lrutail_reflocked", "moves_to_cold",
-        "moves_to_warm", "moves_within_lru", "direct_reclaims", "lru_bumps_dropped"] {
+    for name in [
+        "crawler_reclaimed",
+        "crawler_items_checked",
+        "lrutail_reflocked",
+        "moves_to_cold",
+        "moves_to_warm",
+        "moves_within_lru",
+        "direct_reclaims",
+        "lru_bumps_dropped",
+    ] {
         put_stat(out, name, 0u32);
     }
 }

@@ -67,18 +67,17 @@ fn main() -> anyhow::Result<()> {
         daemon::detach().context("detaching (-d)")?;
     }
     if let Some(user) = &cli.user
-        && let Err(e) = daemon::drop_privileges(user) {
-            eprintln!("larder: {e}");
-            std::process::exit(1);
-        }
-    let _pidfile = cli.pidfile.as_deref().map(daemon::PidFile::create).transpose().context("writing the pid file (-P)")?;
+        && let Err(e) = daemon::drop_privileges(user)
+    {
+        eprintln!("larder: {e}");
+        std::process::exit(1);
+    }
+    let _pidfile =
+        cli.pidfile.as_deref().map(daemon::PidFile::create).transpose().context("writing the pid file (-P)")?;
     init_logging(config.verbose, cli.log_format, log_file.clone());
     // This thread accepts and runs the background tasks; connections run on `-t` worker
     // threads of their own (see `server`).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(serve(config, listeners, log_file))
 }
 
@@ -124,9 +123,10 @@ enum Bound {
 fn bind_unix(path: &std::path::Path, mask: u32) -> std::io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path)
-        && meta.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        }
+        && meta.file_type().is_socket()
+    {
+        std::fs::remove_file(path)?;
+    }
     let l = std::os::unix::net::UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mask))?;
     Ok(l)

@@ -6,9 +6,9 @@
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -51,12 +51,14 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 impl Workers {
     pub fn start(threads: usize, ctx: &Arc<Ctx>) -> std::io::Result<Self> {
         // Should a later thread fail to start, dropping this stops the earlier ones.
-        let mut started = Self { workers: Vec::new(), next: AtomicUsize::new(0), quit: Arc::new(AtomicBool::new(false)) };
+        let mut started =
+            Self { workers: Vec::new(), next: AtomicUsize::new(0), quit: Arc::new(AtomicBool::new(false)) };
         for i in 0..threads.max(1) {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), WAKER)?;
             let (tx, rx) = mpsc::channel();
-            let mut worker = Worker { poll, rx, ctx: ctx.clone(), conns: Vec::new(), free: Vec::new(), turn: Vec::new() };
+            let mut worker =
+                Worker { poll, rx, ctx: ctx.clone(), conns: Vec::new(), free: Vec::new(), turn: Vec::new() };
             let quit = started.quit.clone();
             std::thread::Builder::new().name(format!("larder-worker-{i}")).spawn(move || worker.run(&quit))?;
             started.workers.push(Handle { tx, waker });
@@ -183,8 +185,11 @@ impl Worker {
                 self.conns.push(None);
                 self.conns.len() - 1
             });
-            let registered =
-                self.poll.registry().register(&mut SourceFd(&conn.fd()), Token(i), Interest::READABLE | Interest::WRITABLE);
+            let registered = self.poll.registry().register(
+                &mut SourceFd(&conn.fd()),
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            );
             if let Err(e) = registered {
                 span.in_scope(|| error!(%e, "cannot register the connection"));
                 self.free.push(i);

@@ -11,7 +11,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_larder");
 
 #[test]
 fn bad_flags_get_one_line_and_a_nonzero_exit() {
-    for args in [&["-m", "lots"][..], &["-t", "0"], &["--bogus"], &["-I", "2g"], &["-l", "nowhere"], &["-m", "1", "-I", "1m"]] {
+    for args in
+        [&["-m", "lots"][..], &["-t", "0"], &["--bogus"], &["-I", "2g"], &["-l", "nowhere"], &["-m", "1", "-I", "1m"]]
+    {
         let out = Command::new(BIN).args(args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
@@ -94,8 +96,10 @@ fn daemon_mode_writes_a_pid_file_logs_to_a_file_and_reopens_it_on_sighup() {
     // -d: the command returns at once (the parent exits 0), the server keeps running.
     let status = Command::new(BIN)
         .args(["-d", "-p", "0", "-l", "127.0.0.1", "-t", "1", "--log-format", "json"])
-        .arg("-P").arg(&pidfile)
-        .arg("--log-file").arg(&log)
+        .arg("-P")
+        .arg(&pidfile)
+        .arg("--log-file")
+        .arg(&log)
         .env_remove("RUST_LOG")
         .status()
         .unwrap();
@@ -104,7 +108,8 @@ fn daemon_mode_writes_a_pid_file_logs_to_a_file_and_reopens_it_on_sighup() {
     let (pid, addr) = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let pid = std::fs::read_to_string(&pidfile).ok().and_then(|p| p.trim().parse::<u32>().ok());
-        let addr = text.lines().find_map(|l| l.split("\"addr\":\"").nth(1).map(|r| r.split('"').next().unwrap().to_string()));
+        let addr =
+            text.lines().find_map(|l| l.split("\"addr\":\"").nth(1).map(|r| r.split('"').next().unwrap().to_string()));
         if let (Some(pid), Some(addr)) = (pid, addr) {
             break (pid, addr);
         }

@@ -67,7 +67,11 @@ const SENTINEL: &[u8] = b"mn\r\n";
 #[derive(Debug, Clone)]
 enum Action {
     /// Append to the pending buffer; `then` says what to do with it.
-    Send { text: String, crlf: bool, then: Then },
+    Send {
+        text: String,
+        crlf: bool,
+        then: Then,
+    },
     Sleep(Duration),
     ExpectClose,
 }
@@ -125,9 +129,7 @@ fn parse_corpus_file(file: &str, text: &str) -> Vec<Session> {
             sessions.push(Session { file: file.to_string(), line, name, opts, steps: Vec::new() });
             continue;
         }
-        let session = sessions
-            .last_mut()
-            .unwrap_or_else(|| panic!("{}: step before the first `===` header", here()));
+        let session = sessions.last_mut().unwrap_or_else(|| panic!("{}: step before the first `===` header", here()));
         let (conn, l) = match l.strip_prefix('@') {
             Some(rest) => {
                 let (n, rest) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -138,9 +140,7 @@ fn parse_corpus_file(file: &str, text: &str) -> Vec<Session> {
             None => (1, l),
         };
         let action = if let Some(s) = l.strip_prefix("sleep ") {
-            Action::Sleep(Duration::from_secs_f64(
-                s.trim().parse().unwrap_or_else(|_| panic!("{}: bad sleep", here())),
-            ))
+            Action::Sleep(Duration::from_secs_f64(s.trim().parse().unwrap_or_else(|_| panic!("{}: bad sleep", here()))))
         } else if l.trim_end() == "expect_close" {
             Action::ExpectClose
         } else {
@@ -214,15 +214,11 @@ fn expand(text: &str, cas: &[u64]) -> Result<Vec<u8>, String> {
                 i += used;
             }
             b'{' => {
-                let close = find_unescaped(&b[i + 1..], b'}')
-                    .ok_or_else(|| format!("unclosed '{{' in {text:?}"))?
-                    + i
-                    + 1;
+                let close =
+                    find_unescaped(&b[i + 1..], b'}').ok_or_else(|| format!("unclosed '{{' in {text:?}"))? + i + 1;
                 let inner = &text[i + 1..close];
                 let star = inner.rfind('*').ok_or_else(|| format!("'{{{inner}}}' needs '*N'"))?;
-                let n: usize = inner[star + 1..]
-                    .parse()
-                    .map_err(|_| format!("bad repeat count in '{{{inner}}}'"))?;
+                let n: usize = inner[star + 1..].parse().map_err(|_| format!("bad repeat count in '{{{inner}}}'"))?;
                 let unit = expand(&inner[..star], cas)?;
                 for _ in 0..n {
                     out.extend_from_slice(&unit);
@@ -344,10 +340,8 @@ fn start_memcached(opts: &[String]) -> Memcached {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(text) = std::fs::read_to_string(&port_file) {
-            let port = text
-                .lines()
-                .find_map(|l| l.strip_prefix("TCP INET: "))
-                .and_then(|p| p.trim().parse::<u16>().ok());
+            let port =
+                text.lines().find_map(|l| l.strip_prefix("TCP INET: ")).and_then(|p| p.trim().parse::<u16>().ok());
             if let Some(port) = port {
                 mc.addr = SocketAddr::from(([127, 0, 0, 1], port));
                 return mc;
@@ -565,9 +559,10 @@ fn walk(buf: &[u8], mut out: Option<&mut Vec<u8>>, cas: &mut Vec<u64>) -> usize 
             }
             if toks.len() == 5 {
                 if let Some(c) = std::str::from_utf8(toks[4]).ok().and_then(|s| s.parse().ok())
-                    && out.is_some() {
-                        cas.push(c);
-                    }
+                    && out.is_some()
+                {
+                    cas.push(c);
+                }
                 normalised = Some([&toks[..4].join(&b' ')[..], b" <cas>"].concat());
             }
         } else if body.starts_with(b"STAT ") {
@@ -695,15 +690,16 @@ fn show_all(b: &[u8]) -> String {
     while i < b.len() {
         // A line repeated 3+ times in a row is shown once, as `{LINE*N}`.
         if (i == 0 || b[i - 1] == b'\n')
-            && let Some(len) = b[i..].iter().position(|&c| c == b'\n').map(|p| p + 1) {
-                let line = &b[i..i + len];
-                let reps = b[i..].chunks(len).take_while(|c| *c == line).count();
-                if reps >= 3 && len > 1 {
-                    let _ = write!(s, "{{{}*{reps}}}", show_all(line));
-                    i += reps * len;
-                    continue;
-                }
+            && let Some(len) = b[i..].iter().position(|&c| c == b'\n').map(|p| p + 1)
+        {
+            let line = &b[i..i + len];
+            let reps = b[i..].chunks(len).take_while(|c| *c == line).count();
+            if reps >= 3 && len > 1 {
+                let _ = write!(s, "{{{}*{reps}}}", show_all(line));
+                i += reps * len;
+                continue;
             }
+        }
         let c = b[i];
         let run = b[i..].iter().take_while(|&&x| x == c).count();
         let one = match c {
@@ -756,8 +752,16 @@ fn compare(session: &Session, a_name: &str, a: &[Record], b_name: &str, b: &[Rec
             if at > 200 {
                 let from = at - 40;
                 let _ = writeln!(report, "    first difference at byte {at}; from byte {from}:");
-                let _ = writeln!(report, "    {a_name:>10}: \"{}\"", show(&ra.reply[from..(from + 200).min(ra.reply.len())]));
-                let _ = writeln!(report, "    {b_name:>10}: \"{}\"", show(&rb.reply[from..(from + 200).min(rb.reply.len())]));
+                let _ = writeln!(
+                    report,
+                    "    {a_name:>10}: \"{}\"",
+                    show(&ra.reply[from..(from + 200).min(ra.reply.len())])
+                );
+                let _ = writeln!(
+                    report,
+                    "    {b_name:>10}: \"{}\"",
+                    show(&rb.reply[from..(from + 200).min(rb.reply.len())])
+                );
             }
         }
     }

@@ -264,7 +264,11 @@ fn slow_loris_connections_do_not_starve_others() {
     }
     // It had sent more than 1000 bytes of data already: the tail is a bad chunk or a
     // stored item followed by junk, never silence.
-    assert!(reply == b"STORED\r\n" || reply == b"CLIENT_ERROR bad data chunk\r\n", "{:?}", String::from_utf8_lossy(&reply));
+    assert!(
+        reply == b"STORED\r\n" || reply == b"CLIENT_ERROR bad data chunk\r\n",
+        "{:?}",
+        String::from_utf8_lossy(&reply)
+    );
     assert_eq!(stat(&srv, "curr_connections"), 202);
 }
 

@@ -283,7 +283,8 @@ fn shifting_size_mix() {
     let larder = Larder::start(LIMIT_MIB);
     let mut c = Client::connect(&larder.addr);
     let l = LIMIT_MIB << 20;
-    let f = fill(&larder, &mut c, &[(10, 1000, l * 3 / 2), (10, MAX_VALUE, l), (10, 1000, l / 2), (100_000, MAX_VALUE, l)]);
+    let f =
+        fill(&larder, &mut c, &[(10, 1000, l * 3 / 2), (10, MAX_VALUE, l), (10, 1000, l / 2), (100_000, MAX_VALUE, l)]);
     check(&mut c, &f, "shifting size mix");
     let moved: u64 = c.stats()["slabs_moved"].parse().unwrap();
     assert!(moved > 0, "the background task moved items out of sparse slab pages");

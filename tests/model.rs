@@ -127,7 +127,8 @@ fn exptime_strategy() -> impl Strategy<Value = i32> {
 
 fn op_strategy() -> impl Strategy<Value = Op> {
     let key = 0..KEYS.len();
-    let unique = prop_oneof![2 => Just(Unique::Current), 1 => Just(Unique::Stale), 1 => any::<u64>().prop_map(Unique::Any)];
+    let unique =
+        prop_oneof![2 => Just(Unique::Current), 1 => Just(Unique::Stale), 1 => any::<u64>().prop_map(Unique::Any)];
     prop_oneof![
         6 => (0u8..6, key.clone(), prop_oneof![Just(0u32), any::<u32>()], exptime_strategy(), value_strategy(), unique)
             .prop_map(|(mode, key, flags, exptime, value, unique)| Op::Store { mode, key, flags, exptime, value, unique }),

@@ -184,7 +184,10 @@ fn expiry_follows_the_server_clock() {
     let srv = spawn_with_clock(Config::for_tests(), clock.clone());
     let mut c = srv.connect();
     // Absolute exptimes are read against the clock, which starts in the (test's) future.
-    c.roundtrip(b"set ttl 0 0 1\r\na\r\nset abs 0 1800000005 1\r\nb\r\nset neg 0 -1 1\r\nc\r\n", b"STORED\r\nSTORED\r\nSTORED\r\n");
+    c.roundtrip(
+        b"set ttl 0 0 1\r\na\r\nset abs 0 1800000005 1\r\nb\r\nset neg 0 -1 1\r\nc\r\n",
+        b"STORED\r\nSTORED\r\nSTORED\r\n",
+    );
     c.roundtrip(b"touch ttl 10\r\nget neg\r\n", b"TOUCHED\r\nEND\r\n");
     clock.advance(5);
     c.roundtrip(b"get abs ttl\r\n", b"VALUE ttl 0 1\r\na\r\nEND\r\n");
@@ -211,9 +214,19 @@ fn stats_reports_counters() {
     let mut c = srv.connect();
     c.roundtrip(b"set a 0 0 1\r\na\r\nget a b\r\nincr a 1\r\ndecr x 1\r\ntouch a 0\r\n",
         b"STORED\r\nVALUE a 0 1\r\na\r\nEND\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\nNOT_FOUND\r\nTOUCHED\r\n");
-    for (name, want) in [("cmd_get", "2"), ("get_hits", "1"), ("get_misses", "1"), ("cmd_set", "1"),
-        ("curr_items", "1"), ("total_items", "1"), ("decr_misses", "1"), ("touch_hits", "1"),
-        ("limit_maxbytes", "67108864"), ("threads", "2"), ("curr_connections", "1")] {
+    for (name, want) in [
+        ("cmd_get", "2"),
+        ("get_hits", "1"),
+        ("get_misses", "1"),
+        ("cmd_set", "1"),
+        ("curr_items", "1"),
+        ("total_items", "1"),
+        ("decr_misses", "1"),
+        ("touch_hits", "1"),
+        ("limit_maxbytes", "67108864"),
+        ("threads", "2"),
+        ("curr_connections", "1"),
+    ] {
         assert_eq!(c.stat(name), want, "{name}");
     }
     c.roundtrip(b"stats reset\r\n", b"RESET\r\n");
@@ -234,7 +247,10 @@ fn many_clients_at_once() {
                     c.roundtrip(format!("set {key} {t} 0 3\r\nv{t:02}\r\n").as_bytes(), b"STORED\r\n");
                     c.roundtrip(format!("incr n{t} 1\r\n").as_bytes(), format!("{}\r\n", i + 1).as_bytes());
                 }
-                c.roundtrip(format!("get t{t}k199\r\n").as_bytes(), format!("VALUE t{t}k199 {t} 3\r\nv{t:02}\r\nEND\r\n").as_bytes());
+                c.roundtrip(
+                    format!("get t{t}k199\r\n").as_bytes(),
+                    format!("VALUE t{t}k199 {t} 3\r\nv{t:02}\r\nEND\r\n").as_bytes(),
+                );
             })
         })
         .collect();
@@ -318,7 +334,8 @@ fn stats_conns_lists_listener_and_clients() {
     }
     // Rows are by descriptor, and descriptors are shared with the other tests running in
     // this process, so the listener need not come first.
-    let mut states: Vec<&str> = lines.iter().filter(|l| l.contains(":state ")).map(|l| l.rsplit(' ').next().unwrap()).collect();
+    let mut states: Vec<&str> =
+        lines.iter().filter(|l| l.contains(":state ")).map(|l| l.rsplit(' ').next().unwrap()).collect();
     states.sort_unstable();
     assert_eq!(states, ["conn_listening", "conn_parse_cmd", "conn_read"], "{lines:?}");
     let listen = format!("listen_addr tcp:{}", srv.addr);
@@ -353,7 +370,8 @@ fn mg_last_access_follows_memcached_minute_rule() {
 
 #[test]
 fn dash_m_refuses_instead_of_evicting() {
-    let srv = spawn(Config { disable_evictions: true, memory_limit: 2 << 20, max_item_size: 1 << 20, ..Config::for_tests() });
+    let srv =
+        spawn(Config { disable_evictions: true, memory_limit: 2 << 20, max_item_size: 1 << 20, ..Config::for_tests() });
     let mut c = srv.connect();
     let value = vec![b'x'; 100 * 1024];
     let mut refused = 0;
@@ -391,15 +409,21 @@ fn lru_crawler_metadump_lists_live_items_as_memcached_does() {
     let dump = c.line();
     let mut lines: Vec<&str> = dump.split('\n').collect();
     lines.sort_unstable();
-    assert_eq!(lines, [
-        "END",
-        "key=plain exp=-1 la=1800000000 cas=1 fetch=yes cls=1 size=65",
-        "key=t%25%2F%C3%A9 exp=1800000100 la=1800000000 cas=2 fetch=no cls=1 size=70",
-    ]);
+    assert_eq!(
+        lines,
+        [
+            "END",
+            "key=plain exp=-1 la=1800000000 cas=1 fetch=yes cls=1 size=65",
+            "key=t%25%2F%C3%A9 exp=1800000100 la=1800000000 cas=2 fetch=no cls=1 size=70",
+        ]
+    );
     c.roundtrip(b"lru_crawler metadump 2,3\r\n", b"END\r\n");
     // Not behind replies that have not gone out; after a get's, which memcached sends
     // before reading on, it is.
-    c.roundtrip(b"mg plain v\r\nlru_crawler metadump all\r\n", b"VA 1\r\na\r\nERROR cannot pipeline other commands before metadump\r\n");
+    c.roundtrip(
+        b"mg plain v\r\nlru_crawler metadump all\r\n",
+        b"VA 1\r\na\r\nERROR cannot pipeline other commands before metadump\r\n",
+    );
     c.send(b"get gone\r\nlru_crawler metadump 1\r\n");
     assert_eq!(c.line(), "END");
     assert_eq!(c.line().lines().count(), 3);

@@ -11,7 +11,6 @@ use crate::protocol::{Meta, MetaCmd, StoreMode};
 use crate::stats::Stats;
 use crate::store::{ArithArgs, ArithOutcome, DebugInfo, DeleteOutcome, DumpCursor, GetArgs, StoreArgs, StoreOutcome};
 
-
 /// `mg`, `md`, `ma`.
 pub fn execute(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     match m.cmd {
@@ -225,7 +224,8 @@ fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
         initial: m.ttl.vivify.map(|_| m.initial),
         ttl: m.ttl,
     };
-    let (hits, misses) = if incr { (&stats.incr_hits, &stats.incr_misses) } else { (&stats.decr_hits, &stats.decr_misses) };
+    let (hits, misses) =
+        if incr { (&stats.incr_hits, &stats.incr_misses) } else { (&stats.decr_hits, &stats.decr_misses) };
     let start = out.len();
     let line = &mut *out;
     let outcome = ctx.store.meta_arith(&m.key, &args);

@@ -7,12 +7,12 @@ use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
-use crate::clock::{Clock, RelTime};
 use super::meta::{self, Meta};
+use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
 use super::{
     CrawlClasses, DetailCmd, KEY_MAX_LENGTH, KeyList, ProtocolError, Rejection, Request, StatsGroup, StoreMode,
 };
+use crate::clock::{Clock, RelTime};
 
 /// memcached closes a connection whose buffered command line passes this many bytes without
 /// a newline, unless the line is a `get`/`gets`.
@@ -150,9 +150,7 @@ impl Decoder {
                         buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD));
                         return Ok(None);
                     }
-                    let State::Data(p) = std::mem::replace(&mut self.state, State::Line) else {
-                        unreachable!()
-                    };
+                    let State::Data(p) = std::mem::replace(&mut self.state, State::Line) else { unreachable!() };
                     let block = buf.split_to(total).freeze();
                     if &block[p.len..] != b"\r\n" {
                         return Err(Rejection { error: ProtocolError::BadDataChunk, noreply: p.noreply });
@@ -299,8 +297,8 @@ impl Decoder {
                 let touch = cmd.starts_with(b"gat");
                 let with_cas = cmd.ends_with(b"s");
                 let (exptime, first_key) = if touch {
-                    let e = parse_i32_truncating(toks.get(&line, 1))
-                        .ok_or(Rejection::from(ProtocolError::BadExptime))?;
+                    let e =
+                        parse_i32_truncating(toks.get(&line, 1)).ok_or(Rejection::from(ProtocolError::BadExptime))?;
                     (Some(e), 2)
                 } else {
                     (None, 1)
@@ -324,8 +322,8 @@ impl Decoder {
                 want((3..=5).contains(&ntokens))?;
                 if ntokens > 3 {
                     let hold_is_zero = toks.get(&line, 2) == b"0";
-                    let valid = (ntokens == 4 && (hold_is_zero || noreply))
-                        || (ntokens == 5 && hold_is_zero && noreply);
+                    let valid =
+                        (ntokens == 4 && (hold_is_zero || noreply)) || (ntokens == 5 && hold_is_zero && noreply);
                     if !valid {
                         return Err(silent(ProtocolError::DeleteUsage));
                     }
@@ -346,8 +344,7 @@ impl Decoder {
             b"touch" => {
                 want(ntokens == 4 || ntokens == 5)?;
                 let key = key_at(1)?;
-                let exptime =
-                    parse_i32_truncating(toks.get(&line, 2)).ok_or(silent(ProtocolError::BadExptime))?;
+                let exptime = parse_i32_truncating(toks.get(&line, 2)).ok_or(silent(ProtocolError::BadExptime))?;
                 Request::Touch { key, exptime, noreply }
             }
             b"flush_all" => {
@@ -361,7 +358,9 @@ impl Decoder {
             }
             b"version" => Request::Version,
             b"quit" => Request::Quit,
-            b"shutdown" => Request::Shutdown { mode_ok: ntokens == 2 || (ntokens == 3 && toks.get(&line, 1) == b"graceful") },
+            b"shutdown" => {
+                Request::Shutdown { mode_ok: ntokens == 2 || (ntokens == 3 && toks.get(&line, 1) == b"graceful") }
+            }
             b"verbosity" => {
                 want(ntokens == 3 || ntokens == 4)?;
                 parse_u32_truncating(toks.get(&line, 1)).ok_or(silent(ProtocolError::BadFormat))?;
@@ -369,8 +368,7 @@ impl Decoder {
             }
             b"cache_memlimit" => {
                 want(ntokens == 3 || ntokens == 4)?;
-                let mib = parse_u32_truncating(toks.get(&line, 1))
-                    .ok_or(silent(ProtocolError::UnknownCommand))?;
+                let mib = parse_u32_truncating(toks.get(&line, 1)).ok_or(silent(ProtocolError::UnknownCommand))?;
                 Request::CacheMemlimit { mib, noreply }
             }
             b"stats" if toks.get(&line, 1) == b"cachedump" => {
@@ -395,10 +393,9 @@ impl Decoder {
             b"lru_crawler" if ntokens == 3 && matches!(toks.get(&line, 1), b"enable" | b"disable") => {
                 Request::Crawler { enable: toks.get(&line, 1) == b"enable" }
             }
-            b"lru_crawler" if ntokens == 4 && matches!(toks.get(&line, 1), b"crawl" | b"metadump") => Request::Crawl {
-                classes: crawl_classes(toks.get(&line, 2)),
-                dump: toks.get(&line, 1) == b"metadump",
-            },
+            b"lru_crawler" if ntokens == 4 && matches!(toks.get(&line, 1), b"crawl" | b"metadump") => {
+                Request::Crawl { classes: crawl_classes(toks.get(&line, 2)), dump: toks.get(&line, 1) == b"metadump" }
+            }
             b"lru_crawler" => Request::NoOp { reply: lru_crawler_reply(&toks, &line, ntokens), noreply: false },
             // memcached as Debian builds it has TLS, which Larder does not speak.
             b"refresh_certs" => Request::NoOp { reply: b"Error TLS not enabled\r\n", noreply: false },
@@ -472,8 +469,7 @@ const ERROR: &[u8] = b"ERROR\r\n";
 fn slabs_reply(toks: &Tokens, line: &[u8], ntokens: usize, noreply: bool) -> Result<&'static [u8], Rejection> {
     let sub = toks.get(line, 1);
     if ntokens == 5 && sub == b"reassign" {
-        let (Some(src), Some(dst)) =
-            (parse_i32_truncating(toks.get(line, 2)), parse_i32_truncating(toks.get(line, 3)))
+        let (Some(src), Some(dst)) = (parse_i32_truncating(toks.get(line, 2)), parse_i32_truncating(toks.get(line, 3)))
         else {
             return Err(ProtocolError::BadFormat.into());
         };
@@ -506,12 +502,9 @@ fn lru_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8] {
     let float = |i: usize| std::str::from_utf8(toks.get(line, i)).ok().and_then(|f| f.parse::<f64>().ok());
     match toks.get(line, 1) {
         b"tune" if ntokens >= 7 => {
-            let (Some(hot), Some(warm), Some(hot_factor), Some(factor)) = (
-                parse_u32_truncating(toks.get(line, 2)),
-                parse_u32_truncating(toks.get(line, 3)),
-                float(4),
-                float(5),
-            ) else {
+            let (Some(hot), Some(warm), Some(hot_factor), Some(factor)) =
+                (parse_u32_truncating(toks.get(line, 2)), parse_u32_truncating(toks.get(line, 3)), float(4), float(5))
+            else {
                 return ERROR;
             };
             if u64::from(hot) + u64::from(warm) > 80 {
@@ -527,7 +520,11 @@ fn lru_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8] {
             _ => ERROR,
         },
         b"temp_ttl" if ntokens >= 4 => {
-            if parse_i32_truncating(toks.get(line, 2)).is_some() { OK } else { ERROR }
+            if parse_i32_truncating(toks.get(line, 2)).is_some() {
+                OK
+            } else {
+                ERROR
+            }
         }
         _ => ERROR,
     }
@@ -558,7 +555,11 @@ fn lru_crawler_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8
     let sub = toks.get(line, 1);
     match (ntokens, sub) {
         (4, b"tocrawl") => {
-            if parse_u32_truncating(toks.get(line, 2)).is_some() { OK } else { b"CLIENT_ERROR bad command line format\r\n" }
+            if parse_u32_truncating(toks.get(line, 2)).is_some() {
+                OK
+            } else {
+                b"CLIENT_ERROR bad command line format\r\n"
+            }
         }
         (4, b"sleep") => match parse_u32_truncating(toks.get(line, 2)) {
             None => b"CLIENT_ERROR bad command line format\r\n",
@@ -573,10 +574,18 @@ fn lru_crawler_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8
 enum Line {
     Done(Request),
     Data(PendingStore),
-    Refused { key: Bytes, mode: StoreMode, len: usize, noreply: bool },
+    Refused {
+        key: Bytes,
+        mode: StoreMode,
+        len: usize,
+        noreply: bool,
+    },
     MetaData(Meta, usize),
     /// An `ms` refused before its data: swallow it, then answer.
-    MetaRefused { len: usize, error: ProtocolError },
+    MetaRefused {
+        len: usize,
+        error: ProtocolError,
+    },
 }
 
 /// Whether a line without a newline may grow past [`MAX_LINE`]: memcached allows it for
@@ -739,9 +748,15 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((mode, &key[..], flags, deadline, &value[..], noreply), (StoreMode::Set, &b"k"[..], 0, 1, &b"hi"[..], false), "4294967295 is -1: expired");
-        assert!(matches!(one(b"cas k 0 0 1 7 noreply\r\nx\r\n"),
-            Ok(Request::Store { mode: StoreMode::Cas { unique: 7 }, noreply: true, .. })));
+        assert_eq!(
+            (mode, &key[..], flags, deadline, &value[..], noreply),
+            (StoreMode::Set, &b"k"[..], 0, 1, &b"hi"[..], false),
+            "4294967295 is -1: expired"
+        );
+        assert!(matches!(
+            one(b"cas k 0 0 1 7 noreply\r\nx\r\n"),
+            Ok(Request::Store { mode: StoreMode::Cas { unique: 7 }, noreply: true, .. })
+        ));
         // An unknown 7th token is ignored.
         assert!(matches!(one(b"set k 0 0 1 garbage\r\nx\r\n"), Ok(Request::Store { noreply: false, .. })));
     }
@@ -779,14 +794,24 @@ mod tests {
         assert_eq!(d.decode(&mut buf), Ok(Some(Request::Version)));
         // The boundary is memcached's: 1024 - 59 - key length.
         let ok = format!("set k 0 0 {}\r\n", 1024 - 59 - 1);
-        assert!(matches!(Decoder::new(Limits { max_item_size: 1024 }, Clock::starting_at(1_800_000_000)).decode(&mut BytesMut::from(ok.as_bytes())), Ok(None)));
+        assert!(matches!(
+            Decoder::new(Limits { max_item_size: 1024 }, Clock::starting_at(1_800_000_000))
+                .decode(&mut BytesMut::from(ok.as_bytes())),
+            Ok(None)
+        ));
         let over = format!("set k 0 0 {}\r\n", 1024 - 59);
-        assert!(matches!(Decoder::new(Limits { max_item_size: 1024 }, Clock::starting_at(1_800_000_000)).decode(&mut BytesMut::from(over.as_bytes())), Ok(Some(Request::TooLarge { .. }))));
+        assert!(matches!(
+            Decoder::new(Limits { max_item_size: 1024 }, Clock::starting_at(1_800_000_000))
+                .decode(&mut BytesMut::from(over.as_bytes())),
+            Ok(Some(Request::TooLarge { .. }))
+        ));
     }
 
     #[test]
     fn retrieval() {
-        let Ok(Request::Get { keys, with_cas: true, touch: Some(-1) }) = one(b"gats 4294967295 a b  a \r\n") else { panic!() };
+        let Ok(Request::Get { keys, with_cas: true, touch: Some(-1) }) = one(b"gats 4294967295 a b  a \r\n") else {
+            panic!()
+        };
         assert_eq!(keys.iter().collect::<Vec<_>>(), vec![&b"a"[..], b"b", b"a"]);
         assert!(matches!(one(b"gat 10\r\n"), Ok(Request::Get { .. })));
         assert_eq!(err(b"get\r\n"), (ProtocolError::UnknownCommand, false));
@@ -804,7 +829,10 @@ mod tests {
     #[test]
     fn other_commands() {
         assert_eq!(one(b"delete k 0\r\n"), Ok(Request::Delete { key: Bytes::from_static(b"k"), noreply: false }));
-        assert_eq!(one(b"delete k 0 noreply\r\n"), Ok(Request::Delete { key: Bytes::from_static(b"k"), noreply: true }));
+        assert_eq!(
+            one(b"delete k 0 noreply\r\n"),
+            Ok(Request::Delete { key: Bytes::from_static(b"k"), noreply: true })
+        );
         assert_eq!(err(b"delete k 1\r\n"), (ProtocolError::DeleteUsage, false));
         assert_eq!(err(b"delete k 1 noreply\r\n"), (ProtocolError::DeleteUsage, true));
         assert_eq!(err(b"incr k -1\r\n"), (ProtocolError::BadDelta, false));

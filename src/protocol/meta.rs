@@ -110,7 +110,10 @@ pub enum Parsed {
     Done(Meta),
     Set(SetLine),
     /// `me <key> [b]`: key and whether it was base64.
-    Debug { key: Bytes, key_binary: bool },
+    Debug {
+        key: Bytes,
+        key_binary: bool,
+    },
     /// `mn`.
     Noop,
 }

@@ -20,51 +20,108 @@ pub const KEY_MAX_LENGTH: usize = 250;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// `get`, `gets`, `gat`, `gats` (and the legacy `bget`).
-    Get { keys: KeyList, with_cas: bool, touch: Option<i32> },
+    Get {
+        keys: KeyList,
+        with_cas: bool,
+        touch: Option<i32>,
+    },
     /// `set add replace append prepend cas` with their data block. `deadline` is the
     /// exptime already resolved against the clock when the command line arrived.
-    Store { mode: StoreMode, key: Bytes, flags: u32, deadline: RelTime, value: Bytes, noreply: bool },
+    Store {
+        mode: StoreMode,
+        key: Bytes,
+        flags: u32,
+        deadline: RelTime,
+        value: Bytes,
+        noreply: bool,
+    },
     /// A storage command whose data block is larger than the item size limit: memcached
     /// drops the old value of a `set` at once. The decoder then swallows the data and
     /// answers with [`ProtocolError::TooLarge`].
-    TooLarge { key: Bytes, mode: StoreMode },
-    Delete { key: Bytes, noreply: bool },
-    Arith { key: Bytes, delta: u64, incr: bool, noreply: bool },
-    Touch { key: Bytes, exptime: i32, noreply: bool },
+    TooLarge {
+        key: Bytes,
+        mode: StoreMode,
+    },
+    Delete {
+        key: Bytes,
+        noreply: bool,
+    },
+    Arith {
+        key: Bytes,
+        delta: u64,
+        incr: bool,
+        noreply: bool,
+    },
+    Touch {
+        key: Bytes,
+        exptime: i32,
+        noreply: bool,
+    },
     /// `flush_all [delay]`; `delay` is 0 when absent.
-    FlushAll { delay: i32, noreply: bool },
-    Stats { group: StatsGroup },
+    FlushAll {
+        delay: i32,
+        noreply: bool,
+    },
+    Stats {
+        group: StatsGroup,
+    },
     Version,
-    Verbosity { noreply: bool },
+    Verbosity {
+        noreply: bool,
+    },
     /// `cache_memlimit <MiB>`.
-    CacheMemlimit { mib: u32, noreply: bool },
+    CacheMemlimit {
+        mib: u32,
+        noreply: bool,
+    },
     /// `shutdown [graceful]`: refused unless enabled with `-A`; `mode_ok` is false for
     /// an argument other than `graceful`.
-    Shutdown { mode_ok: bool },
+    Shutdown {
+        mode_ok: bool,
+    },
     /// `mn`: the meta no-op, which memcached answers with `MN`.
     MetaNoop,
     /// `mg`, `md`, `ma`.
     Meta(Box<Meta>),
     /// `ms` with its data block.
-    MetaSet { meta: Box<Meta>, value: Bytes },
+    MetaSet {
+        meta: Box<Meta>,
+        value: Bytes,
+    },
     /// `me <key> [b]`.
-    MetaDebug { key: Bytes, key_binary: bool },
+    MetaDebug {
+        key: Bytes,
+        key_binary: bool,
+    },
     /// An admin command about machinery Larder does not have (slab classes, LRU tuning,
     /// the LRU crawler's knobs): accepted for scripts' sake and answered as
     /// memcached answers it, with no effect.
-    NoOp { reply: &'static [u8], noreply: bool },
+    NoOp {
+        reply: &'static [u8],
+        noreply: bool,
+    },
     /// `stats cachedump <class> <limit>`: Larder keeps no per-class lists to show, so an
     /// empty list (or memcached's refusal of the arguments), unless `-X` refuses it.
-    CacheDump { reply: &'static [u8] },
+    CacheDump {
+        reply: &'static [u8],
+    },
     /// A login under `-Y`: the data block of the client's `set`.
-    Auth { user: Bytes, password: Bytes },
+    Auth {
+        user: Bytes,
+        password: Bytes,
+    },
     /// `lru_crawler enable|disable`: Larder reclaims expired items on its own, but the
     /// switch keeps memcached's state and replies.
-    Crawler { enable: bool },
+    Crawler {
+        enable: bool,
+    },
     /// `lru_crawler crawl <classes>` (answered as memcached answers it; expired items are
     /// reclaimed anyway) or `lru_crawler metadump <classes>`: a line of bookkeeping for
     /// every live item, the connection writing it out as it goes.
-    Crawl { classes: CrawlClasses, dump: bool },
+    Crawl {
+        classes: CrawlClasses,
+        dump: bool,
+    },
     Quit,
 }
 
@@ -257,9 +314,7 @@ impl ProtocolError {
             Self::Meta(reply) => reply,
             Self::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
             Self::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
-            Self::DeleteUsage => {
-                b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"
-            }
+            Self::DeleteUsage => b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
             Self::LineTooLong | Self::Http => return None,
         })
     }
@@ -307,7 +362,11 @@ mod tests {
         assert_eq!(keys(batch, 3), ["a", "b", "c"]);
         assert!(keys(b"get a b c\r\n", 32).is_empty(), "one command: nothing to overlap");
         assert!(keys(b"get a\r\nget b", 32) == ["a"], "an unfinished line ends the walk");
-        assert_eq!(keys(b"get a\r\nset s 0 0 100\r\nshort\r\nget b\r\n", 32), ["a"], "so does a data block not all here");
+        assert_eq!(
+            keys(b"get a\r\nset s 0 0 100\r\nshort\r\nget b\r\n", 32),
+            ["a"],
+            "so does a data block not all here"
+        );
         assert_eq!(keys(b"get a\r\nset s 0 0 x\r\nget b\r\n", 32), ["a"], "and a length that is not a number");
     }
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::item::access;
 use super::meta::DUMP_QUIET;
-use super::{slab, BUCKET_BYTES, Room, SHARDS, Shard, Store, write};
+use super::{BUCKET_BYTES, Room, SHARDS, Shard, Store, slab, write};
 use crate::clock::RelTime;
 
 /// Buckets one visit to a shard looks at, at most.
@@ -82,7 +82,8 @@ impl Store {
                 best = Some(Candidate { score, shard: at, bucket: i, block: s.item(i).key().as_ptr().addr() });
             }
             // Expired items removed on the way may already have made the room.
-            if sampled >= SAMPLE && self.used.load(Relaxed) + need > limit
+            if sampled >= SAMPLE
+                && self.used.load(Relaxed) + need > limit
                 && let Some(b) = best.take()
             {
                 sampled = 0;

@@ -398,7 +398,11 @@ impl Item {
     /// Bytes the allocator hands out for this item.
     pub fn charge(&self) -> usize {
         let len = self.len();
-        if slab::contains(self.ptr) { slab::slot_for(len).expect("a slot-sized block") } else { malloc_chunk(PREFIX + len) }
+        if slab::contains(self.ptr) {
+            slab::slot_for(len).expect("a slot-sized block")
+        } else {
+            malloc_chunk(PREFIX + len)
+        }
     }
 }
 

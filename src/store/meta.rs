@@ -76,7 +76,12 @@ pub struct ArithArgs {
 pub enum ArithOutcome {
     /// The new value (or the initial value of a created item), the item's new CAS, its
     /// deadline before the request's `T`/`N` flags, and whether it was created.
-    Value { value: u64, cas: u64, exptime_before: RelTime, created: bool },
+    Value {
+        value: u64,
+        cas: u64,
+        exptime_before: RelTime,
+        created: bool,
+    },
     NotFound,
     Exists,
     NonNumeric,
@@ -211,7 +216,13 @@ impl Store {
 
     /// `md`: removes the live item, or with `invalidate` marks it stale (new CAS, optional
     /// new deadline, recache token free again).
-    pub fn meta_delete(&self, key: &[u8], compare_cas: Option<u64>, invalidate: bool, exptime: Option<RelTime>) -> DeleteOutcome {
+    pub fn meta_delete(
+        &self,
+        key: &[u8],
+        compare_cas: Option<u64>,
+        invalidate: bool,
+        exptime: Option<RelTime>,
+    ) -> DeleteOutcome {
         let now = self.clock.now();
         let (hash, lock) = self.locate(key);
         let mut s = write(lock);

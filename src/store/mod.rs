@@ -23,9 +23,9 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
+pub use crate::protocol::meta::TtlFlags;
 pub use item::{HEADER as ITEM_HEADER, Item, SharedValue, charge_for};
 pub use meta::{ArithArgs, ArithOutcome, DebugInfo, DeleteOutcome, DumpCursor, GetArgs, MetaHit};
-pub use crate::protocol::meta::TtlFlags;
 
 use crate::clock::{Clock, RelTime};
 use crate::protocol::StoreMode;
@@ -178,9 +178,11 @@ impl Shard {
 
     /// Learns where the control bytes are after the table moved, from any full bucket.
     fn learn_ctrl(&mut self) {
-        self.ctrl = self.table.iter_buckets().next().map_or(0, |i| {
-            std::ptr::from_ref(self.item(i)).addr() + (i + 1) * size_of::<Item>()
-        });
+        self.ctrl = self
+            .table
+            .iter_buckets()
+            .next()
+            .map_or(0, |i| std::ptr::from_ref(self.item(i)).addr() + (i + 1) * size_of::<Item>());
     }
 
     fn item(&self, i: usize) -> &Item {
@@ -211,9 +213,10 @@ impl Shard {
     fn mark_read(&self, i: usize, epoch: u8) {
         let want = access::FETCHED | epoch;
         if let Some(s) = self.side.get(i)
-            && s.load(Relaxed) != want {
-                s.store(want, Relaxed);
-            }
+            && s.load(Relaxed) != want
+        {
+            s.store(want, Relaxed);
+        }
     }
 
     /// Takes the item out of bucket `i`, its access byte saved with it.
@@ -591,9 +594,10 @@ impl Store {
                 self.count_dead(why);
                 let mut s = write(lock);
                 if let Some(i) = s.find(hash, key)
-                    && self.dead(s.item(i), now).is_some() {
-                        self.remove(&mut s, i, now);
-                    }
+                    && self.dead(s.item(i), now).is_some()
+                {
+                    self.remove(&mut s, i, now);
+                }
                 return None;
             }
             s.mark_read(i, self.epoch());
@@ -633,7 +637,11 @@ impl Store {
 
     /// `gat` returning a copy (tests and tools; `exec` uses [`Store::touch_with`]).
     pub fn get_and_touch(&self, key: &[u8], exptime: RelTime) -> Option<Hit> {
-        self.touch_with(key, exptime, |it| Hit { value: Bytes::copy_from_slice(it.value()), flags: it.flags(), cas: it.cas() })
+        self.touch_with(key, exptime, |it| Hit {
+            value: Bytes::copy_from_slice(it.value()),
+            flags: it.flags(),
+            cas: it.cas(),
+        })
     }
 
     /// `touch`: gives a live item a new deadline.
@@ -736,7 +744,13 @@ impl Store {
                 // deadline and whether a recache token went out.
                 self.stats.cas_hits.fetch_add(1, Relaxed);
                 let kept = old.bits() & bit::TOKEN_SENT;
-                let f = Fields { cas: self.next_cas(), exptime: old.exptime(), time: now, flags: a.flags, bits: kept | bit::STALE | binary };
+                let f = Fields {
+                    cas: self.next_cas(),
+                    exptime: old.exptime(),
+                    time: now,
+                    flags: a.flags,
+                    bits: kept | bit::STALE | binary,
+                };
                 Item::new(key, &[value], f)
             }
             StoreMode::Append | StoreMode::Prepend => {
@@ -747,8 +761,15 @@ impl Store {
                     return (StoreOutcome::NotStored, 0);
                 }
                 // Append and prepend keep the item's flags and deadline.
-                let f = Fields { cas: self.next_cas(), exptime: old.exptime(), time: now, flags: old.flags(), bits: binary };
-                let parts: [&[u8]; 2] = if mode == StoreMode::Append { [old.value(), value] } else { [value, old.value()] };
+                let f = Fields {
+                    cas: self.next_cas(),
+                    exptime: old.exptime(),
+                    time: now,
+                    flags: old.flags(),
+                    bits: binary,
+                };
+                let parts: [&[u8]; 2] =
+                    if mode == StoreMode::Append { [old.value(), value] } else { [value, old.value()] };
                 Item::new(key, &parts, f)
             }
             StoreMode::Cas { .. } => {
@@ -1108,7 +1129,12 @@ mod tests {
         assert!(rebuilds(&s) > before + 64, "tables were rebuilt under the dump: {} -> {}", before, rebuilds(&s));
         let shown: std::collections::HashSet<_> = shown.into_iter().collect();
         let missing: Vec<_> = (0..2_000).map(|n| format!("keep:{n}")).filter(|k| !shown.contains(k)).collect();
-        assert!(missing.is_empty(), "{} of 2000 items never shown, e.g. {:?}", missing.len(), &missing[..missing.len().min(3)]);
+        assert!(
+            missing.is_empty(),
+            "{} of 2000 items never shown, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(3)]
+        );
     }
 
     /// A dump that finds nothing to show (here: every item expired, not yet reclaimed)

@@ -342,11 +342,12 @@ impl Slab {
         for c in self.classes.iter() {
             let mut class = lock(c);
             if let [page] = class.partial[..]
-                && self.header(page).live.load(Relaxed) == 0 {
-                    self.unlist(&mut class, 0);
-                    drop(class);
-                    self.release(page);
-                }
+                && self.header(page).live.load(Relaxed) == 0
+            {
+                self.unlist(&mut class, 0);
+                drop(class);
+                self.release(page);
+            }
         }
     }
 

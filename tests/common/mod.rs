@@ -37,11 +37,8 @@ pub fn spawn_with_clock(config: Config, clock: Clock) -> TestServer {
     let (stop, stopped) = oneshot::channel::<()>();
     let server_ctx = ctx.clone();
     let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.threads)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(config.threads).enable_all().build().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
             larder::server::run(vec![listener], server_ctx, async {
@@ -121,9 +118,10 @@ impl Client {
             }
             let mut parts = l.splitn(3, ' ');
             if let (Some("STAT"), Some(k), Some(v)) = (parts.next(), parts.next(), parts.next())
-                && k == name {
-                    found = Some(v.to_string());
-                }
+                && k == name
+            {
+                found = Some(v.to_string());
+            }
         }
     }
 
