@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use larder::clock::Clock;
 use larder::protocol::Decoder;
-use larder::protocol::decode::Limits;
+use larder::protocol::text::Limits;
 
 const VALUE_SIZES: [usize; 5] = [16, 100, 1024, 16 * 1024, 512 * 1024];
 

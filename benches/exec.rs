@@ -1,5 +1,5 @@
-//! Request to reply without a socket: `exec::execute` on a decoded request, the reply
-//! appended to a write buffer, against a store holding the scenarios' data. The
+//! Request to reply without a socket: `exec::run` (the connection's `exec::execute`, then
+//! any work it returns) on a decoded request, the reply appended to an output, against a store holding the scenarios' data. The
 //! `pipeline16` case also decodes, as a connection does for one read of sixteen
 //! pipelined gets: everything the server does per batch except the two syscalls.
 
@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use larder::clock::Clock;
-use larder::exec::{self, Flow};
-use larder::protocol::decode::Limits;
+use larder::exec::{self, Flow, Output};
+use larder::protocol::text::Limits;
 use larder::protocol::{Decoder, Request};
 use larder::{Config, Ctx};
 
@@ -54,7 +54,7 @@ fn ctx() -> Ctx {
     let mut config = Config::for_tests();
     config.memory_limit = 256 << 20;
     let ctx = Ctx::new(config, clock());
-    let mut out = BytesMut::new();
+    let mut out = Output::new(BytesMut::new());
     let mut wire = Vec::new();
     for i in 0..KEYS {
         wire.extend(set_wire(&key(i), 100));
@@ -62,8 +62,8 @@ fn ctx() -> Ctx {
     wire.extend(set_wire("big16k", 16 * 1024));
     wire.extend(set_wire("big512k", 512 * 1024));
     for req in decode_all(&wire) {
-        exec::execute(&ctx, req, &mut out);
-        assert!(out.starts_with(b"STORED\r\n"), "{:?}", String::from_utf8_lossy(&out[..out.len().min(80)]));
+        exec::run(&ctx, req, &mut out);
+        assert!(out.buf.starts_with(b"STORED\r\n"), "{:?}", String::from_utf8_lossy(&out.buf[..out.buf.len().min(80)]));
         out.clear();
     }
     ctx
@@ -71,16 +71,16 @@ fn ctx() -> Ctx {
 
 /// Runs a copy of `req` per iteration into a cleared buffer (cloning a request bumps
 /// reference counts; it copies no key or value).
-fn run(ctx: &Ctx, req: &Request, out: &mut BytesMut) {
+fn run(ctx: &Ctx, req: &Request, out: &mut Output) {
     out.clear();
-    black_box(exec::execute(ctx, req.clone(), out));
+    black_box(exec::run(ctx, req.clone(), out));
 }
 
 fn single(c: &mut Criterion) {
     let ctx = ctx();
     let mut g = c.benchmark_group("exec");
     g.throughput(Throughput::Elements(1));
-    let mut out = BytesMut::with_capacity(1 << 20);
+    let mut out = Output::new(BytesMut::with_capacity(1 << 20));
     let ten: Vec<String> = (0..10).map(|i| key(i * 9973 % KEYS)).collect();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("get_hit", format!("get {}\r\n", key(4242)).into_bytes()),
@@ -96,7 +96,7 @@ fn single(c: &mut Criterion) {
     for (name, wire) in cases {
         let req = decode_one(&wire);
         run(&ctx, &req, &mut out);
-        assert!(!out.starts_with(b"ERROR") && !out.starts_with(b"SERVER_ERROR"), "{name}: {:?}", &out[..]);
+        assert!(!out.buf.starts_with(b"ERROR") && !out.buf.starts_with(b"SERVER_ERROR"), "{name}: {:?}", &out.buf[..]);
         g.bench_function(name, |b| b.iter(|| run(&ctx, &req, &mut out)));
     }
     g.finish();
@@ -109,14 +109,14 @@ fn pipeline(c: &mut Criterion) {
     g.throughput(Throughput::Elements(16));
     let wire: Vec<u8> = (0..16).flat_map(|i| format!("get {}\r\n", key(i * 6007 % KEYS)).into_bytes()).collect();
     let mut d = Decoder::new(Limits { max_item_size: 1 << 20 }, clock());
-    let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut out = Output::new(BytesMut::with_capacity(16 * 1024));
     g.bench_function("pipeline16_decode_get", |b| {
         b.iter_batched_ref(
             || BytesMut::from(&wire[..]),
             |buf| {
                 out.clear();
                 while let Some(req) = d.decode(buf).expect("valid") {
-                    if exec::execute(&ctx, req, &mut out) == Flow::Close {
+                    if let Flow::Close = exec::run(&ctx, req, &mut out) {
                         unreachable!("get does not close");
                     }
                 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use larder::clock::Clock;
-use larder::protocol::StoreMode;
+use larder::memcached::StoreMode;
 use larder::store::{Store, StoreOutcome};
 
 /// Keys in the hit/miss/set working set (scenario (a)'s key count).

@@ -9,8 +9,9 @@
 use bytes::BytesMut;
 use larder::Config;
 use larder::clock::Clock;
-use larder::exec::{self, Ctx, Flow};
-use larder::protocol::decode::{Limits, MAX_LINE};
+use larder::exec::{self, Ctx, Flow, Output};
+use larder::protocol::encode::{error_reply, put_reply};
+use larder::protocol::text::{Limits, MAX_LINE};
 use larder::protocol::{Decoder, Rejection, Request};
 
 /// A small `-I`, so too-large items and swallowing are reached by short inputs.
@@ -78,35 +79,32 @@ pub fn exec(data: &[u8]) {
     let config = Config { memory_limit: MEMORY, max_item_size: MAX_ITEM, ..Config::for_tests() };
     let ctx = Ctx::new(config, clock.clone());
     let mut d = decoder(clock.clone());
-    let (mut buf, mut out) = (BytesMut::new(), BytesMut::new());
+    let (mut buf, mut out) = (BytesMut::new(), Output::new(BytesMut::new()));
     let chunk = usize::from(seed & 0x3f) * 4 + 1;
     for piece in wire.chunks(chunk) {
         buf.extend_from_slice(piece);
         loop {
-            let before = out.len();
+            let before = out.buf.len();
             match d.decode(&mut buf) {
                 Ok(Some(req)) => {
-                    let flow = exec::execute(&ctx, req, &mut out);
+                    let flow = exec::run(&ctx, req, &mut out);
                     assert!(ctx.store.bytes() <= ctx.store.limit(), "{} > {}", ctx.store.bytes(), ctx.store.limit());
-                    assert!(
-                        out.len() == before || out.ends_with(b"\r\n"),
-                        "{:?}",
-                        String::from_utf8_lossy(&out[before..])
-                    );
-                    if flow == Flow::Close {
+                    let reply = &out.buf[before..];
+                    assert!(reply.is_empty() || reply.ends_with(b"\r\n"), "{:?}", String::from_utf8_lossy(reply));
+                    if let Flow::Close = flow {
                         return;
                     }
                 }
                 Ok(None) => break,
                 Err(e) if e.error.is_fatal() => return,
                 Err(e) => {
-                    if let (Some(reply), false) = (e.error.reply(), e.noreply) {
-                        out.extend_from_slice(reply);
+                    if let (Some(reply), false) = (error_reply(e.error), e.noreply) {
+                        put_reply(&mut out.buf, reply);
                     }
                 }
             }
             // Replies are not kept: only their shape is checked.
-            if out.len() > 1 << 16 {
+            if out.buf.len() > 1 << 16 {
                 out.clear();
             }
         }

@@ -1,28 +1,30 @@
-//! Larder: an in-memory cache server that speaks memcached's text protocol.
+//! Larder: an in-memory cache server that speaks memcached's text and meta protocols.
 //!
-//! Request flow: [`server`] accepts a socket under the connection limit and hands it to a
-//! [`worker`] thread, whose event loop runs its [`connection::Connection`] whenever the
-//! socket is ready. The connection reads into its buffer and drains it: the
-//! [`protocol::Decoder`] yields one [`protocol::Request`] per complete command, which
-//! [`exec::execute`] runs against the [`store::Store`], appending the reply to the write
-//! buffer. When no complete command is left, one write sends the whole batch.
+//! A request's path: [`server`] accepts a socket under the connection limit and hands it
+//! to a worker thread ([`server::worker`]), whose event loop runs the socket's
+//! [`server::connection::Connection`] when it is ready. The connection reads into its
+//! buffer; the [`protocol`] decoder yields one [`protocol::Request`] per complete command;
+//! [`exec::execute`], the one place that matches on a request, runs it against the
+//! [`store::Store`] and writes the reply through [`protocol::encode`] into the connection's
+//! output. A command whose reply outgrows one write (a long multi-get, a metadump) comes
+//! back as [`exec::Work`] that the connection steps as the socket drains. When no complete
+//! command is left, one write sends the whole batch.
 //!
-//! Three layers, one direction: connection (non-blocking I/O) -> protocol (bytes to requests) ->
-//! exec -> store (data). `protocol` never imports from `store`; `store` takes from
-//! `protocol` only what both must agree on (the storage mode, memcached's item-size rule,
-//! the meta TTL flags and its number parsing).
+//! One direction: `server` -> `protocol` and `exec` -> `store` -> [`memcached`] (the rules
+//! every layer shares). `protocol` and `store` never import each other; `exec` alone sees
+//! both. [`clock`], [`config`], [`conns`] and [`stats`] are small shared modules; `daemon`
+//! serves the binary's `-d`, `-u` and `-P`. `docs/design.md` draws the same map.
 
 pub mod clock;
 pub mod config;
-pub mod connection;
 pub mod conns;
 pub mod daemon;
 pub mod exec;
+pub mod memcached;
 pub mod protocol;
 pub mod server;
 pub mod stats;
 pub mod store;
-pub mod worker;
 
 pub use config::{Cli, Config};
 pub use exec::Ctx;

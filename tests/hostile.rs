@@ -313,7 +313,7 @@ fn a_panic_in_one_connection_closes_it_and_nothing_else() {
             panic!("injected fault");
         }
     }
-    larder::connection::FAULT_HOOK.get_or_init(|| panic_on_poison as fn(&larder::protocol::Request));
+    larder::server::connection::FAULT_HOOK.get_or_init(|| panic_on_poison as fn(&larder::protocol::Request));
     let srv = spawn(Config { max_connections: 4, ..Config::for_tests() });
     let mut bystander = srv.connect();
     set(&mut bystander, "k", b"v");

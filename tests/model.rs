@@ -19,13 +19,13 @@
 use std::collections::HashMap;
 
 use larder::clock::{Clock, RelTime};
-use larder::protocol::StoreMode;
+use larder::memcached::StoreMode;
 use larder::store::{ArithOutcome, Hit, Store, StoreOutcome};
 use proptest::prelude::*;
 
 const KEYS: [&[u8]; 4] = [b"a", b"bb", b"counter", b"k:3"];
 const MAX_ITEM: usize = 2048;
-/// memcached's item header as `-I` counts it (see `protocol::decode::item_too_large`).
+/// memcached's item header as `-I` counts it (see `memcached::item_too_large`).
 const ITEM_HEADER: usize = 59;
 
 #[derive(Debug, Clone)]

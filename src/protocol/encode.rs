@@ -1,11 +1,191 @@
-//! Reply writers: each appends one memcached reply to the connection's write buffer with
-//! `put_slice` and `itoa`, never `format!`, so replies cost no allocation of their own.
+//! Every reply byte of the text and meta protocols: the fixed lines ([`Reply`], with
+//! memcached's error strings), `VALUE` lines, numbers, `STAT` lines and the meta
+//! protocol's status lines with their echoed flags. Each writer appends to the
+//! connection's write buffer with `put_slice` and `itoa`, never `format!`, so replies cost
+//! no allocation of their own. `exec` decides what to answer; this module decides how it
+//! looks on the wire.
 
-use std::io::IoSlice;
+use std::ops::Deref;
 
 use bytes::{BufMut, BytesMut};
 
-use crate::store::SharedValue;
+use super::ProtocolError;
+use super::meta::base64_encode;
+use super::output::Output;
+
+/// Every reply that is one fixed line, named for what it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+    Deleted,
+    Touched,
+    Ok,
+    End,
+    Reset,
+    MetaNoop,
+    MetaMiss,
+    Error,
+    OutOfMemoryStoring,
+    OutOfMemory,
+    OutOfMemoryNewItem,
+    NonNumeric,
+    MemlimitTooSmall,
+    MemlimitAdjustFailed,
+    ShutdownDisabled,
+    ShutdownMode,
+    AuthFailure,
+    CachedumpNotAllowed,
+    CrawlerStartFailed,
+    CrawlerStopFailed,
+    CrawlUnknownError,
+    CrawlerDisabled,
+    MetadumpNotAllowed,
+    MetadumpPipelined,
+    BadClass,
+    NotStarted,
+    DetailUsage,
+    BadCommandLine,
+    BadCommandLineFormat,
+    IllegalSlabId,
+    TlsNotEnabled,
+    SameClass,
+    BadClassPair,
+    NoSpare,
+    LruPctOver,
+    LruFactorZero,
+    CrawlerSleepTooLong,
+    BadLineTermination,
+    BadAuthToken,
+    Unauthenticated,
+    BadDataChunk,
+    TooLarge,
+    BadExptime,
+    BadDelta,
+    DeleteUsage,
+    DuplicateFlag,
+    InvalidFlag,
+    BadToken,
+    KeyDecode,
+    MetaModeLength,
+    BadInitial,
+    BadMetaDelta,
+    OpaqueTooLong,
+    InvalidOrDuplicateFlag,
+    MgFlagsTooLong,
+    FlagsTooLong,
+    MsMode,
+    MaMode,
+    TooManyConnections,
+}
+
+impl Reply {
+    /// The line, `\r\n` included, byte for byte as memcached 1.6 sends it.
+    pub fn line(self) -> &'static [u8] {
+        match self {
+            Self::Stored => b"STORED\r\n",
+            Self::NotStored => b"NOT_STORED\r\n",
+            Self::Exists => b"EXISTS\r\n",
+            Self::NotFound => b"NOT_FOUND\r\n",
+            Self::Deleted => b"DELETED\r\n",
+            Self::Touched => b"TOUCHED\r\n",
+            Self::Ok => b"OK\r\n",
+            Self::End => b"END\r\n",
+            Self::Reset => b"RESET\r\n",
+            Self::MetaNoop => b"MN\r\n",
+            Self::MetaMiss => b"EN\r\n",
+            Self::Error => b"ERROR\r\n",
+            Self::OutOfMemoryStoring => b"SERVER_ERROR out of memory storing object\r\n",
+            Self::OutOfMemory => b"SERVER_ERROR out of memory\r\n",
+            Self::OutOfMemoryNewItem => b"SERVER_ERROR Out of memory allocating new item\r\n",
+            Self::NonNumeric => b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
+            Self::MemlimitTooSmall => b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
+            Self::MemlimitAdjustFailed => b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n",
+            Self::ShutdownDisabled => b"ERROR: shutdown not enabled\r\n",
+            Self::ShutdownMode => b"CLIENT_ERROR invalid shutdown mode\r\n",
+            Self::AuthFailure => b"CLIENT_ERROR authentication failure\r\n",
+            Self::CachedumpNotAllowed => b"CLIENT_ERROR stats cachedump not allowed\r\n",
+            Self::CrawlerStartFailed => b"ERROR failed to start lru crawler thread\r\n",
+            Self::CrawlerStopFailed => b"ERROR failed to stop lru crawler thread\r\n",
+            Self::CrawlUnknownError => b"ERROR an unknown error happened\r\n",
+            Self::CrawlerDisabled => b"CLIENT_ERROR lru crawler disabled\r\n",
+            Self::MetadumpNotAllowed => b"ERROR metadump not allowed\r\n",
+            Self::MetadumpPipelined => b"ERROR cannot pipeline other commands before metadump\r\n",
+            Self::BadClass => b"BADCLASS invalid class id\r\n",
+            Self::NotStarted => b"NOTSTARTED no items to crawl\r\n",
+            Self::DetailUsage => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
+            Self::BadCommandLine => b"CLIENT_ERROR bad command line\r\n",
+            Self::BadCommandLineFormat => b"CLIENT_ERROR bad command line format\r\n",
+            Self::IllegalSlabId => b"CLIENT_ERROR Illegal slab id\r\n",
+            Self::TlsNotEnabled => b"Error TLS not enabled\r\n",
+            Self::SameClass => b"SAME src and dst class are identical\r\n",
+            Self::BadClassPair => b"BADCLASS invalid src or dst class id\r\n",
+            Self::NoSpare => b"NOSPARE source class has no spare pages\r\n",
+            Self::LruPctOver => b"ERROR hot and warm pcts must not exceed 80\r\n",
+            Self::LruFactorZero => b"ERROR hot/warm age factors must be greater than 0\r\n",
+            Self::CrawlerSleepTooLong => b"CLIENT_ERROR sleep must be one second or less\r\n",
+            Self::BadLineTermination => b"CLIENT_ERROR bad command line termination\r\n",
+            Self::BadAuthToken => b"CLIENT_ERROR bad authentication token format\r\n",
+            Self::Unauthenticated => b"CLIENT_ERROR unauthenticated\r\n",
+            Self::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
+            Self::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
+            Self::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
+            Self::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
+            Self::DeleteUsage => b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
+            Self::DuplicateFlag => b"CLIENT_ERROR duplicate flag\r\n",
+            Self::InvalidFlag => b"CLIENT_ERROR invalid flag\r\n",
+            Self::BadToken => b"CLIENT_ERROR bad token in command line format\r\n",
+            Self::KeyDecode => b"CLIENT_ERROR error decoding key\r\n",
+            Self::MetaModeLength => b"CLIENT_ERROR incorrect length for M token\r\n",
+            Self::BadInitial => b"CLIENT_ERROR invalid numeric initial value\r\n",
+            Self::BadMetaDelta => b"CLIENT_ERROR invalid numeric delta value\r\n",
+            Self::OpaqueTooLong => b"CLIENT_ERROR opaque token too long\r\n",
+            Self::InvalidOrDuplicateFlag => b"CLIENT_ERROR invalid or duplicate flag\r\n",
+            Self::MgFlagsTooLong => b"CLIENT_ERROR options flags are too long\r\n",
+            Self::FlagsTooLong => b"CLIENT_ERROR options flags too long\r\n",
+            Self::MsMode => b"CLIENT_ERROR invalid mode for ms M token\r\n",
+            Self::MaMode => b"CLIENT_ERROR invalid mode for ma M token\r\n",
+            Self::TooManyConnections => b"ERROR Too many open connections\r\n",
+        }
+    }
+}
+
+/// Appends a fixed reply.
+pub fn put_reply(out: &mut BytesMut, reply: Reply) {
+    out.put_slice(reply.line());
+}
+
+/// Appends a fixed reply unless the command said `noreply`.
+pub fn put_reply_unless(out: &mut BytesMut, noreply: bool, reply: Reply) {
+    if !noreply {
+        out.put_slice(reply.line());
+    }
+}
+
+/// The reply memcached gives to a refused request, or `None` where it closes without a
+/// word.
+pub fn error_reply(error: ProtocolError) -> Option<Reply> {
+    Some(match error {
+        ProtocolError::UnknownCommand => Reply::Error,
+        ProtocolError::BadFormat | ProtocolError::GetKeyTooLong => Reply::BadCommandLineFormat,
+        ProtocolError::BadDataChunk => Reply::BadDataChunk,
+        ProtocolError::TooLarge => Reply::TooLarge,
+        ProtocolError::Refused(reply) => reply,
+        ProtocolError::BadExptime => Reply::BadExptime,
+        ProtocolError::BadDelta => Reply::BadDelta,
+        ProtocolError::DeleteUsage => Reply::DeleteUsage,
+        ProtocolError::LineTooLong | ProtocolError::Http => return None,
+    })
+}
+
+/// `VERSION <version>\r\n`.
+pub fn put_version(out: &mut BytesMut, version: &str) {
+    out.put_slice(b"VERSION ");
+    out.put_slice(version.as_bytes());
+    out.put_slice(b"\r\n");
+}
 
 /// `VALUE <key> <flags> <bytes>[ <cas>]\r\n<data>\r\n`.
 pub fn put_value(out: &mut BytesMut, key: &[u8], flags: u32, value: &[u8], cas: Option<u64>) {
@@ -13,6 +193,21 @@ pub fn put_value(out: &mut BytesMut, key: &[u8], flags: u32, value: &[u8], cas: 
     put_value_line(out, key, flags, value.len(), cas);
     out.put_slice(value);
     out.put_slice(b"\r\n");
+}
+
+/// [`put_value`] with the data shared, not copied: written to the socket from the value's
+/// own memory.
+pub fn put_shared_value<V: Deref<Target = [u8]>>(
+    out: &mut Output<V>,
+    key: &[u8],
+    flags: u32,
+    value: V,
+    cas: Option<u64>,
+) {
+    out.buf.reserve(key.len() + 64);
+    put_value_line(&mut out.buf, key, flags, value.len(), cas);
+    out.splice(value);
+    out.buf.put_slice(b"\r\n");
 }
 
 /// The `VALUE` line, without the data.
@@ -31,91 +226,6 @@ fn put_value_line(out: &mut BytesMut, key: &[u8], flags: u32, len: usize, cas: O
     out.put_slice(b"\r\n");
 }
 
-/// A connection's replies waiting to be written: a buffer, with large values spliced in
-/// (`V`: the store's [`SharedValue`], which shares the item's memory), so they go to the
-/// socket (one vectored write) without being copied.
-#[derive(Debug, Default)]
-pub struct Output<V = SharedValue> {
-    pub buf: BytesMut,
-    /// (offset in `buf`, value): the value goes before `buf[offset..]`.
-    splices: Vec<(usize, V)>,
-    spliced: usize,
-}
-
-impl<V: std::ops::Deref<Target = [u8]>> Output<V> {
-    pub fn new(buf: BytesMut) -> Self {
-        Self { buf, splices: Vec::new(), spliced: 0 }
-    }
-
-    /// Bytes to write, spliced values included.
-    pub fn len(&self) -> usize {
-        self.buf.len() + self.spliced
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Drops everything after `buf_len` bytes of the buffer (a reply boundary), spliced
-    /// values there included.
-    pub fn truncate(&mut self, buf_len: usize) {
-        self.buf.truncate(buf_len);
-        while self.splices.last().is_some_and(|(at, _)| *at >= buf_len) {
-            let (_, v) = self.splices.pop().expect("checked");
-            self.spliced -= v.len();
-        }
-    }
-
-    /// [`put_value`] with the data shared, not copied.
-    pub fn put_shared_value(&mut self, key: &[u8], flags: u32, value: V, cas: Option<u64>) {
-        self.buf.reserve(key.len() + 64);
-        put_value_line(&mut self.buf, key, flags, value.len(), cas);
-        self.spliced += value.len();
-        self.splices.push((self.buf.len(), value));
-        self.buf.put_slice(b"\r\n");
-    }
-
-    /// Fills `iov` with what is left to write once the first `skip` bytes are written:
-    /// buffer stretches and spliced values in order, as many as fit. Returns how many.
-    pub fn slices<'a>(&'a self, skip: usize, iov: &mut [IoSlice<'a>]) -> usize {
-        let (mut skip, mut n, mut from) = (skip, 0, 0);
-        let mut put = |part: &'a [u8]| {
-            if skip >= part.len() {
-                skip -= part.len();
-            } else if n < iov.len() {
-                iov[n] = IoSlice::new(&part[skip..]);
-                (skip, n) = (0, n + 1);
-            }
-        };
-        for (at, v) in &self.splices {
-            put(&self.buf[from..*at]);
-            put(v);
-            from = *at;
-        }
-        put(&self.buf[from..]);
-        n
-    }
-
-    /// Empties it once written (the buffer keeps its capacity).
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.splices.clear();
-        self.spliced = 0;
-    }
-
-    /// Everything in one buffer, spliced values copied in (for callers without a socket).
-    pub fn into_flat(self) -> BytesMut {
-        if self.splices.is_empty() {
-            return self.buf;
-        }
-        let mut iov = vec![IoSlice::new(&[]); 2 * self.splices.len() + 1];
-        let n = self.slices(0, &mut iov);
-        let mut flat = BytesMut::with_capacity(self.len());
-        iov[..n].iter().for_each(|s| flat.put_slice(s));
-        flat
-    }
-}
-
 /// A decimal number on its own line (the `incr`/`decr` reply).
 pub fn put_number(out: &mut BytesMut, v: u64) {
     out.put_slice(itoa::Buffer::new().format(v).as_bytes());
@@ -128,6 +238,16 @@ pub fn put_stat(out: &mut BytesMut, name: &str, value: impl StatValue) {
     out.put_slice(name.as_bytes());
     out.put_u8(b' ');
     value.put(out);
+    out.put_slice(b"\r\n");
+}
+
+/// `STAT <prefix><name> <value>\r\n`: a per-class line (`items:1:`, `1:`).
+pub fn put_class_stat(out: &mut BytesMut, prefix: &str, name: &str, value: u64) {
+    out.put_slice(b"STAT ");
+    out.put_slice(prefix.as_bytes());
+    out.put_slice(name.as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(itoa::Buffer::new().format(value).as_bytes());
     out.put_slice(b"\r\n");
 }
 
@@ -185,10 +305,168 @@ impl StatValue for Seconds {
     }
 }
 
+/// The status code that starts a meta reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaCode {
+    /// `HD`: done, no value.
+    Done,
+    /// `VA <len>`: a value of this many bytes follows the line.
+    Value(usize),
+    /// `EN`: a miss.
+    Miss,
+    /// `NS`: not stored.
+    NotStored,
+    /// `EX`: the CAS did not match.
+    Exists,
+    /// `NF`: not found.
+    NotFound,
+}
+
+/// Starts a meta reply with its status code.
+pub fn put_meta_code(out: &mut BytesMut, code: MetaCode) {
+    out.put_slice(match code {
+        MetaCode::Done => b"HD",
+        MetaCode::Value(_) => b"VA ",
+        MetaCode::Miss => b"EN",
+        MetaCode::NotStored => b"NS",
+        MetaCode::Exists => b"EX",
+        MetaCode::NotFound => b"NF",
+    });
+    if let MetaCode::Value(len) = code {
+        out.put_slice(itoa::Buffer::new().format(len).as_bytes());
+    }
+}
+
+/// Appends a return flag with a number: ` <flag><n>`.
+pub fn put_meta_flag(out: &mut BytesMut, flag: u8, n: impl itoa::Integer) {
+    out.put_u8(b' ');
+    out.put_u8(flag);
+    out.put_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Appends a return flag without a value (` W`, ` X`, ` Z`).
+pub fn put_meta_mark(out: &mut BytesMut, flag: u8) {
+    out.put_u8(b' ');
+    out.put_u8(flag);
+}
+
+/// Appends a flag token as the client sent it (`O<opaque>`).
+pub fn put_meta_echo(out: &mut BytesMut, token: &[u8]) {
+    out.put_u8(b' ');
+    out.put_slice(token);
+}
+
+/// Appends the key as `k` returns it: ` k<key>`, or ` k<base64> b` for a binary key.
+pub fn put_meta_key(out: &mut BytesMut, key: &[u8], binary: bool) {
+    out.put_slice(b" k");
+    if binary {
+        put_base64(out, key);
+        out.put_slice(b" b");
+    } else {
+        out.put_slice(key);
+    }
+}
+
+/// A TTL as `t` reports it: seconds left, or -1 for none.
+pub fn put_meta_ttl(out: &mut BytesMut, exptime: u32, now: u32) {
+    if exptime == 0 {
+        out.put_slice(b" t-1");
+    } else {
+        put_meta_flag(out, b't', exptime.wrapping_sub(now));
+    }
+}
+
+/// Ends the meta reply line started at `start` (and the value after it), or takes the
+/// line back out when `q` silences it.
+pub fn end_meta(out: &mut BytesMut, start: usize, silenced: bool, value: Option<&[u8]>) {
+    if silenced {
+        out.truncate(start);
+        return;
+    }
+    out.put_slice(b"\r\n");
+    if let Some(v) = value {
+        out.put_slice(v);
+        out.put_slice(b"\r\n");
+    }
+}
+
+fn put_base64(out: &mut BytesMut, data: &[u8]) {
+    let mut enc = Vec::with_capacity(data.len().div_ceil(3) * 4);
+    base64_encode(data, &mut enc);
+    out.put_slice(&enc);
+}
+
+/// What `me` and `lru_crawler metadump` show of an item, in memcached's terms.
+#[derive(Debug, Clone, Copy)]
+pub struct DumpLine {
+    /// `me`: seconds until expiry (-1: never); metadump: the Unix time of expiry (-1).
+    pub exp: i64,
+    /// `me`: seconds since last access; metadump: its Unix time.
+    pub la: i64,
+    pub cas: u64,
+    pub fetched: bool,
+    pub class: u32,
+    pub size: usize,
+}
+
+impl DumpLine {
+    /// ` exp=.. la=.. cas=.. fetch=.. cls=.. size=..`
+    fn put(&self, out: &mut BytesMut) {
+        let mut n = itoa::Buffer::new();
+        out.put_slice(b" exp=");
+        out.put_slice(n.format(self.exp).as_bytes());
+        out.put_slice(b" la=");
+        out.put_slice(n.format(self.la).as_bytes());
+        out.put_slice(b" cas=");
+        out.put_slice(n.format(self.cas).as_bytes());
+        out.put_slice(if self.fetched { b" fetch=yes" } else { b" fetch=no" });
+        out.put_slice(b" cls=");
+        out.put_slice(n.format(self.class).as_bytes());
+        out.put_slice(b" size=");
+        out.put_slice(n.format(self.size).as_bytes());
+    }
+}
+
+/// `me`'s reply: `ME <key> exp=..`, the key in base64 when it is binary.
+pub fn put_debug_line(out: &mut BytesMut, key: &[u8], binary: bool, line: &DumpLine) {
+    out.put_slice(b"ME ");
+    if binary {
+        put_base64(out, key);
+    } else {
+        out.put_slice(key);
+    }
+    line.put(out);
+    out.put_slice(b"\r\n");
+}
+
+/// One metadump line: `key=<uri-encoded key> exp=..`, ending in `\n` as memcached's do.
+pub fn put_dump_line(out: &mut BytesMut, key: &[u8], line: &DumpLine) {
+    out.put_slice(b"key=");
+    uri_encode(key, out);
+    line.put(out);
+    out.put_u8(b'\n');
+}
+
+/// The end of a metadump.
+pub fn put_dump_end(out: &mut BytesMut) {
+    put_reply(out, Reply::End);
+}
+
+/// memcached's `uriencode`: bytes other than letters, digits and `-._~` as `%XX`.
+fn uri_encode(key: &[u8], out: &mut BytesMut) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in key {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.put_u8(b);
+        } else {
+            out.put_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     #[test]
     fn value_lines() {
@@ -205,39 +483,5 @@ mod tests {
         put_stat(&mut out, "rusage_user", Seconds { secs: 3, micros: 4207 });
         put_stat(&mut out, "cas_enabled", true);
         assert_eq!(&out[..], b"STAT rusage_user 3.004207\r\nSTAT cas_enabled yes\r\n");
-    }
-
-    #[test]
-    fn spliced_values_come_out_in_order_and_truncate_with_their_reply() {
-        let mut o = Output::new(BytesMut::new());
-        o.buf.put_slice(b"STORED\r\n");
-        let kept = o.buf.len();
-        o.put_shared_value(b"k", 5, Bytes::from_static(b"0123456789"), Some(9));
-        o.buf.put_slice(b"END\r\n");
-        let one = o.buf.len();
-        o.put_shared_value(b"j", 0, Bytes::from_static(b"abc"), None);
-        assert_eq!(o.len(), o.buf.len() + 13);
-        let copy = Output { buf: o.buf.clone(), splices: o.splices.clone(), spliced: o.spliced };
-        let flat = b"STORED\r\nVALUE k 5 10 9\r\n0123456789\r\nEND\r\nVALUE j 0 3\r\nabc\r\n";
-        assert_eq!(&copy.into_flat()[..], &flat[..]);
-        // A write that stops anywhere resumes there, whatever room the caller gives.
-        for skip in 0..=flat.len() {
-            for room in 1..6 {
-                let mut iov = [IoSlice::new(&[]); 6];
-                let n = o.slices(skip, &mut iov[..room]);
-                let rest: Vec<u8> = iov[..n].iter().flat_map(|s| s.to_vec()).collect();
-                assert!(flat[skip..].starts_with(&rest) && (n == room || rest.len() == flat.len() - skip));
-                assert!(iov[..n].iter().all(|s| !s.is_empty()));
-            }
-        }
-        o.truncate(one);
-        assert_eq!(o.len(), one + 10, "the first reply keeps its value");
-        o.truncate(kept);
-        assert_eq!((o.len(), o.splices.len()), (kept, 0), "a dropped reply takes its value with it");
-        let mut iov = [IoSlice::new(&[]); 4];
-        assert_eq!(o.slices(0, &mut iov), 1);
-        assert_eq!(&iov[0][..], b"STORED\r\n");
-        o.clear();
-        assert!(o.is_empty());
     }
 }

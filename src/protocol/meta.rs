@@ -4,39 +4,17 @@
 
 use bytes::Bytes;
 
-use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
-use super::{KEY_MAX_LENGTH, ProtocolError};
+use super::ProtocolError;
+use super::encode::Reply;
 use crate::clock::{Clock, RelTime};
+use crate::memcached::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
+use crate::memcached::{KEY_MAX_LENGTH, TtlFlags};
 
 /// memcached refuses meta lines with more tokens than this (`MFLAG_MAX_OPT_LENGTH`).
 const MAX_META_TOKENS: usize = 20;
 
 /// Longest opaque (`O`) token, flag letter included (`MFLAG_MAX_OPAQUE_LENGTH`).
 const MAX_OPAQUE: usize = 32;
-
-/// Where the TTL-changing flags stood in the request: memcached applies them in order,
-/// so the later of `T` and `N` wins, and `R` and `t` see the TTL as it was at their place.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TtlFlags {
-    /// `T<ttl>`: the deadline and the flag's position.
-    pub touch: Option<(RelTime, usize)>,
-    /// `N<ttl>`: the deadline for an item created on a miss, and its position.
-    pub vivify: Option<(RelTime, usize)>,
-}
-
-impl TtlFlags {
-    /// The item's deadline as memcached sees it just before position `pos` (use
-    /// `usize::MAX` for the final value), from the deadline it had before the flags.
-    pub fn exptime_at(&self, pos: usize, before: RelTime, created: bool) -> RelTime {
-        let mut latest: Option<(RelTime, usize)> = None;
-        for (deadline, at) in [self.touch, if created { self.vivify } else { None }].into_iter().flatten() {
-            if at < pos && latest.is_none_or(|(_, p)| at > p) {
-                latest = Some((deadline, at));
-            }
-        }
-        latest.map_or(before, |(d, _)| d)
-    }
-}
 
 /// Which meta command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,23 +54,6 @@ impl Meta {
     pub fn flags(&self) -> impl Iterator<Item = (usize, &[u8])> {
         self.flag_tokens.split(|&b| b == b' ').filter(|t| !t.is_empty()).enumerate()
     }
-}
-
-/// Static error replies of the meta commands.
-mod err {
-    pub const DUPLICATE: &[u8] = b"CLIENT_ERROR duplicate flag\r\n";
-    pub const INVALID: &[u8] = b"CLIENT_ERROR invalid flag\r\n";
-    pub const BAD_TOKEN: &[u8] = b"CLIENT_ERROR bad token in command line format\r\n";
-    pub const KEY_DECODE: &[u8] = b"CLIENT_ERROR error decoding key\r\n";
-    pub const M_LENGTH: &[u8] = b"CLIENT_ERROR incorrect length for M token\r\n";
-    pub const INITIAL: &[u8] = b"CLIENT_ERROR invalid numeric initial value\r\n";
-    pub const DELTA: &[u8] = b"CLIENT_ERROR invalid numeric delta value\r\n";
-    pub const OPAQUE: &[u8] = b"CLIENT_ERROR opaque token too long\r\n";
-    pub const INVALID_OR_DUPLICATE: &[u8] = b"CLIENT_ERROR invalid or duplicate flag\r\n";
-    pub const TOO_LONG_MG: &[u8] = b"CLIENT_ERROR options flags are too long\r\n";
-    pub const TOO_LONG: &[u8] = b"CLIENT_ERROR options flags too long\r\n";
-    pub const MS_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ms M token\r\n";
-    pub const MA_MODE: &[u8] = b"CLIENT_ERROR invalid mode for ma M token\r\n";
 }
 
 /// An `ms` line whose data block must be read (or swallowed) next.
@@ -153,7 +114,11 @@ pub fn parse(line: &Bytes, tokens: &[(usize, usize)], clock: &Clock) -> Result<P
         return Err(ProtocolError::BadFormat);
     }
     if ntokens > MAX_META_TOKENS {
-        return Err(ProtocolError::Meta(if cmd == MetaCmd::Get { err::TOO_LONG_MG } else { err::TOO_LONG }));
+        return Err(ProtocolError::Refused(if cmd == MetaCmd::Get {
+            Reply::MgFlagsTooLong
+        } else {
+            Reply::FlagsTooLong
+        }));
     }
     let mut set_len = 0usize;
     if cmd == MetaCmd::Set {
@@ -187,11 +152,11 @@ pub fn parse(line: &Bytes, tokens: &[(usize, usize)], clock: &Clock) -> Result<P
         initial: 0,
         invalidate: false,
     };
-    let refuse = |error: &'static [u8]| -> Result<Parsed, ProtocolError> {
+    let refuse = |error: Reply| -> Result<Parsed, ProtocolError> {
         match cmd {
-            MetaCmd::Set => Ok(Parsed::Set(SetLine::Refuse { len: set_len, error: ProtocolError::Meta(error) })),
-            MetaCmd::Get => Err(ProtocolError::Meta(error)),
-            MetaCmd::Delete | MetaCmd::Arith => Err(ProtocolError::Meta(err::INVALID_OR_DUPLICATE)),
+            MetaCmd::Set => Ok(Parsed::Set(SetLine::Refuse { len: set_len, error: ProtocolError::Refused(error) })),
+            MetaCmd::Get => Err(ProtocolError::Refused(error)),
+            MetaCmd::Delete | MetaCmd::Arith => Err(ProtocolError::Refused(Reply::InvalidOrDuplicateFlag)),
         }
     };
     if let Err(e) = preparse(&mut m, clock) {
@@ -200,15 +165,17 @@ pub fn parse(line: &Bytes, tokens: &[(usize, usize)], clock: &Clock) -> Result<P
     // Checked while building replies in memcached; checked up front here.
     if m.flags().any(|(_, t)| t[0] == b'O' && t.len() > MAX_OPAQUE) {
         return match cmd {
-            MetaCmd::Set => Ok(Parsed::Set(SetLine::Refuse { len: set_len, error: ProtocolError::Meta(err::OPAQUE) })),
-            _ => Err(ProtocolError::Meta(err::OPAQUE)),
+            MetaCmd::Set => {
+                Ok(Parsed::Set(SetLine::Refuse { len: set_len, error: ProtocolError::Refused(Reply::OpaqueTooLong) }))
+            }
+            _ => Err(ProtocolError::Refused(Reply::OpaqueTooLong)),
         };
     }
     match (cmd, m.mode) {
         (MetaCmd::Set, Some(mode)) if !b"EAPRS".contains(&mode) => {
-            return Ok(Parsed::Set(SetLine::Refuse { len: set_len, error: ProtocolError::Meta(err::MS_MODE) }));
+            return Ok(Parsed::Set(SetLine::Refuse { len: set_len, error: ProtocolError::Refused(Reply::MsMode) }));
         }
-        (MetaCmd::Arith, Some(mode)) if !b"I+D-".contains(&mode) => return Err(ProtocolError::Meta(err::MA_MODE)),
+        (MetaCmd::Arith, Some(mode)) if !b"I+D-".contains(&mode) => return Err(ProtocolError::Refused(Reply::MaMode)),
         _ => {}
     }
     if cmd == MetaCmd::Set {
@@ -219,24 +186,24 @@ pub fn parse(line: &Bytes, tokens: &[(usize, usize)], clock: &Clock) -> Result<P
 
 /// memcached's `_meta_flag_preparse`: every flag once; bad values noted and parsing goes
 /// on (the last error wins); an unknown or repeated flag stops at once.
-fn preparse(m: &mut Meta, clock: &Clock) -> Result<(), &'static [u8]> {
+fn preparse(m: &mut Meta, clock: &Clock) -> Result<(), Reply> {
     let mut seen = [false; 128];
     // memcached keeps one error string, starting as "bad command line format"; most bad
     // flags overwrite it, a bad `F` only marks the failure.
-    let mut error: Option<&'static [u8]> = None;
+    let mut error: Option<Reply> = None;
     let mut failed = false;
     let tokens = m.flag_tokens.clone();
     for (pos, t) in tokens.split(|&b| b == b' ').filter(|t| !t.is_empty()).enumerate() {
         let o = t[0];
         if o >= 127 || seen[usize::from(o)] {
-            return Err(err::DUPLICATE);
+            return Err(Reply::DuplicateFlag);
         }
         seen[usize::from(o)] = true;
         let arg = &t[1..];
-        let deadline = |error: &mut Option<&'static [u8]>| match parse_i32_truncating(arg) {
+        let deadline = |error: &mut Option<Reply>| match parse_i32_truncating(arg) {
             Some(e) => Some((clock.deadline(e), pos)),
             None => {
-                *error = Some(err::BAD_TOKEN);
+                *error = Some(Reply::BadToken);
                 None
             }
         };
@@ -246,7 +213,7 @@ fn preparse(m: &mut Meta, clock: &Clock) -> Result<(), &'static [u8]> {
                     m.key = k.into();
                     m.key_binary = true;
                 }
-                None => error = Some(err::KEY_DECODE),
+                None => error = Some(Reply::KeyDecode),
             },
             b'N' => m.ttl.vivify = deadline(&mut error),
             b'T' => m.ttl.touch = deadline(&mut error),
@@ -261,30 +228,30 @@ fn preparse(m: &mut Meta, clock: &Clock) -> Result<(), &'static [u8]> {
             },
             b'C' => match parse_u64(arg) {
                 Some(c) => m.cas = Some(c),
-                None => error = Some(err::BAD_TOKEN),
+                None => error = Some(Reply::BadToken),
             },
             b'M' => {
                 if t.len() != 2 {
-                    error = Some(err::M_LENGTH);
+                    error = Some(Reply::MetaModeLength);
                 } else {
                     m.mode = Some(t[1]);
                 }
             }
             b'J' => match parse_u64(arg) {
                 Some(v) => m.initial = v,
-                None => error = Some(err::INITIAL),
+                None => error = Some(Reply::BadInitial),
             },
             b'D' => match parse_u64(arg) {
                 Some(v) => m.delta = v,
-                None => error = Some(err::DELTA),
+                None => error = Some(Reply::BadMetaDelta),
             },
             b'I' => m.invalidate = true,
-            _ => return Err(err::INVALID),
+            _ => return Err(Reply::InvalidFlag),
         }
     }
     match (error, failed) {
         (Some(e), _) => Err(e),
-        (None, true) => Err(b"CLIENT_ERROR bad command line format\r\n"),
+        (None, true) => Err(Reply::BadCommandLineFormat),
         (None, false) => Ok(()),
     }
 }

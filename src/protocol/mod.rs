@@ -1,20 +1,19 @@
 //! The memcached text protocol as data: [`Request`]s decoded from bytes and the error
 //! replies memcached gives. No async code and no store types live here (see `exec`).
 
-pub mod decode;
 pub mod encode;
 pub mod meta;
-pub mod number;
+pub mod output;
+pub mod text;
 
 use bytes::Bytes;
 
 use crate::clock::RelTime;
+use crate::memcached::StoreMode;
+use encode::Reply;
 
-pub use decode::Decoder;
 pub use meta::{Meta, MetaCmd};
-
-/// Keys longer than this are refused (`KEY_MAX_LENGTH`); memcached checks only the length.
-pub const KEY_MAX_LENGTH: usize = 250;
+pub use text::Decoder;
 
 /// One client command, decoded. Keys and values are slices of the frame they came in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,13 +96,13 @@ pub enum Request {
     /// the LRU crawler's knobs): accepted for scripts' sake and answered as
     /// memcached answers it, with no effect.
     NoOp {
-        reply: &'static [u8],
+        reply: Reply,
         noreply: bool,
     },
     /// `stats cachedump <class> <limit>`: Larder keeps no per-class lists to show, so an
     /// empty list (or memcached's refusal of the arguments), unless `-X` refuses it.
     CacheDump {
-        reply: &'static [u8],
+        reply: Reply,
     },
     /// A login under `-Y`: the data block of the client's `set`.
     Auth {
@@ -161,31 +160,6 @@ pub enum DetailCmd {
     Dump,
 }
 
-/// How a storage command treats an existing item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreMode {
-    Set,
-    Add,
-    Replace,
-    Append,
-    Prepend,
-    Cas { unique: u64 },
-}
-
-impl StoreMode {
-    /// The command word, for logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Set => "set",
-            Self::Add => "add",
-            Self::Replace => "replace",
-            Self::Append => "append",
-            Self::Prepend => "prepend",
-            Self::Cas { .. } => "cas",
-        }
-    }
-}
-
 impl Request {
     /// The command word, for logs.
     pub fn name(&self) -> &'static str {
@@ -223,7 +197,7 @@ impl Request {
 
 /// The keys of a retrieval command: the space-separated tail of its command line, kept as
 /// one slice so a multi-get allocates nothing. Every key was checked against
-/// [`KEY_MAX_LENGTH`] by the decoder.
+/// [`crate::memcached::KEY_MAX_LENGTH`] by the decoder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyList(Bytes);
 
@@ -273,7 +247,8 @@ pub fn pipelined_get_keys(buf: &[u8], max_lines: usize, mut f: impl FnMut(&[u8])
     max_lines
 }
 
-/// A request memcached refuses. Each knows its wire reply and whether the connection ends.
+/// A request memcached refuses, and whether the connection ends ([`encode::error_reply`]
+/// gives its reply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
     #[error("unknown command or wrong number of arguments")]
@@ -288,9 +263,9 @@ pub enum ProtocolError {
     BadDataChunk,
     #[error("object too large for cache")]
     TooLarge,
-    /// A meta command's own refusal; the reply, `\r\n` included.
-    #[error("{}", String::from_utf8_lossy(.0).trim_end())]
-    Meta(&'static [u8]),
+    /// A refusal with a reply of its own (the meta commands', a `-Y` login's).
+    #[error("{}", String::from_utf8_lossy(.0.line()).trim_end())]
+    Refused(Reply),
     #[error("invalid exptime argument")]
     BadExptime,
     #[error("invalid numeric delta argument")]
@@ -304,21 +279,6 @@ pub enum ProtocolError {
 }
 
 impl ProtocolError {
-    /// The exact reply memcached sends, or `None` where it closes without a word.
-    pub fn reply(self) -> Option<&'static [u8]> {
-        Some(match self {
-            Self::UnknownCommand => b"ERROR\r\n",
-            Self::BadFormat | Self::GetKeyTooLong => b"CLIENT_ERROR bad command line format\r\n",
-            Self::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
-            Self::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
-            Self::Meta(reply) => reply,
-            Self::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
-            Self::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
-            Self::DeleteUsage => b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
-            Self::LineTooLong | Self::Http => return None,
-        })
-    }
-
     /// Whether memcached discards its not-yet-written replies before answering this.
     pub fn culls_pending(self) -> bool {
         self == Self::GetKeyTooLong

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use super::item::{Fields, Item, UPDATE_INTERVAL, bit, charge_for};
 use super::{Room, Shard, Store, read, write};
 use crate::clock::RelTime;
-use crate::protocol::meta::TtlFlags;
-use crate::protocol::number::parse_u64;
+use crate::memcached::TtlFlags;
+use crate::memcached::number::parse_u64;
 
 /// What `mg` asked of the store.
 #[derive(Debug, Clone, Copy, Default)]

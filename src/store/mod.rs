@@ -23,13 +23,12 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use bytes::Bytes;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-pub use crate::protocol::meta::TtlFlags;
 pub use item::{HEADER as ITEM_HEADER, Item, SharedValue, charge_for};
 pub use meta::{ArithArgs, ArithOutcome, DebugInfo, DeleteOutcome, DumpCursor, GetArgs, MetaHit};
 
 use crate::clock::{Clock, RelTime};
-use crate::protocol::StoreMode;
-use crate::protocol::decode::item_too_large;
+use crate::memcached::StoreMode;
+use crate::memcached::item_too_large;
 use item::{Fields, access, bit};
 
 /// Shards: enough that threads rarely meet on one lock, few enough that each table stays

@@ -1,26 +1,25 @@
 //! One client socket: read -> decode every complete request -> execute each -> one write
 //! for the whole batch of replies. Owns the read and write buffers and the decoder state.
-//! Its worker's event loop ([`crate::worker`]) calls [`Connection::on_ready`] when the
+//! Its worker's event loop ([`super::worker`]) calls [`Connection::on_ready`] when the
 //! socket has news; the connection does all it can without blocking and says what it
 //! waits for next.
 
-use std::io::{self, IoSlice};
-use std::mem::MaybeUninit;
+use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use tracing::{debug, trace};
 
+use super::transport::{recv, send};
 use crate::conns::ConnRow;
-use crate::exec::{self, Ctx, Flow, Retrieval};
-use crate::protocol::decode::Limits;
-use crate::protocol::encode::Output;
-use crate::protocol::{Decoder, KeyList, Request};
+use crate::exec::{self, Caller, Ctx, Flow, Output, Work};
+use crate::protocol::encode::{error_reply, put_reply};
+use crate::protocol::text::Limits;
+use crate::protocol::{Decoder, Request};
 use crate::stats::Stats;
-use crate::store::DumpCursor;
 
 /// Read buffer capacity kept free before each read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -41,10 +40,6 @@ const STEPS_PER_TURN: usize = 4;
 /// this size, even in the middle of a multi-get: a client that sends without reading makes
 /// the server hold at most this plus one value for it.
 pub const MAX_PENDING_OUTPUT: usize = 1 << 20;
-
-/// How far a metadump's last line may run past its room: a 250-byte key URI-encoded
-/// (three bytes each), its bookkeeping and `END`.
-const DUMP_LINE_SLACK: usize = 1024;
 
 /// A buffer whose capacity grew past this (a large item, a long multi-get) is swapped for
 /// a small one once it is drained, so an idle connection holds little memory.
@@ -71,26 +66,24 @@ const PREFETCH_LINES: usize = 32;
 const REQS_PER_EVENT: usize = 20;
 
 impl Pending {
-    fn after_command(&mut self, flow: Flow, wbuf_len: usize) {
+    fn after_command(&mut self, flow: &Flow, wbuf_len: usize) {
         self.commands += 1;
         let yields = self.commands > REQS_PER_EVENT && (self.commands - 1).is_multiple_of(REQS_PER_EVENT);
-        if flow == Flow::Transmit || yields {
+        if matches!(flow, Flow::Transmit) || yields {
             self.committed = wbuf_len;
         }
     }
 }
 
 /// The commands of one read being run: memcached's flush ledger, whether any command was
-/// there, how many the pipeline walk prefetched, and a get or a metadump whose replies
-/// filled the output before its end (it carries on once they are written).
+/// there, how many the pipeline walk prefetched, and a command whose replies filled the
+/// output before its end (it carries on once they are written).
 #[derive(Default)]
 struct Batch {
     pending: Pending,
     commands: bool,
     prefetched: usize,
-    get: Option<(Retrieval, KeyList, usize)>,
-    /// A metadump's slab classes and where it carries on.
-    dump: Option<(u64, DumpCursor)>,
+    work: Option<Work>,
 }
 
 /// What a connection waits for after [`Connection::on_ready`].
@@ -146,53 +139,6 @@ pub struct Connection {
     stalled_since: Option<Instant>,
     /// This connection's row in `stats conns`.
     row: Option<Arc<ConnRow>>,
-}
-
-fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-    // SAFETY: `buf` is writable for its length during the call; no address is asked for.
-    syscall_result(unsafe {
-        libc::syscall(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), 0, std::ptr::null::<u8>(), 0)
-    })
-}
-
-/// A system call's return: a byte count, or -1 and `errno`.
-fn syscall_result(n: libc::c_long) -> io::Result<usize> {
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
-fn sendto(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for its length during the call; no address is passed.
-    syscall_result(unsafe {
-        libc::syscall(libc::SYS_sendto, fd, buf.as_ptr(), buf.len(), libc::MSG_NOSIGNAL, std::ptr::null::<u8>(), 0)
-    })
-}
-
-fn sendmsg(fd: RawFd, iov: &[IoSlice<'_>]) -> io::Result<usize> {
-    // SAFETY: msghdr is plain data (all zero is a valid empty message); IoSlice is
-    // guaranteed ABI-compatible with iovec on Unix, and `iov` outlives the call.
-    syscall_result(unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = iov.as_ptr().cast_mut().cast();
-        msg.msg_iovlen = iov.len();
-        libc::syscall(libc::SYS_sendmsg, fd, &raw const msg, libc::MSG_NOSIGNAL)
-    })
-}
-
-/// Most slices one vectored write takes (Linux allows 1,024). A batch rarely has more
-/// than a few large values (each is two slices); a longer one takes another call, and
-/// the slice array, set up on every write, stays small.
-const MAX_IOV: usize = 16;
-
-/// Makes one write of `out` from byte `done` on: a `send` when the rest is one stretch of
-/// the buffer, else one `sendmsg` of up to [`MAX_IOV`] stretches, straight from the
-/// buffer and the values' own blocks.
-fn send(fd: RawFd, out: &Output, done: usize) -> io::Result<usize> {
-    if out.len() == out.buf.len() {
-        return sendto(fd, &out.buf[done..]);
-    }
-    let mut iov = [IoSlice::new(&[]); MAX_IOV];
-    let n = out.slices(done, &mut iov);
-    sendmsg(fd, &iov[..n])
 }
 
 impl Connection {
@@ -292,7 +238,7 @@ impl Connection {
                     Step::Full => {
                         steps += 1;
                         if steps == STEPS_PER_TURN {
-                            return Ok(Wait::Turn);
+                            return Ok(self.yield_turn());
                         }
                         continue;
                     }
@@ -312,13 +258,20 @@ impl Connection {
                 return Ok(Wait::Read);
             }
             if steps >= STEPS_PER_TURN {
-                return Ok(Wait::Turn);
+                return Ok(self.yield_turn());
             }
             steps += 1;
             if !self.read()? {
                 return Ok(Wait::Close);
             }
         }
+    }
+
+    /// Lets the worker's other connections go first with work still in hand, counted as
+    /// memcached counts a connection that used up its requests per event (`conn_yields`).
+    fn yield_turn(&self) -> Wait {
+        Stats::incr(&self.ctx.stats.conn_yields);
+        Wait::Turn
     }
 
     /// Reads once into the read buffer; false when the client has gone.
@@ -435,15 +388,11 @@ impl Connection {
     }
 
     fn run_commands(&mut self, batch: &mut Batch) -> Step {
-        if let Some((get, keys, done)) = batch.get.take()
-            && let Some(step) = self.get_keys(batch, get, keys, done)
-        {
-            return step;
-        }
-        if let Some((classes, at)) = batch.dump.take()
-            && let Some(step) = self.dump(batch, classes, at)
-        {
-            return step;
+        if let Some(mut work) = batch.work.take() {
+            let flow = work.step(&self.ctx, &mut self.out, MAX_PENDING_OUTPUT).unwrap_or(Flow::Resume(work));
+            if let Some(step) = self.command_done(batch, flow) {
+                return step;
+            }
         }
         loop {
             let login = self.decoder.awaiting_auth();
@@ -462,39 +411,14 @@ impl Connection {
                     if let Some(hook) = FAULT_HOOK.get() {
                         hook(&req);
                     }
-                    let flow = match req {
-                        Request::Get { keys, with_cas, touch } => {
-                            let get = Retrieval::new(&self.ctx, with_cas, touch);
-                            // Unless the walk above already did, for this command.
-                            if batch.pending.commands >= batch.prefetched {
-                                get.prefetch(&self.ctx, &keys);
-                            }
-                            match self.get_keys(batch, get, keys, 0) {
-                                Some(step) => return step,
-                                None => continue,
-                            }
-                        }
-                        Request::Crawl { classes, dump: true } => {
-                            // memcached refuses a dump behind replies it has not sent (since a get's, say).
-                            let stacked = self.out.buf.len() > batch.pending.committed;
-                            match exec::metadump_start(&self.ctx, classes, stacked) {
-                                Ok(classes) => match self.dump(batch, classes, DumpCursor::default()) {
-                                    Some(step) => return step,
-                                    None => continue,
-                                },
-                                Err(refused) => {
-                                    self.out.buf.put_slice(refused);
-                                    Flow::Continue
-                                }
-                            }
-                        }
-                        req => exec::execute(&self.ctx, req, &mut self.out.buf),
+                    let caller = Caller {
+                        // memcached refuses a dump behind replies it has not sent (since a get's, say).
+                        replies_waiting: self.out.buf.len() > batch.pending.committed,
+                        // The walk in `start_batch` got to this command.
+                        prefetched: batch.pending.commands < batch.prefetched,
+                        out_limit: MAX_PENDING_OUTPUT,
                     };
-                    match flow {
-                        Flow::Close => return Step::Close,
-                        Flow::Authenticated => self.decoder.authenticated(),
-                        _ => {}
-                    }
+                    let flow = exec::execute(&self.ctx, req, &mut self.out, &caller);
                     if let Some(step) = self.command_done(batch, flow) {
                         return step;
                     }
@@ -511,53 +435,30 @@ impl Connection {
                     if rejected.error.culls_pending() {
                         self.out.truncate(batch.pending.committed);
                     }
-                    if let (Some(reply), false) = (rejected.error.reply(), rejected.noreply) {
-                        self.out.buf.put_slice(reply);
+                    if let (Some(reply), false) = (error_reply(rejected.error), rejected.noreply) {
+                        put_reply(&mut self.out.buf, reply);
                     }
-                    batch.pending.after_command(Flow::Continue, self.out.buf.len());
+                    batch.pending.after_command(&Flow::Continue, self.out.buf.len());
                 }
             }
         }
     }
 
-    /// Looks up a get's keys from the `done`th on. `Some(Full)` when the replies must be
-    /// written out first (the get is kept in the batch to carry on with), `Some(Step)` to
-    /// end the batch, `None` when the command is finished.
-    fn get_keys(&mut self, batch: &mut Batch, get: Retrieval, keys: KeyList, done: usize) -> Option<Step> {
-        let mut full_at = None;
-        for (i, key) in keys.iter().enumerate().skip(done) {
-            get.key(&self.ctx, key, &mut self.out);
-            if self.out.len() >= MAX_PENDING_OUTPUT {
-                full_at = Some(i + 1);
-                break;
-            }
-        }
-        if let Some(next) = full_at {
-            batch.pending.committed = 0;
-            batch.get = Some((get, keys, next));
-            return Some(Step::Full);
-        }
-        let flow = get.end(&mut self.out.buf);
-        self.command_done(batch, flow)
-    }
-
-    /// Goes on with a metadump from `at`, as [`Self::get_keys`] goes on with a get.
-    fn dump(&mut self, batch: &mut Batch, classes: u64, at: DumpCursor) -> Option<Step> {
-        let room = MAX_PENDING_OUTPUT.saturating_sub(self.out.len()).max(1);
-        // Grown here, not line by line while the walk holds a shard's lock.
-        self.out.buf.reserve(room + DUMP_LINE_SLACK);
-        if let Some(next) = exec::metadump(&self.ctx, classes, at, &mut self.out.buf, room) {
-            batch.pending.committed = 0;
-            batch.dump = Some((classes, next));
-            return Some(Step::Full);
-        }
-        self.command_done(batch, Flow::Transmit)
-    }
-
-    /// A command's replies are all in the output: `Some(Full)` when they must be written
-    /// out before the next command runs.
+    /// Where a command left the connection: `Some(step)` ends the batch for now (the
+    /// replies must be written out first, or the connection closes), `None` goes on to
+    /// the next command.
     fn command_done(&mut self, batch: &mut Batch, flow: Flow) -> Option<Step> {
-        batch.pending.after_command(flow, self.out.buf.len());
+        match flow {
+            Flow::Close => return Some(Step::Close),
+            Flow::Resume(work) => {
+                batch.pending.committed = 0;
+                batch.work = Some(work);
+                return Some(Step::Full);
+            }
+            Flow::Authenticated => self.decoder.authenticated(),
+            Flow::Continue | Flow::Transmit => {}
+        }
+        batch.pending.after_command(&flow, self.out.buf.len());
         if self.out.len() >= MAX_PENDING_OUTPUT {
             batch.pending.committed = 0;
             return Some(Step::Full);
@@ -697,7 +598,7 @@ mod tests {
         // 20,000 items with 200-byte keys: a dump of about 5 MB.
         let key = |i: usize| format!("{i:0>200}");
         for i in 0..20_000 {
-            let stored = conn.ctx.store.store(crate::protocol::StoreMode::Set, key(i).as_bytes(), 0, 0, b"v");
+            let stored = conn.ctx.store.store(crate::memcached::StoreMode::Set, key(i).as_bytes(), 0, 0, b"v");
             assert_eq!(stored, crate::store::StoreOutcome::Stored);
         }
         client.write_all(b"lru_crawler metadump all\r\nversion\r\n").unwrap();

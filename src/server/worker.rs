@@ -15,7 +15,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{Span, debug, error};
 
-use crate::connection::{Connection, Wait};
+use super::connection::{Connection, Wait};
 use crate::exec::Ctx;
 
 /// A connection for a worker, with what it holds while open (its place under the

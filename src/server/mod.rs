@@ -4,8 +4,12 @@
 //!
 //! Threads as memcached lays them out: the caller's runtime accepts (and runs the
 //! background tasks), and hands each socket to one of `-t` worker threads in turn
-//! ([`crate::worker`]), each with its own epoll. A connection lives on one thread: no
+//! ([`worker`]), each with its own epoll. A connection lives on one thread: no
 //! work stealing, no wake-ups across threads, nothing shared but the store.
+
+pub mod connection;
+mod transport;
+pub mod worker;
 
 use std::future::Future;
 use std::os::fd::AsRawFd;
@@ -19,19 +23,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Span, debug, error, info, info_span, warn};
 
-use crate::connection::Connection;
+use connection::Connection;
+use worker::{NewConn, Workers};
+
 use crate::exec::Ctx;
+use crate::protocol::encode::Reply;
 use crate::stats::Stats;
-use crate::worker::{NewConn, Workers};
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 /// How long shutdown waits for open connections before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// memcached's reply to a connection over the limit, after which it closes the socket.
-const TOO_MANY: &[u8] = b"ERROR Too many open connections\r\n";
 
 /// A socket the server accepts on: TCP, or a unix domain socket (`-s`).
 pub enum Listener {
@@ -217,7 +220,7 @@ async fn accept_loop<L: Accept>(
             Stats::incr(&ctx.stats.rejected_connections);
             debug!(%peer, "connection refused: over the limit");
             tracker.spawn(async move {
-                let _ = socket.write_all(TOO_MANY).await;
+                let _ = socket.write_all(Reply::TooManyConnections.line()).await;
             });
             continue;
         };

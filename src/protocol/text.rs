@@ -7,12 +7,12 @@ use std::ops::Range;
 
 use bytes::{Buf, Bytes, BytesMut};
 
+use super::encode::Reply;
 use super::meta::{self, Meta};
-use super::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
-use super::{
-    CrawlClasses, DetailCmd, KEY_MAX_LENGTH, KeyList, ProtocolError, Rejection, Request, StatsGroup, StoreMode,
-};
+use super::{CrawlClasses, DetailCmd, KeyList, ProtocolError, Rejection, Request, StatsGroup, StoreMode};
 use crate::clock::{Clock, RelTime};
+use crate::memcached::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
+use crate::memcached::{KEY_MAX_LENGTH, LARGEST_SLAB_CLASS, MAX_SLAB_CLASSES, item_too_large};
 
 /// memcached closes a connection whose buffered command line passes this many bytes without
 /// a newline, unless the line is a `get`/`gets`.
@@ -27,21 +27,6 @@ const MAX_RESERVE_AHEAD: usize = 64 * 1024;
 
 /// memcached's `MAX_TOKENS`: the tokenizer stops after 23 tokens plus a terminal one.
 const MAX_TOKENS: usize = 24;
-
-/// Bytes memcached's item header adds to key and value when it checks an item against
-/// `-I`: `sizeof(item)` (48) + the key's NUL (1) + the data's `\r\n` (2) + the CAS (8).
-pub const MEMCACHED_ITEM_HEADER: usize = 48 + 1 + 2 + 8;
-
-/// Whether an item of this shape exceeds the item size limit, by memcached's own arithmetic
-/// (`item_size_ok`), so the largest storable value is the same byte for byte.
-pub fn item_too_large(key_len: usize, flags: u32, value_len: usize, max_item_size: usize) -> bool {
-    memcached_item_size(key_len, flags, value_len) > max_item_size
-}
-
-/// The bytes memcached's item of this shape takes (`ITEM_ntotal`, with CAS).
-pub fn memcached_item_size(key_len: usize, flags: u32, value_len: usize) -> usize {
-    MEMCACHED_ITEM_HEADER + key_len + if flags == 0 { 0 } else { 4 } + value_len
-}
 
 /// Decoder limits taken from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -172,12 +157,12 @@ impl Decoder {
                     self.state = State::Line;
                     let block = buf.split_to(total).freeze();
                     if &block[total - 2..] != b"\r\n" {
-                        return Err(ProtocolError::Meta(b"CLIENT_ERROR bad command line termination\r\n").into());
+                        return Err(ProtocolError::Refused(Reply::BadLineTermination).into());
                     }
                     let payload = block.slice(..total - 2);
                     let toks = Tokens::new(&payload[..memchr::memchr(0, &payload).unwrap_or(payload.len())]);
                     if toks.n < 2 {
-                        return Err(ProtocolError::Meta(b"CLIENT_ERROR bad authentication token format\r\n").into());
+                        return Err(ProtocolError::Refused(Reply::BadAuthToken).into());
                     }
                     let (user, password) = (payload.slice(toks.span(0)), payload.slice(toks.span(1)));
                     return Ok(Some(Request::Auth { user, password }));
@@ -196,7 +181,7 @@ impl Decoder {
                     let toks = Tokens::new(&line[..memchr::memchr(0, line).unwrap_or(line.len())]);
                     match (toks.n >= 5 && toks.get(line, 0) == b"set", parse_u32_truncating(toks.get(line, 4))) {
                         (true, Some(len)) => self.state = State::AuthData(len as usize),
-                        _ => return Err(ProtocolError::Meta(b"CLIENT_ERROR unauthenticated\r\n").into()),
+                        _ => return Err(ProtocolError::Refused(Reply::Unauthenticated).into()),
                     }
                 }
                 State::Line => {
@@ -373,13 +358,13 @@ impl Decoder {
             }
             b"stats" if toks.get(&line, 1) == b"cachedump" => {
                 let reply = if ntokens < 5 {
-                    b"CLIENT_ERROR bad command line\r\n".as_slice()
+                    Reply::BadCommandLine
                 } else {
                     match (parse_u32_truncating(toks.get(&line, 2)), parse_u32_truncating(toks.get(&line, 3))) {
-                        (Some(id), Some(_)) if id >= MAX_SLAB_CLASSES => b"CLIENT_ERROR Illegal slab id\r\n".as_slice(),
-                        (Some(_), Some(_)) => b"END\r\n",
+                        (Some(id), Some(_)) if id >= MAX_SLAB_CLASSES => Reply::IllegalSlabId,
+                        (Some(_), Some(_)) => Reply::End,
                         // A reply, not a protocol error: memcached checks -X first.
-                        _ => b"CLIENT_ERROR bad command line format\r\n",
+                        _ => Reply::BadCommandLineFormat,
                     }
                 };
                 Request::CacheDump { reply }
@@ -398,7 +383,7 @@ impl Decoder {
             }
             b"lru_crawler" => Request::NoOp { reply: lru_crawler_reply(&toks, &line, ntokens), noreply: false },
             // memcached as Debian builds it has TLS, which Larder does not speak.
-            b"refresh_certs" => Request::NoOp { reply: b"Error TLS not enabled\r\n", noreply: false },
+            b"refresh_certs" => Request::NoOp { reply: Reply::TlsNotEnabled, noreply: false },
             _ => {
                 // memcached drops connections that look like HTTP (cross-protocol attacks).
                 if toks.get(&line, toks.n - 1).starts_with(b"HTTP/") {
@@ -453,20 +438,11 @@ fn stats_group(toks: &Tokens, line: &[u8]) -> Result<StatsGroup, Rejection> {
     })
 }
 
-/// memcached's largest slab chunk (`slab_chunk_max`, 512 KiB by default).
-pub const MAX_SLAB_CHUNK: usize = 512 * 1024;
-
-/// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`, which bounds class ids in admin commands.
-const MAX_SLAB_CLASSES: u32 = 64;
-
-/// Largest slab class id a default memcached has (`power_largest`).
-const LARGEST_SLAB_CLASS: i32 = 39;
-
-const OK: &[u8] = b"OK\r\n";
-const ERROR: &[u8] = b"ERROR\r\n";
+const OK: Reply = Reply::Ok;
+const ERROR: Reply = Reply::Error;
 
 /// `slabs reassign|automove`: Larder has no slab classes, so there is never a page to move.
-fn slabs_reply(toks: &Tokens, line: &[u8], ntokens: usize, noreply: bool) -> Result<&'static [u8], Rejection> {
+fn slabs_reply(toks: &Tokens, line: &[u8], ntokens: usize, noreply: bool) -> Result<Reply, Rejection> {
     let sub = toks.get(line, 1);
     if ntokens == 5 && sub == b"reassign" {
         let (Some(src), Some(dst)) = (parse_i32_truncating(toks.get(line, 2)), parse_i32_truncating(toks.get(line, 3)))
@@ -475,11 +451,11 @@ fn slabs_reply(toks: &Tokens, line: &[u8], ntokens: usize, noreply: bool) -> Res
         };
         let class_ok = |c: i32| (1..=LARGEST_SLAB_CLASS).contains(&c);
         return Ok(if src == dst {
-            b"SAME src and dst class are identical\r\n"
+            Reply::SameClass
         } else if !(class_ok(src) || src == -1) || !class_ok(dst) {
-            b"BADCLASS invalid src or dst class id\r\n"
+            Reply::BadClassPair
         } else {
-            b"NOSPARE source class has no spare pages\r\n"
+            Reply::NoSpare
         });
     }
     if ntokens >= 4 && sub == b"automove" {
@@ -498,7 +474,7 @@ fn slabs_reply(toks: &Tokens, line: &[u8], ntokens: usize, noreply: bool) -> Res
 }
 
 /// `lru tune|mode|temp_ttl`, validated as memcached validates them.
-fn lru_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8] {
+fn lru_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> Reply {
     let float = |i: usize| std::str::from_utf8(toks.get(line, i)).ok().and_then(|f| f.parse::<f64>().ok());
     match toks.get(line, 1) {
         b"tune" if ntokens >= 7 => {
@@ -508,9 +484,9 @@ fn lru_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8] {
                 return ERROR;
             };
             if u64::from(hot) + u64::from(warm) > 80 {
-                b"ERROR hot and warm pcts must not exceed 80\r\n"
+                Reply::LruPctOver
             } else if factor <= 0.0 || hot_factor <= 0.0 {
-                b"ERROR hot/warm age factors must be greater than 0\r\n"
+                Reply::LruFactorZero
             } else {
                 OK
             }
@@ -551,19 +527,19 @@ fn crawl_classes(tok: &[u8]) -> CrawlClasses {
 }
 
 /// `lru_crawler`: Larder reclaims expired items on its own schedule; the knobs are accepted.
-fn lru_crawler_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> &'static [u8] {
+fn lru_crawler_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> Reply {
     let sub = toks.get(line, 1);
     match (ntokens, sub) {
         (4, b"tocrawl") => {
             if parse_u32_truncating(toks.get(line, 2)).is_some() {
                 OK
             } else {
-                b"CLIENT_ERROR bad command line format\r\n"
+                Reply::BadCommandLineFormat
             }
         }
         (4, b"sleep") => match parse_u32_truncating(toks.get(line, 2)) {
-            None => b"CLIENT_ERROR bad command line format\r\n",
-            Some(us) if us > 1_000_000 => b"CLIENT_ERROR sleep must be one second or less\r\n",
+            None => Reply::BadCommandLineFormat,
+            Some(us) if us > 1_000_000 => Reply::CrawlerSleepTooLong,
             Some(_) => OK,
         },
         _ => ERROR,

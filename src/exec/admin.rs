@@ -1,0 +1,166 @@
+//! Administrative commands: `cache_memlimit`, `shutdown`, the `-Y` login, `stats
+//! cachedump`, the LRU crawler's switch and crawls, and `lru_crawler metadump` ([`Dump`]),
+//! which lists every live item as a connection writes it out.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::BytesMut;
+
+use super::{Ctx, Flow, Output};
+use crate::memcached::{item_size, slab_class};
+use crate::protocol::CrawlClasses;
+use crate::protocol::encode::{DumpLine, Reply, put_dump_end, put_dump_line, put_reply, put_reply_unless};
+use crate::stats::Stats;
+use crate::store::DumpCursor;
+
+/// memcached refuses `cache_memlimit` below this many MiB.
+const MIN_MEMLIMIT_MIB: u32 = 8;
+
+/// The most a dump step reserves ahead: more than a connection's output bound.
+const DUMP_RESERVE_MAX: usize = 4 << 20;
+
+/// How far a metadump's last line may run past its room: a 250-byte key URI-encoded
+/// (three bytes each), its bookkeeping and `END`.
+const DUMP_LINE_SLACK: usize = 1024;
+
+pub fn cache_memlimit(ctx: &Ctx, mib: u32, noreply: bool, out: &mut BytesMut) {
+    let reply = if mib < MIN_MEMLIMIT_MIB {
+        Reply::MemlimitTooSmall
+    } else if mib > 1_000_000_000 {
+        Reply::MemlimitAdjustFailed
+    } else {
+        ctx.store.set_limit((mib as usize) << 20);
+        Reply::Ok
+    };
+    put_reply_unless(out, noreply, reply);
+}
+
+/// `shutdown`: refused unless `-A`; otherwise memcached closes the asking connection
+/// without a reply and stops.
+pub fn shutdown(ctx: &Ctx, mode_ok: bool, out: &mut BytesMut) -> Flow {
+    if !ctx.config.enable_shutdown {
+        put_reply(out, Reply::ShutdownDisabled);
+    } else if !mode_ok {
+        put_reply(out, Reply::ShutdownMode);
+    } else {
+        tracing::info!("shutdown command received");
+        ctx.shutdown.cancel();
+        return Flow::Close;
+    }
+    Flow::Continue
+}
+
+/// A `-Y` login: the credentials a client sent as a `set`'s data.
+pub fn login(ctx: &Ctx, user: &[u8], password: &[u8], out: &mut BytesMut) -> Flow {
+    Stats::incr(&ctx.stats.auth_cmds);
+    if ctx.config.auth.as_ref().is_some_and(|a| a.check(user, password)) {
+        put_reply(out, Reply::Stored);
+        return Flow::Authenticated;
+    }
+    Stats::incr(&ctx.stats.auth_errors);
+    put_reply(out, Reply::AuthFailure);
+    Flow::Continue
+}
+
+/// `stats cachedump`: the decoder's answer, unless `-X` refuses dumps.
+pub fn cachedump(ctx: &Ctx, reply: Reply, out: &mut BytesMut) {
+    put_reply(out, if ctx.config.dump_enabled { reply } else { Reply::CachedumpNotAllowed });
+}
+
+/// `lru_crawler enable|disable`: Larder reclaims expired items on its own, but the switch
+/// keeps memcached's state and replies.
+pub fn crawler(ctx: &Ctx, enable: bool, out: &mut BytesMut) {
+    let was = ctx.crawler.swap(enable, Relaxed);
+    put_reply(
+        out,
+        match (enable, was) {
+            (true, true) => Reply::CrawlerStartFailed,
+            (false, false) => Reply::CrawlerStopFailed,
+            _ => Reply::Ok,
+        },
+    );
+}
+
+/// `lru_crawler crawl`: answered as memcached answers it; expired items are reclaimed anyway.
+pub fn crawl(ctx: &Ctx, classes: CrawlClasses, out: &mut BytesMut) {
+    let reply = crawl_refusal(ctx, classes, None).unwrap_or(match classes {
+        CrawlClasses::Hash => Reply::CrawlUnknownError,
+        _ => Reply::Ok,
+    });
+    put_reply(out, reply);
+}
+
+/// Why memcached would not start an `lru_crawler crawl` (`dump` None) or a `metadump` of
+/// `classes`, in the order it checks. `dump`: whether replies to earlier commands are still
+/// waiting to go out, which memcached refuses to mix with a dump.
+fn crawl_refusal(ctx: &Ctx, classes: CrawlClasses, dump: Option<bool>) -> Option<Reply> {
+    if !ctx.crawler.load(Relaxed) {
+        return Some(Reply::CrawlerDisabled);
+    }
+    if let Some(waiting) = dump {
+        if !ctx.config.dump_enabled {
+            return Some(Reply::MetadumpNotAllowed);
+        }
+        if waiting {
+            return Some(Reply::MetadumpPipelined);
+        }
+    }
+    match classes {
+        CrawlClasses::Bad => Some(Reply::BadClass),
+        CrawlClasses::List(0) => Some(Reply::NotStarted),
+        _ => None,
+    }
+}
+
+/// `lru_crawler metadump`: the walk over the items of the slab classes it shows, or
+/// memcached's reply refusing it (`replies_waiting`: see [`crawl_refusal`]).
+pub fn metadump(ctx: &Ctx, classes: CrawlClasses, replies_waiting: bool) -> Result<Dump, Reply> {
+    match (crawl_refusal(ctx, classes, Some(replies_waiting)), classes) {
+        (Some(refused), _) => Err(refused),
+        (None, CrawlClasses::List(mask)) => Ok(Dump { classes: mask, at: DumpCursor::default() }),
+        (None, _) => Ok(Dump { classes: u64::MAX, at: DumpCursor::default() }),
+    }
+}
+
+/// A metadump under way: the classes it shows (a bit per slab class id, the class
+/// memcached would use) and where the walk carries on.
+#[derive(Debug)]
+pub struct Dump {
+    classes: u64,
+    at: DumpCursor,
+}
+
+impl Dump {
+    /// Adds a line for each live item from where it stopped, until the output holds
+    /// `limit` bytes (`None`: more to do) or the last item is shown and `END` written.
+    pub fn step(&mut self, ctx: &Ctx, out: &mut Output, limit: usize) -> Option<Flow> {
+        let room = limit.saturating_sub(out.len()).max(1);
+        let buf = &mut out.buf;
+        // Grown here, not line by line while the walk holds a shard's lock.
+        buf.reserve(room.min(DUMP_RESERVE_MAX) + DUMP_LINE_SLACK);
+        let stop = buf.len().saturating_add(room);
+        let epoch = ctx.store.clock().epoch();
+        let max_item_size = ctx.config.max_item_size;
+        let next = ctx.store.dump(self.at, |key, d| {
+            let size = item_size(key.len(), d.flags, d.value_len);
+            let class = slab_class(size, max_item_size);
+            if self.classes & (1 << class) != 0 {
+                // memcached's format: absolute times.
+                let exp = if d.exptime == 0 { -1 } else { epoch + i64::from(d.exptime) };
+                let la = epoch + i64::from(d.time);
+                put_dump_line(buf, key, &DumpLine { exp, la, cas: d.cas, fetched: d.fetched, class, size });
+            }
+            buf.len() < stop
+        });
+        match next {
+            Some(at) => {
+                self.at = at;
+                None
+            }
+            None => {
+                put_dump_end(buf);
+                Some(Flow::Transmit)
+            }
+        }
+    }
+}

@@ -1,0 +1,46 @@
+//! [`Ctx`]: everything a request can reach, one per server, shared by every connection.
+
+use std::sync::atomic::AtomicBool;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::conns::Conns;
+use crate::stats::Stats;
+use crate::store::Store;
+
+/// Everything a request can touch, shared by all connections.
+#[derive(Debug)]
+pub struct Ctx {
+    pub config: Config,
+    pub store: Store,
+    pub stats: Stats,
+    /// `lru_crawler enable|disable` state (on by default, as in memcached).
+    pub crawler: AtomicBool,
+    /// Cancelled by the `shutdown` command (`-A`); the server stops as on SIGTERM.
+    pub shutdown: CancellationToken,
+    /// Open sockets, for `stats conns`.
+    pub conns: Conns,
+    /// Set when the server starts draining: the worker threads then close every
+    /// connection waiting for a command, and the rest once their batch is written.
+    pub stopping: AtomicBool,
+}
+
+impl Ctx {
+    pub fn new(config: Config, clock: Clock) -> Self {
+        let mut store = Store::new(clock, config.memory_limit, config.max_item_size);
+        if config.disable_evictions {
+            store.disable_evictions();
+        }
+        Self {
+            config,
+            store,
+            stats: Stats::default(),
+            crawler: AtomicBool::new(true),
+            shutdown: CancellationToken::new(),
+            conns: Conns::default(),
+            stopping: AtomicBool::new(false),
+        }
+    }
+}

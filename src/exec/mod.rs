@@ -1,0 +1,140 @@
+//! Where protocol meets store: [`execute`] is the one place that matches on a
+//! [`Request`]. It runs the request against the [`crate::store::Store`], counts what
+//! `stats` reports, and writes the reply through [`crate::protocol::encode`] into the
+//! connection's [`Output`]. Synchronous, never awaits. A command whose reply can outgrow
+//! one write (a multi-get, a metadump) stops when the output is full and comes back as
+//! [`Work`], which the caller steps until it is done: connections, benches and fuzz
+//! targets all run commands through this same path.
+
+mod admin;
+mod ctx;
+mod meta;
+mod retrieval;
+mod stats;
+mod storage;
+
+pub use ctx::Ctx;
+
+use crate::protocol::Request;
+use crate::protocol::encode::{Reply, put_reply};
+use crate::store::SharedValue;
+
+/// The version `version` and `stats` report: the memcached release whose behaviour Larder
+/// reproduces, then Larder's own. Clients and tools read the leading numbers to decide
+/// which protocol features to expect (memccapable expects 1.6 answers only from "1.6");
+/// the suffix keeps it honest about what answers.
+pub const VERSION: &str = concat!("1.6.18-larder.", env!("CARGO_PKG_VERSION"));
+
+/// A connection's replies: bytes, with large values spliced in from the store's memory.
+pub type Output = crate::protocol::output::Output<SharedValue>;
+
+/// What the connection does after a request.
+#[derive(Debug)]
+pub enum Flow {
+    Continue,
+    /// Goes on; memcached writes out the replies so far at this point (after a retrieval
+    /// or `mn`), so nothing later can discard them.
+    Transmit,
+    /// Goes on with the login accepted (`-Y`).
+    Authenticated,
+    Close,
+    /// The output is full and the command is not done: write it out, then step the work.
+    Resume(Work),
+}
+
+/// A command that carries on over several writes, from where it stopped.
+#[derive(Debug)]
+pub enum Work {
+    /// A retrieval's keys still to look up.
+    Retrieval(retrieval::Keys),
+    /// A metadump's walk.
+    Dump(admin::Dump),
+}
+
+impl Work {
+    /// Carries on until `out` holds `limit` bytes (`None`: more to do) or the command is
+    /// done, with the flow it ends in.
+    pub fn step(&mut self, ctx: &Ctx, out: &mut Output, limit: usize) -> Option<Flow> {
+        match self {
+            Self::Retrieval(keys) => keys.step(ctx, out, limit),
+            Self::Dump(dump) => dump.step(ctx, out, limit),
+        }
+    }
+
+    /// The first step, as [`execute`] returns it.
+    fn start(mut self, ctx: &Ctx, out: &mut Output, limit: usize) -> Flow {
+        self.step(ctx, out, limit).unwrap_or(Flow::Resume(self))
+    }
+}
+
+/// What a request may need to know of the connection running it.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    /// Replies to earlier commands are waiting to be written (memcached refuses a
+    /// metadump behind them).
+    pub replies_waiting: bool,
+    /// The connection already prefetched this command's keys.
+    pub prefetched: bool,
+    /// A long command stops once the output holds this many bytes.
+    pub out_limit: usize,
+}
+
+impl Caller {
+    /// A caller without a socket: nothing waiting, no output bound.
+    pub const DETACHED: Self = Self { replies_waiting: false, prefetched: false, out_limit: usize::MAX };
+}
+
+/// Runs one request and appends its reply (if any) to `out`.
+pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Flow {
+    let buf = &mut out.buf;
+    match req {
+        Request::Get { keys, with_cas, touch } => {
+            let get = retrieval::Retrieval::new(ctx, with_cas, touch);
+            if !caller.prefetched {
+                get.prefetch(ctx, &keys);
+            }
+            return Work::Retrieval(get.keys(keys)).start(ctx, out, caller.out_limit);
+        }
+        Request::Store { mode, key, flags, deadline, value, noreply } => {
+            storage::store(ctx, mode, &key, flags, deadline, &value, noreply, buf)
+        }
+        Request::TooLarge { key, mode } => storage::too_large(ctx, &key, mode),
+        Request::Delete { key, noreply } => storage::delete(ctx, &key, noreply, buf),
+        Request::Arith { key, delta, incr, noreply } => storage::arith(ctx, &key, incr, delta, noreply, buf),
+        Request::Touch { key, exptime, noreply } => storage::touch(ctx, &key, exptime, noreply, buf),
+        Request::FlushAll { delay, noreply } => storage::flush_all(ctx, delay, noreply, buf),
+        Request::Stats { group } => stats::write(ctx, group, buf),
+        Request::Version => crate::protocol::encode::put_version(buf, VERSION),
+        Request::Verbosity { noreply } => crate::protocol::encode::put_reply_unless(buf, noreply, Reply::Ok),
+        Request::CacheMemlimit { mib, noreply } => admin::cache_memlimit(ctx, mib, noreply, buf),
+        Request::Shutdown { mode_ok } => return admin::shutdown(ctx, mode_ok, buf),
+        Request::Auth { user, password } => return admin::login(ctx, &user, &password, buf),
+        Request::MetaNoop => {
+            put_reply(buf, Reply::MetaNoop);
+            return Flow::Transmit;
+        }
+        Request::Meta(m) => meta::execute(ctx, &m, buf),
+        Request::MetaSet { meta, value } => meta::set(ctx, &meta, &value, buf),
+        Request::MetaDebug { key, key_binary } => meta::debug(ctx, &key, key_binary, buf),
+        Request::NoOp { reply, noreply } => crate::protocol::encode::put_reply_unless(buf, noreply, reply),
+        Request::CacheDump { reply } => admin::cachedump(ctx, reply, buf),
+        Request::Crawler { enable } => admin::crawler(ctx, enable, buf),
+        Request::Crawl { classes, dump: false } => admin::crawl(ctx, classes, buf),
+        Request::Crawl { classes, dump: true } => match admin::metadump(ctx, classes, caller.replies_waiting) {
+            Ok(dump) => return Work::Dump(dump).start(ctx, out, caller.out_limit),
+            Err(refused) => put_reply(buf, refused),
+        },
+        Request::Quit => return Flow::Close,
+    }
+    Flow::Continue
+}
+
+/// Runs one request to its end for a caller without a socket (benches, fuzz targets,
+/// tests): [`execute`], then every step of its work, with no bound on the output.
+pub fn run(ctx: &Ctx, req: Request, out: &mut Output) -> Flow {
+    let mut flow = execute(ctx, req, out, &Caller::DETACHED);
+    while let Flow::Resume(mut work) = flow {
+        flow = work.step(ctx, out, usize::MAX).unwrap_or(Flow::Resume(work));
+    }
+    flow
+}

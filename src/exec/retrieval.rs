@@ -1,0 +1,99 @@
+//! The retrieval commands (`get gets gat gats`): each key looked up and its `VALUE`
+//! written, a small value copied under the shard's lock, a large one spliced in from the
+//! item's own memory. A long multi-get is [`Keys`] work that stops when the output is full
+//! and carries on where it stopped.
+
+use super::{Ctx, Flow, Output};
+use crate::clock::RelTime;
+use crate::protocol::KeyList;
+use crate::protocol::encode::{put_shared_value, put_value};
+use crate::stats::{PrefixEvent, Stats};
+use crate::store::{Item, Prefetch};
+
+/// How a retrieval command looks each key up.
+#[derive(Debug, Clone, Copy)]
+pub struct Retrieval {
+    with_cas: bool,
+    /// The new deadline, for `gat`/`gats`.
+    deadline: Option<RelTime>,
+}
+
+/// A retrieval command's keys from the `next`th on.
+#[derive(Debug)]
+pub struct Keys {
+    get: Retrieval,
+    keys: KeyList,
+    next: usize,
+}
+
+impl Retrieval {
+    pub fn new(ctx: &Ctx, with_cas: bool, touch: Option<i32>) -> Self {
+        Self { with_cas, deadline: touch.map(|e| ctx.store.clock().deadline(e)) }
+    }
+
+    /// Prefetches the items of a multi-get's first keys (see [`crate::store::Store::prefetch`]),
+    /// so the lookups that follow find them in the CPU cache: a batch's worth, enough to
+    /// overlap a typical page's keys, few enough that the first are still cached when read.
+    pub fn prefetch(&self, ctx: &Ctx, keys: &KeyList) {
+        let mut keys = keys.iter().take(Prefetch::BATCH).peekable();
+        let Some(first) = keys.next() else { return };
+        if keys.peek().is_none() {
+            return; // one key: nothing to overlap
+        }
+        let mut batch = ctx.store.prefetch();
+        batch.add(first);
+        keys.for_each(|k| batch.add(k));
+        batch.finish();
+    }
+
+    /// The command's keys, as work the caller steps.
+    pub fn keys(self, keys: KeyList) -> Keys {
+        Keys { get: self, keys, next: 0 }
+    }
+
+    /// Looks up one key and appends its `VALUE` if it is there.
+    fn key(&self, ctx: &Ctx, key: &[u8], out: &mut Output) {
+        let (store, stats) = (&ctx.store, &ctx.stats);
+        // A small value is copied into the reply under the shard's lock (no allocation);
+        // a large one is shared with the store and written from there.
+        let with_cas = self.with_cas;
+        let put = |it: &Item| {
+            let cas = with_cas.then(|| it.cas());
+            match it.shared_value() {
+                Some(v) => put_shared_value(out, key, it.flags(), v, cas),
+                None => put_value(&mut out.buf, key, it.flags(), it.value(), cas),
+            }
+        };
+        let hit = match self.deadline {
+            Some(d) => {
+                Stats::incr(&stats.cmd_touch);
+                let hit = store.touch_with(key, d, put).is_some();
+                Stats::incr(if hit { &stats.touch_hits } else { &stats.touch_misses });
+                hit
+            }
+            None => {
+                Stats::incr(&stats.cmd_get);
+                let hit = store.get_with(key, put).is_some();
+                Stats::incr(if hit { &stats.get_hits } else { &stats.get_misses });
+                hit
+            }
+        };
+        stats.prefixes.record(key, PrefixEvent::Get { hit });
+    }
+}
+
+impl Keys {
+    /// Looks keys up until the output holds `limit` bytes (`None`: more to do) or the last
+    /// is done and the reply ended.
+    pub fn step(&mut self, ctx: &Ctx, out: &mut Output, limit: usize) -> Option<Flow> {
+        for key in self.keys.iter().skip(self.next) {
+            self.get.key(ctx, key, out);
+            self.next += 1;
+            if out.len() >= limit {
+                return None;
+            }
+        }
+        out.buf.extend_from_slice(b"END\r\n");
+        Some(Flow::Transmit)
+    }
+}

@@ -1,0 +1,336 @@
+//! The `stats` reports, with memcached 1.6's field names in its order, so monitoring that
+//! parses memcached's keeps working. Fields about machinery Larder does not have report 0.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::BytesMut;
+
+use super::{Ctx, VERSION};
+use crate::protocol::encode::{Reply, Seconds, put_class_stat, put_reply, put_stat};
+use crate::protocol::{DetailCmd, StatsGroup};
+use crate::stats::Stats;
+
+/// Writes the `stats` report asked for.
+pub fn write(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
+    match group {
+        StatsGroup::General => general_stats(ctx, out),
+        StatsGroup::Settings => settings_stats(ctx, out),
+        StatsGroup::Items => item_stats(ctx, out),
+        StatsGroup::Slabs => slab_stats(ctx, out),
+        StatsGroup::Sizes => put_stat(out, "sizes_status", "disabled"),
+        StatsGroup::Conns => ctx.conns.report(ctx.store.clock().now(), out),
+        StatsGroup::Reset => {
+            ctx.stats.reset();
+            put_reply(out, Reply::Reset);
+            return;
+        }
+        StatsGroup::Detail(cmd @ (DetailCmd::On | DetailCmd::Off)) => {
+            ctx.stats.prefixes.set_enabled(cmd == DetailCmd::On);
+            put_reply(out, Reply::Ok);
+            return;
+        }
+        StatsGroup::Detail(DetailCmd::Dump) => {
+            ctx.stats.prefixes.dump(out);
+            return;
+        }
+        StatsGroup::DetailUsage => {
+            put_reply(out, Reply::DetailUsage);
+            return;
+        }
+    }
+    put_reply(out, Reply::End);
+}
+
+/// `stats items`: Larder keeps every item in one class, reported as memcached's class 1
+/// with memcached's field names so monitoring that parses them keeps working.
+fn item_stats(ctx: &Ctx, out: &mut BytesMut) {
+    let (st, s) = (&ctx.store.stats, &ctx.stats);
+    let items = ctx.store.len();
+    if items == 0 {
+        return;
+    }
+    let r = Stats::read;
+    let fields: [(&str, u64); 28] = [
+        ("number", items as u64),
+        ("number_hot", 0),
+        ("number_warm", 0),
+        ("number_cold", items as u64),
+        ("age_hot", 0),
+        ("age_warm", 0),
+        ("age", 0),
+        ("mem_requested", ctx.store.bytes() as u64),
+        ("evicted", r(&st.evictions)),
+        ("evicted_nonzero", 0),
+        ("evicted_time", 0),
+        ("outofmemory", r(&s.store_no_memory)),
+        ("tailrepairs", 0),
+        ("reclaimed", r(&st.reclaimed)),
+        ("expired_unfetched", r(&st.expired_unfetched)),
+        ("evicted_unfetched", r(&st.evicted_unfetched)),
+        ("evicted_active", 0),
+        ("crawler_reclaimed", 0),
+        ("crawler_items_checked", 0),
+        ("lrutail_reflocked", 0),
+        ("moves_to_cold", 0),
+        ("moves_to_warm", 0),
+        ("moves_within_lru", 0),
+        ("direct_reclaims", 0),
+        ("hits_to_hot", 0),
+        ("hits_to_warm", 0),
+        ("hits_to_cold", r(&s.get_hits)),
+        ("hits_to_temp", 0),
+    ];
+    for (name, v) in fields {
+        put_class_stat(out, "items:1:", name, v);
+    }
+}
+
+/// `stats slabs`: one class holding everything, sized by what items are charged.
+fn slab_stats(ctx: &Ctx, out: &mut BytesMut) {
+    const PAGE: u64 = 1 << 20;
+    let (s, st) = (&ctx.stats, &ctx.store.stats);
+    let (items, bytes) = (ctx.store.len() as u64, ctx.store.bytes() as u64);
+    let r = Stats::read;
+    if items > 0 {
+        let chunk = bytes.div_ceil(items).max(1);
+        let fields: [(&str, u64); 15] = [
+            ("chunk_size", chunk),
+            ("chunks_per_page", (PAGE / chunk).max(1)),
+            ("total_pages", bytes.div_ceil(PAGE)),
+            ("total_chunks", items),
+            ("used_chunks", items),
+            ("free_chunks", 0),
+            ("free_chunks_end", 0),
+            ("get_hits", r(&s.get_hits)),
+            ("cmd_set", r(&s.cmd_set)),
+            ("delete_hits", r(&s.delete_hits)),
+            ("incr_hits", r(&s.incr_hits)),
+            ("decr_hits", r(&s.decr_hits)),
+            ("cas_hits", r(&st.cas_hits)),
+            ("cas_badval", r(&st.cas_badval)),
+            ("touch_hits", r(&s.touch_hits)),
+        ];
+        for (name, v) in fields {
+            put_class_stat(out, "1:", name, v);
+        }
+    }
+    put_stat(out, "active_slabs", u64::from(items > 0));
+    put_stat(out, "total_malloced", bytes);
+}
+
+fn rusage() -> (Seconds, Seconds) {
+    // SAFETY: getrusage only writes the struct we pass, which is plain old data.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let secs = |tv: libc::timeval| Seconds { secs: tv.tv_sec as u64, micros: tv.tv_usec as u32 };
+    (secs(ru.ru_utime), secs(ru.ru_stime))
+}
+
+/// `stats`, with memcached 1.6's field names in its order. Fields about machinery Larder
+/// does not have (slab mover, LRU crawler, extstore) report 0.
+fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
+    let (s, st, store) = (&ctx.stats, &ctx.store.stats, &ctx.store);
+    let r = Stats::read;
+    let clock = store.clock();
+    let (user, system) = rusage();
+    let cas_misses = st.cas_misses.load(Relaxed);
+    put_stat(out, "pid", std::process::id());
+    put_stat(out, "uptime", clock.now());
+    put_stat(out, "time", clock.unix_now());
+    put_stat(out, "version", VERSION);
+    put_stat(out, "libevent", "mio");
+    put_stat(out, "pointer_size", usize::BITS);
+    put_stat(out, "rusage_user", user);
+    put_stat(out, "rusage_system", system);
+    put_stat(out, "max_connections", ctx.config.max_connections);
+    put_stat(out, "curr_connections", r(&s.curr_connections));
+    put_stat(out, "total_connections", r(&s.total_connections));
+    put_stat(out, "rejected_connections", r(&s.rejected_connections));
+    put_stat(out, "connection_structures", r(&s.curr_connections));
+    for name in [
+        "response_obj_oom",
+        "response_obj_count",
+        "response_obj_bytes",
+        "read_buf_count",
+        "read_buf_bytes",
+        "read_buf_bytes_free",
+        "read_buf_oom",
+        "reserved_fds",
+    ] {
+        put_stat(out, name, 0u32);
+    }
+    put_stat(out, "cmd_get", r(&s.cmd_get));
+    put_stat(out, "cmd_set", r(&s.cmd_set));
+    put_stat(out, "cmd_flush", r(&s.cmd_flush));
+    put_stat(out, "cmd_touch", r(&s.cmd_touch));
+    put_stat(out, "cmd_meta", r(&s.cmd_meta));
+    put_stat(out, "get_hits", r(&s.get_hits));
+    put_stat(out, "get_misses", r(&s.get_misses));
+    put_stat(out, "get_expired", r(&st.get_expired));
+    put_stat(out, "get_flushed", r(&st.get_flushed));
+    put_stat(out, "delete_misses", r(&s.delete_misses));
+    put_stat(out, "delete_hits", r(&s.delete_hits));
+    put_stat(out, "incr_misses", r(&s.incr_misses));
+    put_stat(out, "incr_hits", r(&s.incr_hits));
+    put_stat(out, "decr_misses", r(&s.decr_misses));
+    put_stat(out, "decr_hits", r(&s.decr_hits));
+    put_stat(out, "cas_misses", cas_misses);
+    put_stat(out, "cas_hits", r(&st.cas_hits));
+    put_stat(out, "cas_badval", r(&st.cas_badval));
+    put_stat(out, "touch_hits", r(&s.touch_hits));
+    put_stat(out, "touch_misses", r(&s.touch_misses));
+    put_stat(out, "store_too_large", r(&s.store_too_large));
+    put_stat(out, "store_no_memory", r(&s.store_no_memory));
+    put_stat(out, "auth_cmds", r(&s.auth_cmds));
+    put_stat(out, "auth_errors", r(&s.auth_errors));
+    // memcached lists this one only when `-o idle_timeout` is set.
+    if ctx.config.idle_timeout > 0 {
+        put_stat(out, "idle_kicks", r(&s.idle_kicks));
+    }
+    put_stat(out, "bytes_read", r(&s.bytes_read));
+    put_stat(out, "bytes_written", r(&s.bytes_written));
+    put_stat(out, "limit_maxbytes", store.limit());
+    put_stat(out, "accepting_conns", 1u32);
+    put_stat(out, "listen_disabled_num", 0u32);
+    put_stat(out, "time_in_listen_disabled_us", 0u32);
+    put_stat(out, "threads", ctx.config.threads);
+    put_stat(out, "conn_yields", r(&s.conn_yields));
+    put_stat(out, "hash_power_level", 16u32);
+    put_stat(out, "hash_bytes", 524288u32);
+    put_stat(out, "hash_is_expanding", 0u32);
+    for name in [
+        "slab_reassign_rescues",
+        "slab_reassign_chunk_rescues",
+        "slab_reassign_evictions_nomem",
+        "slab_reassign_inline_reclaim",
+        "slab_reassign_busy_items",
+        "slab_reassign_busy_deletes",
+        "slab_reassign_running",
+        "slabs_moved",
+        "lru_crawler_running",
+        "lru_crawler_starts",
+        "lru_maintainer_juggles",
+        "malloc_fails",
+        "log_worker_dropped",
+        "log_worker_written",
+        "log_watcher_skipped",
+        "log_watcher_sent",
+        "log_watchers",
+        "unexpected_napi_ids",
+        "round_robin_fallback",
+    ] {
+        // Larder's slab moves items out of sparse pages, as memcached's page mover does.
+        match name {
+            "slab_reassign_rescues" => put_stat(out, name, r(&store.stats.relocated)),
+            "slabs_moved" => put_stat(out, name, store.pages_moved()),
+            _ => put_stat(out, name, 0u32),
+        }
+    }
+    put_stat(out, "bytes", store.bytes());
+    put_stat(out, "curr_items", store.len());
+    put_stat(out, "total_items", r(&st.total_items));
+    put_stat(out, "slab_global_page_pool", 0u32);
+    put_stat(out, "expired_unfetched", r(&st.expired_unfetched));
+    put_stat(out, "evicted_unfetched", r(&st.evicted_unfetched));
+    put_stat(out, "evicted_active", 0u32);
+    put_stat(out, "evictions", r(&st.evictions));
+    put_stat(out, "reclaimed", r(&st.reclaimed));
+    for name in [
+        "crawler_reclaimed",
+        "crawler_items_checked",
+        "lrutail_reflocked",
+        "moves_to_cold",
+        "moves_to_warm",
+        "moves_within_lru",
+        "direct_reclaims",
+        "lru_bumps_dropped",
+    ] {
+        put_stat(out, name, 0u32);
+    }
+}
+
+/// `stats settings`, with memcached 1.6's names; values describe Larder where they apply.
+fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
+    let c = &ctx.config;
+    let port = c.listen.first().map_or(0, |a| a.port());
+    put_stat(out, "maxbytes", ctx.store.limit());
+    put_stat(out, "maxconns", c.max_connections);
+    put_stat(out, "tcpport", port);
+    put_stat(out, "udpport", 0u32);
+    let inter = c.listen.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(",");
+    put_stat(out, "inter", inter);
+    put_stat(out, "verbosity", c.verbose);
+    put_stat(out, "oldest", 0u32);
+    put_stat(out, "evictions", if c.disable_evictions { "off" } else { "on" });
+    put_stat(out, "domain_socket", "NULL");
+    put_stat(out, "umask", 700u32);
+    put_stat(out, "shutdown_command", c.enable_shutdown);
+    put_stat(out, "growth_factor", "1.25");
+    put_stat(out, "chunk_size", 48u32);
+    put_stat(out, "num_threads", c.threads);
+    put_stat(out, "num_threads_per_udp", c.threads);
+    put_stat(out, "stat_key_prefix", ":");
+    put_stat(out, "detail_enabled", ctx.stats.prefixes.enabled());
+    put_stat(out, "reqs_per_event", 20u32);
+    put_stat(out, "cas_enabled", true);
+    put_stat(out, "tcp_backlog", 1024u32);
+    put_stat(out, "binding_protocol", "ascii");
+    put_stat(out, "auth_enabled_sasl", false);
+    put_stat(out, "auth_enabled_ascii", c.auth.is_some());
+    put_stat(out, "item_size_max", c.max_item_size);
+    put_stat(out, "maxconns_fast", true);
+    put_stat(out, "hashpower_init", 0u32);
+    put_stat(out, "slab_reassign", false);
+    put_stat(out, "slab_automove", 0u32);
+    put_stat(out, "slab_automove_ratio", "0.80");
+    put_stat(out, "slab_automove_window", 30u32);
+    put_stat(out, "slab_chunk_max", c.max_item_size / 2);
+    put_stat(out, "lru_crawler", ctx.crawler.load(Relaxed));
+    put_stat(out, "lru_crawler_sleep", 100u32);
+    put_stat(out, "lru_crawler_tocrawl", 0u32);
+    put_stat(out, "tail_repair_time", 0u32);
+    put_stat(out, "flush_enabled", true);
+    put_stat(out, "dump_enabled", c.dump_enabled);
+    put_stat(out, "hash_algorithm", "siphash");
+    put_stat(out, "lru_maintainer_thread", false);
+    put_stat(out, "lru_segmented", false);
+    put_stat(out, "hot_lru_pct", 20u32);
+    put_stat(out, "warm_lru_pct", 40u32);
+    put_stat(out, "hot_max_factor", "0.20");
+    put_stat(out, "warm_max_factor", "2.00");
+    put_stat(out, "temp_lru", false);
+    put_stat(out, "temporary_ttl", 61u32);
+    put_stat(out, "idle_timeout", c.idle_timeout);
+    put_stat(out, "watcher_logbuf_size", 262144u32);
+    put_stat(out, "worker_logbuf_size", 65536u32);
+    put_stat(out, "read_buf_mem_limit", 0u32);
+    put_stat(out, "track_sizes", false);
+    put_stat(out, "inline_ascii_response", false);
+    put_stat(out, "ext_item_size", 512u32);
+    put_stat(out, "ext_item_age", u32::MAX);
+    put_stat(out, "ext_low_ttl", 0u32);
+    put_stat(out, "ext_recache_rate", 2000u32);
+    put_stat(out, "ext_wbuf_size", 4194304u32);
+    put_stat(out, "ext_compact_under", 0u32);
+    put_stat(out, "ext_drop_under", 0u32);
+    put_stat(out, "ext_max_sleep", 1000000u32);
+    put_stat(out, "ext_max_frag", "0.80");
+    put_stat(out, "slab_automove_freeratio", "0.010");
+    put_stat(out, "ext_drop_unread", false);
+    put_stat(out, "ssl_enabled", false);
+    put_stat(out, "ssl_chain_cert", "(null)");
+    put_stat(out, "ssl_key", "(null)");
+    put_stat(out, "ssl_verify_mode", 0u32);
+    put_stat(out, "ssl_keyformat", 1u32);
+    put_stat(out, "ssl_ciphers", "NULL");
+    put_stat(out, "ssl_ca_cert", "NULL");
+    put_stat(out, "ssl_wbuf_size", 16384u32);
+    put_stat(out, "ssl_session_cache", false);
+    put_stat(out, "ssl_kernel_tls", false);
+    put_stat(out, "ssl_min_version", "tlsv1.2");
+    put_stat(out, "num_napi_ids", "(null)");
+    put_stat(out, "memory_file", "(null)");
+}

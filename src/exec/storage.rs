@@ -1,0 +1,97 @@
+//! The classic commands that change items: `set add replace append prepend cas`,
+//! `delete`, `incr`/`decr`, `touch` and `flush_all`.
+
+use bytes::BytesMut;
+
+use super::Ctx;
+use crate::clock::RelTime;
+use crate::memcached::StoreMode;
+use crate::protocol::encode::{Reply, put_number, put_reply_unless};
+use crate::stats::{PrefixEvent, Stats};
+use crate::store::{ArithOutcome, StoreOutcome};
+
+/// A storage command with its data block.
+#[allow(clippy::too_many_arguments)]
+pub fn store(
+    ctx: &Ctx,
+    mode: StoreMode,
+    key: &[u8],
+    flags: u32,
+    deadline: RelTime,
+    value: &[u8],
+    noreply: bool,
+    out: &mut BytesMut,
+) {
+    let (store, stats) = (&ctx.store, &ctx.stats);
+    Stats::incr(&stats.cmd_set);
+    stats.prefixes.record(key, PrefixEvent::Set);
+    let reply = match store.store(mode, key, flags, deadline, value) {
+        StoreOutcome::Stored => Reply::Stored,
+        StoreOutcome::NotStored => Reply::NotStored,
+        StoreOutcome::Exists => Reply::Exists,
+        StoreOutcome::NotFound => Reply::NotFound,
+        StoreOutcome::NoMemory => {
+            Stats::incr(&stats.store_no_memory);
+            // As for a too-large item, memcached drops the stale value of a failed set.
+            if mode == StoreMode::Set {
+                store.delete(key);
+            }
+            Reply::OutOfMemoryStoring
+        }
+    };
+    put_reply_unless(out, noreply, reply);
+}
+
+/// A storage command whose data is over the item size limit. A client that sees the error
+/// assumes the old value is gone: memcached makes it so for `set`, and so do we. The reply
+/// follows once the decoder has swallowed the data.
+pub fn too_large(ctx: &Ctx, key: &[u8], mode: StoreMode) {
+    Stats::incr(&ctx.stats.store_too_large);
+    ctx.stats.prefixes.record(key, PrefixEvent::Set);
+    if mode == StoreMode::Set {
+        ctx.store.delete(key);
+    }
+}
+
+pub fn delete(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut BytesMut) {
+    let stats = &ctx.stats;
+    stats.prefixes.record(key, PrefixEvent::Delete);
+    let hit = ctx.store.delete(key);
+    Stats::incr(if hit { &stats.delete_hits } else { &stats.delete_misses });
+    put_reply_unless(out, noreply, if hit { Reply::Deleted } else { Reply::NotFound });
+}
+
+pub fn arith(ctx: &Ctx, key: &[u8], incr: bool, delta: u64, noreply: bool, out: &mut BytesMut) {
+    let stats = &ctx.stats;
+    let (hits, misses) =
+        if incr { (&stats.incr_hits, &stats.incr_misses) } else { (&stats.decr_hits, &stats.decr_misses) };
+    match ctx.store.arith(key, incr, delta) {
+        ArithOutcome::Value { value, .. } => {
+            Stats::incr(hits);
+            if !noreply {
+                put_number(out, value);
+            }
+        }
+        ArithOutcome::NotFound => {
+            Stats::incr(misses);
+            put_reply_unless(out, noreply, Reply::NotFound);
+        }
+        ArithOutcome::NonNumeric => put_reply_unless(out, noreply, Reply::NonNumeric),
+        // Not produced without a CAS check or create-on-miss.
+        ArithOutcome::Exists | ArithOutcome::NoMemory => put_reply_unless(out, noreply, Reply::OutOfMemory),
+    }
+}
+
+pub fn touch(ctx: &Ctx, key: &[u8], exptime: i32, noreply: bool, out: &mut BytesMut) {
+    let (store, stats) = (&ctx.store, &ctx.stats);
+    Stats::incr(&stats.cmd_touch);
+    let hit = store.touch(key, store.clock().deadline(exptime));
+    Stats::incr(if hit { &stats.touch_hits } else { &stats.touch_misses });
+    put_reply_unless(out, noreply, if hit { Reply::Touched } else { Reply::NotFound });
+}
+
+pub fn flush_all(ctx: &Ctx, delay: i32, noreply: bool, out: &mut BytesMut) {
+    Stats::incr(&ctx.stats.cmd_flush);
+    ctx.store.flush_all(delay);
+    put_reply_unless(out, noreply, Reply::Ok);
+}
