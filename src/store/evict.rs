@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use super::item::access;
 use super::meta::DUMP_QUIET;
-use super::{BUCKET_BYTES, Room, SHARDS, Shard, Store, slab, write};
+use super::{BUCKET_BYTES, Room, SHARDS, Shard, Store, write};
 use crate::clock::RelTime;
 
 /// Buckets one visit to a shard looks at, at most.
@@ -195,7 +195,7 @@ impl Store {
     /// The cheap half of [`Store::defragment`]: dooms the sparsest pages if slack is
     /// worth it, and says whether items must now be moved out of them.
     pub fn doom_sparse(&self, only_if_severe: bool) -> bool {
-        slab::doom_sparse(only_if_severe)
+        self.slab.doom_sparse(only_if_severe)
     }
 
     /// Moves every item in a doomed slab page to another slot, so the page empties and
@@ -205,7 +205,7 @@ impl Store {
         for shard in self.shards.iter() {
             let mut s = write(shard);
             for i in 0..s.table.num_buckets() {
-                if let Some(moved) = s.table.get_bucket(i).and_then(|it| it.relocated()) {
+                if let Some(moved) = s.table.get_bucket(i).and_then(|it| it.relocated(&self.slab)) {
                     // Same length, same slot size: nothing to re-charge.
                     *s.item_mut(i) = moved;
                     self.stats.relocated.fetch_add(1, Relaxed);
@@ -239,7 +239,7 @@ impl Store {
             }
             self.compact(&mut s, now);
         }
-        slab::trim();
+        self.slab.trim();
         self.defragment(false);
         freed
     }

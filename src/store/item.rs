@@ -1,13 +1,18 @@
 //! One cached item in one block: a header, the key and the value back to back, reached
 //! through an 8-byte pointer. No separate key, value or entry allocations, and client
 //! flags take room only when they are not 0 (as in memcached), so what the memory limit
-//! charges is what the item really occupies. Blocks up to 1 KiB come from the store's
-//! slab ([`slab`]: the length rounded up to 8), larger ones from malloc.
+//! charges is what the item really occupies. Blocks up to 1 KiB come from the slab of the
+//! store that builds the item ([`Slab`]: the length rounded up to 8), larger ones (and
+//! small ones once the slab has no page left) from malloc; a bit in the header
+//! ([`IN_SLOT`]) says which. An item does not point to its slab: a slot block is freed
+//! into the slab its page belongs to ([`slab::free`]). The store keeps its items in its
+//! table, which it drops before its slab.
 //!
 //! A malloc'd block (over 1 KiB) has a reference count in the 8 bytes before it, so a
 //! large value can be written to a client straight from the block ([`Item::shared_value`])
 //! while the store is free to replace or evict the item: the block goes when the last
-//! holder lets go.
+//! holder lets go. Only malloc'd blocks are shared this way, never a slot, so a reply
+//! still writing a value after its store is gone reads no slab memory.
 //!
 //! With the slab, this is the store's only `unsafe` code: a thin owning pointer, because
 //! a table slot of 8 bytes instead of a 16-byte `Box<[u8]>` is worth 8 to 16 bytes per item.
@@ -16,7 +21,7 @@ use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering, fence};
 
-use super::slab;
+use super::slab::{self, Slab};
 use crate::clock::RelTime;
 
 /// Header layout (little-endian): CAS, exptime, time, value length, key length, bits,
@@ -34,6 +39,11 @@ pub const HEADER: usize = 23;
 const FLAGS_LEN: usize = 4;
 /// Layout bit in the bits byte: the header carries client flags.
 const HAS_FLAGS: u8 = 0x80;
+/// Layout bit in the bits byte: the block is a slab slot (not malloc'd, no reference
+/// count before it).
+const IN_SLOT: u8 = 0x40;
+/// The bits byte's layout bits, fixed when the item is built; the rest are [`bit`]s.
+const LAYOUT: u8 = HAS_FLAGS | IN_SLOT;
 
 /// memcached bumps an item's access time at most this often (`ITEM_UPDATE_INTERVAL`).
 pub const UPDATE_INTERVAL: RelTime = 60;
@@ -87,6 +97,10 @@ const PREFIX: usize = std::mem::size_of::<AtomicUsize>();
 /// Values at least this long are written to clients from the item's own block instead of
 /// being copied into the reply (a copy of a few KiB costs more than sharing the block).
 pub const SHARE_MIN: usize = 4096;
+
+// A shareable value's block is never a slot: a SharedValue may outlive its store's lock,
+// and the store (see `Item::shared_value`).
+const _: () = assert!(SHARE_MIN > slab::MAX_SLOT);
 
 /// The allocation behind a malloc'd block of `len` bytes: the count, then the block.
 fn malloc_layout(len: usize) -> Layout {
@@ -201,13 +215,17 @@ impl Drop for SharedValue {
 
 impl Item {
     /// Builds an item whose value is the concatenation of `parts` (one part for a plain
-    /// store, two for append and prepend), in one exact-size allocation.
-    pub fn new(key: &[u8], parts: &[&[u8]], f: Fields) -> Self {
+    /// store, two for append and prepend), in one exact-size allocation: a slot of `slab`
+    /// if it fits one, else malloc. The item must be dropped before `slab` is (the store's
+    /// table, which holds its items, is dropped first); were one left, the slab would be
+    /// leaked rather than freed under it.
+    pub fn new(slab: &Slab, key: &[u8], parts: &[&[u8]], f: Fields) -> Self {
         assert!(key.len() <= 255, "keys are at most 250 bytes");
         let value_len: usize = parts.iter().map(|p| p.len()).sum();
         let flags_len = if f.flags == 0 { 0 } else { FLAGS_LEN };
         let len = HEADER + flags_len + key.len() + value_len;
-        let ptr = slab::alloc(len).unwrap_or_else(|| {
+        let slot = slab.alloc(len);
+        let ptr = slot.unwrap_or_else(|| {
             let layout = malloc_layout(len);
             let raw = alloc_block(layout);
             if raw.is_null() {
@@ -228,7 +246,8 @@ impl Item {
         b[TIME..TIME + 4].copy_from_slice(&f.time.to_le_bytes());
         b[VALUE_LEN..VALUE_LEN + 4].copy_from_slice(&(value_len as u32).to_le_bytes());
         b[KEY_LEN] = key.len() as u8;
-        b[BITS] = (f.bits & !HAS_FLAGS) | if flags_len > 0 { HAS_FLAGS } else { 0 };
+        b[BITS] =
+            (f.bits & !LAYOUT) | if flags_len > 0 { HAS_FLAGS } else { 0 } | if slot.is_some() { IN_SLOT } else { 0 };
         b[ACCESS] = 0;
         let mut at = HEADER;
         if flags_len > 0 {
@@ -267,6 +286,11 @@ impl Item {
         // SAFETY: as in `header`; `&mut self` makes the access exclusive among Item users,
         // and SharedValue holders only read the value, past the header.
         unsafe { &mut *(self.ptr.as_ptr() as *mut [u8; HEADER]) }
+    }
+
+    /// Whether the block is a slab slot (else malloc'd).
+    fn in_slot(&self) -> bool {
+        self.header()[BITS] & IN_SLOT != 0
     }
 
     fn key_at(&self) -> usize {
@@ -327,12 +351,12 @@ impl Item {
 
     /// Bits kept in the item itself (see [`bit`]).
     pub fn bits(&self) -> u8 {
-        self.header()[BITS] & !HAS_FLAGS
+        self.header()[BITS] & !LAYOUT
     }
 
     pub fn set_bits(&mut self, b: u8) {
-        let layout_bit = self.header()[BITS] & HAS_FLAGS;
-        self.header_mut()[BITS] = (b & !HAS_FLAGS) | layout_bit;
+        let layout = self.header()[BITS] & LAYOUT;
+        self.header_mut()[BITS] = (b & !LAYOUT) | layout;
     }
 
     /// The access byte as last saved with the item (the table's copy is current while
@@ -355,16 +379,19 @@ impl Item {
         Fields { cas: self.cas(), exptime: self.exptime(), time: self.time(), flags: self.flags(), bits: self.bits() }
     }
 
-    /// A copy in a fresh block, if this one sits in a page being emptied (see
-    /// [`slab::doom_sparse`]) and a slot elsewhere is free.
-    pub fn relocated(&self) -> Option<Self> {
-        if !slab::is_doomed(self.ptr) {
+    /// A copy in a fresh slot of `slab` (the one this item's block came from), if this
+    /// block sits in a page being emptied (see [`Slab::doom_sparse`]) and a slot elsewhere
+    /// is free.
+    pub fn relocated(&self, slab: &Slab) -> Option<Self> {
+        // SAFETY: a slot block (IN_SLOT is set only for those), live while `self` is.
+        if !self.in_slot() || !unsafe { slab::is_doomed(self.ptr) } {
             return None;
         }
+        debug_assert!(slab.contains(self.ptr), "an item moves within its own store's slab");
         let len = self.len();
-        let ptr = slab::alloc(len)?;
+        let ptr = slab.alloc(len)?;
         // SAFETY: a fresh block of `len` bytes, exclusively ours, filled from this item's
-        // `len` bytes; the two blocks are distinct.
+        // `len` bytes (IN_SLOT included: the copy is a slot too); the two are distinct.
         unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr(), ptr.as_ptr(), len) };
         Some(Self { ptr })
     }
@@ -381,10 +408,13 @@ impl Item {
     }
 
     /// The value, sharing this item's block, if it is large enough to be
-    /// worth it ([`SHARE_MIN`]) and the block is malloc'd (slots are for small items).
+    /// worth it ([`SHARE_MIN`]) and the block is malloc'd. A value that long is never in a
+    /// slot (slots are at most [`slab::MAX_SLOT`] bytes), and that matters: a SharedValue
+    /// is written to a socket after the store's lock is let go, and may outlive the store
+    /// and its slab, but not its own malloc'd block.
     pub fn shared_value(&self) -> Option<SharedValue> {
         let value = self.value();
-        if value.len() < SHARE_MIN || slab::contains(self.ptr) {
+        if value.len() < SHARE_MIN || self.in_slot() {
             return None;
         }
         // SAFETY: a malloc'd block is preceded by its count; the new reference is owned by
@@ -398,22 +428,21 @@ impl Item {
     /// Bytes the allocator hands out for this item.
     pub fn charge(&self) -> usize {
         let len = self.len();
-        if slab::contains(self.ptr) {
-            slab::slot_for(len).expect("a slot-sized block")
-        } else {
-            malloc_chunk(PREFIX + len)
-        }
+        if self.in_slot() { slab::slot_size(len).expect("a slot-sized block") } else { malloc_chunk(PREFIX + len) }
     }
 }
 
 impl Drop for Item {
     fn drop(&mut self) {
-        if slab::free(self.ptr) {
-            return;
+        if self.in_slot() {
+            // SAFETY: a live slot block, owned by this item alone and not used after; its
+            // slab is still there (the store drops its table first).
+            unsafe { slab::free(self.ptr) }
+        } else {
+            // SAFETY: not a slot, so a malloc'd block of this length (read back from the
+            // header, which never changes it), and the item owns one reference.
+            unsafe { release(self.ptr, self.len()) }
         }
-        // SAFETY: not a slot, so a malloc'd block of this length (read back from the
-        // header, which never changes it), and the item owns one reference.
-        unsafe { release(self.ptr, self.len()) }
     }
 }
 
@@ -427,10 +456,11 @@ impl std::fmt::Debug for Item {
     }
 }
 
-/// What an item with this key and value (and client flags 0) will be charged.
+/// What an item with this key and value (and client flags 0) will be charged, if it gets a
+/// slot when it fits one (it is charged malloc's size if its store's slab has no page left).
 pub fn charge_for(key_len: usize, value_len: usize) -> usize {
     let len = HEADER + key_len + value_len;
-    slab::slot_for(len).unwrap_or_else(|| malloc_chunk(PREFIX + len))
+    slab::slot_size(len).unwrap_or_else(|| malloc_chunk(PREFIX + len))
 }
 
 /// What glibc's malloc really uses for a request of `n` bytes: 8 bytes of chunk header,
@@ -460,8 +490,9 @@ mod tests {
 
     #[test]
     fn layout_round_trips() {
+        let slab = Slab::new(1 << 20);
         let f = Fields { cas: 7, exptime: 9, time: 11, flags: u32::MAX, bits: bit::STALE };
-        let mut it = Item::new(b"key", &[b"val", b"ue"], f);
+        let mut it = Item::new(&slab, b"key", &[b"val", b"ue"], f);
         assert_eq!((it.key(), it.value()), (&b"key"[..], &b"value"[..]));
         assert_eq!((it.cas(), it.exptime(), it.time(), it.flags(), it.bits()), (7, 9, 11, u32::MAX, bit::STALE));
         it.set_cas(u64::MAX);
@@ -471,47 +502,54 @@ mod tests {
         assert_eq!((it.cas(), it.exptime(), it.time(), it.bits(), it.value()), (u64::MAX, 1, 2, 0, &b"value"[..]));
         assert_eq!(charge_for(11, 100), 136, "the benchmark's item fits a 136-byte slot");
         assert_eq!(it.charge(), 40);
+        assert!(it.in_slot() && slab.contains(it.ptr), "a small item is in a slot of its slab");
+        it.set_bits(0xff);
+        assert_eq!((it.bits(), it.flags(), it.charge()), (!LAYOUT, u32::MAX, 40), "bits leave the layout be");
+        it.set_bits(0);
         it.set_access(access::FETCHED | 5);
         assert_eq!((it.access(), it.bits(), it.value()), (access::FETCHED | 5, 0, &b"value"[..]));
         assert_eq!(it.flags(), u32::MAX);
-        let plain = Item::new(b"k", &[b"v"], Fields { flags: 0, ..f });
+        let plain = Item::new(&slab, b"k", &[b"v"], Fields { flags: 0, ..f });
         assert_eq!((plain.flags(), plain.key(), plain.value(), plain.bits()), (0, &b"k"[..], &b"v"[..], bit::STALE));
         assert_eq!(std::mem::size_of::<Item>(), 8);
     }
 
     #[test]
     fn a_freed_block_is_reused_for_the_same_size() {
+        let slab = Slab::new(1 << 20);
         let f = Fields { cas: 1, exptime: 0, time: 0, flags: 0, bits: 0 };
         let value = vec![1u8; 2000];
         let addr = |it: &Item| it.ptr.as_ptr().addr();
-        let first = Item::new(b"a", &[&value], f);
+        let first = Item::new(&slab, b"a", &[&value], f);
         let at = addr(&first);
+        assert!(!first.in_slot() && !slab.contains(first.ptr), "a large item is malloc'd");
         drop(first);
-        let same = Item::new(b"b", &[&value], f);
+        let same = Item::new(&slab, b"b", &[&value], f);
         assert_eq!(addr(&same), at, "the spare came back");
         assert_eq!((same.key(), same.value(), same.cas()), (&b"b"[..], &value[..], 1));
-        let other = Item::new(b"c", &[&value[..1500]], f);
+        let other = Item::new(&slab, b"c", &[&value[..1500]], f);
         assert_ne!(addr(&other), at);
         drop(same);
         drop(other);
         // The spare is now `other`'s block; `same`'s went back to malloc.
-        let again = Item::new(b"d", &[&value[..1500]], f);
+        let again = Item::new(&slab, b"d", &[&value[..1500]], f);
         assert_eq!(again.value(), &value[..1500]);
         // A shared block is kept alive by its reader, not recycled under it.
         let big = vec![9u8; SHARE_MIN];
-        let it = Item::new(b"big", &[&big], f);
+        let it = Item::new(&slab, b"big", &[&big], f);
         let v = it.shared_value().expect("shared");
         drop(it);
-        let next = Item::new(b"big", &[&vec![3u8; SHARE_MIN]], f);
+        let next = Item::new(&slab, b"big", &[&vec![3u8; SHARE_MIN]], f);
         assert_eq!(&v[..], &big[..]);
         drop(next);
     }
 
     #[test]
     fn a_shared_value_outlives_its_item() {
+        let slab = Slab::new(1 << 20);
         let f = Fields { cas: 1, exptime: 0, time: 0, flags: 0, bits: 0 };
         let big = vec![7u8; SHARE_MIN];
-        let it = Item::new(b"big", &[&big[..10], &big[10..]], f);
+        let it = Item::new(&slab, b"big", &[&big[..10], &big[10..]], f);
         let v = it.shared_value().expect("a large malloc'd value is shared");
         let w = it.shared_value().expect("twice");
         assert_eq!(it.charge(), malloc_chunk(PREFIX + HEADER + 3 + SHARE_MIN));
@@ -519,7 +557,7 @@ mod tests {
         assert_eq!((&v[..], v.len()), (&big[..], SHARE_MIN), "the block is alive while a SharedValue holds it");
         drop(v);
         assert_eq!(&w[..], &big[..]);
-        let small = Item::new(b"small", &[&big[..SHARE_MIN - 1]], f);
+        let small = Item::new(&slab, b"small", &[&big[..SHARE_MIN - 1]], f);
         assert!(small.shared_value().is_none(), "below SHARE_MIN values are copied");
     }
 }

@@ -198,7 +198,7 @@ impl Store {
         let cas = self.next_cas();
         let bits = bit::TOKEN_SENT | if a.key_binary { bit::KEY_BINARY } else { 0 };
         let exptime = a.ttl.exptime_at(usize::MAX, 0, true);
-        self.insert(&mut s, hash, Item::new(key, &[], Fields { cas, exptime, time: now, flags: 0, bits }));
+        self.insert(&mut s, hash, Item::new(&self.slab, key, &[], Fields { cas, exptime, time: now, flags: 0, bits }));
         Some(MetaHit {
             value: Bytes::new(),
             flags: 0,
@@ -267,7 +267,11 @@ impl Store {
             let digits = n.format(initial).as_bytes();
             let cas = self.next_cas();
             let exptime = a.ttl.exptime_at(usize::MAX, 0, true);
-            self.insert(&mut s, hash, Item::new(key, &[digits], Fields { cas, exptime, time: now, flags: 0, bits: 0 }));
+            self.insert(
+                &mut s,
+                hash,
+                Item::new(&self.slab, key, &[digits], Fields { cas, exptime, time: now, flags: 0, bits: 0 }),
+            );
             return ArithOutcome::Value { value: initial, cas, exptime_before: 0, created: true };
         };
         let old = s.item(i);
@@ -294,10 +298,10 @@ impl Store {
                 f.time = now;
             }
             let pad = vec![b' '; old_len - digits.len()];
-            Item::new(key, &[digits, &pad], f)
+            Item::new(&self.slab, key, &[digits, &pad], f)
         } else {
             f.time = now;
-            Item::new(key, &[digits], f)
+            Item::new(&self.slab, key, &[digits], f)
         };
         let cas = new.cas();
         // Same item, new contents: the readers' bits stay with it.

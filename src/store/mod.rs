@@ -30,6 +30,7 @@ use crate::clock::{Clock, RelTime};
 use crate::memcached::StoreMode;
 use crate::memcached::item_too_large;
 use item::{Fields, access, bit};
+use slab::Slab;
 
 /// Shards: enough that threads rarely meet on one lock, few enough that each table stays
 /// large (table growth is per shard).
@@ -372,6 +373,9 @@ pub struct Store {
     /// compacted for a while after, so a dump is seldom sent back to a shard's start.
     dumped_at: AtomicU32,
     pub stats: StoreStats,
+    /// Slots for small items' blocks, reserved for this store's limit. Declared last, so
+    /// dropped after `shards`: the items free their blocks into it.
+    slab: Slab,
 }
 
 fn read(s: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
@@ -387,7 +391,6 @@ fn write(s: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
 impl Store {
     /// An empty store charging at most `limit` bytes, refusing items over `max_item_size`.
     pub fn new(clock: Clock, limit: usize, max_item_size: usize) -> Self {
-        slab::reserve(limit);
         Self {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             hasher: DefaultHashBuilder::default(),
@@ -405,6 +408,7 @@ impl Store {
             since_epoch: AtomicUsize::new(0),
             dumped_at: AtomicU32::new(0),
             stats: StoreStats::default(),
+            slab: Slab::new(limit),
         }
     }
 
@@ -425,7 +429,7 @@ impl Store {
 
     /// Slab pages emptied by moving their items out (memcached's `slabs_moved`).
     pub fn pages_moved(&self) -> u64 {
-        slab::pages_moved()
+        self.slab.pages_moved()
     }
 
     /// The memory limit in bytes.
@@ -694,7 +698,12 @@ impl Store {
         let now = self.clock.now();
         let binary = if a.key_binary { bit::KEY_BINARY } else { 0 };
         let fresh = |cas: u64| {
-            Item::new(key, &[value], Fields { cas, exptime: a.exptime, time: now, flags: a.flags, bits: binary })
+            Item::new(
+                &self.slab,
+                key,
+                &[value],
+                Fields { cas, exptime: a.exptime, time: now, flags: a.flags, bits: binary },
+            )
         };
         let (hash, lock) = self.locate(key);
         // A set stores a fresh item whatever is there: build it (allocation and copy)
@@ -750,7 +759,7 @@ impl Store {
                     flags: a.flags,
                     bits: kept | bit::STALE | binary,
                 };
-                Item::new(key, &[value], f)
+                Item::new(&self.slab, key, &[value], f)
             }
             StoreMode::Append | StoreMode::Prepend => {
                 if a.compare_cas != 0 && a.compare_cas != old.cas() {
@@ -769,7 +778,7 @@ impl Store {
                 };
                 let parts: [&[u8]; 2] =
                     if mode == StoreMode::Append { [old.value(), value] } else { [value, old.value()] };
-                Item::new(key, &parts, f)
+                Item::new(&self.slab, key, &parts, f)
             }
             StoreMode::Cas { .. } => {
                 self.stats.cas_hits.fetch_add(1, Relaxed);
