@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use larder::clock::Clock;
-use larder::memcached::StoreMode;
-use larder::store::{Store, StoreOutcome};
+use larder::store::{Lookup, Store, StoreArgs, StoreOutcome};
 
 /// Keys in the hit/miss/set working set (scenario (a)'s key count).
 const KEYS: usize = 100_000;
@@ -29,7 +28,7 @@ fn keys(n: usize, prefix: &str) -> Vec<Vec<u8>> {
 fn filled(limit: usize) -> Store {
     let store = Store::new(Clock::starting_at(1_700_000_000), limit, 1 << 20);
     for k in keys(KEYS, "key:") {
-        assert_eq!(store.store(StoreMode::Set, &k, 0, 0, &VALUE), StoreOutcome::Stored);
+        assert_eq!(store.store(&set_args(&k)).0, StoreOutcome::Stored);
     }
     store
 }
@@ -68,11 +67,16 @@ fn bench_op(c: &mut Criterion, name: &str, store: &Store, op: impl Fn(&Store, us
     g.finish();
 }
 
+/// A `set` of [`VALUE`] under `key`.
+fn set_args(key: &[u8]) -> StoreArgs<'_> {
+    StoreArgs { key, value: &VALUE, ..StoreArgs::default() }
+}
+
 fn hit(c: &mut Criterion) {
     let store = filled(1 << 30);
     let ks = keys(KEYS, "key:");
     bench_op(c, "get_hit", &store, |s, i| {
-        black_box(s.get(&ks[i % KEYS]).expect("hit"));
+        black_box(s.lookup(&ks[i % KEYS], &Lookup::GET, |f| f.item.value().len()).expect("hit"));
     });
 }
 
@@ -80,7 +84,7 @@ fn miss(c: &mut Criterion) {
     let store = filled(1 << 30);
     let ks = keys(KEYS, "nokey:");
     bench_op(c, "get_miss", &store, |s, i| {
-        assert!(s.get(&ks[i % KEYS]).is_none());
+        assert!(s.lookup(&ks[i % KEYS], &Lookup::GET, |f| f.item.value().len()).is_none());
     });
 }
 
@@ -88,7 +92,7 @@ fn set(c: &mut Criterion) {
     let store = filled(1 << 30);
     let ks = keys(KEYS, "key:");
     bench_op(c, "set_existing", &store, |s, i| {
-        black_box(s.store(StoreMode::Set, &ks[i % KEYS], 0, 0, &VALUE));
+        black_box(s.store(&set_args(&ks[i % KEYS])));
     });
 }
 
@@ -97,8 +101,7 @@ fn evict(c: &mut Criterion) {
     let store = filled(1 << 20);
     let ks = keys(1 << 20, "new:");
     bench_op(c, "set_evicting", &store, |s, i| {
-        let out = s.store(StoreMode::Set, &ks[i % ks.len()], 0, 0, &VALUE);
-        assert_eq!(out, StoreOutcome::Stored);
+        assert_eq!(s.store(&set_args(&ks[i % ks.len()])).0, StoreOutcome::Stored);
     });
     assert!(store.stats.evictions.load(Relaxed) > 0, "nothing was evicted");
 }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use larder::clock::{Clock, RelTime};
 use larder::memcached::StoreMode;
-use larder::store::{ArithOutcome, Hit, Store, StoreOutcome};
+use larder::store::{ArithArgs, ArithOutcome, DeleteOpts, DeleteOutcome, Lookup, Store, StoreArgs, StoreOutcome};
 use proptest::prelude::*;
 
 const KEYS: [&[u8]; 4] = [b"a", b"bb", b"counter", b"k:3"];
@@ -78,8 +78,21 @@ impl Model {
     }
 
     fn hit(it: &Item) -> Hit {
-        Hit { value: it.value.clone().into(), flags: it.flags, cas: it.cas }
+        Hit { value: it.value.clone(), flags: it.flags, cas: it.cas }
     }
+}
+
+/// What a read returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hit {
+    value: Vec<u8>,
+    flags: u32,
+    cas: u64,
+}
+
+/// A read through `opts`, copied out.
+fn read(store: &Store, key: &[u8], opts: &Lookup) -> Option<Hit> {
+    store.lookup(key, opts, |f| Hit { value: f.item.value().to_vec(), flags: f.item.flags(), cas: f.item.cas() })
 }
 
 /// A u64 as memcached's `safe_strtoull` reads item data for `incr`: C's `strtoull` (leading
@@ -163,7 +176,16 @@ fn step(store: &Store, clock: &Clock, model: &mut Model, op: &Op) -> Result<(), 
                 _ => StoreMode::Cas { unique },
             };
             let deadline = clock.deadline(*exptime);
-            let got = store.store(mode, KEYS[*key], *flags, deadline, value);
+            let got = store
+                .store(&StoreArgs {
+                    mode,
+                    key: KEYS[*key],
+                    flags: *flags,
+                    exptime: deadline,
+                    value,
+                    ..StoreArgs::default()
+                })
+                .0;
             let key_len = KEYS[*key].len();
             let want = match (mode, model.live(*key, now).is_some()) {
                 (StoreMode::Add, true) | (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, false) => {
@@ -198,7 +220,7 @@ fn step(store: &Store, clock: &Clock, model: &mut Model, op: &Op) -> Result<(), 
         }
         Op::Get { key } => {
             let want = model.live(*key, now).map(|it| Model::hit(it));
-            prop_assert_eq!(store.get(KEYS[*key]), want, "{:?}", op);
+            prop_assert_eq!(read(store, KEYS[*key], &Lookup::GET), want, "{:?}", op);
         }
         Op::GetAndTouch { key, exptime } => {
             let deadline = clock.deadline(*exptime);
@@ -206,21 +228,26 @@ fn step(store: &Store, clock: &Clock, model: &mut Model, op: &Op) -> Result<(), 
                 it.deadline = deadline;
                 Model::hit(it)
             });
-            prop_assert_eq!(store.get_and_touch(KEYS[*key], deadline), want, "{:?}", op);
+            prop_assert_eq!(read(store, KEYS[*key], &Lookup::touch(deadline)), want, "{:?}", op);
         }
         Op::Touch { key, exptime } => {
             let deadline = clock.deadline(*exptime);
             let want = model.live(*key, now).map(|it| it.deadline = deadline).is_some();
-            prop_assert_eq!(store.touch(KEYS[*key], deadline), want, "{:?}", op);
+            prop_assert_eq!(store.lookup(KEYS[*key], &Lookup::touch(deadline), |_| ()).is_some(), want, "{:?}", op);
         }
         Op::Delete { key } => {
             let want = model.live(*key, now).is_some();
             model.items.remove(key);
-            prop_assert_eq!(store.delete(KEYS[*key]), want, "{:?}", op);
+            prop_assert_eq!(
+                store.delete(KEYS[*key], &DeleteOpts::default()) == DeleteOutcome::Deleted,
+                want,
+                "{:?}",
+                op
+            );
         }
         Op::Arith { key, incr, delta } => {
             // (value, CAS), or the refusal.
-            let got = match store.arith(KEYS[*key], *incr, *delta) {
+            let got = match store.arith(KEYS[*key], &ArithArgs { incr: *incr, delta: *delta, ..ArithArgs::default() }) {
                 ArithOutcome::Value { value, cas, .. } => Ok((value, cas)),
                 other => Err(format!("{other:?}")),
             };
@@ -268,7 +295,7 @@ proptest! {
             clock.advance(secs);
             for (i, key) in KEYS.iter().enumerate() {
                 let want = model.live(i, clock.now()).map(|it| Model::hit(it));
-                prop_assert_eq!(store.get(key), want, "final read of {:?}", key);
+                prop_assert_eq!(read(&store, key, &Lookup::GET), want, "final read of {:?}", key);
             }
         }
     }

@@ -66,7 +66,7 @@ fn large_values_written_from_the_store_survive_overwrites_and_slow_readers() {
     c.send(&get);
     std::thread::sleep(Duration::from_millis(100));
     c.expect(&want);
-    assert_eq!(srv.ctx.store.get(b"big2").map(|h| h.value.len()), Some(1));
+    assert_eq!(srv.ctx.store.lookup(b"big2", &larder::store::Lookup::PEEK, |f| f.item.value().len()), Some(1));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::protocol::encode::{
 };
 use crate::protocol::{Meta, MetaCmd};
 use crate::stats::Stats;
-use crate::store::{ArithArgs, ArithOutcome, DeleteOutcome, GetArgs, StoreArgs, StoreOutcome};
+use crate::store::{ArithArgs, ArithOutcome, DeleteOpts, DeleteOutcome, Lookup, StoreArgs, StoreOutcome};
 
 /// `mg`, `md`, `ma`.
 pub fn execute(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
@@ -36,53 +36,57 @@ fn put_opaque_and_key(out: &mut BytesMut, m: &Meta, flag: &[u8], key_binary: boo
 
 fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     let (store, stats) = (&ctx.store, &ctx.stats);
-    let args = GetArgs { ttl: m.ttl, recache: m.recache, bump: !m.no_update, key_binary: m.key_binary };
-    let hit = store.meta_get(&m.key, &args);
+    let opts =
+        Lookup { ttl: m.ttl, recache: m.recache, bump: !m.no_update, revalidate: true, key_binary: m.key_binary };
+    let now = store.clock().now();
+    let start = out.len();
+    // The reply is written under the shard's lock, straight from the item.
+    let hit = store.lookup(&m.key, &opts, |f| {
+        let it = f.item;
+        put_meta_code(out, if m.value { MetaCode::Value(it.value().len()) } else { MetaCode::Done });
+        for (pos, flag) in m.flags() {
+            if put_opaque_and_key(out, m, flag, f.key_binary()) {
+                continue;
+            }
+            match flag[0] {
+                b's' => put_meta_flag(out, b's', it.value().len()),
+                b't' => put_meta_ttl(out, m.ttl.exptime_at(pos, f.exptime_before, f.created), now),
+                b'c' => put_meta_flag(out, b'c', it.cas()),
+                b'f' => put_meta_flag(out, b'f', it.flags()),
+                b'l' => put_meta_flag(out, b'l', now.wrapping_sub(f.time_before)),
+                b'h' => put_meta_flag(out, b'h', u8::from(f.fetched_before)),
+                _ => {}
+            }
+        }
+        if f.token_sent_before {
+            put_meta_mark(out, b'Z');
+        }
+        if f.stale() {
+            put_meta_mark(out, b'X');
+        }
+        if f.won {
+            put_meta_mark(out, b'W');
+        }
+        end_meta(out, start, false, m.value.then_some(it.value()));
+    });
     // memcached counts a hit with `T` as a touch, and every miss as a get miss.
-    let ttl_set = m.ttl.touch.is_some() && hit.is_some();
-    let (cmds, hits, misses) = if ttl_set {
+    let touched = m.ttl.touch.is_some() && hit.is_some();
+    let (cmds, hits, misses) = if touched {
         (&stats.cmd_touch, &stats.touch_hits, &stats.touch_misses)
     } else {
         (&stats.cmd_get, &stats.get_hits, &stats.get_misses)
     };
     Stats::incr(cmds);
-    let start = out.len();
-    let line = &mut *out;
-    let Some(h) = hit else {
-        Stats::incr(misses);
-        put_meta_code(line, MetaCode::Miss);
-        for (_, f) in m.flags() {
-            put_opaque_and_key(line, m, f, m.key_binary);
-        }
-        return end_meta(line, start, m.noreply, None);
-    };
-    Stats::incr(hits);
-    let now = store.clock().now();
-    put_meta_code(line, if m.value { MetaCode::Value(h.value.len()) } else { MetaCode::Done });
-    for (pos, f) in m.flags() {
-        if put_opaque_and_key(line, m, f, h.key_binary) {
-            continue;
-        }
-        match f[0] {
-            b's' => put_meta_flag(line, b's', h.value.len()),
-            b't' => put_meta_ttl(line, m.ttl.exptime_at(pos, h.exptime_before, h.created), now),
-            b'c' => put_meta_flag(line, b'c', h.cas),
-            b'f' => put_meta_flag(line, b'f', h.flags),
-            b'l' => put_meta_flag(line, b'l', now.wrapping_sub(h.time_before)),
-            b'h' => put_meta_flag(line, b'h', u8::from(h.fetched_before)),
-            _ => {}
-        }
+    if hit.is_some() {
+        Stats::incr(hits);
+        return;
     }
-    if h.token_sent_before {
-        put_meta_mark(line, b'Z');
+    Stats::incr(misses);
+    put_meta_code(out, MetaCode::Miss);
+    for (_, flag) in m.flags() {
+        put_opaque_and_key(out, m, flag, m.key_binary);
     }
-    if h.stale {
-        put_meta_mark(line, b'X');
-    }
-    if h.won {
-        put_meta_mark(line, b'W');
-    }
-    end_meta(line, start, false, m.value.then_some(&h.value[..]));
+    end_meta(out, start, m.noreply, None);
 }
 
 /// `ms`, once its data block has arrived.
@@ -110,7 +114,7 @@ pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) {
         key_binary: m.key_binary,
         compare_cas: if matches!(mode, StoreMode::Append | StoreMode::Prepend) { compare } else { 0 },
     };
-    let (outcome, cas) = ctx.store.store_with(&args);
+    let (outcome, cas) = ctx.store.store(&args);
     let code = match outcome {
         StoreOutcome::Stored => MetaCode::Done,
         StoreOutcome::NotStored => MetaCode::NotStored,
@@ -118,7 +122,7 @@ pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) {
         StoreOutcome::NotFound => MetaCode::NotFound,
         StoreOutcome::NoMemory => {
             Stats::incr(&ctx.stats.store_no_memory);
-            ctx.store.delete(&m.key);
+            ctx.store.delete(&m.key, &DeleteOpts::default());
             return put_reply(out, Reply::OutOfMemoryStoring);
         }
     };
@@ -136,7 +140,7 @@ pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) {
 fn delete(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     let stats = &ctx.stats;
     let exptime = m.ttl.touch.map(|(d, _)| d);
-    let outcome = ctx.store.meta_delete(&m.key, m.cas, m.invalidate, exptime);
+    let outcome = ctx.store.delete(&m.key, &DeleteOpts { compare_cas: m.cas, invalidate: m.invalidate, exptime });
     let code = match outcome {
         DeleteOutcome::Deleted => {
             Stats::incr(&stats.delete_hits);
@@ -176,7 +180,7 @@ fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
         if incr { (&stats.incr_hits, &stats.incr_misses) } else { (&stats.decr_hits, &stats.decr_misses) };
     let start = out.len();
     let line = &mut *out;
-    let outcome = ctx.store.meta_arith(&m.key, &args);
+    let outcome = ctx.store.arith(&m.key, &args);
     let ArithOutcome::Value { value, cas, exptime_before, created } = outcome else {
         let code = match outcome {
             ArithOutcome::NotFound => {
@@ -217,18 +221,22 @@ fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
 /// `me`: memcached's debug line, sizes and slab class as memcached would count them.
 pub fn debug(ctx: &Ctx, key: &[u8], key_binary: bool, out: &mut BytesMut) {
     Stats::incr(&ctx.stats.cmd_meta);
-    let Some(d) = ctx.store.meta_debug(key) else {
-        return put_reply(out, Reply::MetaMiss);
-    };
     let now = ctx.store.clock().now();
-    let size = item_size(key.len(), d.flags, d.value_len);
-    let line = DumpLine {
-        exp: if d.exptime == 0 { -1 } else { i64::from(now.wrapping_sub(d.exptime) as i32) },
-        la: i64::from(now.wrapping_sub(d.time)),
-        cas: d.cas,
-        fetched: d.fetched,
-        class: slab_class(size, ctx.config.max_item_size),
-        size,
-    };
-    put_debug_line(out, key, key_binary || d.key_binary, &line);
+    let found = ctx.store.lookup(key, &Lookup::PEEK, |f| {
+        let it = f.item;
+        let size = item_size(key.len(), it.flags(), it.value().len());
+        let exptime = it.exptime();
+        let line = DumpLine {
+            exp: if exptime == 0 { -1 } else { i64::from(now.wrapping_sub(exptime) as i32) },
+            la: i64::from(now.wrapping_sub(it.time())),
+            cas: it.cas(),
+            fetched: f.fetched_before,
+            class: slab_class(size, ctx.config.max_item_size),
+            size,
+        };
+        put_debug_line(out, key, key_binary || f.key_binary(), &line);
+    });
+    if found.is_none() {
+        put_reply(out, Reply::MetaMiss);
+    }
 }

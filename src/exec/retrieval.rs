@@ -4,18 +4,18 @@
 //! and carries on where it stopped.
 
 use super::{Ctx, Flow, Output};
-use crate::clock::RelTime;
 use crate::protocol::KeyList;
 use crate::protocol::encode::{put_shared_value, put_value};
 use crate::stats::{PrefixEvent, Stats};
-use crate::store::{Item, Prefetch};
+use crate::store::{Lookup, Prefetch};
 
 /// How a retrieval command looks each key up.
 #[derive(Debug, Clone, Copy)]
 pub struct Retrieval {
     with_cas: bool,
-    /// The new deadline, for `gat`/`gats`.
-    deadline: Option<RelTime>,
+    /// `gat`/`gats` give a new deadline, and count as touches.
+    touch: bool,
+    lookup: Lookup,
 }
 
 /// A retrieval command's keys from the `next`th on.
@@ -28,7 +28,11 @@ pub struct Keys {
 
 impl Retrieval {
     pub fn new(ctx: &Ctx, with_cas: bool, touch: Option<i32>) -> Self {
-        Self { with_cas, deadline: touch.map(|e| ctx.store.clock().deadline(e)) }
+        let lookup = match touch {
+            Some(exptime) => Lookup::touch(ctx.store.clock().deadline(exptime)),
+            None => Lookup::GET,
+        };
+        Self { with_cas, touch: touch.is_some(), lookup }
     }
 
     /// Prefetches the items of a multi-get's first keys (see [`crate::store::Store::prefetch`]),
@@ -57,27 +61,23 @@ impl Retrieval {
         // A small value is copied into the reply under the shard's lock (no allocation);
         // a large one is shared with the store and written from there.
         let with_cas = self.with_cas;
-        let put = |it: &Item| {
-            let cas = with_cas.then(|| it.cas());
-            match it.shared_value() {
-                Some(v) => put_shared_value(out, key, it.flags(), v, cas),
-                None => put_value(&mut out.buf, key, it.flags(), it.value(), cas),
-            }
+        let hit = store
+            .lookup(key, &self.lookup, |f| {
+                let it = f.item;
+                let cas = with_cas.then(|| it.cas());
+                match it.shared_value() {
+                    Some(v) => put_shared_value(out, key, it.flags(), v, cas),
+                    None => put_value(&mut out.buf, key, it.flags(), it.value(), cas),
+                }
+            })
+            .is_some();
+        let (cmds, hits, misses) = if self.touch {
+            (&stats.cmd_touch, &stats.touch_hits, &stats.touch_misses)
+        } else {
+            (&stats.cmd_get, &stats.get_hits, &stats.get_misses)
         };
-        let hit = match self.deadline {
-            Some(d) => {
-                Stats::incr(&stats.cmd_touch);
-                let hit = store.touch_with(key, d, put).is_some();
-                Stats::incr(if hit { &stats.touch_hits } else { &stats.touch_misses });
-                hit
-            }
-            None => {
-                Stats::incr(&stats.cmd_get);
-                let hit = store.get_with(key, put).is_some();
-                Stats::incr(if hit { &stats.get_hits } else { &stats.get_misses });
-                hit
-            }
-        };
+        Stats::incr(cmds);
+        Stats::incr(if hit { hits } else { misses });
         stats.prefixes.record(key, PrefixEvent::Get { hit });
     }
 }

@@ -8,7 +8,7 @@ use crate::clock::RelTime;
 use crate::memcached::StoreMode;
 use crate::protocol::encode::{Reply, put_number, put_reply_unless};
 use crate::stats::{PrefixEvent, Stats};
-use crate::store::{ArithOutcome, StoreOutcome};
+use crate::store::{ArithArgs, ArithOutcome, DeleteOpts, DeleteOutcome, Lookup, StoreArgs, StoreOutcome};
 
 /// A storage command with its data block.
 #[allow(clippy::too_many_arguments)]
@@ -25,7 +25,8 @@ pub fn store(
     let (store, stats) = (&ctx.store, &ctx.stats);
     Stats::incr(&stats.cmd_set);
     stats.prefixes.record(key, PrefixEvent::Set);
-    let reply = match store.store(mode, key, flags, deadline, value) {
+    let args = StoreArgs { mode, key, flags, exptime: deadline, value, ..StoreArgs::default() };
+    let reply = match store.store(&args).0 {
         StoreOutcome::Stored => Reply::Stored,
         StoreOutcome::NotStored => Reply::NotStored,
         StoreOutcome::Exists => Reply::Exists,
@@ -34,7 +35,7 @@ pub fn store(
             Stats::incr(&stats.store_no_memory);
             // As for a too-large item, memcached drops the stale value of a failed set.
             if mode == StoreMode::Set {
-                store.delete(key);
+                store.delete(key, &DeleteOpts::default());
             }
             Reply::OutOfMemoryStoring
         }
@@ -49,14 +50,14 @@ pub fn too_large(ctx: &Ctx, key: &[u8], mode: StoreMode) {
     Stats::incr(&ctx.stats.store_too_large);
     ctx.stats.prefixes.record(key, PrefixEvent::Set);
     if mode == StoreMode::Set {
-        ctx.store.delete(key);
+        ctx.store.delete(key, &DeleteOpts::default());
     }
 }
 
 pub fn delete(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut BytesMut) {
     let stats = &ctx.stats;
     stats.prefixes.record(key, PrefixEvent::Delete);
-    let hit = ctx.store.delete(key);
+    let hit = ctx.store.delete(key, &DeleteOpts::default()) == DeleteOutcome::Deleted;
     Stats::incr(if hit { &stats.delete_hits } else { &stats.delete_misses });
     put_reply_unless(out, noreply, if hit { Reply::Deleted } else { Reply::NotFound });
 }
@@ -65,7 +66,7 @@ pub fn arith(ctx: &Ctx, key: &[u8], incr: bool, delta: u64, noreply: bool, out: 
     let stats = &ctx.stats;
     let (hits, misses) =
         if incr { (&stats.incr_hits, &stats.incr_misses) } else { (&stats.decr_hits, &stats.decr_misses) };
-    match ctx.store.arith(key, incr, delta) {
+    match ctx.store.arith(key, &ArithArgs { incr, delta, ..ArithArgs::default() }) {
         ArithOutcome::Value { value, .. } => {
             Stats::incr(hits);
             if !noreply {
@@ -85,7 +86,7 @@ pub fn arith(ctx: &Ctx, key: &[u8], incr: bool, delta: u64, noreply: bool, out: 
 pub fn touch(ctx: &Ctx, key: &[u8], exptime: i32, noreply: bool, out: &mut BytesMut) {
     let (store, stats) = (&ctx.store, &ctx.stats);
     Stats::incr(&stats.cmd_touch);
-    let hit = store.touch(key, store.clock().deadline(exptime));
+    let hit = store.lookup(key, &Lookup::touch(store.clock().deadline(exptime)), |_| ()).is_some();
     Stats::incr(if hit { &stats.touch_hits } else { &stats.touch_misses });
     put_reply_unless(out, noreply, if hit { Reply::Touched } else { Reply::NotFound });
 }

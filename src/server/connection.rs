@@ -598,8 +598,9 @@ mod tests {
         // 20,000 items with 200-byte keys: a dump of about 5 MB.
         let key = |i: usize| format!("{i:0>200}");
         for i in 0..20_000 {
-            let stored = conn.ctx.store.store(crate::memcached::StoreMode::Set, key(i).as_bytes(), 0, 0, b"v");
-            assert_eq!(stored, crate::store::StoreOutcome::Stored);
+            let key = key(i);
+            let args = crate::store::StoreArgs { key: key.as_bytes(), value: b"v", ..Default::default() };
+            assert_eq!(conn.ctx.store.store(&args).0, crate::store::StoreOutcome::Stored);
         }
         client.write_all(b"lru_crawler metadump all\r\nversion\r\n").unwrap();
         let mut got = Vec::new();

@@ -12,7 +12,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::item::access;
-use super::meta::DUMP_QUIET;
+use super::walk::DUMP_QUIET;
 use super::{BUCKET_BYTES, Room, SHARDS, Shard, Store, write};
 use crate::clock::RelTime;
 

@@ -48,6 +48,12 @@ const LAYOUT: u8 = HAS_FLAGS | IN_SLOT;
 /// memcached bumps an item's access time at most this often (`ITEM_UPDATE_INTERVAL`).
 pub const UPDATE_INTERVAL: RelTime = 60;
 
+/// An item's access time after a use at `now`: memcached moves it only when it is older
+/// than [`UPDATE_INTERVAL`], so a hot item's header is not rewritten on every read.
+pub fn bumped(time: RelTime, now: RelTime) -> RelTime {
+    if time < now.saturating_sub(UPDATE_INTERVAL) { now } else { time }
+}
+
 /// Item state bits, memcached's `it_flags` where they are observable. Whether the item
 /// was fetched, and when it was last used, live in the access byte beside the table (see
 /// `Shard::side` and [`access`]), where readers set them without a write lock.
@@ -340,6 +346,14 @@ impl Item {
 
     pub fn set_time(&mut self, t: RelTime) {
         self.set_u32_at(TIME, t);
+    }
+
+    /// A use at `now`: moves the access time by memcached's rule ([`bumped`]).
+    pub fn bump_time(&mut self, now: RelTime) {
+        let t = bumped(self.time(), now);
+        if t != self.time() {
+            self.set_time(t);
+        }
     }
 
     pub fn flags(&self) -> u32 {

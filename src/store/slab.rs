@@ -540,6 +540,7 @@ mod tests {
 
     #[test]
     fn two_stores_in_one_process_are_independent() {
+        use super::super::tests::Classic;
         use super::super::{Store, StoreMode, StoreOutcome};
         use crate::clock::Clock;
         let clock = Clock::starting_at(1_800_000_000);
@@ -550,7 +551,7 @@ mod tests {
         let value = |i: usize| format!("{i:0100}");
         for i in 0..200 {
             assert_eq!(
-                b.store(StoreMode::Set, format!("b{i}").as_bytes(), 0, 0, value(i).as_bytes()),
+                b.put(StoreMode::Set, format!("b{i}").as_bytes(), 0, 0, value(i).as_bytes()),
                 StoreOutcome::Stored
             );
         }
@@ -560,12 +561,12 @@ mod tests {
         // full, so defragmenting dooms them and moves the items out.
         let n = 40_000;
         for i in 0..n {
-            a.store(StoreMode::Set, format!("a{i}").as_bytes(), 0, 0, value(i).as_bytes());
+            a.put(StoreMode::Set, format!("a{i}").as_bytes(), 0, 0, value(i).as_bytes());
         }
         assert!(live(&a) >= n * 128);
         assert_eq!(live(&b), b_live, "b's slab does not hold a's items");
         for i in (0..n).filter(|i| i % 4 != 0) {
-            assert!(a.delete(format!("a{i}").as_bytes()));
+            assert!(a.del(format!("a{i}").as_bytes()));
         }
         a.defragment(false);
         assert!(a.pages_moved() > 0 && a.stats.relocated.load(Relaxed) > 0, "a's sparse pages were emptied");

@@ -1,0 +1,397 @@
+//! A shard's table and what every verb does to one. The table holds each item's 8-byte
+//! pointer; beside it an access byte per bucket ([`Shard::side`]: fetched, and the epoch of
+//! last use) is set by readers with relaxed atomics under the read lock, so a hit never
+//! takes a write lock. hashbrown's layout is used to prefetch a lookup's probe
+//! ([`Prefetch`]). The `impl Store` here is the bookkeeping every verb shares: finding a
+//! live item (reaping a dead one), inserting, replacing and removing with the byte and
+//! item accounting, CAS uniques and the eviction epoch.
+
+use std::hash::BuildHasher;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::{RwLockReadGuard, RwLockWriteGuard};
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use super::item::{self, Item, access};
+use super::{BUCKET_BYTES, SHARDS, Store};
+use crate::clock::RelTime;
+
+/// Why a present item does not count as present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Dead {
+    Flushed,
+    Expired,
+}
+
+/// What eviction achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Room {
+    Made,
+    /// Still over the limit after the step bound; the next request carries on.
+    Partial,
+    /// Nothing left to evict, or the item is larger than the whole limit.
+    Never,
+}
+
+/// One shard: a table of items and their access bytes beside it.
+#[derive(Debug, Default)]
+pub(super) struct Shard {
+    pub(super) table: HashTable<Item>,
+    /// Per bucket: the item's access byte (fetched, last-use epoch; see [`access`]),
+    /// which readers update under the read lock. Saved into the items while the table is
+    /// rebuilt (bucket numbers change) and restored after.
+    pub(super) side: Vec<AtomicU8>,
+    /// Eviction's hand: the next bucket it samples.
+    pub(super) hand: usize,
+    /// Where background expiry carries on.
+    pub(super) sweep: usize,
+    /// Address of the table's control bytes, 0 while unknown (an empty table). hashbrown
+    /// keeps bucket `i`'s slot `i + 1` slots below them; knowing where they are lets a
+    /// lookup start loading every line its probe reads at once (`prefetch_probe`).
+    pub(super) ctrl: usize,
+    /// How many times the table was rebuilt (grown, rehashed or shrunk: buckets moved),
+    /// so that a walk by bucket number ([`Store::dump`]) knows its place is gone.
+    pub(super) rebuilds: u32,
+}
+
+impl Shard {
+    pub(super) fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
+        self.prefetch_probe(hash);
+        // A candidate's whole block is asked for before its key is compared, so the
+        // value's lines (which a hit reads next) load alongside the key's.
+        self.table.find_bucket_index(hash, |it| {
+            it.prefetch();
+            it.key() == key
+        })
+    }
+
+    /// Starts loading the memory a lookup of `hash` reads first: its probe group's control
+    /// bytes, that group's slots and their access bytes. Only addresses are computed, so
+    /// nothing waits here, and the lookup then waits on these lines once, together,
+    /// rather than on the control bytes, then the slot, then the item's access byte.
+    pub(super) fn prefetch_probe(&self, hash: u64) {
+        if self.ctrl == 0 {
+            return;
+        }
+        // hashbrown's probe starts at the hash's low bits and reads a group of 16.
+        let pos = hash as usize & (self.table.num_buckets() - 1);
+        item::prefetch(self.ctrl + pos);
+        // Slots pos..pos + 16 lie in the 128 bytes below slot pos - 1.
+        let slots = self.ctrl.wrapping_sub((pos + 16) * size_of::<Item>());
+        item::prefetch(slots);
+        item::prefetch(slots + 64);
+        item::prefetch(slots + 127);
+        item::prefetch(self.side.as_ptr().addr() + pos);
+    }
+
+    /// Learns where the control bytes are after the table moved, from any full bucket.
+    pub(super) fn learn_ctrl(&mut self) {
+        self.ctrl = self
+            .table
+            .iter_buckets()
+            .next()
+            .map_or(0, |i| std::ptr::from_ref(self.item(i)).addr() + (i + 1) * size_of::<Item>());
+    }
+
+    pub(super) fn item(&self, i: usize) -> &Item {
+        self.table.get_bucket(i).expect("bucket found under the same lock")
+    }
+
+    pub(super) fn item_mut(&mut self, i: usize) -> &mut Item {
+        self.table.get_bucket_mut(i).expect("bucket found under the same lock")
+    }
+
+    /// The item's access byte.
+    pub(super) fn access(&self, i: usize) -> u8 {
+        self.side.get(i).map_or(0, |s| s.load(Relaxed))
+    }
+
+    pub(super) fn set_access(&self, i: usize, a: u8) {
+        if let Some(s) = self.side.get(i) {
+            s.store(a, Relaxed);
+        }
+    }
+
+    pub(super) fn fetched(&self, i: usize) -> bool {
+        self.access(i) & access::FETCHED != 0
+    }
+
+    /// Marks a client's read in `epoch`, without a write lock: one load, and a store only
+    /// when something changes.
+    pub(super) fn mark_read(&self, i: usize, epoch: u8) {
+        let want = access::FETCHED | epoch;
+        if let Some(s) = self.side.get(i)
+            && s.load(Relaxed) != want
+        {
+            s.store(want, Relaxed);
+        }
+    }
+
+    /// Takes the item out of bucket `i`, its access byte saved with it.
+    pub(super) fn take(&mut self, i: usize) -> Item {
+        let a = self.side.get(i).map_or(0, |s| s.swap(0, Relaxed));
+        let (mut it, _) = self.table.get_bucket_entry(i).expect("occupied bucket").remove();
+        it.set_access(a);
+        it
+    }
+
+    /// Saves every item's access byte into the item, before buckets move.
+    pub(super) fn save_access(&mut self) {
+        for i in 0..self.table.num_buckets() {
+            let a = self.access(i);
+            if let Some(it) = self.table.get_bucket_mut(i) {
+                it.set_access(a);
+            }
+        }
+    }
+
+    /// Rebuilds the access bytes from the items, after buckets moved.
+    pub(super) fn restore_access(&mut self, before: usize) {
+        let after = self.table.num_buckets();
+        self.side = (0..after).map(|_| AtomicU8::new(0)).collect();
+        for i in 0..after {
+            if let Some(it) = self.table.get_bucket(i) {
+                self.side[i].store(it.access(), Relaxed);
+            }
+        }
+        // Keep the hands at the same relative place, so a rebuild does not send them back
+        // over items they have just looked at.
+        self.hand = self.hand * after / before.max(1);
+        self.sweep = self.sweep * after / before.max(1);
+        self.rebuilds = self.rebuilds.wrapping_add(1);
+    }
+
+    /// Inserts an item known to be absent, last used in `epoch`; returns its bucket and
+    /// how many bytes the table grew by.
+    pub(super) fn insert(&mut self, hash: u64, it: Item, epoch: u8, hasher: &DefaultHashBuilder) -> (usize, usize) {
+        let before = self.table.num_buckets();
+        // A full table grows (or rehashes away tombstones): buckets move.
+        let rebuild = self.table.len() == self.table.capacity();
+        if rebuild {
+            self.save_access();
+        }
+        let mut it = it;
+        it.set_access(epoch);
+        let i = self.table.insert_unique(hash, it, |it| hasher.hash_one(it.key())).bucket_index();
+        if rebuild {
+            self.restore_access(before);
+        } else {
+            self.side[i].store(epoch, Relaxed);
+        }
+        if rebuild || self.ctrl == 0 {
+            self.learn_ctrl();
+        }
+        (i, (self.table.num_buckets() - before) * BUCKET_BYTES)
+    }
+
+    /// Rebuilds a table that eviction has left mostly empty at a size that fits its items,
+    /// returning the bytes given back. Near the memory limit a table that grew makes the
+    /// store evict items to pay for it, which leaves the table sparse: without this,
+    /// tables settle a third full and cost twice what they need.
+    pub(super) fn compact(&mut self, hasher: &DefaultHashBuilder) -> usize {
+        let before = self.table.num_buckets();
+        // Shrink when the items fit the smaller table with 1/64 to spare: a shard that grew
+        // while the cache filled returns to its steady size instead of staying half empty,
+        // and once the cache is full it stays there (`evict_for_bucket`).
+        let target = self.table.len() + self.table.len() / 64 + 16;
+        // hashbrown's sizing: buckets for a capacity are a power of two at most 7/8 full.
+        if before <= 64 || (target * 8 / 7).next_power_of_two() >= before {
+            return 0;
+        }
+        self.save_access();
+        self.table.shrink_to(target, |it| hasher.hash_one(it.key()));
+        self.restore_access(before);
+        self.learn_ctrl();
+        (before - self.table.num_buckets()) * BUCKET_BYTES
+    }
+}
+
+pub(super) const PREFETCH_BATCH: usize = 32;
+
+/// Keys about to be looked up (from [`Store::prefetch`]). `add` starts loading each key's
+/// table probe (control bytes, slots) without reading anything; `finish` then reads the
+/// probes, which have mostly arrived by then, and starts loading every candidate item.
+/// Every [`Prefetch::BATCH`] keys a batch is finished and another begun.
+pub struct Prefetch<'s> {
+    pub(super) store: &'s Store,
+    pub(super) hashes: [u64; PREFETCH_BATCH],
+    pub(super) n: usize,
+}
+
+impl Prefetch<'_> {
+    /// Keys whose memory is requested at once: a few hundred cache lines, well inside L1/L2.
+    pub const BATCH: usize = PREFETCH_BATCH;
+
+    pub fn add(&mut self, key: &[u8]) {
+        if self.n == Self::BATCH {
+            self.items();
+        }
+        let (hash, lock) = self.store.locate(key);
+        read(lock).prefetch_probe(hash);
+        self.hashes[self.n] = hash;
+        self.n += 1;
+    }
+
+    /// Prefetches the items the batch's keys may name.
+    pub fn finish(mut self) {
+        self.items();
+    }
+
+    fn items(&mut self) {
+        for &hash in &self.hashes[..self.n] {
+            let s = read(self.store.shard(hash));
+            // The closure sees each candidate with the key's hash tag; it prefetches the
+            // item and answers "not it", so nothing is compared and the probe moves on.
+            s.table.find(hash, |it| {
+                it.prefetch();
+                false
+            });
+        }
+        self.n = 0;
+    }
+}
+
+pub(super) fn read(s: &RwLock<Shard>) -> RwLockReadGuard<'_, Shard> {
+    // A panic never leaves a shard half-updated (no unwinding point sits between paired
+    // updates), so a poisoned lock is used as is.
+    s.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(super) fn write(s: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
+    s.write().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Store {
+    pub(super) fn next_cas(&self) -> u64 {
+        self.last_cas.fetch_add(1, Relaxed) + 1
+    }
+
+    pub(super) fn locate(&self, key: &[u8]) -> (u64, &RwLock<Shard>) {
+        let hash = self.hasher.hash_one(key);
+        (hash, self.shard(hash))
+    }
+
+    pub(super) fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        // Bits hashbrown uses for neither bucket position (low) nor tag (top 7).
+        &self.shards[(hash >> 40) as usize % SHARDS]
+    }
+
+    pub(super) fn dead(&self, it: &Item, now: RelTime) -> Option<Dead> {
+        let oldest_live = self.oldest_live.load(Relaxed);
+        if oldest_live != 0 && oldest_live <= now {
+            let oldest_cas = self.oldest_cas.load(Relaxed);
+            if it.time() <= oldest_live || (oldest_cas != 0 && it.cas() < oldest_cas) {
+                return Some(Dead::Flushed);
+            }
+        }
+        it.is_expired(now).then_some(Dead::Expired)
+    }
+
+    /// Counts a lookup that found a dead item, as memcached's `do_item_get` does.
+    pub(super) fn count_dead(&self, why: Dead) {
+        match why {
+            Dead::Flushed => &self.stats.get_flushed,
+            Dead::Expired => &self.stats.get_expired,
+        }
+        .fetch_add(1, Relaxed);
+    }
+
+    pub(super) fn charge(&self, n: usize) {
+        self.used.fetch_add(n, Relaxed);
+    }
+
+    pub(super) fn refund(&self, n: usize) {
+        self.used.fetch_sub(n, Relaxed);
+    }
+
+    /// Inserts a new item (the key known absent) and accounts for it.
+    pub(super) fn insert(&self, shard: &mut Shard, hash: u64, it: Item) -> usize {
+        self.note_deadline(it.exptime());
+        if shard.table.len() == shard.table.capacity() {
+            self.evict_for_bucket(shard, it.charge(), self.clock.now());
+        }
+        let charge = it.charge();
+        self.charge(charge);
+        self.stats.curr_items.fetch_add(1, Relaxed);
+        self.stats.total_items.fetch_add(1, Relaxed);
+        // Bytes, not items: a cache of small items and one of large items both turn
+        // over in 64 epochs, and a large item written now is as new as a small one.
+        let epoch_bytes = (self.used.load(Relaxed) / 64).max(64 << 10);
+        if self.since_epoch.fetch_add(charge, Relaxed) + charge >= epoch_bytes {
+            self.since_epoch.store(0, Relaxed);
+            self.epoch.store(self.epoch().wrapping_add(1) & access::EPOCH, Relaxed);
+        }
+        let (i, grown) = shard.insert(hash, it, self.epoch(), &self.hasher);
+        self.charge(grown);
+        i
+    }
+
+    /// Notes that an item got deadline `exptime` (see `deadlines_seen`).
+    pub(super) fn note_deadline(&self, exptime: RelTime) {
+        if exptime != 0 && !self.deadlines_seen.load(Relaxed) {
+            self.deadlines_seen.store(true, Relaxed);
+        }
+    }
+
+    /// Whether the background sweep can find anything: an item with a deadline, or a
+    /// pending `flush_all`.
+    pub fn may_have_dead(&self) -> bool {
+        self.deadlines_seen.load(Relaxed) || self.oldest_live.load(Relaxed) != 0
+    }
+
+    /// A reading that changes whenever an item is stored or removed (items stored so far,
+    /// items held): while it stays the same, the slab's pages fill as well as they did
+    /// and the tables need no compacting.
+    pub fn churn(&self) -> (u64, usize) {
+        (self.stats.total_items.load(Relaxed), self.stats.curr_items.load(Relaxed))
+    }
+
+    /// The current eviction epoch.
+    pub(super) fn epoch(&self) -> u8 {
+        self.epoch.load(Relaxed)
+    }
+
+    /// Removes bucket `i`'s item and accounts for it; dead items count as reclaimed.
+    pub(super) fn remove(&self, shard: &mut Shard, i: usize, now: RelTime) -> Item {
+        let it = shard.take(i);
+        self.refund(it.charge());
+        self.stats.curr_items.fetch_sub(1, Relaxed);
+        if self.dead(&it, now).is_some() {
+            self.stats.reclaimed.fetch_add(1, Relaxed);
+            if it.access() & access::FETCHED == 0 {
+                self.stats.expired_unfetched.fetch_add(1, Relaxed);
+            }
+        }
+        it
+    }
+
+    /// Replaces bucket `i`'s item in place and accounts for the size change.
+    pub(super) fn replace(&self, shard: &mut Shard, i: usize, it: Item) {
+        self.note_deadline(it.exptime());
+        let old = std::mem::replace(shard.item_mut(i), it);
+        self.charge(shard.item(i).charge());
+        self.refund(old.charge());
+        // A new item: not fetched yet, used now.
+        shard.set_access(i, self.epoch());
+    }
+
+    /// Looks `key` up under a write lock, reaping a dead item; `Some(bucket)` if live.
+    pub(super) fn find_live(&self, shard: &mut Shard, hash: u64, key: &[u8], now: RelTime) -> Option<usize> {
+        let i = shard.find(hash, key)?;
+        if let Some(why) = self.dead(shard.item(i), now) {
+            self.count_dead(why);
+            self.remove(shard, i, now);
+            return None;
+        }
+        Some(i)
+    }
+
+    /// Evicts back under the limit after a change that grew memory under a lock (a table
+    /// that grew, an append larger than foreseen).
+    pub(super) fn settle(&self) {
+        if self.used.load(Relaxed) > self.limit.load(Relaxed) {
+            self.make_room(0);
+        }
+    }
+}

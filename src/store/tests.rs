@@ -1,0 +1,458 @@
+//! The store's unit tests: verbs against an injected clock, eviction, expiry, the walk.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::shard::read;
+use super::*;
+use crate::clock::Clock;
+
+/// What a read returns, copied out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Hit {
+    pub value: Vec<u8>,
+    pub flags: u32,
+    pub cas: u64,
+}
+
+/// The classic commands as the tests call them, on the verbs.
+pub(super) trait Classic {
+    fn get(&self, key: &[u8]) -> Option<Hit>;
+    fn put(&self, mode: StoreMode, key: &[u8], flags: u32, exptime: RelTime, value: &[u8]) -> StoreOutcome;
+    fn del(&self, key: &[u8]) -> bool;
+    fn touch(&self, key: &[u8], exptime: RelTime) -> bool;
+    fn count(&self, key: &[u8], incr: bool, delta: u64) -> ArithOutcome;
+}
+
+impl Classic for Store {
+    fn get(&self, key: &[u8]) -> Option<Hit> {
+        self.lookup(key, &Lookup::GET, |f| Hit {
+            value: f.item.value().to_vec(),
+            flags: f.item.flags(),
+            cas: f.item.cas(),
+        })
+    }
+
+    fn put(&self, mode: StoreMode, key: &[u8], flags: u32, exptime: RelTime, value: &[u8]) -> StoreOutcome {
+        self.store(&StoreArgs { mode, key, flags, exptime, value, ..StoreArgs::default() }).0
+    }
+
+    fn del(&self, key: &[u8]) -> bool {
+        self.delete(key, &DeleteOpts::default()) == DeleteOutcome::Deleted
+    }
+
+    fn touch(&self, key: &[u8], exptime: RelTime) -> bool {
+        self.lookup(key, &Lookup::touch(exptime), |_| ()).is_some()
+    }
+
+    fn count(&self, key: &[u8], incr: bool, delta: u64) -> ArithOutcome {
+        self.arith(key, &ArithArgs { incr, delta, ..ArithArgs::default() })
+    }
+}
+
+fn store() -> Store {
+    Store::new(Clock::starting_at(1_800_000_000), 64 << 20, 1 << 20)
+}
+
+fn get(s: &Store, k: &str) -> Option<Vec<u8>> {
+    s.get(k.as_bytes()).map(|h| h.value.to_vec())
+}
+
+fn set(s: &Store, k: &str, v: &str, exptime: RelTime) -> StoreOutcome {
+    s.put(StoreMode::Set, k.as_bytes(), 0, exptime, v.as_bytes())
+}
+
+/// Large values leave most shards with an item or none: eviction's sample must span
+/// shards, or it evicts whatever one shard holds, however new.
+#[test]
+fn eviction_keeps_the_newest_of_few_large_items() {
+    let s = Store::new(Clock::starting_at(1_800_000_000), 4 << 20, 1 << 20);
+    let value = vec![7u8; 100 << 10];
+    for n in 0..300 {
+        assert_eq!(s.put(StoreMode::Set, format!("big:{n}").as_bytes(), 0, 0, &value), StoreOutcome::Stored);
+    }
+    assert!(s.len() < 45, "{} items of 100 KiB fit in 4 MiB", s.len());
+    let kept = (290..300).filter(|n| s.get(format!("big:{n}").as_bytes()).is_some()).count();
+    assert_eq!(kept, 10, "the ten newest items are all there");
+}
+
+/// `prefetch_probe` relies on where hashbrown puts slots; if that changes, lookups
+/// only lose their prefetch, so this test is what notices.
+#[test]
+fn probe_prefetch_knows_the_table_layout() {
+    let s = store();
+    let check = |s: &Store| {
+        for shard in s.shards.iter() {
+            let sh = read(shard);
+            assert!(sh.ctrl != 0 || sh.table.is_empty());
+            for i in sh.table.iter_buckets() {
+                assert_eq!(std::ptr::from_ref(sh.item(i)).addr(), sh.ctrl - (i + 1) * size_of::<Item>());
+            }
+        }
+    };
+    for n in 0..20_000 {
+        set(&s, &format!("k{n}"), "v", 0);
+    }
+    check(&s);
+    let buckets = |s: &Store| s.shards.iter().map(|sh| read(sh).table.num_buckets()).sum::<usize>();
+    let grown = buckets(&s);
+    for n in 100..20_000 {
+        assert!(s.del(format!("k{n}").as_bytes()));
+    }
+    s.reclaim_expired(1024);
+    assert!(buckets(&s) < grown / 2, "tables shrank: {grown} -> {}", buckets(&s));
+    check(&s);
+    assert_eq!(get(&s, "k7").as_deref(), Some(&b"v"[..]));
+}
+
+#[test]
+fn storage_modes() {
+    let s = store();
+    assert_eq!(s.put(StoreMode::Replace, b"k", 0, 0, b"x"), StoreOutcome::NotStored);
+    assert_eq!(s.put(StoreMode::Append, b"k", 0, 0, b"x"), StoreOutcome::NotStored);
+    assert_eq!(s.put(StoreMode::Add, b"k", 5, 0, b"b"), StoreOutcome::Stored);
+    assert_eq!(s.put(StoreMode::Add, b"k", 0, 0, b"c"), StoreOutcome::NotStored);
+    assert_eq!(s.put(StoreMode::Append, b"k", 99, 0, b"c"), StoreOutcome::Stored);
+    assert_eq!(s.put(StoreMode::Prepend, b"k", 99, 0, b"a"), StoreOutcome::Stored);
+    let hit = s.get(b"k").unwrap();
+    assert_eq!((&hit.value[..], hit.flags), (&b"abc"[..], 5), "append keeps flags");
+    assert_eq!(s.put(StoreMode::Cas { unique: hit.cas + 1 }, b"k", 0, 0, b"z"), StoreOutcome::Exists);
+    assert_eq!(s.put(StoreMode::Cas { unique: hit.cas }, b"k", 1, 0, b"z"), StoreOutcome::Stored);
+    assert_eq!(s.put(StoreMode::Cas { unique: hit.cas }, b"k", 1, 0, b"z"), StoreOutcome::Exists);
+    assert_eq!(s.put(StoreMode::Cas { unique: 1 }, b"nope", 1, 0, b"z"), StoreOutcome::NotFound);
+    assert_eq!(s.len(), 1);
+    assert!(s.del(b"k"));
+    assert!(!s.del(b"k"));
+    assert_eq!(s.len(), 0);
+    assert!(s.bytes() < 64 * BUCKET_BYTES, "only table memory is left: {}", s.bytes());
+}
+
+#[test]
+fn expiry_with_injected_clock() {
+    let s = store();
+    let c = s.clock().clone();
+    set(&s, "a", "1", c.deadline(2));
+    set(&s, "never", "1", 0);
+    set(&s, "gone", "1", c.deadline(-1));
+    assert_eq!(get(&s, "gone"), None);
+    c.advance(1);
+    assert!(get(&s, "a").is_some());
+    c.advance(1);
+    assert_eq!(get(&s, "a"), None, "expires when the deadline is reached");
+    assert!(get(&s, "never").is_some());
+    assert!(s.touch(b"never", c.deadline(1)));
+    c.advance(1);
+    assert!(!s.touch(b"never", 0));
+    assert_eq!(s.len(), 0, "expired items are reaped when found");
+    assert_eq!(s.stats.get_expired.load(Relaxed), 3);
+}
+
+#[test]
+fn replace_of_expired_item_is_not_stored() {
+    let s = store();
+    set(&s, "k", "v", s.clock().deadline(-1));
+    assert_eq!(s.put(StoreMode::Replace, b"k", 0, 0, b"x"), StoreOutcome::NotStored);
+    assert_eq!(s.put(StoreMode::Add, b"k", 0, 0, b"x"), StoreOutcome::Stored);
+    assert_eq!(get(&s, "k").unwrap(), b"x");
+}
+
+#[test]
+fn arith_rules() {
+    let s = store();
+    assert_eq!(s.count(b"n", true, 1), ArithOutcome::NotFound);
+    set(&s, "n", "18446744073709551615", 0);
+    assert!(matches!(s.count(b"n", true, 2), ArithOutcome::Value { value: 1, .. }));
+    assert_eq!(get(&s, "n").unwrap(), b"1                   ", "shorter numbers are space padded");
+    set(&s, "n", "10", 0);
+    assert!(matches!(s.count(b"n", false, 1), ArithOutcome::Value { value: 9, .. }));
+    assert_eq!(get(&s, "n").unwrap(), b"9 ");
+    assert!(matches!(s.count(b"n", false, 100), ArithOutcome::Value { value: 0, .. }));
+    set(&s, "n", "99", 0);
+    assert!(matches!(s.count(b"n", true, 1), ArithOutcome::Value { value: 100, .. }));
+    assert_eq!(get(&s, "n").unwrap(), b"100");
+    set(&s, "n", " 12", 0);
+    assert!(matches!(s.count(b"n", true, 1), ArithOutcome::Value { value: 13, .. }));
+    for bad in ["abc", "", "-1", "123456789012345678901", "12a"] {
+        set(&s, "n", bad, 0);
+        assert_eq!(s.count(b"n", true, 1), ArithOutcome::NonNumeric, "{bad:?}");
+    }
+    let before = s.get(b"n").unwrap().cas;
+    set(&s, "n", "5", 0);
+    s.count(b"n", true, 1);
+    assert!(s.get(b"n").unwrap().cas > before + 1, "incr takes a new CAS");
+}
+
+#[test]
+fn flush_all_now_and_later() {
+    let s = store();
+    let c = s.clock().clone();
+    set(&s, "a", "1", 0);
+    s.flush_all(0);
+    assert_eq!(get(&s, "a"), None);
+    set(&s, "b", "1", 0);
+    assert!(get(&s, "b").is_some(), "items written after the flush survive");
+    s.flush_all(2);
+    assert!(get(&s, "b").is_some(), "a delayed flush waits");
+    c.advance(1);
+    set(&s, "c", "1", 0);
+    c.advance(1);
+    assert_eq!(get(&s, "b"), None);
+    assert_eq!(get(&s, "c"), None, "written up to the flush time: flushed too");
+    set(&s, "d", "1", 0);
+    assert!(get(&s, "d").is_some());
+    assert_eq!(s.stats.get_flushed.load(Relaxed), 3);
+}
+
+#[test]
+fn append_over_item_limit_is_not_stored() {
+    let s = Store::new(Clock::starting_at(1_800_000_000), 64 << 20, 1024);
+    let big = "x".repeat(900);
+    assert_eq!(set(&s, "k", &big, 0), StoreOutcome::Stored);
+    assert_eq!(s.put(StoreMode::Append, b"k", 0, 0, big.as_bytes()), StoreOutcome::NotStored);
+    assert_eq!(get(&s, "k").unwrap().len(), 900);
+}
+
+#[test]
+fn eviction_keeps_under_the_limit_and_spares_read_items() {
+    let s = store();
+    let v = "v".repeat(100);
+    for i in 0..10_000 {
+        assert_eq!(set(&s, &format!("k{i:05}"), &v, 0), StoreOutcome::Stored);
+    }
+    // Exactly full: nothing evicted yet.
+    s.set_limit(s.bytes());
+    assert_eq!((s.len(), s.stats.evictions.load(Relaxed)), (10_000, 0));
+    // A tenth of the items are read between floods of one-time keys (each a tenth of
+    // the cache): the hand clears their bit, they are read again, they stay.
+    let hot: Vec<String> = (0..10_000).step_by(10).map(|i| format!("k{i:05}")).collect();
+    for round in 0..5 {
+        for k in &hot {
+            assert!(s.get(k.as_bytes()).is_some(), "hot key {k} evicted in round {round}");
+        }
+        for i in 0..1000 {
+            assert_eq!(set(&s, &format!("scan{round}-{i}"), &v, 0), StoreOutcome::Stored);
+            assert!(s.bytes() <= s.limit());
+        }
+    }
+    assert!(s.stats.evictions.load(Relaxed) >= 5000, "{}", s.stats.evictions.load(Relaxed));
+    assert!(s.stats.evicted_unfetched.load(Relaxed) >= 4000);
+    // An item larger than the whole limit can never be stored.
+    assert_eq!(set(&s, "huge", &"x".repeat(s.limit()), 0), StoreOutcome::NoMemory);
+    // Shrinking the limit evicts down to it.
+    let smaller = s.bytes() / 2;
+    s.set_limit(smaller);
+    assert!(s.bytes() <= smaller && s.len() < 6000, "{} items", s.len());
+}
+
+#[test]
+fn without_evictions_a_full_cache_refuses_stores() {
+    let mut s = store();
+    s.disable_evictions();
+    let c = s.clock().clone();
+    let v = "v".repeat(1000);
+    for i in 0..100 {
+        set(&s, &format!("k{i}"), &v, if i < 10 { c.deadline(5) } else { 0 });
+    }
+    s.set_limit(s.bytes());
+    assert_eq!(set(&s, "new", &v, 0), StoreOutcome::NoMemory);
+    assert_eq!((s.len(), s.stats.evictions.load(Relaxed)), (100, 0));
+    c.advance(5);
+    assert_eq!(set(&s, "new", &v, 0), StoreOutcome::Stored, "an expired item made room");
+    assert_eq!(s.stats.evictions.load(Relaxed), 0);
+    assert!(get(&s, "k50").is_some());
+}
+
+#[test]
+fn background_reclaim_frees_expired_items() {
+    let s = store();
+    let c = s.clock().clone();
+    for i in 0..1000 {
+        set(&s, &format!("k{i}"), "v", c.deadline(2));
+    }
+    set(&s, "keep", "v", 0);
+    c.advance(2);
+    let mut freed = 0;
+    for _ in 0..100 {
+        freed += s.reclaim_expired(64);
+    }
+    assert_eq!((freed, s.len()), (1000, 1));
+    assert_eq!(s.stats.reclaimed.load(Relaxed), 1000);
+    assert_eq!(s.stats.expired_unfetched.load(Relaxed), 1000);
+}
+
+#[test]
+fn background_reclaim_sweeps_only_what_can_be_dead() {
+    let s = store();
+    let c = s.clock().clone();
+    for i in 0..100 {
+        set(&s, &format!("k{i}"), "v", 0);
+    }
+    assert!(!s.may_have_dead(), "no deadlines, no flush: nothing to sweep");
+    assert_eq!(s.reclaim_expired(1024), 0);
+    // A touch gives one item a deadline: from then on the sweep walks.
+    assert!(s.touch(b"k0", c.deadline(1)));
+    assert!(s.may_have_dead());
+    c.advance(1);
+    assert_eq!((s.reclaim_expired(1024), s.len()), (1, 99));
+    // A flush makes every item dead, deadlines or not.
+    let t = store();
+    set(&t, "a", "v", 0);
+    t.flush_all(0);
+    t.clock().advance(1);
+    assert!(t.may_have_dead());
+    assert_eq!((t.reclaim_expired(1024), t.len()), (1, 0));
+}
+
+#[test]
+fn charges_track_contents() {
+    let s = store();
+    let empty = s.bytes();
+    set(&s, "k", "12345", 0);
+    let table = s.bytes() - item::charge_for(1, 5);
+    s.put(StoreMode::Append, b"k", 0, 0, &[b'6'; 30]);
+    assert_eq!(s.bytes(), table + item::charge_for(1, 35));
+    set(&s, "k", "1", 0);
+    s.count(b"k", true, 10);
+    assert_eq!(s.bytes(), table + item::charge_for(1, 2));
+    s.del(b"k");
+    assert_eq!(s.bytes(), table, "the table's own memory stays charged");
+    assert!(empty <= table);
+}
+
+/// Shows items `step` at a time, calling `between` after each step, and returns every
+/// key shown (with repeats) once the dump ends.
+fn dump_in_steps(s: &Store, step: usize, mut between: impl FnMut(usize)) -> Vec<String> {
+    let mut shown = Vec::new();
+    let mut at = Some(DumpCursor::default());
+    let mut steps = 0;
+    while let Some(from) = at {
+        let mut n = 0;
+        at = s.dump(from, |key, _| {
+            shown.push(String::from_utf8(key.to_vec()).unwrap());
+            n += 1;
+            n < step
+        });
+        steps += 1;
+        between(steps);
+    }
+    shown
+}
+
+/// A table rebuilt under a dump (grown by stores, shrunk once items went) moves its
+/// items to other buckets; the dump must still show every item there throughout.
+#[test]
+fn dump_shows_every_item_there_throughout_while_tables_are_rebuilt() {
+    let s = store();
+    let c = s.clock().clone();
+    for n in 0..2_000 {
+        set(&s, &format!("keep:{n}"), "v", 0);
+    }
+    for n in 0..30_000 {
+        set(&s, &format!("fill:{n}"), "v", 0);
+    }
+    let rebuilds = |s: &Store| s.shards.iter().map(|sh| read(sh).rebuilds).sum::<u32>();
+    let before = rebuilds(&s);
+    // Each odd step grows every table (30,000 more items: 970 a shard where 1,024
+    // buckets hold 896), each even one takes them away again and lets the background
+    // pass shrink the tables back.
+    let shown = dump_in_steps(&s, 4_000, |step| {
+        for n in 0..30_000 {
+            let key = format!("new:{n}");
+            if step % 2 == 1 {
+                set(&s, &key, "v", 0);
+            } else {
+                s.del(key.as_bytes());
+            }
+        }
+        if step % 2 == 0 {
+            c.advance(walk::DUMP_QUIET);
+            s.reclaim_expired(16);
+        }
+    });
+    assert_eq!(s.stats.evictions.load(Relaxed), 0);
+    assert!(rebuilds(&s) > before + 64, "tables were rebuilt under the dump: {} -> {}", before, rebuilds(&s));
+    let shown: std::collections::HashSet<_> = shown.into_iter().collect();
+    let missing: Vec<_> = (0..2_000).map(|n| format!("keep:{n}")).filter(|k| !shown.contains(k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of 2000 items never shown, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(3)]
+    );
+}
+
+/// A dump that finds nothing to show (here: every item expired, not yet reclaimed)
+/// still hands back its cursor after a bounded walk, and then carries on to the end.
+#[test]
+fn dump_walks_a_bounded_number_of_buckets_per_call() {
+    let s = store();
+    let c = s.clock().clone();
+    for n in 0..100_000 {
+        set(&s, &format!("k{n}"), "v", c.deadline(1));
+    }
+    c.advance(1);
+    let buckets: usize = s.shards.iter().map(|sh| read(sh).table.num_buckets()).sum();
+    let mut calls = 0;
+    let mut at = Some(DumpCursor::default());
+    while let Some(from) = at {
+        at = s.dump(from, |_, _| panic!("nothing is live"));
+        calls += 1;
+    }
+    assert_eq!(calls, buckets.div_ceil(walk::DUMP_BUDGET), "{buckets} buckets");
+    assert!(calls > 1);
+}
+
+/// Compacting waits while a dump is under way, so the dump is not sent back to the
+/// start of every shard it is walking.
+#[test]
+fn tables_are_not_compacted_while_a_dump_is_under_way() {
+    let s = store();
+    let c = s.clock().clone();
+    for n in 0..20_000 {
+        set(&s, &format!("k{n}"), "v", 0);
+    }
+    for n in 100..20_000 {
+        s.del(format!("k{n}").as_bytes());
+    }
+    let buckets = |s: &Store| s.shards.iter().map(|sh| read(sh).table.num_buckets()).sum::<usize>();
+    let grown = buckets(&s);
+    assert!(s.dump(DumpCursor::default(), |_, _| false).is_some());
+    c.advance(walk::DUMP_QUIET - 1);
+    s.reclaim_expired(16);
+    assert_eq!(buckets(&s), grown, "no compacting right after a dump's step");
+    c.advance(1);
+    s.reclaim_expired(16);
+    assert!(buckets(&s) < grown / 2, "compacted once the dump went quiet");
+}
+
+/// memcached runs `touch`, `gat`, `get` and `add`-on-a-present-item through one fetch: a
+/// touch marks the item fetched, and the access time moves only by the one-minute rule.
+#[test]
+fn touch_is_a_fetch_and_access_time_moves_by_one_rule() {
+    let s = store();
+    let c = s.clock().clone();
+    set(&s, "k", "v", 0);
+    let fetched = |s: &Store| s.lookup(b"k", &Lookup::PEEK, |f| f.fetched_before).unwrap();
+    let time = |s: &Store| s.lookup(b"k", &Lookup::PEEK, |f| f.item.time()).unwrap();
+    assert!(!fetched(&s));
+    assert!(s.touch(b"k", c.deadline(100)));
+    assert!(fetched(&s), "a touch counts as a fetch");
+    let written = time(&s);
+    c.advance(30);
+    assert_eq!(s.put(StoreMode::Add, b"k", 0, 0, b"x"), StoreOutcome::NotStored);
+    assert!(s.get(b"k").is_some());
+    assert_eq!(time(&s), written, "within a minute neither add nor get moves it");
+    c.advance(31);
+    assert_eq!(s.put(StoreMode::Add, b"k", 0, 0, b"x"), StoreOutcome::NotStored);
+    assert_eq!(time(&s), c.now(), "after a minute an add moves it");
+}
+
+/// `delete` finds items as every lookup does: an expired one is reaped and counted as
+/// expired (memcached's `get_expired`), and the delete misses.
+#[test]
+fn deleting_an_expired_item_counts_it_expired() {
+    let s = store();
+    set(&s, "k", "v", s.clock().deadline(1));
+    s.clock().advance(1);
+    assert!(!s.del(b"k"));
+    assert_eq!((s.stats.get_expired.load(Relaxed), s.len()), (1, 0));
+}
