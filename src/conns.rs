@@ -6,10 +6,20 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use bytes::BytesMut;
-
 use crate::clock::RelTime;
-use crate::protocol::encode::put_stat;
+
+/// One socket as `stats conns` shows it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub fd: i32,
+    pub addr: String,
+    /// The address a client connected to (none for a listener).
+    pub listen_addr: Option<String>,
+    /// memcached's name for what it is doing.
+    pub state: &'static str,
+    /// Seconds since its last command.
+    pub idle: RelTime,
+}
 
 /// One client connection's row.
 #[derive(Debug)]
@@ -60,31 +70,20 @@ impl Conns {
         lock(&self.clients).remove(&fd);
     }
 
-    /// `stats conns` lines, by file descriptor as memcached lists them.
-    pub fn report(&self, now: RelTime, out: &mut BytesMut) {
-        let listeners = lock(&self.listeners).clone();
-        let clients: Vec<(i32, Arc<ConnRow>)> = lock(&self.clients).iter().map(|(f, r)| (*f, r.clone())).collect();
-        let mut rows: Vec<(i32, Option<&String>, Option<&ConnRow>)> =
-            listeners.iter().map(|(f, a)| (*f, Some(a), None)).collect();
-        rows.extend(clients.iter().map(|(f, r)| (*f, None, Some(&**r))));
-        rows.sort_by_key(|r| r.0);
-        for (fd, listener, client) in rows {
-            let name = |field: &str| format!("{fd}:{field}");
-            match (listener, client) {
-                (Some(l), _) => {
-                    put_stat(out, &name("addr"), l.as_str());
-                    put_stat(out, &name("state"), "conn_listening");
-                    put_stat(out, &name("secs_since_last_cmd"), 0u32);
-                }
-                (None, Some(c)) => {
-                    put_stat(out, &name("addr"), c.peer.as_str());
-                    put_stat(out, &name("listen_addr"), c.local.as_str());
-                    let state = if c.busy.load(Relaxed) { "conn_parse_cmd" } else { "conn_read" };
-                    put_stat(out, &name("state"), state);
-                    put_stat(out, &name("secs_since_last_cmd"), now.saturating_sub(c.last_cmd.load(Relaxed)));
-                }
-                (None, None) => {}
-            }
-        }
+    /// Every open socket by file descriptor, in order, as `stats conns` lists them.
+    pub fn rows(&self, now: RelTime) -> Vec<Row> {
+        let mut rows: Vec<Row> = lock(&self.listeners)
+            .iter()
+            .map(|(&fd, addr)| Row { fd, addr: addr.clone(), listen_addr: None, state: "conn_listening", idle: 0 })
+            .collect();
+        rows.extend(lock(&self.clients).iter().map(|(&fd, c)| Row {
+            fd,
+            addr: c.peer.clone(),
+            listen_addr: Some(c.local.clone()),
+            state: if c.busy.load(Relaxed) { "conn_parse_cmd" } else { "conn_read" },
+            idle: now.saturating_sub(c.last_cmd.load(Relaxed)),
+        }));
+        rows.sort_by_key(|r| r.fd);
+        rows
     }
 }

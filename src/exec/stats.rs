@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::BytesMut;
 
 use super::{Ctx, VERSION};
-use crate::protocol::encode::{Reply, Seconds, put_class_stat, put_reply, put_stat};
+use crate::protocol::encode::{Reply, Seconds, put_class_stat, put_conn_stat, put_reply, put_stat};
 use crate::protocol::{DetailCmd, StatsGroup};
 use crate::stats::Stats;
 
@@ -18,7 +18,7 @@ pub fn write(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
         StatsGroup::Items => item_stats(ctx, out),
         StatsGroup::Slabs => slab_stats(ctx, out),
         StatsGroup::Sizes => put_stat(out, "sizes_status", "disabled"),
-        StatsGroup::Conns => ctx.conns.report(ctx.store.clock().now(), out),
+        StatsGroup::Conns => conn_stats(ctx, out),
         StatsGroup::Reset => {
             ctx.stats.reset();
             put_reply(out, Reply::Reset);
@@ -39,6 +39,18 @@ pub fn write(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
         }
     }
     put_reply(out, Reply::End);
+}
+
+/// `stats conns`: a group of lines per open socket, `<fd>:<field>`.
+fn conn_stats(ctx: &Ctx, out: &mut BytesMut) {
+    for row in ctx.conns.rows(ctx.store.clock().now()) {
+        put_conn_stat(out, row.fd, "addr", row.addr.as_str());
+        if let Some(listen) = &row.listen_addr {
+            put_conn_stat(out, row.fd, "listen_addr", listen.as_str());
+        }
+        put_conn_stat(out, row.fd, "state", row.state);
+        put_conn_stat(out, row.fd, "secs_since_last_cmd", row.idle);
+    }
 }
 
 /// `stats items`: Larder keeps every item in one class, reported as memcached's class 1

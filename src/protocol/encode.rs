@@ -251,6 +251,17 @@ pub fn put_class_stat(out: &mut BytesMut, prefix: &str, name: &str, value: u64) 
     out.put_slice(b"\r\n");
 }
 
+/// `STAT <fd>:<name> <value>\r\n`: a line of `stats conns`.
+pub fn put_conn_stat(out: &mut BytesMut, fd: i32, name: &str, value: impl StatValue) {
+    out.put_slice(b"STAT ");
+    out.put_slice(itoa::Buffer::new().format(fd).as_bytes());
+    out.put_u8(b':');
+    out.put_slice(name.as_bytes());
+    out.put_u8(b' ');
+    value.put(out);
+    out.put_slice(b"\r\n");
+}
+
 /// A value a `STAT` line can carry.
 pub trait StatValue {
     fn put(&self, out: &mut BytesMut);
