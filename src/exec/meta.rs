@@ -6,23 +6,13 @@ use bytes::{Bytes, BytesMut};
 
 use super::Ctx;
 use crate::memcached::{StoreMode, item_size, slab_class};
+use crate::protocol::Meta;
 use crate::protocol::encode::{
     DumpLine, MetaCode, Reply, end_meta, put_debug_line, put_meta_code, put_meta_echo, put_meta_flag, put_meta_key,
     put_meta_mark, put_meta_ttl, put_reply,
 };
-use crate::protocol::{Meta, MetaCmd};
 use crate::stats::Stats;
 use crate::store::{ArithArgs, ArithOutcome, DeleteOpts, DeleteOutcome, Lookup, StoreArgs, StoreOutcome};
-
-/// `mg`, `md`, `ma`.
-pub fn execute(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
-    match m.cmd {
-        MetaCmd::Get => get(ctx, m, out),
-        MetaCmd::Delete => delete(ctx, m, out),
-        MetaCmd::Arith => arith(ctx, m, out),
-        MetaCmd::Set => unreachable!("ms arrives as Request::MetaSet"),
-    }
-}
 
 /// Echoes the flags every reply carries: `O` (opaque, as sent) and `k`.
 fn put_opaque_and_key(out: &mut BytesMut, m: &Meta, flag: &[u8], key_binary: bool) -> bool {
@@ -34,7 +24,8 @@ fn put_opaque_and_key(out: &mut BytesMut, m: &Meta, flag: &[u8], key_binary: boo
     true
 }
 
-fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
+/// `mg`.
+pub fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     let (store, stats) = (&ctx.store, &ctx.stats);
     let opts =
         Lookup { ttl: m.ttl, recache: m.recache, bump: !m.no_update, revalidate: true, key_binary: m.key_binary };
@@ -92,13 +83,7 @@ fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
 /// `ms`, once its data block has arrived.
 pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) {
     Stats::incr(&ctx.stats.cmd_set);
-    let mut mode = match m.mode {
-        Some(b'E') => StoreMode::Add,
-        Some(b'A') => StoreMode::Append,
-        Some(b'P') => StoreMode::Prepend,
-        Some(b'R') => StoreMode::Replace,
-        _ => StoreMode::Set,
-    };
+    let mut mode = m.store_mode;
     let compare = m.cas.unwrap_or(0);
     // A CAS turns set and replace into cas, as in memcached.
     if m.cas.is_some() && matches!(mode, StoreMode::Set | StoreMode::Replace) {
@@ -137,7 +122,8 @@ pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) {
     end_meta(line, start, m.noreply && outcome == StoreOutcome::Stored, None);
 }
 
-fn delete(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
+/// `md`.
+pub fn delete(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     let stats = &ctx.stats;
     let exptime = m.ttl.touch.map(|(d, _)| d);
     let outcome = ctx.store.delete(&m.key, &DeleteOpts { compare_cas: m.cas, invalidate: m.invalidate, exptime });
@@ -166,9 +152,10 @@ fn delete(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     end_meta(line, start, quiet, None);
 }
 
-fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
+/// `ma`.
+pub fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     let stats = &ctx.stats;
-    let incr = !matches!(m.mode, Some(b'D' | b'-'));
+    let incr = !m.decr;
     let args = ArithArgs {
         incr,
         delta: m.delta,

@@ -113,7 +113,9 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
             put_reply(buf, Reply::MetaNoop);
             return Flow::Transmit;
         }
-        Request::Meta(m) => meta::execute(ctx, &m, buf),
+        Request::MetaGet(m) => meta::get(ctx, &m, buf),
+        Request::MetaDelete(m) => meta::delete(ctx, &m, buf),
+        Request::MetaArith(m) => meta::arith(ctx, &m, buf),
         Request::MetaSet { meta, value } => meta::set(ctx, &meta, &value, buf),
         Request::MetaDebug { key, key_binary } => meta::debug(ctx, &key, key_binary, buf),
         Request::NoOp { reply, noreply } => crate::protocol::encode::put_reply_unless(buf, noreply, reply),

@@ -8,7 +8,7 @@ use super::ProtocolError;
 use super::encode::Reply;
 use crate::clock::{Clock, RelTime};
 use crate::memcached::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
-use crate::memcached::{KEY_MAX_LENGTH, TtlFlags};
+use crate::memcached::{KEY_MAX_LENGTH, StoreMode, TtlFlags};
 
 /// memcached refuses meta lines with more tokens than this (`MFLAG_MAX_OPT_LENGTH`).
 const MAX_META_TOKENS: usize = 20;
@@ -18,21 +18,19 @@ const MAX_OPAQUE: usize = 32;
 
 /// Which meta command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetaCmd {
+enum MetaCmd {
     Get,
     Set,
     Delete,
     Arith,
 }
 
-/// A decoded meta request (the data block of `ms` travels beside it).
+/// A decoded meta request's key and flags (which command it is, the [`super::Request`]
+/// variant says; the data block of `ms` travels beside it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Meta {
-    pub cmd: MetaCmd,
     /// The key, base64-decoded when `b` was given.
     pub key: Bytes,
-    /// The key as sent, for echoing with `k`.
-    pub wire_key: Bytes,
     pub key_binary: bool,
     /// The flag tokens, as sent, for echoing return flags in order.
     pub flag_tokens: Bytes,
@@ -40,7 +38,10 @@ pub struct Meta {
     pub noreply: bool,
     pub no_update: bool,
     pub cas: Option<u64>,
-    pub mode: Option<u8>,
+    /// `ms M<mode>`: how an existing item is treated (`S`, the default, is a set).
+    pub store_mode: StoreMode,
+    /// `ma MD` or `M-`: decrement instead of increment.
+    pub decr: bool,
     pub ttl: TtlFlags,
     pub recache: Option<(RelTime, usize)>,
     pub client_flags: u32,
@@ -68,7 +69,9 @@ pub enum SetLine {
 /// What a meta line decodes to.
 #[derive(Debug)]
 pub enum Parsed {
-    Done(Meta),
+    Get(Meta),
+    Delete(Meta),
+    Arith(Meta),
     Set(SetLine),
     /// `me <key> [b]`: key and whether it was base64.
     Debug {
@@ -81,9 +84,10 @@ pub enum Parsed {
 
 /// Parses a meta line; `tokens` are the line's space-separated tokens (at most 23) and
 /// `ntokens` memcached's count (tokens + 1).
-pub fn parse(line: &Bytes, tokens: &[(usize, usize)], clock: &Clock) -> Result<Parsed, ProtocolError> {
+pub fn parse(line: &Bytes, tokens: &[(u32, u32)], clock: &Clock) -> Result<Parsed, ProtocolError> {
     let ntokens = tokens.len() + 1;
-    let tok = |i: usize| tokens.get(i).map_or(&[][..], |&(s, e)| &line[s..e]);
+    let span = |i: usize| tokens[i].0 as usize..tokens[i].1 as usize;
+    let tok = |i: usize| if i < tokens.len() { &line[span(i)] } else { &[][..] };
     let cmd = match tok(0)[1] {
         b'g' => MetaCmd::Get,
         b's' => MetaCmd::Set,
@@ -99,8 +103,7 @@ pub fn parse(line: &Bytes, tokens: &[(usize, usize)], clock: &Clock) -> Result<P
                 let key = base64_decode(key).ok_or(ProtocolError::BadFormat)?;
                 return Ok(Parsed::Debug { key: key.into(), key_binary: true });
             }
-            let (s, e) = tokens[1];
-            return Ok(Parsed::Debug { key: line.slice(s..e), key_binary: false });
+            return Ok(Parsed::Debug { key: line.slice(span(1)), key_binary: false });
         }
         _ => return Err(ProtocolError::UnknownCommand),
     };
@@ -129,22 +132,20 @@ pub fn parse(line: &Bytes, tokens: &[(usize, usize)], clock: &Clock) -> Result<P
         set_len = len as usize;
     }
     let first_flag = if cmd == MetaCmd::Set { 3 } else { 2 };
-    let (ks, ke) = tokens[1];
     let flag_tokens = match tokens.get(first_flag) {
-        Some(&(s, _)) => line.slice(s..tokens[tokens.len() - 1].1),
+        Some(&(s, _)) => line.slice(s as usize..tokens[tokens.len() - 1].1 as usize),
         None => Bytes::new(),
     };
     let mut m = Meta {
-        cmd,
-        key: line.slice(ks..ke),
-        wire_key: line.slice(ks..ke),
+        key: line.slice(span(1)),
         key_binary: false,
         flag_tokens,
         value: false,
         noreply: false,
         no_update: false,
         cas: None,
-        mode: None,
+        store_mode: StoreMode::Set,
+        decr: false,
         ttl: TtlFlags::default(),
         recache: None,
         client_flags: 0,
@@ -159,9 +160,10 @@ pub fn parse(line: &Bytes, tokens: &[(usize, usize)], clock: &Clock) -> Result<P
             MetaCmd::Delete | MetaCmd::Arith => Err(ProtocolError::Refused(Reply::InvalidOrDuplicateFlag)),
         }
     };
-    if let Err(e) = preparse(&mut m, clock) {
-        return refuse(e);
-    }
+    let mode = match preparse(&mut m, clock) {
+        Ok(mode) => mode,
+        Err(e) => return refuse(e),
+    };
     // Checked while building replies in memcached; checked up front here.
     if m.flags().any(|(_, t)| t[0] == b'O' && t.len() > MAX_OPAQUE) {
         return match cmd {
@@ -171,22 +173,42 @@ pub fn parse(line: &Bytes, tokens: &[(usize, usize)], clock: &Clock) -> Result<P
             _ => Err(ProtocolError::Refused(Reply::OpaqueTooLong)),
         };
     }
-    match (cmd, m.mode) {
-        (MetaCmd::Set, Some(mode)) if !b"EAPRS".contains(&mode) => {
-            return Ok(Parsed::Set(SetLine::Refuse { len: set_len, error: ProtocolError::Refused(Reply::MsMode) }));
+    Ok(match cmd {
+        MetaCmd::Set => {
+            m.store_mode = match mode {
+                None | Some(b'S') => StoreMode::Set,
+                Some(b'E') => StoreMode::Add,
+                Some(b'A') => StoreMode::Append,
+                Some(b'P') => StoreMode::Prepend,
+                Some(b'R') => StoreMode::Replace,
+                Some(_) => {
+                    return Ok(Parsed::Set(SetLine::Refuse {
+                        len: set_len,
+                        error: ProtocolError::Refused(Reply::MsMode),
+                    }));
+                }
+            };
+            Parsed::Set(SetLine::Data { meta: m, len: set_len })
         }
-        (MetaCmd::Arith, Some(mode)) if !b"I+D-".contains(&mode) => return Err(ProtocolError::Refused(Reply::MaMode)),
-        _ => {}
-    }
-    if cmd == MetaCmd::Set {
-        return Ok(Parsed::Set(SetLine::Data { meta: m, len: set_len }));
-    }
-    Ok(Parsed::Done(m))
+        MetaCmd::Arith => {
+            m.decr = match mode {
+                None | Some(b'I' | b'+') => false,
+                Some(b'D' | b'-') => true,
+                Some(_) => return Err(ProtocolError::Refused(Reply::MaMode)),
+            };
+            Parsed::Arith(m)
+        }
+        // mg and md accept any mode and ignore it, as memcached does.
+        MetaCmd::Get => Parsed::Get(m),
+        MetaCmd::Delete => Parsed::Delete(m),
+    })
 }
 
 /// memcached's `_meta_flag_preparse`: every flag once; bad values noted and parsing goes
-/// on (the last error wins); an unknown or repeated flag stops at once.
-fn preparse(m: &mut Meta, clock: &Clock) -> Result<(), Reply> {
+/// on (the last error wins); an unknown or repeated flag stops at once. Returns the `M`
+/// flag's mode byte, for the command to judge.
+fn preparse(m: &mut Meta, clock: &Clock) -> Result<Option<u8>, Reply> {
+    let mut mode = None;
     let mut seen = [false; 128];
     // memcached keeps one error string, starting as "bad command line format"; most bad
     // flags overwrite it, a bad `F` only marks the failure.
@@ -234,7 +256,7 @@ fn preparse(m: &mut Meta, clock: &Clock) -> Result<(), Reply> {
                 if t.len() != 2 {
                     error = Some(Reply::MetaModeLength);
                 } else {
-                    m.mode = Some(t[1]);
+                    mode = Some(t[1]);
                 }
             }
             b'J' => match parse_u64(arg) {
@@ -252,7 +274,7 @@ fn preparse(m: &mut Meta, clock: &Clock) -> Result<(), Reply> {
     match (error, failed) {
         (Some(e), _) => Err(e),
         (None, true) => Err(Reply::BadCommandLineFormat),
-        (None, false) => Ok(()),
+        (None, false) => Ok(mode),
     }
 }
 

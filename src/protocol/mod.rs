@@ -1,6 +1,7 @@
 //! The memcached text protocol as data: [`Request`]s decoded from bytes and the error
 //! replies memcached gives. No async code and no store types live here (see `exec`).
 
+mod admin;
 pub mod encode;
 pub mod meta;
 pub mod output;
@@ -12,7 +13,7 @@ use crate::clock::RelTime;
 use crate::memcached::StoreMode;
 use encode::Reply;
 
-pub use meta::{Meta, MetaCmd};
+pub use meta::Meta;
 pub use text::Decoder;
 
 /// One client command, decoded. Keys and values are slices of the frame they came in.
@@ -80,8 +81,9 @@ pub enum Request {
     },
     /// `mn`: the meta no-op, which memcached answers with `MN`.
     MetaNoop,
-    /// `mg`, `md`, `ma`.
-    Meta(Box<Meta>),
+    MetaGet(Box<Meta>),
+    MetaDelete(Box<Meta>),
+    MetaArith(Box<Meta>),
     /// `ms` with its data block.
     MetaSet {
         meta: Box<Meta>,
@@ -180,12 +182,9 @@ impl Request {
             Self::CacheMemlimit { .. } => "cache_memlimit",
             Self::Shutdown { .. } => "shutdown",
             Self::MetaNoop => "mn",
-            Self::Meta(m) => match m.cmd {
-                MetaCmd::Get => "mg",
-                MetaCmd::Delete => "md",
-                MetaCmd::Arith => "ma",
-                MetaCmd::Set => "ms",
-            },
+            Self::MetaGet(_) => "mg",
+            Self::MetaDelete(_) => "md",
+            Self::MetaArith(_) => "ma",
             Self::MetaSet { .. } => "ms",
             Self::MetaDebug { .. } => "me",
             Self::NoOp { .. } | Self::Crawler { .. } | Self::Crawl { .. } | Self::CacheDump { .. } => "admin",

@@ -9,10 +9,10 @@ use bytes::{Buf, Bytes, BytesMut};
 
 use super::encode::Reply;
 use super::meta::{self, Meta};
-use super::{CrawlClasses, DetailCmd, KeyList, ProtocolError, Rejection, Request, StatsGroup, StoreMode};
+use super::{KeyList, ProtocolError, Rejection, Request, StoreMode, admin};
 use crate::clock::{Clock, RelTime};
 use crate::memcached::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
-use crate::memcached::{KEY_MAX_LENGTH, LARGEST_SLAB_CLASS, MAX_SLAB_CLASSES, item_too_large};
+use crate::memcached::{KEY_MAX_LENGTH, item_too_large};
 
 /// memcached closes a connection whose buffered command line passes this many bytes without
 /// a newline, unless the line is a `get`/`gets`.
@@ -242,38 +242,8 @@ impl Decoder {
             return self.parse_meta(&line, &toks);
         }
 
-        let store_mode = match cmd {
-            b"set" => Some(StoreMode::Set),
-            b"add" => Some(StoreMode::Add),
-            b"replace" => Some(StoreMode::Replace),
-            b"append" => Some(StoreMode::Append),
-            b"prepend" => Some(StoreMode::Prepend),
-            b"cas" => Some(StoreMode::Cas { unique: 0 }),
-            _ => None,
-        };
-        if let Some(mut mode) = store_mode {
-            let base = if matches!(mode, StoreMode::Cas { .. }) { 7 } else { 6 };
-            want(ntokens == base || ntokens == base + 1)?;
-            let key = key_at(1)?;
-            let (Some(flags), Some(exptime), Some(len)) = (
-                parse_u32_truncating(toks.get(&line, 2)),
-                parse_i32_truncating(toks.get(&line, 3)),
-                parse_i32_truncating(toks.get(&line, 4)),
-            ) else {
-                return Err(silent(ProtocolError::BadFormat));
-            };
-            if let StoreMode::Cas { unique } = &mut mode {
-                *unique = parse_u64(toks.get(&line, 5)).ok_or(silent(ProtocolError::BadFormat))?;
-            }
-            if !(0..=i32::MAX - 2).contains(&len) {
-                return Err(silent(ProtocolError::BadFormat));
-            }
-            let len = len as usize;
-            if item_too_large(key.len(), flags, len, self.limits.max_item_size) {
-                return Ok(Line::Refused { key, mode, len, noreply });
-            }
-            let deadline = self.clock.deadline(exptime);
-            return Ok(Line::Data(PendingStore { mode, key, flags, deadline, len, noreply }));
+        if let Some(mode) = store_mode(cmd) {
+            return self.parse_storage(mode, &toks, line, noreply);
         }
 
         let req = match cmd {
@@ -343,48 +313,10 @@ impl Decoder {
             }
             b"version" => Request::Version,
             b"quit" => Request::Quit,
-            b"shutdown" => {
-                Request::Shutdown { mode_ok: ntokens == 2 || (ntokens == 3 && toks.get(&line, 1) == b"graceful") }
-            }
-            b"verbosity" => {
-                want(ntokens == 3 || ntokens == 4)?;
-                parse_u32_truncating(toks.get(&line, 1)).ok_or(silent(ProtocolError::BadFormat))?;
-                Request::Verbosity { noreply }
-            }
-            b"cache_memlimit" => {
-                want(ntokens == 3 || ntokens == 4)?;
-                let mib = parse_u32_truncating(toks.get(&line, 1)).ok_or(silent(ProtocolError::UnknownCommand))?;
-                Request::CacheMemlimit { mib, noreply }
-            }
-            b"stats" if toks.get(&line, 1) == b"cachedump" => {
-                let reply = if ntokens < 5 {
-                    Reply::BadCommandLine
-                } else {
-                    match (parse_u32_truncating(toks.get(&line, 2)), parse_u32_truncating(toks.get(&line, 3))) {
-                        (Some(id), Some(_)) if id >= MAX_SLAB_CLASSES => Reply::IllegalSlabId,
-                        (Some(_), Some(_)) => Reply::End,
-                        // A reply, not a protocol error: memcached checks -X first.
-                        _ => Reply::BadCommandLineFormat,
-                    }
-                };
-                Request::CacheDump { reply }
-            }
-            b"stats" => Request::Stats { group: stats_group(&toks, &line)? },
-            b"slabs" => Request::NoOp { reply: slabs_reply(&toks, &line, ntokens, noreply)?, noreply },
-            b"lru" => {
-                want(ntokens >= 3)?;
-                Request::NoOp { reply: lru_reply(&toks, &line, ntokens), noreply }
-            }
-            b"lru_crawler" if ntokens == 3 && matches!(toks.get(&line, 1), b"enable" | b"disable") => {
-                Request::Crawler { enable: toks.get(&line, 1) == b"enable" }
-            }
-            b"lru_crawler" if ntokens == 4 && matches!(toks.get(&line, 1), b"crawl" | b"metadump") => {
-                Request::Crawl { classes: crawl_classes(toks.get(&line, 2)), dump: toks.get(&line, 1) == b"metadump" }
-            }
-            b"lru_crawler" => Request::NoOp { reply: lru_crawler_reply(&toks, &line, ntokens), noreply: false },
-            // memcached as Debian builds it has TLS, which Larder does not speak.
-            b"refresh_certs" => Request::NoOp { reply: Reply::TlsNotEnabled, noreply: false },
             _ => {
+                if let Some(req) = admin::parse(cmd, &toks, &line, noreply)? {
+                    return Ok(Line::Done(req));
+                }
                 // memcached drops connections that look like HTTP (cross-protocol attacks).
                 if toks.get(&line, toks.n - 1).starts_with(b"HTTP/") {
                     return Err(ProtocolError::Http.into());
@@ -397,12 +329,48 @@ impl Decoder {
 }
 
 impl Decoder {
+    /// A storage command's line (`set add replace append prepend cas`): its data block is
+    /// read next, or swallowed when the item would be too large.
+    fn parse_storage(&self, mut mode: StoreMode, toks: &Tokens, line: Bytes, noreply: bool) -> Result<Line, Rejection> {
+        let ntokens = toks.n + 1;
+        let silent = |error: ProtocolError| Rejection { error, noreply };
+        let base = if matches!(mode, StoreMode::Cas { .. }) { 7 } else { 6 };
+        if ntokens != base && ntokens != base + 1 {
+            return Err(ProtocolError::UnknownCommand.into());
+        }
+        let key = toks.span(1);
+        if key.len() > KEY_MAX_LENGTH {
+            return Err(silent(ProtocolError::BadFormat));
+        }
+        let key = line.slice(key);
+        let (Some(flags), Some(exptime), Some(len)) = (
+            parse_u32_truncating(toks.get(&line, 2)),
+            parse_i32_truncating(toks.get(&line, 3)),
+            parse_i32_truncating(toks.get(&line, 4)),
+        ) else {
+            return Err(silent(ProtocolError::BadFormat));
+        };
+        if let StoreMode::Cas { unique } = &mut mode {
+            *unique = parse_u64(toks.get(&line, 5)).ok_or(silent(ProtocolError::BadFormat))?;
+        }
+        if !(0..=i32::MAX - 2).contains(&len) {
+            return Err(silent(ProtocolError::BadFormat));
+        }
+        let len = len as usize;
+        if item_too_large(key.len(), flags, len, self.limits.max_item_size) {
+            return Ok(Line::Refused { key, mode, len, noreply });
+        }
+        let deadline = self.clock.deadline(exptime);
+        Ok(Line::Data(PendingStore { mode, key, flags, deadline, len, noreply }))
+    }
+
     fn parse_meta(&self, line: &Bytes, toks: &Tokens) -> Result<Line, Rejection> {
-        let spans: Vec<(usize, usize)> = (0..toks.n).map(|i| (toks.span(i).start, toks.span(i).end)).collect();
-        Ok(match meta::parse(line, &spans, &self.clock)? {
+        Ok(match meta::parse(line, &toks.spans[..toks.n], &self.clock)? {
             meta::Parsed::Noop => Line::Done(Request::MetaNoop),
             meta::Parsed::Debug { key, key_binary } => Line::Done(Request::MetaDebug { key, key_binary }),
-            meta::Parsed::Done(m) => Line::Done(Request::Meta(Box::new(m))),
+            meta::Parsed::Get(m) => Line::Done(Request::MetaGet(Box::new(m))),
+            meta::Parsed::Delete(m) => Line::Done(Request::MetaDelete(Box::new(m))),
+            meta::Parsed::Arith(m) => Line::Done(Request::MetaArith(Box::new(m))),
             meta::Parsed::Set(meta::SetLine::Refuse { len, error }) => Line::MetaRefused { len, error },
             meta::Parsed::Set(meta::SetLine::Data { meta, len }) => {
                 if item_too_large(meta.key.len(), meta.client_flags, len, self.limits.max_item_size) {
@@ -416,134 +384,17 @@ impl Decoder {
     }
 }
 
-fn stats_group(toks: &Tokens, line: &[u8]) -> Result<StatsGroup, Rejection> {
-    if toks.n == 1 {
-        return Ok(StatsGroup::General);
-    }
-    Ok(match toks.get(line, 1) {
-        b"reset" => StatsGroup::Reset,
-        b"settings" => StatsGroup::Settings,
-        b"items" => StatsGroup::Items,
-        b"slabs" => StatsGroup::Slabs,
-        b"sizes" => StatsGroup::Sizes,
-        b"conns" => StatsGroup::Conns,
-        b"detail" if toks.n >= 3 => match toks.get(line, 2) {
-            b"on" => StatsGroup::Detail(DetailCmd::On),
-            b"off" => StatsGroup::Detail(DetailCmd::Off),
-            b"dump" => StatsGroup::Detail(DetailCmd::Dump),
-            _ => StatsGroup::DetailUsage,
-        },
-        b"detail" => StatsGroup::DetailUsage,
-        _ => return Err(ProtocolError::UnknownCommand.into()),
+/// The storage mode a command word names, if it is a storage command.
+fn store_mode(cmd: &[u8]) -> Option<StoreMode> {
+    Some(match cmd {
+        b"set" => StoreMode::Set,
+        b"add" => StoreMode::Add,
+        b"replace" => StoreMode::Replace,
+        b"append" => StoreMode::Append,
+        b"prepend" => StoreMode::Prepend,
+        b"cas" => StoreMode::Cas { unique: 0 },
+        _ => return None,
     })
-}
-
-const OK: Reply = Reply::Ok;
-const ERROR: Reply = Reply::Error;
-
-/// `slabs reassign|automove`: Larder has no slab classes, so there is never a page to move.
-fn slabs_reply(toks: &Tokens, line: &[u8], ntokens: usize, noreply: bool) -> Result<Reply, Rejection> {
-    let sub = toks.get(line, 1);
-    if ntokens == 5 && sub == b"reassign" {
-        let (Some(src), Some(dst)) = (parse_i32_truncating(toks.get(line, 2)), parse_i32_truncating(toks.get(line, 3)))
-        else {
-            return Err(ProtocolError::BadFormat.into());
-        };
-        let class_ok = |c: i32| (1..=LARGEST_SLAB_CLASS).contains(&c);
-        return Ok(if src == dst {
-            Reply::SameClass
-        } else if !(class_ok(src) || src == -1) || !class_ok(dst) {
-            Reply::BadClassPair
-        } else {
-            Reply::NoSpare
-        });
-    }
-    if ntokens >= 4 && sub == b"automove" {
-        let arg = toks.get(line, 2);
-        if arg == b"ratio" {
-            let ok = ntokens >= 5 && std::str::from_utf8(toks.get(line, 3)).is_ok_and(|r| r.parse::<f64>().is_ok());
-            return Ok(if ok { OK } else { ERROR });
-        }
-        return match parse_u32_truncating(arg) {
-            None => Err(Rejection { error: ProtocolError::BadFormat, noreply }),
-            Some(0..=2) => Ok(OK),
-            Some(_) => Ok(ERROR),
-        };
-    }
-    Err(ProtocolError::UnknownCommand.into())
-}
-
-/// `lru tune|mode|temp_ttl`, validated as memcached validates them.
-fn lru_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> Reply {
-    let float = |i: usize| std::str::from_utf8(toks.get(line, i)).ok().and_then(|f| f.parse::<f64>().ok());
-    match toks.get(line, 1) {
-        b"tune" if ntokens >= 7 => {
-            let (Some(hot), Some(warm), Some(hot_factor), Some(factor)) =
-                (parse_u32_truncating(toks.get(line, 2)), parse_u32_truncating(toks.get(line, 3)), float(4), float(5))
-            else {
-                return ERROR;
-            };
-            if u64::from(hot) + u64::from(warm) > 80 {
-                Reply::LruPctOver
-            } else if factor <= 0.0 || hot_factor <= 0.0 {
-                Reply::LruFactorZero
-            } else {
-                OK
-            }
-        }
-        b"mode" if ntokens >= 4 => match toks.get(line, 2) {
-            b"flat" | b"segmented" => OK,
-            _ => ERROR,
-        },
-        b"temp_ttl" if ntokens >= 4 => {
-            if parse_i32_truncating(toks.get(line, 2)).is_some() {
-                OK
-            } else {
-                ERROR
-            }
-        }
-        _ => ERROR,
-    }
-}
-
-/// `lru_crawler crawl|metadump <classes>`: `all`, `hash` (a walk of the hash table, which
-/// `crawl` refuses), or slab class ids from 1 to 63 separated by commas (empty ids skipped,
-/// each parsed as memcached's `safe_strtoul` into 32 bits).
-fn crawl_classes(tok: &[u8]) -> CrawlClasses {
-    match tok {
-        b"all" => CrawlClasses::All,
-        b"hash" => CrawlClasses::Hash,
-        _ => {
-            let mut mask = 0u64;
-            for id in tok.split(|&b| b == b',').filter(|id| !id.is_empty()) {
-                match parse_u32_truncating(id) {
-                    Some(n) if (1..MAX_SLAB_CLASSES).contains(&n) => mask |= 1 << n,
-                    _ => return CrawlClasses::Bad,
-                }
-            }
-            CrawlClasses::List(mask)
-        }
-    }
-}
-
-/// `lru_crawler`: Larder reclaims expired items on its own schedule; the knobs are accepted.
-fn lru_crawler_reply(toks: &Tokens, line: &[u8], ntokens: usize) -> Reply {
-    let sub = toks.get(line, 1);
-    match (ntokens, sub) {
-        (4, b"tocrawl") => {
-            if parse_u32_truncating(toks.get(line, 2)).is_some() {
-                OK
-            } else {
-                Reply::BadCommandLineFormat
-            }
-        }
-        (4, b"sleep") => match parse_u32_truncating(toks.get(line, 2)) {
-            None => Reply::BadCommandLineFormat,
-            Some(us) if us > 1_000_000 => Reply::CrawlerSleepTooLong,
-            Some(_) => OK,
-        },
-        _ => ERROR,
-    }
 }
 
 /// What a command line turned out to be.
@@ -573,14 +424,14 @@ fn is_multiget(buf: &[u8]) -> bool {
 }
 
 /// Token spans of one command line, as memcached's tokenizer finds them.
-struct Tokens {
-    spans: [(u32, u32); MAX_TOKENS],
+pub(super) struct Tokens {
+    pub(super) spans: [(u32, u32); MAX_TOKENS],
     /// Real tokens found (at most `MAX_TOKENS - 1`).
-    n: usize,
+    pub(super) n: usize,
 }
 
 impl Tokens {
-    fn new(line: &[u8]) -> Self {
+    pub(super) fn new(line: &[u8]) -> Self {
         let mut t = Tokens { spans: [(0, 0); MAX_TOKENS], n: 0 };
         let mut start = 0;
         for (i, &b) in line.iter().enumerate() {
@@ -602,246 +453,20 @@ impl Tokens {
         t
     }
 
-    fn span(&self, i: usize) -> Range<usize> {
+    pub(super) fn span(&self, i: usize) -> Range<usize> {
         let (s, e) = self.spans[i];
         s as usize..e as usize
     }
 
-    fn len(&self, i: usize) -> usize {
+    pub(super) fn len(&self, i: usize) -> usize {
         self.span(i).len()
     }
 
     /// Token `i`, or an empty slice past the end (memcached's terminal token).
-    fn get<'a>(&self, line: &'a [u8], i: usize) -> &'a [u8] {
+    pub(super) fn get<'a>(&self, line: &'a [u8], i: usize) -> &'a [u8] {
         if i < self.n { &line[self.span(i)] } else { &[] }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn decoder() -> Decoder {
-        Decoder::new(Limits { max_item_size: 1 << 20 }, Clock::starting_at(1_800_000_000))
-    }
-
-    /// Decodes until more input is needed; errors are kept in order with the requests.
-    fn drain(d: &mut Decoder, buf: &mut BytesMut) -> Vec<Result<Request, Rejection>> {
-        let mut out = Vec::new();
-        loop {
-            match d.decode(buf) {
-                Ok(Some(r)) => out.push(Ok(r)),
-                Ok(None) => return out,
-                Err(e) => {
-                    let fatal = e.error.is_fatal();
-                    out.push(Err(e));
-                    if fatal {
-                        return out;
-                    }
-                }
-            }
-        }
-    }
-
-    fn decode_all(wire: &[u8]) -> Vec<Result<Request, Rejection>> {
-        drain(&mut decoder(), &mut BytesMut::from(wire))
-    }
-
-    fn one(wire: &[u8]) -> Result<Request, Rejection> {
-        let mut v = decode_all(wire);
-        assert_eq!(v.len(), 1, "{v:?}");
-        v.remove(0)
-    }
-
-    fn err(wire: &[u8]) -> (ProtocolError, bool) {
-        let e = one(wire).unwrap_err();
-        (e.error, e.noreply)
-    }
-
-    const PIPELINE: &[u8] = b"set k 1 0 5\r\nhello\r\nget k  k2\r\nincr n 5\nbogus\r\n\
-        cas k 0 0 1 99 noreply\r\nx\r\nset big 0 0 2000\r\n";
-
-    /// Pipelines covering every framing path: data blocks, bad chunks, swallowed items,
-    /// noreply errors, bare newlines, retrievals and admin commands.
-    const PIPELINES: &[&[u8]] = &[
-        PIPELINE,
-        b"set k 0 0 3\r\nabcde\r\nget k\r\ndelete k 0 noreply\n",
-        b"gats 10 a b\r\nset x 0 0 -1 noreply\r\nincr k 18446744073709551615\r\n\r\nstats\r\n",
-        b"append k 0 0 0\r\n\r\nprepend k 0 0 2\r\n\r\n\r\nflush_all 10\r\nmn\r\nquit\r\n",
-        b"touch k -1\r\nverbosity 1 noreply\r\nslabs automove 1\r\nGET / HTTP/1.1\r\n",
-    ];
-
-    #[test]
-    fn decodes_at_every_split_point() {
-        assert_eq!(decode_all(PIPELINE).len(), 5);
-        for wire in PIPELINES {
-            let whole = decode_all(wire);
-            for cut in 0..=wire.len() {
-                let (mut d, mut buf) = (decoder(), BytesMut::from(&wire[..cut]));
-                let mut got = drain(&mut d, &mut buf);
-                buf.extend_from_slice(&wire[cut..]);
-                got.extend(drain(&mut d, &mut buf));
-                assert_eq!(got, whole, "split at {cut} of {:?}", String::from_utf8_lossy(wire));
-            }
-        }
-    }
-
-    #[test]
-    fn swallow_survives_every_split_point() {
-        let mut wire = b"set big 0 0 2000\r\n".to_vec();
-        wire.extend_from_slice(&[b'z'; 2000]);
-        wire.extend_from_slice(b"\r\nget k\r\n");
-        let limits = Limits { max_item_size: 1024 };
-        let fresh = || Decoder::new(limits, Clock::starting_at(1_800_000_000));
-        let whole = drain(&mut fresh(), &mut BytesMut::from(&wire[..]));
-        assert_eq!(whole.len(), 3, "{whole:?}");
-        for cut in (0..=wire.len()).step_by(7) {
-            let (mut d, mut buf) = (fresh(), BytesMut::from(&wire[..cut]));
-            let mut got = drain(&mut d, &mut buf);
-            buf.extend_from_slice(&wire[cut..]);
-            got.extend(drain(&mut d, &mut buf));
-            assert_eq!(got, whole, "split at {cut}");
-        }
-    }
-
-    #[test]
-    fn decodes_byte_by_byte() {
-        for wire in PIPELINES {
-            let (mut d, mut buf) = (decoder(), BytesMut::new());
-            let mut got = Vec::new();
-            for &b in *wire {
-                buf.extend_from_slice(&[b]);
-                got.extend(drain(&mut d, &mut buf));
-            }
-            assert_eq!(got, decode_all(wire));
-        }
-    }
-
-    #[test]
-    fn storage_line() {
-        let Ok(Request::Store { mode, key, flags, deadline, value, noreply }) =
-            one(b"set  k   4294967296 4294967295 2 \r\nhi\r\n")
-        else {
-            panic!()
-        };
-        assert_eq!(
-            (mode, &key[..], flags, deadline, &value[..], noreply),
-            (StoreMode::Set, &b"k"[..], 0, 1, &b"hi"[..], false),
-            "4294967295 is -1: expired"
-        );
-        assert!(matches!(
-            one(b"cas k 0 0 1 7 noreply\r\nx\r\n"),
-            Ok(Request::Store { mode: StoreMode::Cas { unique: 7 }, noreply: true, .. })
-        ));
-        // An unknown 7th token is ignored.
-        assert!(matches!(one(b"set k 0 0 1 garbage\r\nx\r\n"), Ok(Request::Store { noreply: false, .. })));
-    }
-
-    #[test]
-    fn storage_errors() {
-        assert_eq!(err(b"set k 0 0\r\n"), (ProtocolError::UnknownCommand, false));
-        assert_eq!(err(b"set k 0 0 -1\r\n"), (ProtocolError::BadFormat, false));
-        assert_eq!(err(b"set k 0 0 -1 noreply\r\n"), (ProtocolError::BadFormat, true));
-        assert_eq!(err(b"set k -1 0 1\r\n"), (ProtocolError::BadFormat, false));
-        assert_eq!(err(b"set k 0 x 1\r\n"), (ProtocolError::BadFormat, false));
-        assert_eq!(err(b"set k 0 0 2147483647\r\n"), (ProtocolError::BadFormat, false));
-        let long = [b'a'; 251];
-        let mut line = b"set ".to_vec();
-        line.extend_from_slice(&long);
-        line.extend_from_slice(b" 0 0 1\r\n");
-        assert_eq!(err(&line), (ProtocolError::BadFormat, false));
-        let got = decode_all(b"set k 0 0 3\r\nabcde\r\n");
-        assert_eq!(got[0], Err(Rejection { error: ProtocolError::BadDataChunk, noreply: false }));
-        assert_eq!(got[1], Err(ProtocolError::UnknownCommand.into()), "the leftover \\r\\n is a line");
-    }
-
-    #[test]
-    fn too_large_is_swallowed() {
-        let mut d = Decoder::new(Limits { max_item_size: 1024 }, Clock::starting_at(1_800_000_000));
-        let mut buf = BytesMut::from(&b"set k 0 0 1000\r\n"[..]);
-        assert!(matches!(d.decode(&mut buf), Ok(Some(Request::TooLarge { mode: StoreMode::Set, .. }))));
-        assert_eq!(d.decode(&mut buf), Ok(None), "no reply before the data is consumed");
-        buf.extend_from_slice(&[b'x'; 600]);
-        assert_eq!(d.decode(&mut buf), Ok(None));
-        assert!(buf.is_empty(), "swallowed bytes are not buffered");
-        buf.extend_from_slice(&[b'x'; 400]);
-        buf.extend_from_slice(b"\r\nversion\r\n");
-        assert_eq!(d.decode(&mut buf), Err(ProtocolError::TooLarge.into()));
-        assert_eq!(d.decode(&mut buf), Ok(Some(Request::Version)));
-        // The boundary is memcached's: 1024 - 59 - key length.
-        let ok = format!("set k 0 0 {}\r\n", 1024 - 59 - 1);
-        assert!(matches!(
-            Decoder::new(Limits { max_item_size: 1024 }, Clock::starting_at(1_800_000_000))
-                .decode(&mut BytesMut::from(ok.as_bytes())),
-            Ok(None)
-        ));
-        let over = format!("set k 0 0 {}\r\n", 1024 - 59);
-        assert!(matches!(
-            Decoder::new(Limits { max_item_size: 1024 }, Clock::starting_at(1_800_000_000))
-                .decode(&mut BytesMut::from(over.as_bytes())),
-            Ok(Some(Request::TooLarge { .. }))
-        ));
-    }
-
-    #[test]
-    fn retrieval() {
-        let Ok(Request::Get { keys, with_cas: true, touch: Some(-1) }) = one(b"gats 4294967295 a b  a \r\n") else {
-            panic!()
-        };
-        assert_eq!(keys.iter().collect::<Vec<_>>(), vec![&b"a"[..], b"b", b"a"]);
-        assert!(matches!(one(b"gat 10\r\n"), Ok(Request::Get { .. })));
-        assert_eq!(err(b"get\r\n"), (ProtocolError::UnknownCommand, false));
-        assert_eq!(err(b"gat x k\r\n"), (ProtocolError::BadExptime, false));
-        let mut line = b"get a ".to_vec();
-        line.extend_from_slice(&[b'k'; 251]);
-        line.extend_from_slice(b"\r\n");
-        assert_eq!(err(&line), (ProtocolError::GetKeyTooLong, false));
-        // 30 keys: more than the tokenizer's 24 slots, all kept.
-        let many: String = (0..30).map(|i| format!(" k{i}")).collect();
-        let Ok(Request::Get { keys, .. }) = one(format!("get{many}\r\n").as_bytes()) else { panic!() };
-        assert_eq!(keys.iter().count(), 30);
-    }
-
-    #[test]
-    fn other_commands() {
-        assert_eq!(one(b"delete k 0\r\n"), Ok(Request::Delete { key: Bytes::from_static(b"k"), noreply: false }));
-        assert_eq!(
-            one(b"delete k 0 noreply\r\n"),
-            Ok(Request::Delete { key: Bytes::from_static(b"k"), noreply: true })
-        );
-        assert_eq!(err(b"delete k 1\r\n"), (ProtocolError::DeleteUsage, false));
-        assert_eq!(err(b"delete k 1 noreply\r\n"), (ProtocolError::DeleteUsage, true));
-        assert_eq!(err(b"incr k -1\r\n"), (ProtocolError::BadDelta, false));
-        assert_eq!(err(b"touch k x noreply\r\n"), (ProtocolError::BadExptime, true));
-        assert_eq!(one(b"flush_all\r\n"), Ok(Request::FlushAll { delay: 0, noreply: false }));
-        assert_eq!(one(b"flush_all noreply\r\n"), Ok(Request::FlushAll { delay: 0, noreply: true }));
-        assert_eq!(one(b"flush_all -5 noreply\r\n"), Ok(Request::FlushAll { delay: -5, noreply: true }));
-        assert_eq!(err(b"flush_all abc\r\n"), (ProtocolError::BadExptime, false));
-        assert_eq!(err(b"verbosity\r\n"), (ProtocolError::UnknownCommand, false));
-        assert_eq!(one(b"verbosity 1\n"), Ok(Request::Verbosity { noreply: false }));
-        assert_eq!(one(b"stats\r\n"), Ok(Request::Stats { group: StatsGroup::General }));
-        assert_eq!(err(b"stats nope\r\n"), (ProtocolError::UnknownCommand, false));
-        assert_eq!(err(b"GET k\r\n"), (ProtocolError::UnknownCommand, false));
-        assert_eq!(err(b"\r\n"), (ProtocolError::UnknownCommand, false));
-        assert_eq!(err(b"GET / HTTP/1.1\r\n"), (ProtocolError::Http, false));
-        // A NUL ends the line for memcached.
-        assert_eq!(err(b"set a\0b 0 0 1\r\n"), (ProtocolError::UnknownCommand, false));
-    }
-
-    #[test]
-    fn long_lines() {
-        let mut d = decoder();
-        let mut buf = BytesMut::from(&[b'x'; MAX_LINE + 1][..]);
-        assert_eq!(d.decode(&mut buf).unwrap_err().error, ProtocolError::LineTooLong);
-        let mut line = b"get ".to_vec();
-        line.extend(std::iter::repeat_n(b"key ".iter().copied(), 1000).flatten());
-        let mut buf = BytesMut::from(&line[..]);
-        assert_eq!(d.decode(&mut buf), Ok(None), "a long multiget waits for its newline");
-        buf.extend_from_slice(b"\r\n");
-        assert!(matches!(d.decode(&mut buf), Ok(Some(Request::Get { .. }))));
-        // A long line whose newline arrived with it is parsed normally.
-        let mut line = vec![b'z'; 3000];
-        line.extend_from_slice(b"\r\n");
-        assert_eq!(err(&line), (ProtocolError::UnknownCommand, false));
-    }
-}
+mod tests;
