@@ -17,7 +17,7 @@ pub use ctx::Ctx;
 
 use crate::protocol::Request;
 use crate::protocol::encode::{Reply, put_reply};
-use crate::store::SharedValue;
+use crate::store::{SharedValue, StoreArgs};
 
 /// The version `version` and `stats` report: the memcached release whose behaviour Larder
 /// reproduces, then Larder's own. Clients and tools read the leading numbers to decide
@@ -96,7 +96,8 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
             return Work::Retrieval(get.keys(keys)).start(ctx, out, caller.out_limit);
         }
         Request::Store { mode, key, flags, deadline, value, noreply } => {
-            storage::store(ctx, mode, &key, flags, deadline, &value, noreply, buf)
+            let args = StoreArgs { mode, key: &key, flags, exptime: deadline, value: &value, ..StoreArgs::default() };
+            storage::store(ctx, &args, noreply, buf);
         }
         Request::TooLarge { key, mode } => storage::too_large(ctx, &key, mode),
         Request::Delete { key, noreply } => storage::delete(ctx, &key, noreply, buf),

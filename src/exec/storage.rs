@@ -4,29 +4,18 @@
 use bytes::BytesMut;
 
 use super::Ctx;
-use crate::clock::RelTime;
 use crate::memcached::StoreMode;
 use crate::protocol::encode::{Reply, put_number, put_reply_unless};
 use crate::stats::{PrefixEvent, Stats};
 use crate::store::{ArithArgs, ArithOutcome, DeleteOpts, DeleteOutcome, Lookup, StoreArgs, StoreOutcome};
 
 /// A storage command with its data block.
-#[allow(clippy::too_many_arguments)]
-pub fn store(
-    ctx: &Ctx,
-    mode: StoreMode,
-    key: &[u8],
-    flags: u32,
-    deadline: RelTime,
-    value: &[u8],
-    noreply: bool,
-    out: &mut BytesMut,
-) {
+pub fn store(ctx: &Ctx, args: &StoreArgs<'_>, noreply: bool, out: &mut BytesMut) {
+    let (key, mode) = (args.key, args.mode);
     let (store, stats) = (&ctx.store, &ctx.stats);
     Stats::incr(&stats.cmd_set);
     stats.prefixes.record(key, PrefixEvent::Set);
-    let args = StoreArgs { mode, key, flags, exptime: deadline, value, ..StoreArgs::default() };
-    let reply = match store.store(&args).0 {
+    let reply = match store.store(args).0 {
         StoreOutcome::Stored => Reply::Stored,
         StoreOutcome::NotStored => Reply::NotStored,
         StoreOutcome::Exists => Reply::Exists,
