@@ -314,9 +314,9 @@ impl Store {
         let old = s.item(i);
         let new = match mode {
             StoreMode::Add => {
-                // memcached promotes the item it refused to replace (`do_item_update`): a use
-                // for eviction and the access-time rule, but not a fetch.
-                s.item_mut(i).bump_time(now);
+                // memcached (with its default segmented LRU) promotes the item it refused to
+                // replace: a new access time, even within the minute, but not a fetch.
+                s.item_mut(i).set_time(now);
                 s.set_access(i, (s.access(i) & access::FETCHED) | self.epoch());
                 return (StoreOutcome::NotStored, 0);
             }

@@ -424,10 +424,11 @@ fn tables_are_not_compacted_while_a_dump_is_under_way() {
     assert!(buckets(&s) < grown / 2, "compacted once the dump went quiet");
 }
 
-/// memcached runs `touch`, `gat`, `get` and `add`-on-a-present-item through one fetch: a
-/// touch marks the item fetched, and the access time moves only by the one-minute rule.
+/// memcached runs `touch`, `gat` and `get` through one fetch: a touch marks the item
+/// fetched, and a read moves the access time only by the one-minute rule. A refused
+/// `add` is memcached's promotion instead: the access time moves at once.
 #[test]
-fn touch_is_a_fetch_and_access_time_moves_by_one_rule() {
+fn touch_is_a_fetch_and_reads_move_the_access_time_by_the_minute() {
     let s = store();
     let c = s.clock().clone();
     set(&s, "k", "v", 0);
@@ -438,12 +439,14 @@ fn touch_is_a_fetch_and_access_time_moves_by_one_rule() {
     assert!(fetched(&s), "a touch counts as a fetch");
     let written = time(&s);
     c.advance(30);
-    assert_eq!(s.put(StoreMode::Add, b"k", 0, 0, b"x"), StoreOutcome::NotStored);
     assert!(s.get(b"k").is_some());
-    assert_eq!(time(&s), written, "within a minute neither add nor get moves it");
+    assert_eq!(time(&s), written, "within a minute a read does not move it");
     c.advance(31);
+    assert!(s.get(b"k").is_some());
+    assert_eq!(time(&s), c.now(), "after a minute it does");
+    c.advance(3);
     assert_eq!(s.put(StoreMode::Add, b"k", 0, 0, b"x"), StoreOutcome::NotStored);
-    assert_eq!(time(&s), c.now(), "after a minute an add moves it");
+    assert_eq!(time(&s), c.now(), "a refused add moves it at once");
 }
 
 /// `delete` finds items as every lookup does: an expired one is reaped and counted as
