@@ -162,21 +162,13 @@ impl PrefixStats {
         }
     }
 
-    /// `stats detail dump`: `PREFIX <p> get <n> hit <n> set <n> del <n>` lines and `END`.
-    pub fn dump(&self, out: &mut bytes::BytesMut) {
-        use bytes::BufMut;
+    /// Calls `f` with each prefix and its counts (gets, hits, sets, deletes), in the
+    /// order memcached's `stats detail dump` lists them.
+    pub fn each(&self, mut f: impl FnMut(&[u8], [u64; 4])) {
         let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        let mut n = itoa::Buffer::new();
         for c in buckets.iter().flatten() {
-            out.put_slice(b"PREFIX ");
-            out.put_slice(&c.prefix);
-            for (label, v) in [(" get ", c.gets), (" hit ", c.hits), (" set ", c.sets), (" del ", c.deletes)] {
-                out.put_slice(label.as_bytes());
-                out.put_slice(n.format(v).as_bytes());
-            }
-            out.put_slice(b"\r\n");
+            f(&c.prefix, [c.gets, c.hits, c.sets, c.deletes]);
         }
-        out.put_slice(b"END\r\n");
     }
 
     /// `stats reset` forgets prefixes too.
@@ -234,8 +226,8 @@ mod prefix_tests {
         p.record(b"a:2", PrefixEvent::Get { hit: false });
         p.record(b"a:1", PrefixEvent::Get { hit: true });
         p.record(b"nodelim", PrefixEvent::Delete);
-        let mut out = bytes::BytesMut::new();
-        p.dump(&mut out);
-        assert_eq!(&out[..], b"PREFIX a get 2 hit 1 set 1 del 0\r\nEND\r\n");
+        let mut seen = Vec::new();
+        p.each(|prefix, counts| seen.push((prefix.to_vec(), counts)));
+        assert_eq!(seen, [(b"a".to_vec(), [2, 1, 1, 0])], "gets, hits, sets, deletes; only while enabled");
     }
 }

@@ -5,7 +5,7 @@
 
 use super::{Ctx, Flow, Output};
 use crate::protocol::KeyList;
-use crate::protocol::encode::{put_shared_value, put_value};
+use crate::protocol::encode::{Reply, put_reply, put_shared_value, put_value};
 use crate::stats::{PrefixEvent, Stats};
 use crate::store::{Lookup, Prefetch};
 
@@ -93,7 +93,7 @@ impl Keys {
                 return None;
             }
         }
-        out.buf.extend_from_slice(b"END\r\n");
+        put_reply(&mut out.buf, Reply::End);
         Some(Flow::Transmit)
     }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::BytesMut;
 
 use super::{Ctx, VERSION};
-use crate::protocol::encode::{Reply, Seconds, put_class_stat, put_conn_stat, put_reply, put_stat};
+use crate::protocol::encode::{Reply, Seconds, put_class_stat, put_conn_stat, put_prefix_stat, put_reply, put_stat};
 use crate::protocol::{DetailCmd, StatsGroup};
 use crate::stats::Stats;
 
@@ -30,7 +30,8 @@ pub fn write(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
             return;
         }
         StatsGroup::Detail(DetailCmd::Dump) => {
-            ctx.stats.prefixes.dump(out);
+            ctx.stats.prefixes.each(|prefix, counts| put_prefix_stat(out, prefix, counts));
+            put_reply(out, Reply::End);
             return;
         }
         StatsGroup::DetailUsage => {

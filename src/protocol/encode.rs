@@ -262,6 +262,18 @@ pub fn put_conn_stat(out: &mut BytesMut, fd: i32, name: &str, value: impl StatVa
     out.put_slice(b"\r\n");
 }
 
+/// `PREFIX <prefix> get <n> hit <n> set <n> del <n>\r\n`: a line of `stats detail dump`.
+pub fn put_prefix_stat(out: &mut BytesMut, prefix: &[u8], [gets, hits, sets, deletes]: [u64; 4]) {
+    let mut n = itoa::Buffer::new();
+    out.put_slice(b"PREFIX ");
+    out.put_slice(prefix);
+    for (label, v) in [(" get ", gets), (" hit ", hits), (" set ", sets), (" del ", deletes)] {
+        out.put_slice(label.as_bytes());
+        out.put_slice(n.format(v).as_bytes());
+    }
+    out.put_slice(b"\r\n");
+}
+
 /// A value a `STAT` line can carry.
 pub trait StatValue {
     fn put(&self, out: &mut BytesMut);
