@@ -1,6 +1,6 @@
 //! Meta command lines (`mg ms md ma me`): flag parsing with memcached 1.6's rules and
-//! error strings, base64 keys, and the token walk replies use to echo return flags in
-//! request order.
+//! refusals, base64 keys, and the token walk replies use to echo return flags in request
+//! order.
 
 use bytes::Bytes;
 

@@ -1,5 +1,7 @@
-//! The memcached text protocol as data: [`Request`]s decoded from bytes and the error
-//! replies memcached gives. No async code and no store types live here (see `exec`).
+//! memcached's text and meta protocols: what a client can ask ([`Request`]), the decoders
+//! that turn bytes into requests (`text`, with `meta` and `admin` for their lines), the
+//! refusals ([`ProtocolError`]), and the reply side (`encode` writes every reply byte into
+//! an `output`). No I/O and no store types live here: `exec` runs the requests.
 
 mod admin;
 pub mod encode;

@@ -5,7 +5,7 @@
 //! Threads as memcached lays them out: the caller's runtime accepts (and runs the
 //! background tasks), and hands each socket to one of `-t` worker threads in turn
 //! ([`worker`]), each with its own epoll. A connection lives on one thread: no
-//! work stealing, no wake-ups across threads, nothing shared but the store.
+//! work stealing, no wake-ups across threads.
 
 pub mod connection;
 mod transport;

@@ -2,7 +2,7 @@
 //! it, and a socket's readiness event calls its connection's code directly: no task, waker
 //! or run queue between the kernel's word and the work, and no atomic state to step
 //! through for each request. Threads as memcached lays them out: a connection lives on
-//! one thread, nothing is shared but the store.
+//! one thread, and threads share only the server's `Ctx` (the store and the counters).
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;

@@ -1,7 +1,8 @@
 //! The one fetch: [`Store::lookup`] with its options ([`Lookup`]), under which memcached
 //! runs `get`, `gat`, `touch`, `mg` and `me`, and what it shows of the item it found
-//! ([`Found`]). A rule about what a use of an item does (mark it fetched, move its access
-//! time, hand out the recache token) is written here once.
+//! ([`Found`]). What a use of an item does (mark it fetched, move its access time by
+//! [`item::bumped`], hand out the recache token) is decided here for every command that
+//! fetches.
 
 use super::Store;
 use super::item::{self, Fields, Item, bit, charge_for};
