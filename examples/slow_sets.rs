@@ -1,4 +1,4 @@
-//! Memory under attack (issue 5), run by hand:
+//! Memory under attack, run by hand:
 //!
 //! ```sh
 //! cargo build --release --examples

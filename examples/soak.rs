@@ -1,4 +1,4 @@
-//! Soak test with an exact checker (issue 5), run by hand:
+//! Soak test with an exact checker, run by hand:
 //!
 //! ```sh
 //! cargo build --release --examples

@@ -1,4 +1,4 @@
-//! Hostile peers over TCP (issue 5): clients that never read, trickle bytes, flood the
+//! Hostile peers over TCP: clients that never read, trickle bytes, flood the
 //! connection limit, hang up mid-request or half-close, and a connection whose code panics.
 //! The server must stay within its bounds and keep serving everyone else. Byte-exact bad
 //! input is in `tests/corpus/hostile.txt` (checked against memcached by the differential

@@ -1,4 +1,4 @@
-//! The memory bound (issue 3): whatever clients write, the process stays near `-m`.
+//! The memory bound: whatever clients write, the process stays near `-m`.
 //!
 //! [`mixed_sizes_at_four_times_the_limit`] starts the `larder` binary with `-m 16`, writes
 //! 64 MiB of values (4x the limit) whose sizes are spread evenly over the decades from
@@ -29,7 +29,7 @@
 //! With `-m 64` (LIMIT_MIB changed by hand) in release: mixed 74.5-74.9 MiB, shifting
 //! 82.4-82.7 MiB, both inside -m + 20 MiB too (the shifting mix peaked at 128-130 MiB
 //! when items were plain malloc blocks, and at 101 MiB with slab pages emptied only every
-//! 100 ms). See README "Memory".
+//! 100 ms). See docs/memory.md.
 
 mod common;
 

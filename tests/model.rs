@@ -1,4 +1,4 @@
-//! Model check (issue 5): random command sequences run against the real `Store` and against
+//! Model check: random command sequences run against the real `Store` and against
 //! a plain `HashMap` model written from memcached's rules must give the same results, CAS
 //! uniques included. The memory limit is far above what a sequence stores, so nothing is
 //! evicted; time moves only when a sequence says so.

@@ -248,7 +248,7 @@ def nutcracker_binary() -> str:
 def nutcracker_config(listen_port: int, servers: list[str], *, timeout_ms: int,
                       server_retry_timeout_ms: int, server_failure_limit: int,
                       hash: str = "fnv1a_64") -> str:
-    """The pool configuration the tests run (and the README shows): ketama over node names,
+    """The pool configuration the tests run (and docs/multinode.md shows): ketama over node names,
     fnv1a_64 key hash (twemproxy's default), failed nodes ejected and retried."""
     lines = [
         "larder:",

@@ -1,4 +1,4 @@
-"""Many nodes with the distribution the memcached ecosystem already uses (issue 7, part 2).
+"""Many nodes with the distribution the memcached ecosystem already uses.
 
 Three nodes of the server under test, each on its own free 127.0.0.1 port, and:
 
@@ -14,8 +14,8 @@ Three nodes of the server under test, each on its own free 127.0.0.1 port, and:
   on the same port serves again; one node frozen (SIGSTOP) shows the timeouts really bound
   a call to a node that accepts but never answers.
 
-The DJANGO_* and TWEMPROXY_* settings below are the ones the README's "Running many nodes"
-section shows. Everything is started here and stopped by PID.
+The DJANGO_* and TWEMPROXY_* settings below are the ones docs/multinode.md
+shows. Everything is started here and stopped by PID.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from django_setup import setup_django
 
 N_KEYS = 300
 
-# ---- the configurations under test (the README shows exactly these) ---------------------
+# ---- the configurations under test (docs/multinode.md shows exactly these) ---------------------
 
 # pymemcache's HashClient: a failing node is retried `retry_attempts` times, `retry_timeout`
 # seconds apart, then left out for `dead_timeout` seconds; ignore_exc turns a node's errors
@@ -415,7 +415,7 @@ def test_twemproxy_multiget_across_nodes(cluster, proxy, key):
                                      b"verbosity 1\r\n"])
 def test_twemproxy_closes_on_commands_it_does_not_forward(proxy, key, command):
     """Not Larder's behaviour, twemproxy's: what it does not forward, it answers by closing
-    the connection (the README lists these)."""
+    the connection (docs/multinode.md lists these)."""
     with multinode.Conn("127.0.0.1", proxy.port) as p:
         p.send(command.replace(b"{k}", key().encode()))
         assert p.closed_by_peer()
