@@ -141,14 +141,15 @@ impl Dump {
         let stop = buf.len().saturating_add(room);
         let epoch = ctx.store.clock().epoch();
         let max_item_size = ctx.config.max_item_size;
-        let next = ctx.store.dump(self.at, |key, d| {
-            let size = item_size(key.len(), d.flags, d.value_len);
+        let next = ctx.store.dump(self.at, |f| {
+            let (key, it) = (f.item.key(), f.item);
+            let size = item_size(key.len(), it.flags(), it.value().len());
             let class = slab_class(size, max_item_size);
             if self.classes & (1 << class) != 0 {
                 // memcached's format: absolute times.
-                let exp = if d.exptime == 0 { -1 } else { epoch + i64::from(d.exptime) };
-                let la = epoch + i64::from(d.time);
-                put_dump_line(buf, key, &DumpLine { exp, la, cas: d.cas, fetched: d.fetched, class, size });
+                let exp = if it.exptime() == 0 { -1 } else { epoch + i64::from(it.exptime()) };
+                let la = epoch + i64::from(it.time());
+                put_dump_line(buf, key, &DumpLine { exp, la, cas: it.cas(), fetched: f.fetched_before, class, size });
             }
             buf.len() < stop
         });

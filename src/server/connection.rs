@@ -18,7 +18,7 @@ use crate::conns::ConnRow;
 use crate::exec::{self, Caller, Ctx, Flow, Output, Work};
 use crate::protocol::encode::{error_reply, put_reply};
 use crate::protocol::text::Limits;
-use crate::protocol::{Decoder, Request};
+use crate::protocol::Decoder;
 use crate::stats::Stats;
 
 /// Read buffer capacity kept free before each read.
@@ -480,7 +480,7 @@ impl Connection {
 /// so a test can make one connection's handler panic and watch the server carry on.
 #[cfg(debug_assertions)]
 #[doc(hidden)]
-pub static FAULT_HOOK: std::sync::OnceLock<fn(&Request)> = std::sync::OnceLock::new();
+pub static FAULT_HOOK: std::sync::OnceLock<fn(&crate::protocol::Request)> = std::sync::OnceLock::new();
 
 #[cfg(test)]
 mod tests;

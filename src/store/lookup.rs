@@ -85,7 +85,7 @@ impl Found<'_> {
 
 /// An item's state before a lookup changes it.
 #[derive(Debug, Clone, Copy)]
-struct Before {
+pub(super) struct Before {
     exptime: RelTime,
     time: RelTime,
     fetched: bool,
@@ -93,7 +93,7 @@ struct Before {
 }
 
 impl Before {
-    fn of(s: &Shard, i: usize) -> Self {
+    pub(super) fn of(s: &Shard, i: usize) -> Self {
         let it = s.item(i);
         Self {
             exptime: it.exptime(),
@@ -103,7 +103,7 @@ impl Before {
         }
     }
 
-    fn found(self, item: &Item, won: bool) -> Found<'_> {
+    pub(super) fn found(self, item: &Item, won: bool) -> Found<'_> {
         Found {
             item,
             exptime_before: self.exptime,

@@ -25,7 +25,7 @@ use hashbrown::DefaultHashBuilder;
 pub use item::{Item, SharedValue};
 pub use lookup::{Found, Lookup};
 pub use shard::Prefetch;
-pub use walk::{DumpCursor, DumpInfo};
+pub use walk::DumpCursor;
 
 use crate::clock::{Clock, RelTime};
 use crate::memcached::number::parse_u64;

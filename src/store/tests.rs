@@ -326,8 +326,8 @@ fn dump_in_steps(s: &Store, step: usize, mut between: impl FnMut(usize)) -> Vec<
     let mut steps = 0;
     while let Some(from) = at {
         let mut n = 0;
-        at = s.dump(from, |key, _| {
-            shown.push(String::from_utf8(key.to_vec()).unwrap());
+        at = s.dump(from, |f| {
+            shown.push(String::from_utf8(f.item.key().to_vec()).unwrap());
             n += 1;
             n < step
         });
@@ -394,7 +394,7 @@ fn dump_walks_a_bounded_number_of_buckets_per_call() {
     let mut calls = 0;
     let mut at = Some(DumpCursor::default());
     while let Some(from) = at {
-        at = s.dump(from, |_, _| panic!("nothing is live"));
+        at = s.dump(from, |_| panic!("nothing is live"));
         calls += 1;
     }
     assert_eq!(calls, buckets.div_ceil(walk::DUMP_BUDGET), "{buckets} buckets");
@@ -415,7 +415,7 @@ fn tables_are_not_compacted_while_a_dump_is_under_way() {
     }
     let buckets = |s: &Store| s.shards.iter().map(|sh| read(sh).table.num_buckets()).sum::<usize>();
     let grown = buckets(&s);
-    assert!(s.dump(DumpCursor::default(), |_, _| false).is_some());
+    assert!(s.dump(DumpCursor::default(), |_| false).is_some());
     c.advance(walk::DUMP_QUIET - 1);
     s.reclaim_expired(16);
     assert_eq!(buckets(&s), grown, "no compacting right after a dump's step");

@@ -1,40 +1,13 @@
-//! Walking every item: the cursor `lru_crawler metadump` carries between steps, and what
-//! it is shown of each live item. A walk holds a shard's read lock for a few hundred
+//! Walking every item: the cursor `lru_crawler metadump` carries between steps; each live
+//! item is shown as a lookup shows it ([`Found`]), changing nothing. A walk holds a shard's read lock for a few hundred
 //! buckets at a time and survives tables rebuilt under it.
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::lookup::{Before, Found};
+use super::shard::read;
 use super::Store;
-use super::item::bit;
-use super::shard::{Shard, read};
 use crate::clock::RelTime;
-
-/// What `lru_crawler metadump` shows of an item.
-#[derive(Debug, Clone, Copy)]
-pub struct DumpInfo {
-    pub exptime: RelTime,
-    pub time: RelTime,
-    pub cas: u64,
-    pub fetched: bool,
-    pub flags: u32,
-    pub value_len: usize,
-    pub key_binary: bool,
-}
-
-impl DumpInfo {
-    fn of(s: &Shard, i: usize) -> Self {
-        let it = s.item(i);
-        Self {
-            exptime: it.exptime(),
-            time: it.time(),
-            cas: it.cas(),
-            fetched: s.fetched(i),
-            flags: it.flags(),
-            value_len: it.value().len(),
-            key_binary: it.bits() & bit::KEY_BINARY != 0,
-        }
-    }
-}
 
 /// Where a walk over every item ([`Store::dump`]) carries on: a shard, a bucket in it, and
 /// the shard's rebuild count when the walk was last there.
@@ -65,7 +38,7 @@ impl Store {
     /// once: a shard whose table was rebuilt since the walk was last in it (its buckets
     /// moved) is walked again from its start, so its items shown before are shown again.
     /// An item stored or removed meanwhile may or may not be shown, as with memcached.
-    pub fn dump(&self, mut at: DumpCursor, mut f: impl FnMut(&[u8], &DumpInfo) -> bool) -> Option<DumpCursor> {
+    pub fn dump(&self, mut at: DumpCursor, mut f: impl FnMut(Found<'_>) -> bool) -> Option<DumpCursor> {
         let now = self.clock.now();
         self.dumped_at.store(now.saturating_add(1), Relaxed);
         let mut budget = DUMP_BUDGET;
@@ -85,7 +58,7 @@ impl Store {
                 at.bucket += 1;
                 if let Some(it) = s.table.get_bucket(i)
                     && self.dead(it, now).is_none()
-                    && !f(it.key(), &DumpInfo::of(&s, i))
+                    && !f(Before::of(&s, i).found(it, false))
                 {
                     return Some(at);
                 }
