@@ -16,9 +16,9 @@ use tracing::{debug, trace};
 use super::transport::{recv, send};
 use crate::conns::ConnRow;
 use crate::exec::{self, Caller, Ctx, Flow, Output, Work};
+use crate::protocol::Decoder;
 use crate::protocol::encode::{error_reply, put_reply};
 use crate::protocol::text::Limits;
-use crate::protocol::Decoder;
 use crate::stats::Stats;
 
 /// Read buffer capacity kept free before each read.

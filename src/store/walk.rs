@@ -4,9 +4,9 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::Store;
 use super::lookup::{Before, Found};
 use super::shard::read;
-use super::Store;
 use crate::clock::RelTime;
 
 /// Where a walk over every item ([`Store::dump`]) carries on: a shard, a bucket in it, and
