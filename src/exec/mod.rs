@@ -52,18 +52,14 @@ pub enum Work {
 }
 
 impl Work {
-    /// Carries on until `out` holds `limit` bytes (`None`: more to do) or the command is
-    /// done, with the flow it ends in.
-    pub fn step(&mut self, ctx: &Ctx, out: &mut Output, limit: usize) -> Option<Flow> {
-        match self {
+    /// Carries on until `out` holds `limit` bytes or the command is done: the flow it ends
+    /// in, or `Flow::Resume` with what is left.
+    pub fn resume(mut self, ctx: &Ctx, out: &mut Output, limit: usize) -> Flow {
+        let done = match &mut self {
             Self::Retrieval(keys) => keys.step(ctx, out, limit),
             Self::Dump(dump) => dump.step(ctx, out, limit),
-        }
-    }
-
-    /// The first step, as [`execute`] returns it.
-    fn start(mut self, ctx: &Ctx, out: &mut Output, limit: usize) -> Flow {
-        self.step(ctx, out, limit).unwrap_or(Flow::Resume(self))
+        };
+        done.unwrap_or(Flow::Resume(self))
     }
 }
 
@@ -93,7 +89,7 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
             if !caller.prefetched {
                 get.prefetch(ctx, &keys);
             }
-            return Work::Retrieval(get.keys(keys)).start(ctx, out, caller.out_limit);
+            return Work::Retrieval(get.keys(keys)).resume(ctx, out, caller.out_limit);
         }
         Request::Store { mode, key, flags, deadline, value, noreply } => {
             let args = StoreArgs { mode, key: &key, flags, exptime: deadline, value: &value, ..StoreArgs::default() };
@@ -124,7 +120,7 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
         Request::Crawler { enable } => admin::crawler(ctx, enable, buf),
         Request::Crawl { classes, dump: false } => admin::crawl(ctx, classes, buf),
         Request::Crawl { classes, dump: true } => match admin::metadump(ctx, classes, caller.replies_waiting) {
-            Ok(dump) => return Work::Dump(dump).start(ctx, out, caller.out_limit),
+            Ok(dump) => return Work::Dump(dump).resume(ctx, out, caller.out_limit),
             Err(refused) => put_reply(buf, refused),
         },
         Request::Quit => return Flow::Close,
@@ -136,8 +132,8 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
 /// tests): [`execute`], then every step of its work, with no bound on the output.
 pub fn run(ctx: &Ctx, req: Request, out: &mut Output) -> Flow {
     let mut flow = execute(ctx, req, out, &Caller::DETACHED);
-    while let Flow::Resume(mut work) = flow {
-        flow = work.step(ctx, out, usize::MAX).unwrap_or(Flow::Resume(work));
+    while let Flow::Resume(work) = flow {
+        flow = work.resume(ctx, out, usize::MAX);
     }
     flow
 }

@@ -388,8 +388,8 @@ impl Connection {
     }
 
     fn run_commands(&mut self, batch: &mut Batch) -> Step {
-        if let Some(mut work) = batch.work.take() {
-            let flow = work.step(&self.ctx, &mut self.out, MAX_PENDING_OUTPUT).unwrap_or(Flow::Resume(work));
+        if let Some(work) = batch.work.take() {
+            let flow = work.resume(&self.ctx, &mut self.out, MAX_PENDING_OUTPUT);
             if let Some(step) = self.command_done(batch, flow) {
                 return step;
             }
