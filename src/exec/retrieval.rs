@@ -4,6 +4,7 @@
 //! and carries on where it stopped.
 
 use super::{Ctx, Flow, Output};
+use crate::clock::RelTime;
 use crate::protocol::KeyList;
 use crate::protocol::encode::{Reply, put_reply, put_shared_value, put_value};
 use crate::stats::{PrefixEvent, Stats};
@@ -13,9 +14,8 @@ use crate::store::{Lookup, Prefetch};
 #[derive(Debug, Clone, Copy)]
 pub struct Retrieval {
     with_cas: bool,
-    /// `gat`/`gats` give a new deadline, and count as touches.
-    touch: bool,
-    lookup: Lookup,
+    /// `gat`/`gats`: the new deadline; these count as touches.
+    deadline: Option<RelTime>,
 }
 
 /// A retrieval command's keys from the `next`th on.
@@ -28,11 +28,7 @@ pub struct Keys {
 
 impl Retrieval {
     pub fn new(ctx: &Ctx, with_cas: bool, touch: Option<i32>) -> Self {
-        let lookup = match touch {
-            Some(exptime) => Lookup::touch(ctx.store.clock().deadline(exptime)),
-            None => Lookup::GET,
-        };
-        Self { with_cas, touch: touch.is_some(), lookup }
+        Self { with_cas, deadline: touch.map(|exptime| ctx.store.clock().deadline(exptime)) }
     }
 
     /// Prefetches the items of a multi-get's first keys (see [`crate::store::Store::prefetch`]),
@@ -62,7 +58,7 @@ impl Retrieval {
         // a large one is shared with the store and written from there.
         let with_cas = self.with_cas;
         let hit = store
-            .lookup(key, &self.lookup, |f| {
+            .lookup(key, &self.deadline.map_or(Lookup::GET, Lookup::touch), |f| {
                 let it = f.item;
                 let cas = with_cas.then(|| it.cas());
                 match it.shared_value() {
@@ -71,7 +67,7 @@ impl Retrieval {
                 }
             })
             .is_some();
-        let (cmds, hits, misses) = if self.touch {
+        let (cmds, hits, misses) = if self.deadline.is_some() {
             (&stats.cmd_touch, &stats.touch_hits, &stats.touch_misses)
         } else {
             (&stats.cmd_get, &stats.get_hits, &stats.get_misses)
