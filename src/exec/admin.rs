@@ -16,8 +16,9 @@ use crate::store::DumpCursor;
 /// memcached refuses `cache_memlimit` below this many MiB.
 const MIN_MEMLIMIT_MIB: u32 = 8;
 
-/// The most a dump step reserves ahead: more than a connection's output bound.
-const DUMP_RESERVE_MAX: usize = 4 << 20;
+/// The most a dump step reserves ahead: a connection's output bound (a caller without
+/// one, whose room is unbounded, gets no more).
+const DUMP_RESERVE_MAX: usize = 1 << 20;
 
 /// How far a metadump's last line may run past its room: a 250-byte key URI-encoded
 /// (three bytes each), its bookkeeping and `END`.
