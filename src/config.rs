@@ -2,6 +2,7 @@
 //! meanings, turned once into a [`Config`] of bytes, limits and addresses.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
@@ -17,7 +18,8 @@ pub struct Cli {
     #[arg(short = 'p', long = "port", default_value_t = 11211)]
     pub port: u16,
 
-    /// Interfaces to listen on, comma-separated (e.g. 127.0.0.1,::1).
+    /// Interfaces to listen on, comma-separated (e.g. 127.0.0.1,::1), each with an optional
+    /// port (127.0.0.1:11311, [::1]:11311); with -Z, a `notls:` prefix serves plain TCP there.
     #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
     pub listen: String,
 
@@ -88,8 +90,14 @@ pub struct Cli {
     #[arg(short = 'Y', long = "auth-file")]
     pub auth_file: Option<std::path::PathBuf>,
 
+    /// Serve TLS on every TCP listener but those `-l` marks `notls:`; the certificate and
+    /// the rest come from `-o ssl_*` options (see README).
+    #[arg(short = 'Z', long = "enable-ssl")]
+    pub enable_ssl: bool,
+
     /// Extended options, memcached's `-o key=value[,key=value]`. Larder knows
-    /// `idle_timeout=<seconds>` (0, the default, never closes idle connections).
+    /// `idle_timeout=<seconds>` (0, the default, never closes idle connections) and the
+    /// `ssl_*` options of `-Z`.
     #[arg(short = 'o', long = "extended", value_name = "OPTIONS", action = ArgAction::Append)]
     pub extended: Vec<String>,
 }
@@ -98,8 +106,133 @@ pub struct Cli {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Extended {
     idle_timeout: u32,
+    tls: TlsSettings,
     /// memcached tuning options accepted without effect.
     ignored: Vec<String>,
+}
+
+/// `-Z` and its `-o ssl_*` options, as memcached takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `-Z`.
+    pub enabled: bool,
+    /// The server's certificate chain (PEM), leaf first.
+    pub chain_cert: Option<PathBuf>,
+    /// The private key; without it, the key is looked for in `chain_cert`.
+    pub key: Option<PathBuf>,
+    /// PEM (1, memcached's default) or DER (2).
+    pub keyformat: u32,
+    pub verify_mode: VerifyMode,
+    /// The CAs a client certificate must chain to.
+    pub ca_cert: Option<PathBuf>,
+    /// An OpenSSL cipher list for TLS 1.2, as `ssl_ciphers` takes it.
+    pub ciphers: Option<String>,
+    /// memcached's `ssl_min_version` number: 2 (TLS 1.2) or 3 (TLS 1.3).
+    pub min_version: u32,
+    /// Keep sessions so that clients can resume them.
+    pub session_cache: bool,
+    /// `ssl_wbuf_size` in bytes (given in kilobytes); reported, as memcached does.
+    pub wbuf_size: u32,
+    /// `ssl_kernel_tls` (accepted and reported; records are sealed in user space).
+    pub kernel_tls: bool,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            chain_cert: None,
+            key: None,
+            keyformat: 1,
+            verify_mode: VerifyMode::None,
+            ca_cert: None,
+            ciphers: None,
+            min_version: 2,
+            session_cache: false,
+            wbuf_size: 16 * 1024,
+            kernel_tls: false,
+        }
+    }
+}
+
+/// `ssl_verify_mode`: whether a client must show a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// 0: none is asked for.
+    None,
+    /// 1: one is asked for; a client may go without, but one shown must verify.
+    Request,
+    /// 2: one is required.
+    Require,
+    /// 3: required on the first handshake only (the same as 2 where there is no renegotiation).
+    Once,
+}
+
+impl VerifyMode {
+    /// The OpenSSL flags memcached stores and `stats settings` prints.
+    pub fn openssl_flags(self) -> u32 {
+        match self {
+            Self::None => 0,
+            Self::Request => 1,
+            Self::Require => 3,
+            Self::Once => 7,
+        }
+    }
+}
+
+/// A numeric `-o` value, with memcached's refusals.
+fn ssl_number(key: &str, value: Option<&str>) -> Result<u32, String> {
+    let v = value.ok_or_else(|| format!("Missing {key} argument"))?;
+    v.parse().map_err(|_| format!("could not parse argument to {key}"))
+}
+
+fn ssl_path(key: &str, value: Option<&str>) -> Result<Option<PathBuf>, String> {
+    Ok(Some(PathBuf::from(value.ok_or_else(|| format!("Missing {key} argument"))?)))
+}
+
+/// One `ssl_*` option into `tls`; false if `key` is not one.
+fn parse_ssl_option(tls: &mut TlsSettings, key: &str, value: Option<&str>) -> Result<bool, String> {
+    match key {
+        "ssl_chain_cert" => tls.chain_cert = ssl_path(key, value)?,
+        "ssl_key" => tls.key = ssl_path(key, value)?,
+        "ssl_ca_cert" => tls.ca_cert = ssl_path(key, value)?,
+        "ssl_ciphers" => tls.ciphers = Some(value.ok_or_else(|| format!("Missing {key} argument"))?.to_string()),
+        "ssl_keyformat" => {
+            tls.keyformat = ssl_number(key, value)?;
+            if !(1..=2).contains(&tls.keyformat) {
+                return Err("ssl_keyformat: Larder reads keys in PEM (1) or DER (2)".into());
+            }
+        }
+        "ssl_verify_mode" => {
+            tls.verify_mode = match ssl_number(key, value)? {
+                0 => VerifyMode::None,
+                1 => VerifyMode::Request,
+                2 => VerifyMode::Require,
+                3 => VerifyMode::Once,
+                _ => return Err("Invalid ssl_verify_mode. Use help to see valid options.".into()),
+            }
+        }
+        "ssl_min_version" => {
+            tls.min_version = match ssl_number(key, value)? {
+                v @ (0 | 1) => {
+                    return Err(format!(
+                        "ssl_min_version={v}: TLS 1.{v} is not offered (Larder's TLS, rustls, speaks TLS 1.2 and 1.3)"
+                    ));
+                }
+                v @ (2 | 3) => v,
+                _ => return Err("Invalid ssl_min_version. Use help to see valid options.".into()),
+            }
+        }
+        "ssl_wbuf_size" => {
+            tls.wbuf_size = ssl_number(key, value)?
+                .checked_mul(1024)
+                .ok_or_else(|| format!("could not parse argument to {key}"))?;
+        }
+        "ssl_session_cache" => tls.session_cache = true,
+        "ssl_kernel_tls" => tls.kernel_tls = true,
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// Parses `-o` values as memcached does: comma-separated `key=value` pairs; an unknown key
@@ -114,6 +247,7 @@ fn parse_extended(opts: &[String]) -> Result<Extended, String> {
                     .and_then(|v| v.parse().ok())
                     .ok_or_else(|| "-o: missing numeric argument for idle_timeout".to_string())?;
             }
+            k if parse_ssl_option(&mut ext.tls, k, value)? => {}
             k if MEMCACHED_TUNING.contains(&k) => ext.ignored.push(opt.to_string()),
             _ => return Err(format!("-o: illegal suboption \"{opt}\"")),
         }
@@ -222,10 +356,32 @@ fn parse_item_size(s: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
+/// A TCP address to listen on, and whether it serves TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// Parses one `-l` entry: `[notls:]address[:port]`, an IPv6 address with a port in
+/// brackets; `port` where none is given.
+fn parse_listen(part: &str, port: u16, tls: bool) -> Result<Listen, String> {
+    let (plain, addr) = match part.strip_prefix("notls:") {
+        Some(rest) => (true, rest),
+        None => (false, part),
+    };
+    let addr = match (addr.parse::<SocketAddr>(), addr.parse::<IpAddr>()) {
+        (Ok(a), _) => a,
+        (_, Ok(ip)) => SocketAddr::new(ip, port),
+        _ => return Err(format!("-l: '{part}' is not an IP address")),
+    };
+    Ok(Listen { addr, tls: tls && !plain })
+}
+
 /// Validated settings the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<Listen>,
     /// `-m` in bytes.
     pub memory_limit: usize,
     pub max_connections: usize,
@@ -247,6 +403,8 @@ pub struct Config {
     /// `-o idle_timeout`: seconds a connection may wait on its client before it is closed
     /// (0: never).
     pub idle_timeout: u32,
+    /// `-Z` and `-o ssl_*`.
+    pub tls: TlsSettings,
     /// memcached `-o` tuning keys accepted without effect (logged at start).
     pub ignored_options: Vec<String>,
 }
@@ -256,8 +414,7 @@ impl Config {
     pub fn from_cli(cli: &Cli) -> Result<Self, String> {
         let mut listen = Vec::new();
         for part in cli.listen.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let ip: IpAddr = part.parse().map_err(|_| format!("-l: '{part}' is not an IP address"))?;
-            listen.push(SocketAddr::new(ip, cli.port));
+            listen.push(parse_listen(part, cli.port, cli.enable_ssl)?);
         }
         if listen.is_empty() {
             return Err("-l: no address given".into());
@@ -272,7 +429,11 @@ impl Config {
                 cli.max_item_size, cli.memory_limit
             ));
         }
-        let ext = parse_extended(&cli.extended)?;
+        let mut ext = parse_extended(&cli.extended)?;
+        ext.tls.enabled = cli.enable_ssl;
+        if ext.tls.enabled && ext.tls.chain_cert.is_none() {
+            return Err("-Z: no certificate: give -o ssl_chain_cert=<file> (and ssl_key=<file>)".into());
+        }
         Ok(Self {
             listen,
             memory_limit,
@@ -293,6 +454,7 @@ impl Config {
                 None => None,
             },
             idle_timeout: ext.idle_timeout,
+            tls: ext.tls,
             ignored_options: ext.ignored,
         })
     }
@@ -300,7 +462,7 @@ impl Config {
     /// Defaults for tests: an ephemeral port on 127.0.0.1, two threads.
     pub fn for_tests() -> Self {
         Self {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            listen: vec![Listen { addr: SocketAddr::from(([127, 0, 0, 1], 0)), tls: false }],
             memory_limit: 64 << 20,
             max_connections: 1024,
             threads: 2,
@@ -313,6 +475,7 @@ impl Config {
             disable_evictions: false,
             auth: None,
             idle_timeout: 0,
+            tls: TlsSettings::default(),
             ignored_options: Vec::new(),
         }
     }
@@ -332,7 +495,7 @@ mod tests {
     fn defaults_match_memcached() {
         let cli = Cli::parse_from(["larder"]);
         let c = Config::from_cli(&cli).unwrap();
-        assert_eq!(c.listen, vec!["127.0.0.1:11211".parse().unwrap()]);
+        assert_eq!(c.listen, vec![Listen { addr: "127.0.0.1:11211".parse().unwrap(), tls: false }]);
         assert_eq!((c.memory_limit, c.max_connections, c.threads, c.max_item_size), (64 << 20, 1024, 4, 1 << 20));
     }
 

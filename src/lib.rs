@@ -12,7 +12,8 @@
 //!
 //! One direction: `server` -> `protocol` and `exec` -> `store` -> [`memcached`] (the rules
 //! every layer shares). `protocol` and `store` never import each other; `exec` alone sees
-//! both. [`clock`], [`config`], [`conns`] and [`stats`] are small shared modules; `daemon`
+//! both. [`clock`], [`config`], [`conns`] and [`stats`] are small shared modules, [`tls`] the
+//! certificates and settings of `-Z`; `daemon`
 //! serves the binary's `-d`, `-u` and `-P`. `docs/design.md` draws the same map.
 
 pub mod clock;
@@ -25,6 +26,7 @@ pub mod protocol;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod tls;
 
 pub use config::{Cli, Config};
 pub use exec::Ctx;

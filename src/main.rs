@@ -7,6 +7,7 @@ use clap::Parser;
 use larder::clock::Clock;
 use larder::config::LogFormat;
 use larder::server::Listener;
+use larder::tls::Tls;
 use larder::{Cli, Config, Ctx, daemon};
 use tokio::net::TcpListener;
 use tracing::info;
@@ -34,9 +35,9 @@ fn main() -> anyhow::Result<()> {
     };
     // Bind before detaching, so a port in use is reported on the terminal.
     let mut listeners = Vec::new();
-    for addr in &config.listen {
+    for &larder::config::Listen { addr, tls } in &config.listen {
         match std::net::TcpListener::bind(addr) {
-            Ok(l) => listeners.push(Bound::Tcp(l)),
+            Ok(l) => listeners.push(Bound::Tcp(l, tls)),
             Err(e) => {
                 eprintln!("larder: cannot listen on {addr}: {e}");
                 std::process::exit(1);
@@ -55,6 +56,14 @@ fn main() -> anyhow::Result<()> {
             }
         },
         None => None,
+    };
+    // Certificates are read before detaching too: a bad one is one line on the terminal.
+    let tls = match config.tls.enabled.then(|| Tls::load(&config.tls)).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("larder: {e}");
+            std::process::exit(2);
+        }
     };
     let log_file = match cli.log_file.as_deref().map(daemon::LogFile::open).transpose() {
         Ok(f) => f,
@@ -78,7 +87,7 @@ fn main() -> anyhow::Result<()> {
     // This thread accepts and runs the background tasks; connections run on `-t` worker
     // threads of their own (see `server`).
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(serve(config, listeners, log_file))
+    runtime.block_on(serve(config, tls, listeners, log_file))
 }
 
 /// glibc gives each thread that allocates its own arena; an item allocated on one worker
@@ -112,9 +121,9 @@ fn init_logging(verbose: u8, format: LogFormat, file: Option<daemon::LogFile>) {
     }
 }
 
-/// A listening socket bound before the runtime starts.
+/// A listening socket bound before the runtime starts (a TCP one with whether it serves TLS).
 enum Bound {
-    Tcp(std::net::TcpListener),
+    Tcp(std::net::TcpListener, bool),
     Unix(std::os::unix::net::UnixListener),
 }
 
@@ -141,17 +150,23 @@ impl Drop for SocketFile {
     }
 }
 
-async fn serve(config: Config, bound: Vec<Bound>, log_file: Option<daemon::LogFile>) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    tls: Option<Tls>,
+    bound: Vec<Bound>,
+    log_file: Option<daemon::LogFile>,
+) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
-    tokio::spawn(reopen_on_sighup(log_file));
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let mut listeners: Vec<Listener> = Vec::new();
     for b in bound {
         match b {
-            Bound::Tcp(l) => {
+            Bound::Tcp(l, tls) => {
                 l.set_nonblocking(true)?;
                 let l = TcpListener::from_std(l)?;
-                info!(addr = %l.local_addr()?, "listening");
-                listeners.push(l.into());
+                info!(addr = %l.local_addr()?, tls, "listening");
+                listeners.push(if tls { Listener::Tls(l) } else { Listener::Tcp(l) });
             }
             Bound::Unix(l) => {
                 l.set_nonblocking(true)?;
@@ -172,22 +187,31 @@ async fn serve(config: Config, bound: Vec<Bound>, log_file: Option<daemon::LogFi
     if !config.ignored_options.is_empty() {
         info!(options = ?config.ignored_options, "memcached -o tuning options accepted; Larder has no such machinery");
     }
-    let ctx = Arc::new(Ctx::new(config, Clock::system()));
+    let mut ctx = Ctx::new(config, Clock::system());
+    if let Some(tls) = tls {
+        ctx = ctx.with_tls(tls);
+    }
+    let ctx = Arc::new(ctx);
+    tokio::spawn(on_sighup(hup, log_file, ctx.clone()));
     larder::server::run(listeners, ctx, shutdown).await;
     info!("stopped");
     Ok(())
 }
 
-/// SIGHUP reopens the log file (for logrotate); without one it is logged and ignored,
-/// never fatal.
-async fn reopen_on_sighup(file: Option<daemon::LogFile>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+/// SIGHUP reopens the log file (for logrotate) and, with `-Z`, reads the certificates
+/// again as `refresh_certs` does; never fatal.
+async fn on_sighup(mut hup: tokio::signal::unix::Signal, file: Option<daemon::LogFile>, ctx: Arc<Ctx>) {
     while hup.recv().await.is_some() {
+        match ctx.tls.as_ref().map(|tls| tls.reload()) {
+            Some(Ok(())) => info!("SIGHUP: certificates reloaded"),
+            Some(Err(e)) => tracing::warn!(%e, "SIGHUP: cannot reload the certificates; keeping the ones in use"),
+            None => {}
+        }
         match file.as_ref().map(daemon::LogFile::reopen) {
             Some(Ok(())) => info!("SIGHUP: log file reopened"),
             Some(Err(e)) => tracing::warn!(%e, "SIGHUP: cannot reopen the log file"),
-            None => info!("SIGHUP received; logging to stderr, nothing to reopen"),
+            None if ctx.tls.is_none() => info!("SIGHUP received; logging to stderr, nothing to reopen"),
+            None => {}
         }
     }
 }

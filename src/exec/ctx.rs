@@ -1,5 +1,6 @@
 //! [`Ctx`]: everything a request can reach, one per server, shared by every connection.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use tokio_util::sync::CancellationToken;
@@ -9,6 +10,7 @@ use crate::config::Config;
 use crate::conns::Conns;
 use crate::stats::Stats;
 use crate::store::Store;
+use crate::tls::Tls;
 
 /// Everything a request can touch, shared by all connections.
 #[derive(Debug)]
@@ -25,6 +27,8 @@ pub struct Ctx {
     /// Set when the server starts draining: the worker threads then close every
     /// connection waiting for a command, and the rest once their batch is written.
     pub stopping: AtomicBool,
+    /// With `-Z`: the certificates new TLS connections get, and TLS's counters.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Ctx {
@@ -41,6 +45,13 @@ impl Ctx {
             shutdown: CancellationToken::new(),
             conns: Conns::default(),
             stopping: AtomicBool::new(false),
+            tls: None,
         }
+    }
+
+    /// Serves TLS with `tls` on the listeners that ask for it.
+    pub fn with_tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(Arc::new(tls));
+        self
     }
 }

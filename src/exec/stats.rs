@@ -277,12 +277,12 @@ fn put_zero_stats(out: &mut BytesMut, names: &[&str]) {
 /// `stats settings`, with memcached 1.6's names; values describe Larder where they apply.
 fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     let c = &ctx.config;
-    let port = c.listen.first().map_or(0, |a| a.port());
+    let port = c.listen.first().map_or(0, |l| l.addr.port());
     put_stat(out, "maxbytes", ctx.store.limit());
     put_stat(out, "maxconns", c.max_connections);
     put_stat(out, "tcpport", port);
     put_stat(out, "udpport", 0u32);
-    let inter = c.listen.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(",");
+    let inter = c.listen.iter().map(|l| l.addr.ip().to_string()).collect::<Vec<_>>().join(",");
     put_stat(out, "inter", inter);
     put_stat(out, "verbosity", c.verbose);
     put_stat(out, "oldest", 0u32);
@@ -342,17 +342,22 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "ext_max_frag", "0.80");
     put_stat(out, "slab_automove_freeratio", "0.010");
     put_stat(out, "ext_drop_unread", false);
-    put_stat(out, "ssl_enabled", false);
-    put_stat(out, "ssl_chain_cert", "(null)");
-    put_stat(out, "ssl_key", "(null)");
-    put_stat(out, "ssl_verify_mode", 0u32);
-    put_stat(out, "ssl_keyformat", 1u32);
-    put_stat(out, "ssl_ciphers", "NULL");
-    put_stat(out, "ssl_ca_cert", "NULL");
-    put_stat(out, "ssl_wbuf_size", 16384u32);
-    put_stat(out, "ssl_session_cache", false);
-    put_stat(out, "ssl_kernel_tls", false);
-    put_stat(out, "ssl_min_version", "tlsv1.2");
+    let tls = &c.tls;
+    // memcached prints an unset file or cipher list as C's "(null)" or as "NULL".
+    let path = |p: &Option<std::path::PathBuf>, none: &'static str| {
+        p.as_ref().map_or_else(|| none.to_string(), |p| p.display().to_string())
+    };
+    put_stat(out, "ssl_enabled", tls.enabled);
+    put_stat(out, "ssl_chain_cert", path(&tls.chain_cert, "(null)"));
+    put_stat(out, "ssl_key", path(&tls.key, "(null)"));
+    put_stat(out, "ssl_verify_mode", tls.verify_mode.openssl_flags());
+    put_stat(out, "ssl_keyformat", tls.keyformat);
+    put_stat(out, "ssl_ciphers", tls.ciphers.as_deref().unwrap_or("NULL"));
+    put_stat(out, "ssl_ca_cert", path(&tls.ca_cert, "NULL"));
+    put_stat(out, "ssl_wbuf_size", tls.wbuf_size);
+    put_stat(out, "ssl_session_cache", tls.session_cache);
+    put_stat(out, "ssl_kernel_tls", tls.kernel_tls);
+    put_stat(out, "ssl_min_version", if tls.min_version == 3 { "tlsv1.3" } else { "tlsv1.2" });
     put_stat(out, "num_napi_ids", "(null)");
     put_stat(out, "memory_file", "(null)");
 }

@@ -5,7 +5,7 @@
 //! waits for next.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tracing::{debug, trace};
 
-use super::transport::{recv, send};
+use super::transport::{Received, Transport};
 use crate::conns::ConnRow;
 use crate::exec::{self, Caller, Ctx, Flow, Output, Work};
 use crate::protocol::Decoder;
@@ -111,7 +111,7 @@ enum Step {
 
 /// Per-connection state.
 pub struct Connection {
-    socket: OwnedFd,
+    transport: Transport,
     ctx: Arc<Ctx>,
     decoder: Decoder,
     rbuf: BytesMut,
@@ -142,8 +142,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection on `socket`, which must be in non-blocking mode.
-    pub fn new(socket: OwnedFd, ctx: Arc<Ctx>) -> Self {
+    /// A connection on `transport`'s socket, which must be in non-blocking mode.
+    pub fn new(transport: Transport, ctx: Arc<Ctx>) -> Self {
         let mut decoder = Decoder::new(Limits { max_item_size: ctx.config.max_item_size }, ctx.store.clock().clone());
         if ctx.config.auth.is_some() {
             decoder = decoder.require_auth();
@@ -151,7 +151,7 @@ impl Connection {
         let idle_timeout =
             (ctx.config.idle_timeout > 0).then(|| Duration::from_secs(u64::from(ctx.config.idle_timeout)));
         Self {
-            socket,
+            transport,
             ctx,
             decoder,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
@@ -178,7 +178,7 @@ impl Connection {
 
     /// The socket's descriptor, for the worker's epoll.
     pub fn fd(&self) -> RawFd {
-        self.socket.as_raw_fd()
+        self.transport.fd()
     }
 
     /// Does all it can now: writes what the socket takes, runs the commands that came in,
@@ -283,31 +283,19 @@ impl Connection {
         if !self.rbuf.is_empty() || self.rbuf.capacity() < MIN_READ_ROOM {
             self.rbuf.reserve(READ_CHUNK);
         }
-        let room = self.rbuf.spare_capacity_mut();
-        let len = room.len().min(MAX_READ);
-        let n = loop {
-            match recv(self.socket.as_raw_fd(), &mut room[..len]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.drained = true;
-                    return Ok(true);
-                }
-                Err(e) => return Err(e),
-            }
+        let len = self.rbuf.spare_capacity_mut().len().min(MAX_READ);
+        let (n, drained) = match self.transport.recv(&mut self.rbuf, len, self.hung_up)? {
+            Received::Eof => return Ok(false),
+            Received::Data { n, drained } => (n, drained),
         };
-        // SAFETY: the kernel initialised the first `n` bytes of the spare room.
-        unsafe { self.rbuf.set_len(self.rbuf.len() + n) };
-        // A read that leaves room unfilled has emptied the socket: the next waits for
-        // the next event instead of asking the kernel to say it has nothing.
-        if n < len && !self.hung_up {
-            self.drained = true;
-        }
+        // Once the socket is empty, the next read waits for the next event instead of
+        // asking the kernel to say it has nothing.
+        self.drained = drained;
         if n > 0 {
             self.unread = true;
             self.ctx.stats.bytes_read.fetch_add(n as u64, Relaxed);
         }
-        Ok(n > 0)
+        Ok(true)
     }
 
     /// Writes the pending replies while the socket takes them; false if it stopped
@@ -315,7 +303,7 @@ impl Connection {
     fn write(&mut self) -> io::Result<bool> {
         let total = self.out.len();
         if total == 0 {
-            return Ok(true);
+            return self.transport.flush();
         }
         if !self.counted {
             // Counted before writing, so a client that has the reply sees the count.
@@ -324,7 +312,7 @@ impl Connection {
             self.counted = true;
         }
         while self.written < total {
-            match send(self.socket.as_raw_fd(), &self.out, self.written) {
+            match self.transport.send(&self.out, self.written) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.written += n;
@@ -334,6 +322,9 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             }
+        }
+        if !self.transport.flush()? {
+            return Ok(false);
         }
         (self.written, self.counted) = (0, false);
         self.out.clear();

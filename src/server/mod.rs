@@ -8,7 +8,7 @@
 //! work stealing, no wake-ups across threads.
 
 pub mod connection;
-mod transport;
+pub mod transport;
 pub mod worker;
 
 use std::future::Future;
@@ -24,11 +24,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{Span, debug, error, info, info_span, warn};
 
 use connection::Connection;
+use transport::Transport;
 use worker::{NewConn, Workers};
 
 use crate::exec::Ctx;
 use crate::protocol::encode::Reply;
 use crate::stats::Stats;
+use crate::tls::Tls;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -36,9 +38,11 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// How long shutdown waits for open connections before giving up on them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A socket the server accepts on: TCP, or a unix domain socket (`-s`).
+/// A socket the server accepts on: TCP, TCP serving TLS (`-Z`), or a unix domain socket
+/// (`-s`).
 pub enum Listener {
     Tcp(TcpListener),
+    Tls(TcpListener),
     Unix(UnixListener),
 }
 
@@ -81,18 +85,29 @@ pub async fn run<L: Into<Listener>>(
     for listener in listeners {
         let (ctx, token, permits, tracker2, workers) =
             (ctx.clone(), token.clone(), permits.clone(), tracker.clone(), workers.clone());
+        let loops = Loops { ctx, token, permits, tracker: tracker2, workers };
         match listener.into() {
             Listener::Tcp(l) => {
                 if let Ok(local) = l.local_addr() {
-                    ctx.conns.add_listener(l.as_raw_fd(), tcp_name(&local));
+                    loops.ctx.conns.add_listener(l.as_raw_fd(), tcp_name(&local));
                 }
-                tracker.spawn(accept_loop(l, ctx, token, permits, tracker2, workers));
+                tracker.spawn(accept_loop(l, loops, None));
+            }
+            Listener::Tls(l) => {
+                let Some(tls) = loops.ctx.tls.clone() else {
+                    error!("a TLS listener, but no certificates loaded (-Z); not listening there");
+                    continue;
+                };
+                if let Ok(local) = l.local_addr() {
+                    loops.ctx.conns.add_listener(l.as_raw_fd(), tcp_name(&local));
+                }
+                tracker.spawn(accept_loop(l, loops, Some(tls)));
             }
             Listener::Unix(l) => {
                 if let Ok(local) = l.local_addr() {
-                    ctx.conns.add_listener(l.as_raw_fd(), unix_name(&local));
+                    loops.ctx.conns.add_listener(l.as_raw_fd(), unix_name(&local));
                 }
-                tracker.spawn(accept_loop(l, ctx, token, permits, tracker2, workers));
+                tracker.spawn(accept_loop(l, loops, None));
             }
         }
     }
@@ -196,14 +211,19 @@ impl Accept for UnixListener {
     }
 }
 
-async fn accept_loop<L: Accept>(
-    listener: L,
+/// What every accept loop shares.
+struct Loops {
     ctx: Arc<Ctx>,
     token: CancellationToken,
     permits: Arc<Semaphore>,
     tracker: TaskTracker,
     workers: Arc<Workers>,
-) {
+}
+
+/// Accepts on `listener` until shutdown; `tls`: its connections speak TLS. The accept
+/// loop does no cryptography: the handshake runs on the connection's worker.
+async fn accept_loop<L: Accept>(listener: L, loops: Loops, tls: Option<Arc<Tls>>) {
+    let Loops { ctx, token, permits, tracker, workers } = loops;
     loop {
         let (mut socket, peer, local) = tokio::select! {
             () = token.cancelled() => return,
@@ -238,7 +258,17 @@ async fn accept_loop<L: Accept>(
                 continue;
             }
         };
-        let conn = Connection::new(socket, ctx.clone()).with_row(row);
+        let transport = match &tls {
+            None => Transport::plain(socket),
+            Some(tls) => match tls.accept() {
+                Ok(session) => Transport::tls(socket, session, tls.counters.clone()),
+                Err(e) => {
+                    error!(%e, %peer, "cannot start TLS");
+                    continue;
+                }
+            },
+        };
+        let conn = Connection::new(transport, ctx.clone()).with_row(row);
         // Shutdown waits for the tracker's tokens: one per open connection.
         workers.hand(NewConn { conn, hold: Box::new((slot, tracker.token())), peer, span });
     }

@@ -1,13 +1,240 @@
-//! The plain transport: the system calls a connection reads and writes its socket with,
-//! straight through `libc` so a read or a batch's write is exactly one call.
+//! A connection's socket and how bytes cross it: plain, with the system calls straight
+//! through `libc` so a read or a batch's write is exactly one call; or TLS, a rustls
+//! `ServerConnection` decrypting what those calls read and sealing the replies into records
+//! before they write them. The handshake happens inside the same reads and writes, so it
+//! never blocks the worker; a failed one is counted and logged at debug.
 
-use std::io::{self, IoSlice};
+use std::io::{self, BufRead, IoSlice, Read, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::BytesMut;
+use rustls::ServerConnection;
+use tracing::debug;
 
 use crate::exec::Output;
+use crate::tls::TlsCounters;
 
-pub fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
+/// A connection's socket, plain or TLS. Dropping it ends a TLS session with a
+/// `close_notify` when the socket takes one, then closes the socket.
+pub struct Transport {
+    socket: OwnedFd,
+    tls: Option<Box<TlsState>>,
+}
+
+struct TlsState {
+    conn: ServerConnection,
+    counters: Arc<TlsCounters>,
+}
+
+/// What a read brought.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// `n` bytes (perhaps none: a TLS handshake step, or nothing there); `drained`: the
+    /// socket has no more for now, so the next read waits for its next event.
+    Data { n: usize, drained: bool },
+    /// The client has closed its side (and every byte before that was taken).
+    Eof,
+}
+
+impl Transport {
+    pub fn plain(socket: OwnedFd) -> Self {
+        Self { socket, tls: None }
+    }
+
+    pub fn tls(socket: OwnedFd, conn: ServerConnection, counters: Arc<TlsCounters>) -> Self {
+        Self { socket, tls: Some(Box::new(TlsState { conn, counters })) }
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.socket.as_raw_fd()
+    }
+
+    /// Reads up to `max` bytes of the client's data onto the end of `rbuf` (which has room
+    /// for them). `hung_up`: the client has shut its side, so a short read does not mean
+    /// another event will come; reads go on to the end.
+    pub fn recv(&mut self, rbuf: &mut BytesMut, max: usize, hung_up: bool) -> io::Result<Received> {
+        let fd = self.fd();
+        let Some(tls) = &mut self.tls else {
+            let room = &mut rbuf.spare_capacity_mut()[..max];
+            let n = loop {
+                match recv(fd, room) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        return Ok(Received::Data { n: 0, drained: true });
+                    }
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                return Ok(Received::Eof);
+            }
+            // SAFETY: the kernel initialised the first `n` bytes of the spare room.
+            unsafe { rbuf.set_len(rbuf.len() + n) };
+            // A read that leaves room unfilled has emptied the socket.
+            return Ok(Received::Data { n, drained: n < max && !hung_up });
+        };
+        tls.recv(fd, rbuf, max, hung_up)
+    }
+
+    /// Makes one write of `out` from byte `done` on (plain), or seals as much of it as
+    /// rustls takes into records and writes what the socket takes (TLS); returns how many
+    /// bytes of `out` it took.
+    pub fn send(&mut self, out: &Output, done: usize) -> io::Result<usize> {
+        let fd = self.fd();
+        let Some(tls) = &mut self.tls else { return send(fd, out, done) };
+        tls.flush(fd)?;
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        let n = out.slices(done, &mut iov);
+        let taken = tls.conn.writer().write_vectored(&iov[..n])?;
+        match tls.flush(fd) {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => Err(e),
+            _ => Ok(taken),
+        }
+    }
+
+    /// Writes out records already sealed (TLS: the rest of a batch, a handshake step);
+    /// false if the socket stopped taking them.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        let fd = self.fd();
+        match &mut self.tls {
+            None => Ok(true),
+            Some(tls) => match tls.flush(fd) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) => Err(e),
+            },
+        }
+    }
+}
+
+impl Drop for Transport {
+    fn drop(&mut self) {
+        let fd = self.fd();
+        if let Some(tls) = &mut self.tls
+            && !tls.conn.is_handshaking()
+        {
+            tls.conn.send_close_notify();
+            let _ = tls.conn.write_tls(&mut Socket { fd, short: false });
+        }
+    }
+}
+
+impl TlsState {
+    fn recv(&mut self, fd: RawFd, rbuf: &mut BytesMut, max: usize, hung_up: bool) -> io::Result<Received> {
+        let mut n = 0;
+        let mut drained = false;
+        loop {
+            // First the plaintext rustls holds, then more records from the socket.
+            let mut reader = self.conn.reader();
+            loop {
+                match reader.fill_buf() {
+                    Ok([]) => return Ok(if n > 0 { Received::Data { n, drained: false } } else { Received::Eof }),
+                    Ok(chunk) => {
+                        let take = chunk.len().min(max - n);
+                        rbuf.extend_from_slice(&chunk[..take]);
+                        reader.consume(take);
+                        n += take;
+                        if n == max {
+                            return Ok(Received::Data { n, drained: false });
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // The client closed the socket without a close_notify.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        return Ok(if n > 0 { Received::Data { n, drained: false } } else { Received::Eof });
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if drained {
+                return Ok(Received::Data { n, drained });
+            }
+            let mut socket = Socket { fd, short: false };
+            match self.conn.read_tls(&mut socket) {
+                Ok(0) => {
+                    if self.conn.is_handshaking() {
+                        self.counters.handshake_errors.fetch_add(1, Relaxed);
+                        debug!("TLS handshake failed: the client closed the connection");
+                    }
+                    return Ok(if n > 0 { Received::Data { n, drained: false } } else { Received::Eof });
+                }
+                Ok(_) => {
+                    drained = socket.short && !hung_up;
+                    self.process(fd)?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Decrypts the records read; a bad one is counted and logged, its alert sent, and the
+    /// connection ends.
+    fn process(&mut self, fd: RawFd) -> io::Result<()> {
+        let handshaking = self.conn.is_handshaking();
+        let Err(e) = self.conn.process_new_packets() else { return Ok(()) };
+        if handshaking {
+            self.counters.handshake_errors.fetch_add(1, Relaxed);
+            debug!(error = %e, "TLS handshake failed");
+        } else {
+            self.counters.proto_errors.fetch_add(1, Relaxed);
+            debug!(error = %e, "TLS error");
+        }
+        let _ = self.conn.write_tls(&mut Socket { fd, short: false });
+        Err(io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Writes sealed records until none is left (`Ok`) or the socket is full (`WouldBlock`).
+    fn flush(&mut self, fd: RawFd) -> io::Result<()> {
+        while self.conn.wants_write() {
+            match self.conn.write_tls(&mut Socket { fd, short: false }) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The socket as rustls reads and writes it; `short` records that a read got less than
+/// asked for (the socket is empty).
+struct Socket {
+    fd: RawFd,
+    short: bool,
+}
+
+impl Read for Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: an initialised slice is valid as uninitialised memory of the same length.
+        let room = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
+        let n = recv(self.fd, room)?;
+        self.short = n < buf.len();
+        Ok(n)
+    }
+}
+
+impl Write for Socket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        sendto(self.fd, buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        sendmsg(self.fd, &bufs[..bufs.len().min(MAX_IOV)])
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
     // SAFETY: `buf` is writable for its length during the call; no address is asked for.
     syscall_result(unsafe {
         libc::syscall(libc::SYS_recvfrom, fd, buf.as_mut_ptr(), buf.len(), 0, std::ptr::null::<u8>(), 0)
@@ -45,7 +272,7 @@ const MAX_IOV: usize = 16;
 /// Makes one write of `out` from byte `done` on: a `send` when the rest is one stretch of
 /// the buffer, else one `sendmsg` of up to [`MAX_IOV`] stretches, straight from the
 /// buffer and the values' own blocks.
-pub fn send(fd: RawFd, out: &Output, done: usize) -> io::Result<usize> {
+fn send(fd: RawFd, out: &Output, done: usize) -> io::Result<usize> {
     if out.len() == out.buf.len() {
         return sendto(fd, &out.buf[done..]);
     }

@@ -1,6 +1,7 @@
 //! A connection driven by hand over a socket pair: turns, buffers, bounds on output.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 use super::*;
@@ -12,7 +13,7 @@ fn pair() -> (Connection, UnixStream) {
     let (server, client) = UnixStream::pair().unwrap();
     server.set_nonblocking(true).unwrap();
     let ctx = Arc::new(Ctx::new(Config::for_tests(), Clock::starting_at(1_700_000_000)));
-    (Connection::new(server.into(), ctx), client)
+    (Connection::new(Transport::plain(server.into()), ctx), client)
 }
 
 /// Everything the server has written so far (without waiting, and without making the
