@@ -51,8 +51,6 @@ pub struct TlsCounters {
     /// Handshakes that failed: plain text or garbage on a TLS port, a refused client
     /// certificate, a client that left mid-handshake.
     pub handshake_errors: AtomicU64,
-    /// Bad records after the handshake.
-    pub proto_errors: AtomicU64,
     /// Sessions put in the session cache (`ssl_session_cache`).
     pub new_sessions: AtomicU64,
 }

@@ -34,6 +34,15 @@
 //! successful get, `quit`, the end of each read, and every 21st command of a batch)
 //! flushes pending replies, so sessions that test reply culling keep `mn` out of the step.
 //!
+//! # Over TLS
+//!
+//! `differential_corpus_over_tls_vs_memcached` plays the same sessions over TLS, against
+//! memcached `-Z` and Larder with the same certificate files. memcached 1.6.18 over TLS
+//! leaves a command unanswered when it arrives in the same read as the end of a set's
+//! data (`set k 0 0 5\r\n`, then `first\r\nmn\r\n`: `STORED`, and no `MN` until the
+//! client sends more; over TCP it answers). Sessions where memcached so stalls are not
+//! compared; Larder must answer every step of them.
+//!
 //! # Environment
 //!
 //! - `DIFF_AGAINST=memcached` compares memcached with a second memcached instead of Larder
@@ -413,10 +422,18 @@ enum Kind {
 }
 
 impl Kind {
-    fn start(self, opts: &[String]) -> Server {
-        match self {
-            Kind::Memcached => Server::Memcached(start_memcached(opts)),
-            Kind::Larder => Server::Larder(common::spawn(larder_config(opts))),
+    /// Starts a server for a session; with `tls`, serving TLS with those certificates.
+    fn start(self, opts: &[String], tls: Option<&common::tls::Certs>) -> Server {
+        match (self, tls) {
+            (Kind::Memcached, None) => Server::Memcached(start_memcached(opts)),
+            (Kind::Memcached, Some(certs)) => {
+                Server::Memcached(start_memcached(&[&certs.memcached_args(), opts].concat()))
+            }
+            (Kind::Larder, None) => Server::Larder(common::spawn(larder_config(opts))),
+            (Kind::Larder, Some(certs)) => {
+                let config = larder::config::Config { tls: certs.settings(), ..larder_config(opts) };
+                Server::Larder(common::tls::spawn(config))
+            }
         }
     }
 }
@@ -431,8 +448,62 @@ struct Record {
     reply: Vec<u8>,
 }
 
+/// A session's connection: plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn connect(addr: SocketAddr, tls: Option<&common::tls::Certs>) -> std::io::Result<Self> {
+        let tcp = TcpStream::connect(addr)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_write_timeout(Some(READ_TIMEOUT))?;
+        Ok(match tls {
+            None => Self::Plain(tcp),
+            Some(certs) => {
+                let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+                let conn = rustls::ClientConnection::new(certs.client_config(None), name).unwrap();
+                Self::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)))
+            }
+        })
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Self::Plain(s) => s,
+            Self::Tls(s) => &s.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.read(buf),
+            Self::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(s) => s.write(buf),
+            Self::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(s) => s.flush(),
+            Self::Tls(s) => s.flush(),
+        }
+    }
+}
+
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     closed: bool,
     /// Bytes buffered by `+` lines, not sent yet.
     pending: Vec<u8>,
@@ -449,7 +520,7 @@ impl Conn {
         if self.closed || bytes.is_empty() {
             return;
         }
-        if self.stream.write_all(bytes).is_err() {
+        if self.stream.write_all(bytes).and_then(|()| self.stream.flush()).is_err() {
             self.closed = true;
         }
     }
@@ -468,7 +539,7 @@ impl Conn {
             if now >= deadline {
                 return ReadEnd::TimedOut;
             }
-            self.stream.set_read_timeout(Some(deadline - now)).unwrap();
+            self.stream.tcp().set_read_timeout(Some(deadline - now)).unwrap();
             match self.stream.read(&mut buf) {
                 Ok(0) => self.closed = true,
                 Ok(n) => self.acc.extend_from_slice(&buf[..n]),
@@ -597,8 +668,8 @@ fn memchr_nl(b: &[u8]) -> Option<usize> {
 }
 
 /// Plays a session against a fresh server of `kind`.
-fn run_session(kind: Kind, session: &Session) -> Vec<Record> {
-    let server = kind.start(&session.opts);
+fn run_session(kind: Kind, session: &Session, tls: Option<&common::tls::Certs>) -> Vec<Record> {
+    let server = kind.start(&session.opts, tls);
     let mut conns: Vec<Option<Conn>> = (0..=16).map(|_| None).collect();
     // Cas uniques seen on any of the session's connections, in order.
     let mut cas: Vec<u64> = Vec::new();
@@ -612,10 +683,8 @@ fn run_session(kind: Kind, session: &Session) -> Vec<Record> {
             continue;
         }
         let conn = conns[step.conn].get_or_insert_with(|| {
-            let stream = TcpStream::connect(server.addr())
+            let stream = Stream::connect(server.addr(), tls)
                 .unwrap_or_else(|e| panic!("{:?} connect for {}: {e}", kind, session.label()));
-            stream.set_nodelay(true).unwrap();
-            stream.set_write_timeout(Some(READ_TIMEOUT)).unwrap();
             Conn {
                 stream,
                 closed: false,
@@ -659,7 +728,7 @@ fn run_session(kind: Kind, session: &Session) -> Vec<Record> {
         }
     }
     for c in conns.iter_mut().flatten() {
-        let _ = c.stream.shutdown(Shutdown::Both);
+        let _ = c.stream.tcp().shutdown(Shutdown::Both);
     }
     drop(conns);
     drop(server);
@@ -788,6 +857,17 @@ fn dump(session: &Session, name: &str, recs: &[Record]) -> String {
 
 #[test]
 fn differential_corpus_vs_memcached() {
+    differential(None);
+}
+
+/// The same sessions over TLS: Larder against memcached `-Z`, with certificates both read
+/// from the same files.
+#[test]
+fn differential_corpus_over_tls_vs_memcached() {
+    differential(Some(&common::tls::Certs::new()));
+}
+
+fn differential(tls: Option<&common::tls::Certs>) {
     if !memcached_available() {
         if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
             panic!(
@@ -819,6 +899,7 @@ fn differential_corpus_vs_memcached() {
     let started = Instant::now();
     let queue: Mutex<VecDeque<usize>> = Mutex::new((0..corpus.len()).collect());
     let results: Mutex<Vec<(usize, Option<String>, String)>> = Mutex::new(Vec::new());
+    let stalled = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..threads.min(corpus.len()) {
             scope.spawn(|| {
@@ -826,8 +907,8 @@ fn differential_corpus_vs_memcached() {
                     let Some(i) = queue.lock().unwrap().pop_front() else { break };
                     let s = &corpus[i];
                     let (mc, ot) = std::thread::scope(|inner| {
-                        let h = (!only_memcached).then(|| inner.spawn(|| run_session(other, s)));
-                        let mc = run_session(Kind::Memcached, s);
+                        let h = (!only_memcached).then(|| inner.spawn(|| run_session(other, s, tls)));
+                        let mc = run_session(Kind::Memcached, s, tls);
                         (mc, h.map(|h| h.join()))
                     });
                     let mut text = String::new();
@@ -841,7 +922,17 @@ fn differential_corpus_vs_memcached() {
                             if do_dump {
                                 text.push_str(&dump(s, other_name, &ot));
                             }
-                            compare(s, "memcached", &mc, other_name, &ot)
+                            let timed_out = |recs: &[Record]| recs.iter().any(|r| r.reply.ends_with(b"<timeout>"));
+                            if tls.is_some() && timed_out(&mc) {
+                                // memcached -Z leaves a command that arrives in the same
+                                // read as the end of a set's data unanswered until more
+                                // bytes come (see the module doc): nothing to compare,
+                                // but Larder must answer every step.
+                                stalled.fetch_add(1, Ordering::Relaxed);
+                                timed_out(&ot).then(|| format!("DIFF {}\n  {other_name} timed out\n", s.label()))
+                            } else {
+                                compare(s, "memcached", &mc, other_name, &ot)
+                            }
                         }
                     };
                     results.lock().unwrap().push((i, diff, text));
@@ -862,6 +953,10 @@ fn differential_corpus_vs_memcached() {
         }
     }
     let versus = if only_memcached { "memcached only".to_string() } else { format!("memcached vs {other_name}") };
+    let versus = match tls {
+        Some(_) => format!("{versus}, over TLS; {} sessions where memcached stalled", stalled.load(Ordering::Relaxed)),
+        None => versus,
+    };
     println!(
         "differential ({versus}): {} sessions run, {} passed, {} differed, {:.1}s",
         corpus.len(),

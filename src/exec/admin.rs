@@ -9,7 +9,9 @@ use bytes::BytesMut;
 use super::{Ctx, Flow, Output};
 use crate::memcached::{item_size, slab_class};
 use crate::protocol::CrawlClasses;
-use crate::protocol::encode::{DumpLine, Reply, put_dump_end, put_dump_line, put_reply, put_reply_unless};
+use crate::protocol::encode::{
+    DumpLine, Reply, put_dump_end, put_dump_line, put_refresh_failed, put_reply, put_reply_unless,
+};
 use crate::stats::Stats;
 use crate::store::DumpCursor;
 
@@ -64,6 +66,18 @@ pub fn login(ctx: &Ctx, user: &[u8], password: &[u8], out: &mut BytesMut) -> Flo
 }
 
 /// `stats cachedump`: the decoder's answer, unless `-X` refuses dumps.
+/// `refresh_certs`: the certificate and key files read again for new TLS connections.
+pub fn refresh_certs(ctx: &Ctx, out: &mut BytesMut) {
+    match ctx.tls.as_ref().map(|tls| tls.reload()) {
+        None => put_reply(out, Reply::TlsNotEnabled),
+        Some(Ok(())) => put_reply(out, Reply::Ok),
+        Some(Err(e)) => {
+            tracing::warn!(%e, "refresh_certs: keeping the certificates in use");
+            put_refresh_failed(out, &e);
+        }
+    }
+}
+
 pub fn cachedump(ctx: &Ctx, reply: Reply, out: &mut BytesMut) {
     put_reply(out, if ctx.config.dump_enabled { reply } else { Reply::CachedumpNotAllowed });
 }

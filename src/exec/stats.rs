@@ -238,6 +238,10 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     ] {
         // Larder's slab moves items out of sparse pages, as memcached's page mover does.
         match name {
+            "unexpected_napi_ids" => {
+                tls_stats(ctx, out);
+                put_stat(out, name, 0u32);
+            }
             "slab_reassign_rescues" => put_stat(out, name, r(&store.stats.relocated)),
             "slabs_moved" => put_stat(out, name, store.pages_moved()),
             _ => put_stat(out, name, 0u32),
@@ -265,6 +269,17 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
             "lru_bumps_dropped",
         ],
     );
+}
+
+/// With `-Z`, TLS's counters, where memcached lists them.
+fn tls_stats(ctx: &Ctx, out: &mut BytesMut) {
+    let Some(tls) = &ctx.tls else { return };
+    let c = &tls.counters;
+    if ctx.config.tls.session_cache {
+        put_stat(out, "ssl_new_sessions", Stats::read(&c.new_sessions));
+    }
+    put_stat(out, "ssl_handshake_errors", Stats::read(&c.handshake_errors));
+    put_stat(out, "time_since_server_cert_refresh", tls.since_refresh());
 }
 
 /// Fields of machinery Larder does not have, which memcached's monitoring expects: 0 each.

@@ -58,8 +58,7 @@ pub(super) fn parse(cmd: &[u8], toks: &Tokens, line: &Bytes, noreply: bool) -> R
             Request::Crawl { classes: crawl_classes(toks.get(line, 2)), dump: toks.get(line, 1) == b"metadump" }
         }
         b"lru_crawler" => Request::NoOp { reply: lru_crawler_reply(toks, line, ntokens), noreply: false },
-        // memcached as Debian builds it has TLS, which Larder does not speak.
-        b"refresh_certs" => Request::NoOp { reply: Reply::TlsNotEnabled, noreply: false },
+        b"refresh_certs" => Request::RefreshCerts,
         _ => return Ok(None),
     }))
 }

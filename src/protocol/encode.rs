@@ -153,6 +153,13 @@ impl Reply {
 }
 
 /// Appends a fixed reply.
+/// `refresh_certs` could not load the files: memcached's error line, with the reason.
+pub fn put_refresh_failed(out: &mut BytesMut, why: &str) {
+    out.put_slice(b"ERROR ");
+    out.put_slice(why.replace(['\r', '\n'], " ").as_bytes());
+    out.put_slice(b"\r\n");
+}
+
 pub fn put_reply(out: &mut BytesMut, reply: Reply) {
     out.put_slice(reply.line());
 }

@@ -125,6 +125,8 @@ pub enum Request {
         classes: CrawlClasses,
         dump: bool,
     },
+    /// `refresh_certs`: read the TLS certificate and key files again (`-Z`).
+    RefreshCerts,
     Quit,
 }
 
@@ -191,6 +193,7 @@ impl Request {
             Self::MetaDebug { .. } => "me",
             Self::NoOp { .. } | Self::Crawler { .. } | Self::Crawl { .. } | Self::CacheDump { .. } => "admin",
             Self::Auth { .. } => "auth",
+            Self::RefreshCerts => "refresh_certs",
             Self::Quit => "quit",
         }
     }

@@ -182,7 +182,6 @@ impl TlsState {
             self.counters.handshake_errors.fetch_add(1, Relaxed);
             debug!(error = %e, "TLS handshake failed");
         } else {
-            self.counters.proto_errors.fetch_add(1, Relaxed);
             debug!(error = %e, "TLS error");
         }
         let _ = self.conn.write_tls(&mut Socket { fd, short: false });

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::process::{Child, ChildStderr, Command, Stdio};
@@ -30,10 +32,20 @@ pub fn spawn(config: Config) -> TestServer {
 /// Starts a server whose clock the test drives (`server.ctx.store.clock().advance(..)`).
 /// The ticker still re-reads wall time, which never moves a manual clock backwards.
 pub fn spawn_with_clock(config: Config, clock: Clock) -> TestServer {
+    spawn_listener(config, clock, None)
+}
+
+/// Starts a server; with `tls`, its listener serves TLS.
+fn spawn_listener(config: Config, clock: Clock, tls: Option<larder::tls::Tls>) -> TestServer {
     let std_listener = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     std_listener.set_nonblocking(true).unwrap();
     let addr = std_listener.local_addr().unwrap();
-    let ctx = Arc::new(Ctx::new(config.clone(), clock));
+    let serve_tls = tls.is_some();
+    let mut ctx = Ctx::new(config.clone(), clock);
+    if let Some(tls) = tls {
+        ctx = ctx.with_tls(tls);
+    }
+    let ctx = Arc::new(ctx);
     let (stop, stopped) = oneshot::channel::<()>();
     let server_ctx = ctx.clone();
     let thread = std::thread::spawn(move || {
@@ -41,6 +53,11 @@ pub fn spawn_with_clock(config: Config, clock: Clock) -> TestServer {
             tokio::runtime::Builder::new_multi_thread().worker_threads(config.threads).enable_all().build().unwrap();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            let listener = if serve_tls {
+                larder::server::Listener::Tls(listener)
+            } else {
+                larder::server::Listener::Tcp(listener)
+            };
             larder::server::run(vec![listener], server_ctx, async {
                 let _ = stopped.await;
             })
