@@ -111,3 +111,175 @@ pub fn exec(data: &[u8]) {
         clock.advance(u32::from(seed >> 6));
     }
 }
+
+/// The TLS target's certificates: made once per process, written where `-Z` reads them.
+fn tls_settings() -> &'static larder::config::TlsSettings {
+    use std::sync::OnceLock;
+    static SETTINGS: OnceLock<(larder::config::TlsSettings, String)> = OnceLock::new();
+    &SETTINGS
+        .get_or_init(|| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().self_signed(&key).unwrap();
+            let dir = std::env::temp_dir().join(format!("larder-fuzz-tls-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+            std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+            let settings = larder::config::TlsSettings {
+                enabled: true,
+                chain_cert: Some(dir.join("cert.pem")),
+                key: Some(dir.join("key.pem")),
+                ..Default::default()
+            };
+            (settings, cert.pem())
+        })
+        .0
+}
+
+/// A client that trusts any server: the target is the server's side.
+#[derive(Debug)]
+struct AnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Moves what each side has written to the other until neither has news: the server
+/// connection runs on every turn; the client (if any) reads and writes records.
+fn pump(
+    conn: &mut larder::server::connection::Connection,
+    sock: &mut std::os::unix::net::UnixStream,
+    client: &mut Option<rustls::ClientConnection>,
+    replies: &mut usize,
+) -> bool {
+    use std::io::{Read, Write};
+    for _ in 0..64 {
+        let wait = conn.on_ready(true, false, false);
+        if wait == larder::server::connection::Wait::Close {
+            return false;
+        }
+        let mut moved = false;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match sock.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    moved = true;
+                    if let Some(c) = client.as_mut() {
+                        let mut rd = &buf[..n];
+                        while !rd.is_empty() {
+                            if c.read_tls(&mut rd).is_err() || c.process_new_packets().is_err() {
+                                return false;
+                            }
+                            let mut plain = Vec::new();
+                            let _ = c.reader().read_to_end(&mut plain);
+                            *replies += plain.len();
+                        }
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if let Some(c) = client.as_mut() {
+            while c.wants_write() {
+                moved = true;
+                let mut w = Vec::new();
+                c.write_tls(&mut w).unwrap();
+                if sock.write_all(&w).is_err() {
+                    return false;
+                }
+            }
+        }
+        if !moved && wait != larder::server::connection::Wait::Turn {
+            return true;
+        }
+    }
+    true
+}
+
+/// TLS target: bytes at a TLS connection, three ways by the first byte: raw from the
+/// first byte on (garbage or truncated handshakes); after a real handshake, as records of
+/// commands (the decoder and exec over TLS); after a real handshake, raw (garbage and
+/// truncated records). Checks: no panic. Returns the bytes of replies the client read.
+pub fn tls(data: &[u8]) -> usize {
+    use std::io::Write;
+    let Some((&seed, wire)) = data.split_first() else { return 0 };
+    let settings = tls_settings();
+    let config = Config { memory_limit: MEMORY, max_item_size: MAX_ITEM, tls: settings.clone(), ..Config::for_tests() };
+    let Ok(tls) = larder::tls::Tls::load(settings) else { panic!("test certificates") };
+    let session = tls.accept().unwrap();
+    let counters = tls.counters.clone();
+    let ctx = std::sync::Arc::new(Ctx::new(config, Clock::starting_at(START)).with_tls(tls));
+    let (server, mut sock) = std::os::unix::net::UnixStream::pair().unwrap();
+    server.set_nonblocking(true).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    let transport = larder::server::transport::Transport::tls(server.into(), session, counters);
+    let mut conn = larder::server::connection::Connection::new(transport, ctx);
+    let chunk = usize::from(seed >> 2) * 8 + 1;
+    let mut replies = 0;
+    let mut client = None;
+    if seed & 3 != 0 {
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        client = Some(rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap());
+        if !pump(&mut conn, &mut sock, &mut client, &mut replies) {
+            panic!("the handshake failed");
+        }
+        assert!(!client.as_ref().unwrap().is_handshaking(), "the handshake did not finish");
+    }
+    for piece in wire.chunks(chunk) {
+        match client.as_mut() {
+            Some(c) if seed & 3 == 1 => {
+                c.writer().write_all(piece).unwrap();
+            }
+            _ => {
+                if sock.write_all(piece).is_err() {
+                    return replies;
+                }
+                if seed & 3 == 2 {
+                    client = None; // its records are garbled from here on
+                }
+            }
+        }
+        if !pump(&mut conn, &mut sock, &mut client, &mut replies) {
+            return replies;
+        }
+    }
+    replies
+}

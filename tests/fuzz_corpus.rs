@@ -34,6 +34,19 @@ fn replay(dir: &str) -> usize {
 }
 
 #[test]
+fn tls_fuzz_corpus_replays_cleanly() {
+    let files = inputs("fuzz/corpus/tls");
+    for (name, data) in &files {
+        let replies = std::panic::catch_unwind(|| harness::tls(data));
+        assert!(replies.is_ok(), "fuzz/corpus/tls/{name} fails");
+        if name.starts_with("commands") {
+            assert!(replies.unwrap() > 20, "fuzz/corpus/tls/{name}: commands over TLS went unanswered");
+        }
+    }
+    assert!(files.len() >= 3, "only {} TLS corpus files", files.len());
+}
+
+#[test]
 fn fuzz_corpus_replays_cleanly() {
     let n = replay("fuzz/corpus/decode") + replay("fuzz/corpus/exec");
     assert!(n > 100, "only {n} corpus files: is fuzz/corpus missing?");
