@@ -154,7 +154,8 @@ fn cipher_suites(list: &str, all: &[SupportedCipherSuite]) -> Result<Vec<Support
             _ => {
                 let have: Vec<_> = OPENSSL_NAMES.iter().map(|(n, _)| *n).collect();
                 return Err(format!(
-                    "ssl_ciphers: '{word}' is not a cipher Larder's TLS (rustls) can offer; it has {}",
+                    "Error setting the provided cipher(s): {list}: '{word}' is not one Larder's TLS (rustls) \
+                     has; it has {}",
                     have.join(":")
                 ));
             }
@@ -166,7 +167,7 @@ fn cipher_suites(list: &str, all: &[SupportedCipherSuite]) -> Result<Vec<Support
         }
     }
     if chosen.is_empty() {
-        return Err(format!("ssl_ciphers: '{list}' leaves no cipher to offer"));
+        return Err(format!("Error setting the provided cipher(s): {list}: that leaves none to offer"));
     }
     let mut suites: Vec<_> = all.iter().filter(|s| !is_tls12(s)).copied().collect();
     suites.extend(chosen.iter().filter_map(|c| all.iter().find(|s| s.suite() == *c)));
@@ -179,29 +180,27 @@ fn build(
     sessions: &Arc<dyn StoresServerSessions>,
 ) -> Result<Arc<ServerConfig>, String> {
     let chain_path = settings.chain_cert.as_ref().ok_or("-Z: no ssl_chain_cert")?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(chain_path)
-        .and_then(Iterator::collect)
-        .map_err(|e| format!("ssl_chain_cert {}: {e}", chain_path.display()))?;
+    let chain_error = |e: &dyn std::fmt::Display| loading("certificate chain", chain_path, e);
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(chain_path).and_then(Iterator::collect).map_err(|e| chain_error(&e))?;
     if chain.is_empty() {
-        return Err(format!("ssl_chain_cert {}: no certificate in it", chain_path.display()));
+        return Err(chain_error(&"no certificate in it"));
     }
     let key_path = settings.key.as_ref().unwrap_or(chain_path);
+    let key_error = |e: &dyn std::fmt::Display| loading("key", key_path, e);
     let key = if settings.keyformat == 2 {
-        std::fs::read(key_path)
-            .map_err(|e| e.to_string())
-            .and_then(|der| PrivateKeyDer::try_from(der).map_err(String::from))
+        let der = std::fs::read(key_path).map_err(|e| key_error(&e))?;
+        PrivateKeyDer::try_from(der).map_err(|e| key_error(&e))?
     } else {
-        PrivateKeyDer::from_pem_file(key_path).map_err(|e| e.to_string())
-    }
-    .map_err(|e| format!("ssl_key {}: {e}", key_path.display()))?;
+        PrivateKeyDer::from_pem_file(key_path).map_err(|e| key_error(&e))?
+    };
     let versions: &[&rustls::SupportedProtocolVersion] =
         if settings.min_version == 3 { &[&rustls::version::TLS13] } else { rustls::ALL_VERSIONS };
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
         .map_err(|e| format!("-Z: {e}"))?
         .with_client_cert_verifier(client_verifier(settings, provider)?);
-    let mut config =
-        builder.with_single_cert(chain, key).map_err(|e| format!("ssl_key {}: {e}", key_path.display()))?;
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| key_error(&e))?;
     config.session_storage = sessions.clone();
     if !settings.session_cache {
         config.send_tls13_tickets = 0;
@@ -209,6 +208,8 @@ fn build(
     Ok(Arc::new(config))
 }
 
+/// Who may connect under `ssl_verify_mode`. A mode above 0 needs `ssl_ca_cert`: memcached
+/// starts without one and then fails every client's handshake; Larder says so at start.
 fn client_verifier(
     settings: &TlsSettings,
     provider: &Arc<CryptoProvider>,
@@ -217,16 +218,21 @@ fn client_verifier(
         return Ok(WebPkiClientVerifier::no_client_auth());
     }
     let Some(ca_path) = &settings.ca_cert else {
-        return Err("ssl_verify_mode needs ssl_ca_cert: the CAs client certificates must chain to".into());
+        return Err("ssl_verify_mode above 0 needs ssl_ca_cert: the CAs client certificates must chain to".into());
     };
+    let ca_error = |e: &dyn std::fmt::Display| loading("CA certificate", ca_path, e);
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_path).map_err(|e| format!("ssl_ca_cert {}: {e}", ca_path.display()))? {
-        let cert = cert.map_err(|e| format!("ssl_ca_cert {}: {e}", ca_path.display()))?;
-        roots.add(cert).map_err(|e| format!("ssl_ca_cert {}: {e}", ca_path.display()))?;
+    for cert in CertificateDer::pem_file_iter(ca_path).map_err(|e| ca_error(&e))? {
+        roots.add(cert.map_err(|e| ca_error(&e))?).map_err(|e| ca_error(&e))?;
     }
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
     let builder = if settings.verify_mode == VerifyMode::Request { builder.allow_unauthenticated() } else { builder };
-    builder.build().map_err(|e| format!("ssl_ca_cert {}: {e}", ca_path.display()))
+    builder.build().map_err(|e| ca_error(&e))
+}
+
+/// memcached's words for a file that would not load (at start, and as `refresh_certs`'s reply).
+fn loading(what: &str, path: &std::path::Path, e: &dyn std::fmt::Display) -> String {
+    format!("Error loading the {what}: {} : {e}", path.display())
 }
 
 /// rustls's session cache, counting the sessions put in it (memcached's `ssl_new_sessions`).
@@ -277,6 +283,6 @@ mod tests {
         assert_eq!(tls12(&cipher_suites("TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384", &all).unwrap()).len(), 1);
         assert!(cipher_suites("AES128-SHA", &all).unwrap_err().contains("'AES128-SHA'"));
         assert!(cipher_suites("garbage", &all).is_err());
-        assert!(cipher_suites("!aNULL", &all).unwrap_err().contains("leaves no cipher"));
+        assert!(cipher_suites("!aNULL", &all).unwrap_err().contains("leaves none"));
     }
 }

@@ -345,3 +345,48 @@ fn bad_extended_options_are_refused_in_one_line() {
         assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), want, "{args:?}");
     }
 }
+
+/// Bad TLS peers: plain text, garbage and a cut-short handshake on a TLS port, and a
+/// client that hangs up mid-record. Each is counted (`ssl_handshake_errors` for the
+/// handshakes) and closed; a good client on the same server sees nothing of it.
+#[test]
+fn plain_text_garbage_and_hang_ups_are_counted_and_harm_no_one() {
+    let certs = common::tls::Certs::new();
+    let srv = common::tls::spawn(Config { tls: certs.settings(), ..Config::for_tests() });
+    let mut good = common::tls::TlsClient::connect(srv.addr, certs.client_config(None));
+    good.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
+
+    let raw = |bytes: &[u8], hang_up: bool| {
+        let mut s = TcpStream::connect(srv.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(bytes).unwrap();
+        if hang_up {
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let mut back = Vec::new();
+        let closed = s.read_to_end(&mut back).is_ok();
+        (closed, back)
+    };
+    // Plain text gets an alert record (content type 21), never a memcached reply, and the close.
+    let (closed, back) = raw(b"version\r\nget k\r\n", false);
+    assert!(closed && back.first() == Some(&21), "{back:?}");
+    // Garbage shaped like a handshake record.
+    let (closed, _) = raw(&[22, 3, 1, 0, 5, 1, 2, 3, 4, 5], false);
+    assert!(closed);
+    // A ClientHello cut short, then the client hangs up.
+    let (closed, _) = raw(&[22, 3, 1, 0x02, 0x00, 1, 0, 1, 0xfc, 3, 3], true);
+    assert!(closed);
+    // After a good handshake, half a record and a hang-up.
+    let mut half = common::tls::TlsClient::connect(srv.addr, certs.client_config(None));
+    half.handshake().unwrap();
+    half.s.sock.write_all(&[23, 3, 3, 0, 64, 1, 2, 3]).unwrap();
+    half.s.sock.shutdown(std::net::Shutdown::Both).unwrap();
+
+    good.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
+    assert_eq!(good.stat("ssl_handshake_errors"), "3");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while good.stat("curr_connections") != "1" {
+        assert!(Instant::now() < deadline, "the bad peers' connections stay open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -16,20 +16,6 @@ fn tls_config(certs: &Certs) -> Config {
     Config { tls: certs.settings(), ..Config::for_tests() }
 }
 
-fn stat(c: &mut TlsClient, name: &str) -> String {
-    c.send(b"stats\r\n");
-    let mut all = Vec::new();
-    while !all.ends_with(b"END\r\n") {
-        let mut buf = [0u8; 4096];
-        let n = c.s.read(&mut buf).expect("stats");
-        assert!(n > 0, "closed during stats");
-        all.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8(all).unwrap();
-    let prefix = format!("STAT {name} ");
-    text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {name} in {text}")).to_string()
-}
-
 #[test]
 fn every_command_works_over_tls() {
     let certs = Certs::new();
@@ -66,9 +52,9 @@ fn every_command_works_over_tls() {
         c.expect(b"\r\n");
     }
     c.expect(b"END\r\n");
-    assert_eq!(stat(&mut c, "ssl_handshake_errors"), "0");
+    assert_eq!(c.stat("ssl_handshake_errors"), "0");
     // `bytes_read` counts what the client sent, not the records that carried it.
-    let read: u64 = stat(&mut c, "bytes_read").parse().unwrap();
+    let read: u64 = c.stat("bytes_read").parse().unwrap();
     assert!((3 * big.len() as u64..3 * big.len() as u64 + 100_000).contains(&read), "{read}");
     c.roundtrip(b"quit\r\n", b"");
     let mut rest = Vec::new();
@@ -98,54 +84,12 @@ fn settings_and_refresh_certs_report_tls() {
     }
     // A TLS 1.3 handshake hands the client two tickets, each a session in the cache: memcached
     // counts 2 as well.
-    assert_eq!(stat(&mut c, "ssl_new_sessions"), "2");
-    assert_eq!(stat(&mut c, "time_since_server_cert_refresh"), "0");
+    assert_eq!(c.stat("ssl_new_sessions"), "2");
+    assert_eq!(c.stat("time_since_server_cert_refresh"), "0");
     // A second connection of the same client resumes a session instead of a full handshake.
     let mut again = TlsClient::connect(srv.addr, config);
     again.roundtrip(b"mn\r\n", b"MN\r\n");
     assert_eq!(again.s.conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
-}
-
-#[test]
-fn plain_text_garbage_and_hang_ups_are_counted_and_harm_no_one() {
-    let certs = Certs::new();
-    let srv = spawn(tls_config(&certs));
-    let mut good = TlsClient::connect(srv.addr, certs.client_config(None));
-    good.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
-
-    let raw = |bytes: &[u8], hang_up: bool| {
-        let mut s = TcpStream::connect(srv.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(bytes).unwrap();
-        if hang_up {
-            s.shutdown(std::net::Shutdown::Write).unwrap();
-        }
-        let mut back = Vec::new();
-        let closed = s.read_to_end(&mut back).is_ok();
-        (closed, back)
-    };
-    // Plain text gets an alert record (content type 21), never a memcached reply, and the close.
-    let (closed, back) = raw(b"version\r\nget k\r\n", false);
-    assert!(closed && back.first() == Some(&21), "{back:?}");
-    // Garbage shaped like a handshake record.
-    let (closed, _) = raw(&[22, 3, 1, 0, 5, 1, 2, 3, 4, 5], false);
-    assert!(closed);
-    // A ClientHello cut short, then the client hangs up.
-    let (closed, _) = raw(&[22, 3, 1, 0x02, 0x00, 1, 0, 1, 0xfc, 3, 3], true);
-    assert!(closed);
-    // After a good handshake, half a record and a hang-up.
-    let mut half = TlsClient::connect(srv.addr, certs.client_config(None));
-    half.handshake().unwrap();
-    half.s.sock.write_all(&[23, 3, 3, 0, 64, 1, 2, 3]).unwrap();
-    half.s.sock.shutdown(std::net::Shutdown::Both).unwrap();
-
-    good.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
-    assert_eq!(stat(&mut good, "ssl_handshake_errors"), "3");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while stat(&mut good, "curr_connections") != "1" {
-        assert!(Instant::now() < deadline, "the bad peers' connections stay open");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Handshakes under `ssl_verify_mode`: which client certificates are let in.
@@ -173,7 +117,7 @@ fn mutual_tls_by_verify_mode() {
         assert!(try_client(&srv, id).is_err(), "{who}: let in under verify mode 2");
     }
     let mut c = TlsClient::connect(srv.addr, certs.client_config(Some(&certs.client)));
-    assert_eq!(stat(&mut c, "ssl_handshake_errors"), "3");
+    assert_eq!(c.stat("ssl_handshake_errors"), "3");
     drop(srv);
 
     let srv = spawn(Config { tls: with(VerifyMode::Request), ..Config::for_tests() });
@@ -206,7 +150,8 @@ fn refresh_certs_serves_new_connections_the_new_certificate() {
         old.s.read_exact(&mut b).unwrap();
         line.push(b[0]);
     }
-    assert!(line.starts_with(b"ERROR "), "{}", String::from_utf8_lossy(&line));
+    let want = format!("Error loading the certificate chain: {} : ", certs.path("server.pem").display());
+    assert!(line.starts_with(want.as_bytes()), "{}", String::from_utf8_lossy(&line));
     let mut after = TlsClient::connect(srv.addr, certs.client_config(None));
     after.roundtrip(b"mn\r\n", b"MN\r\n");
     assert_eq!(after.server_serial(), [2]);
@@ -267,6 +212,103 @@ fn a_storm_of_handshakes_is_all_served() {
     });
     assert_eq!(served.into_inner(), CLIENTS);
     let mut c = TlsClient::connect(srv.addr, config);
-    assert_eq!(stat(&mut c, "ssl_handshake_errors"), "0");
-    assert_eq!(stat(&mut c, "total_connections"), (CLIENTS + 1).to_string());
+    assert_eq!(c.stat("ssl_handshake_errors"), "0");
+    assert_eq!(c.stat("total_connections"), (CLIENTS + 1).to_string());
+}
+
+/// `-Z` and `-o ssl_*` mistakes stop the server at start with one line (memcached's words
+/// where it has them).
+#[test]
+fn bad_tls_options_are_refused_in_one_line() {
+    let certs = Certs::new();
+    let bin = env!("CARGO_BIN_EXE_larder");
+    let (cert, key) = (certs.path("server.pem"), certs.path("server.key"));
+    let files = format!("ssl_chain_cert={},ssl_key={}", cert.display(), key.display());
+    let nope = certs.path("nope.pem");
+    let with = |more: &str| format!("{files},{more}");
+    for (args, want) in [
+        (
+            vec!["-Z".to_string()],
+            "larder: -Z: no certificate: give -o ssl_chain_cert=<file> (and ssl_key=<file>)".into(),
+        ),
+        (
+            vec!["-Z".into(), "-o".into(), "ssl_chain_cert".into()],
+            "larder: Missing ssl_chain_cert argument".to_string(),
+        ),
+        (
+            vec!["-Z".into(), "-o".into(), format!("ssl_chain_cert={}", nope.display())],
+            format!(
+                "larder: Error loading the certificate chain: {} : I/O error: No such file or directory (os error 2)",
+                nope.display()
+            ),
+        ),
+        (
+            vec!["-Z".into(), "-o".into(), with(&format!("ssl_ca_cert={},ssl_verify_mode=2", nope.display()))],
+            format!(
+                "larder: Error loading the CA certificate: {} : I/O error: No such file or directory (os error 2)",
+                nope.display()
+            ),
+        ),
+        (
+            vec!["-Z".into(), "-o".into(), with("ssl_verify_mode=5")],
+            "larder: Invalid ssl_verify_mode. Use help to see valid options.".into(),
+        ),
+        (
+            vec!["-Z".into(), "-o".into(), with("ssl_verify_mode=x")],
+            "larder: could not parse argument to ssl_verify_mode".into(),
+        ),
+        (
+            vec!["-Z".into(), "-o".into(), with("ssl_verify_mode=2")],
+            "larder: ssl_verify_mode above 0 needs ssl_ca_cert: the CAs client certificates must chain to".into(),
+        ),
+        (
+            vec!["-Z".into(), "-o".into(), with("ssl_min_version=1")],
+            "larder: ssl_min_version=1: TLS 1.1 is not offered (Larder's TLS, rustls, speaks TLS 1.2 and 1.3)".into(),
+        ),
+        (
+            vec!["-Z".into(), "-o".into(), with("ssl_min_version=7")],
+            "larder: Invalid ssl_min_version. Use help to see valid options.".into(),
+        ),
+        (
+            vec!["-Z".into(), "-o".into(), with("ssl_keyformat=3")],
+            "larder: ssl_keyformat: Larder reads keys in PEM (1) or DER (2)".into(),
+        ),
+    ] {
+        let out = std::process::Command::new(bin).args(["-p", "0"]).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr).trim_end(), want, "{args:?}");
+    }
+    let out =
+        std::process::Command::new(bin).args(["-p", "0", "-Z", "-o", &with("ssl_ciphers=RC4-MD5")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("larder: Error setting the provided cipher(s): RC4-MD5: 'RC4-MD5' is not one"), "{err}");
+}
+
+/// `-l notls:` keeps a plain listener beside the TLS ones, as memcached's does.
+#[test]
+fn notls_listener_serves_plain_text_beside_tls() {
+    let certs = Certs::new();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (tls_port, plain_port) = (free(), free());
+    let files =
+        format!("ssl_chain_cert={},ssl_key={}", certs.path("server.pem").display(), certs.path("server.key").display());
+    let listen = format!("notls:127.0.0.1:{plain_port},127.0.0.1");
+    let (mut child, addr, _log) = common::start_binary(
+        env!("CARGO_BIN_EXE_larder"),
+        &["-p", &tls_port.to_string(), "-l", &listen, "-Z", "-o", &files],
+    );
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(addr.ends_with(&format!(":{plain_port}")), "{addr}");
+        let mut plain = common::Client { s: TcpStream::connect(("127.0.0.1", plain_port)).unwrap() };
+        plain.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        plain.roundtrip(b"mn\r\n", b"MN\r\n");
+        let addr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+        let mut tls = TlsClient::connect(addr, certs.client_config(None));
+        tls.roundtrip(b"mn\r\n", b"MN\r\n");
+        assert_eq!(plain.stat("ssl_handshake_errors"), "0");
+    }));
+    let _ = child.kill();
+    let _ = child.wait();
+    result.unwrap();
 }

@@ -153,9 +153,8 @@ impl Reply {
 }
 
 /// Appends a fixed reply.
-/// `refresh_certs` could not load the files: memcached's error line, with the reason.
+/// `refresh_certs` could not load the files: as in memcached, the reason is the reply.
 pub fn put_refresh_failed(out: &mut BytesMut, why: &str) {
-    out.put_slice(b"ERROR ");
     out.put_slice(why.replace(['\r', '\n'], " ").as_bytes());
     out.put_slice(b"\r\n");
 }

@@ -182,6 +182,21 @@ impl TlsClient {
         self.expect(want);
     }
 
+    /// Sends `stats` and returns the value of one field.
+    pub fn stat(&mut self, name: &str) -> String {
+        self.send(b"stats\r\n");
+        let mut all = Vec::new();
+        while !all.ends_with(b"END\r\n") {
+            let mut buf = [0u8; 4096];
+            let n = self.s.read(&mut buf).expect("stats");
+            assert!(n > 0, "closed during stats");
+            all.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8(all).unwrap();
+        let prefix = format!("STAT {name} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {name} in {text}")).to_string()
+    }
+
     /// The serial number of the certificate the server showed.
     pub fn server_serial(&self) -> Vec<u8> {
         let cert = &self.s.conn.peer_certificates().expect("handshake done")[0];
