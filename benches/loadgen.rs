@@ -24,8 +24,22 @@
 //! given `--server-pid`, the server's CPU time per operation over the same window. The
 //! last line, `RESULT k=v ...`, is for scripts (`scripts/bench`).
 //!
+//! With `--tls --tls-ca FILE` every connection is TLS (rustls, aws-lc-rs, through
+//! tokio-rustls), the server's certificate verified against FILE for the server's IP
+//! address; there is no mode that accepts any certificate. Sessions are never resumed: each
+//! connection makes a full handshake. Everything else (pipelining, multi-gets, the checks
+//! of every reply, the report) is the same; the report names the protocol version, cipher
+//! suite and key exchange group the server chose.
+//!
+//! `--storm` is a handshake storm instead of a load: all `--conns` connections open at
+//! once, each makes its (TLS) handshake and one request (a get, or a set by
+//! `--get-ratio`), checks the reply and closes. It reports how many were served, how many
+//! failed, the time until the last was served, and the server's CPU over that time; what
+//! is not served within `--storm-timeout` counts as failed, so the run always ends.
+//!
 //! ```text
 //! cargo bench --bench loadgen -- --server 127.0.0.1:11211 --prefill --conns 50 --duration 10
+//! cargo bench --bench loadgen -- --server 127.0.0.1:11211 --tls --tls-ca ca.pem --storm --conns 2000
 //! ```
 //! Without `--server` it prints its usage and exits 0 (so `cargo bench` and
 //! `cargo test --benches` pass through it).
@@ -38,8 +52,12 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 mod keyspace;
 use keyspace::parse_key;
@@ -64,7 +82,11 @@ usage: loadgen --server HOST:PORT [options]
   --threads N        runtime threads; 1 = tokio current-thread (1)
   --server-pid PID   report the server's CPU time per op from /proc/PID/stat
   --seed N           random seed (1)
-  --label S          echoed in the RESULT line";
+  --label S          echoed in the RESULT line
+  --tls              connect with TLS (needs --tls-ca)
+  --tls-ca FILE      PEM file of the CA(s) the server's certificate must chain to
+  --storm            a handshake storm: all --conns connect at once, one request each
+  --storm-timeout S  seconds after which a storm's unserved connections count as failed (30)";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -87,6 +109,10 @@ struct Args {
     server_pid: Option<u32>,
     seed: u64,
     label: String,
+    tls: bool,
+    tls_ca: Option<String>,
+    storm: bool,
+    storm_timeout: f64,
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
@@ -110,6 +136,10 @@ fn parse_args() -> Result<Option<Args>, String> {
         server_pid: None,
         seed: 1,
         label: String::new(),
+        tls: false,
+        tls_ca: None,
+        storm: false,
+        storm_timeout: 30.0,
     };
     let mut have_server = false;
     let mut dist = String::from("uniform");
@@ -152,6 +182,10 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--server-pid" => a.server_pid = Some(num(&name, value()?)?),
             "--seed" => a.seed = num(&name, value()?)?,
             "--label" => a.label = value()?,
+            "--tls" => a.tls = true,
+            "--tls-ca" => a.tls_ca = Some(value()?),
+            "--storm" => a.storm = true,
+            "--storm-timeout" => a.storm_timeout = num(&name, value()?)?,
             _ => return Err(format!("unknown argument '{arg}'")),
         }
     }
@@ -174,6 +208,12 @@ fn parse_args() -> Result<Option<Args>, String> {
     }
     if a.zipf.is_some_and(|s| s <= 0.0) {
         return Err("--zipf-s must be positive".into());
+    }
+    if a.tls && a.tls_ca.is_none() {
+        return Err("--tls needs --tls-ca FILE: the CA the server's certificate chains to".into());
+    }
+    if !(a.storm_timeout > 0.0 && a.storm_timeout.is_finite()) {
+        return Err("--storm-timeout must be positive".into());
     }
     Ok(Some(a))
 }
@@ -261,6 +301,63 @@ struct Shared {
     failed: AtomicU64,
     /// `--rate`'s ticker: connections waiting for their batches' turns, and when.
     waiting: std::sync::Mutex<Vec<(Instant, std::task::Waker)>>,
+    /// With `--tls`: how to make a connection's handshake.
+    tls: Option<TlsClient>,
+    /// With `--tls`: what the first handshake settled on, for the report.
+    negotiated: std::sync::OnceLock<String>,
+}
+
+/// The client side of `--tls`.
+struct TlsClient {
+    connector: TlsConnector,
+    /// The server's IP address, which its certificate must name.
+    name: ServerName<'static>,
+}
+
+impl TlsClient {
+    /// Trusts the CAs in `--tls-ca` (and nothing else), with rustls's default protocol
+    /// versions, suites and key exchange groups (aws-lc-rs). Resumption is off, so every
+    /// connection pays a full handshake, as a fresh client would.
+    fn new(args: &Args) -> Result<Self, String> {
+        let ca = args.tls_ca.as_deref().ok_or("--tls needs --tls-ca")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| format!("--tls-ca {ca}: {e}"))? {
+            roots.add(cert.map_err(|e| format!("--tls-ca {ca}: {e}"))?).map_err(|e| format!("--tls-ca {ca}: {e}"))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("--tls-ca {ca}: no certificate in it"));
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(Self { connector: TlsConnector::from(Arc::new(config)), name: ServerName::from(args.server.ip()) })
+    }
+}
+
+/// A connection's byte stream: TCP, or TLS over TCP. Each connection's code is compiled
+/// for its own kind, so the plain path runs exactly as it did before TLS existed.
+trait Wire: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether a write can leave bytes in the stream's own buffer (sealed TLS records the
+    /// socket did not take yet), so that it must be flushed.
+    const BUFFERED: bool;
+}
+
+impl Wire for TcpStream {
+    const BUFFERED: bool = false;
+}
+
+impl Wire for TlsStream<TcpStream> {
+    const BUFFERED: bool = true;
+}
+
+/// A connection just opened, before it is given its kind's [`Conn`].
+enum Opened {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 impl Shared {
@@ -331,8 +428,8 @@ enum Parsed {
     NeedMore,
 }
 
-struct Conn {
-    stream: TcpStream,
+struct Conn<S> {
+    stream: S,
     rbuf: BytesMut,
     wbuf: Vec<u8>,
     /// Key indices of the batch: one per set, `multiget` per get.
@@ -353,7 +450,22 @@ const STALL: Duration = Duration::from_secs(10);
 /// Errors printed per connection before they are only counted.
 const SHOW_ERRORS: u32 = 3;
 
-impl Conn {
+impl<S: Wire> Conn<S> {
+    fn new(stream: S) -> Self {
+        Self {
+            stream,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: Vec::with_capacity(4096),
+            keys: Vec::new(),
+            pending: Vec::new(),
+            next: 0,
+            key_pos: 0,
+            hits_in_get: 0,
+            shown_errors: 0,
+            tally: Tally::new(),
+        }
+    }
+
     fn error(&mut self, what: &str, line: &[u8]) {
         self.tally.errors += 1;
         if self.shown_errors < SHOW_ERRORS {
@@ -511,6 +623,12 @@ impl Conn {
             .await
             .map_err(|_| format!("no progress writing for {STALL:?}"))?
             .map_err(|e| format!("write: {e}"))?;
+        if S::BUFFERED {
+            tokio::time::timeout(STALL, self.stream.flush())
+                .await
+                .map_err(|_| format!("no progress writing for {STALL:?}"))?
+                .map_err(|e| format!("write: {e}"))?;
+        }
         loop {
             let now = Instant::now();
             if let Parsed::Done = self.parse(sh, sent, now)? {
@@ -557,34 +675,43 @@ fn spot_check(got: &[u8], want: &[u8]) -> bool {
     got[..edge] == want[..edge] && got[n - edge..] == want[n - edge..] && got.get(n / 2) == want.get(n / 2)
 }
 
-async fn connect(sh: &Shared) -> Result<Conn, String> {
+/// Connects, and with `--tls` makes the handshake (bounded by [`STALL`]).
+async fn connect(sh: &Shared) -> Result<Opened, String> {
     let stream = TcpStream::connect(sh.args.server).await.map_err(|e| format!("connect {}: {e}", sh.args.server))?;
     stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-    Ok(Conn {
-        stream,
-        rbuf: BytesMut::with_capacity(64 * 1024),
-        wbuf: Vec::with_capacity(4096),
-        keys: Vec::new(),
-        pending: Vec::new(),
-        next: 0,
-        key_pos: 0,
-        hits_in_get: 0,
-        shown_errors: 0,
-        tally: Tally::new(),
-    })
+    let Some(tls) = &sh.tls else { return Ok(Opened::Tcp(stream)) };
+    let stream = tokio::time::timeout(STALL, tls.connector.connect(tls.name.clone(), stream))
+        .await
+        .map_err(|_| format!("no TLS handshake in {STALL:?}"))?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    sh.negotiated.get_or_init(|| {
+        let c = stream.get_ref().1;
+        let name = |v: Option<String>| v.unwrap_or_else(|| "?".into());
+        format!(
+            "{}/{}/{}",
+            name(c.protocol_version().map(|v| format!("{v:?}"))),
+            name(c.negotiated_cipher_suite().map(|s| format!("{:?}", s.suite()))),
+            name(c.negotiated_key_exchange_group().map(|g| format!("{:?}", g.name())))
+        )
+    });
+    Ok(Opened::Tls(Box::new(stream)))
 }
 
 /// One connection's closed loop until `stop` (or the request budget runs out).
 async fn drive(sh: Arc<Shared>, id: u64) -> Tally {
-    let mut rng = Rng(sh.args.seed.wrapping_mul(0x1000_0000_01B3) ^ (id + 1).wrapping_mul(0x9E37_79B9));
-    let mut conn = match connect(&sh).await {
-        Ok(c) => c,
+    match connect(&sh).await {
+        Ok(Opened::Tcp(s)) => drive_conn(&sh, id, Conn::new(s)).await,
+        Ok(Opened::Tls(s)) => drive_conn(&sh, id, Conn::new(*s)).await,
         Err(e) => {
             eprintln!("loadgen: connection {id}: {e}");
             sh.failed.fetch_add(1, Relaxed);
-            return Tally::new();
+            Tally::new()
         }
-    };
+    }
+}
+
+async fn drive_conn<S: Wire>(sh: &Shared, id: u64, mut conn: Conn<S>) -> Tally {
+    let mut rng = Rng(sh.args.seed.wrapping_mul(0x1000_0000_01B3) ^ (id + 1).wrapping_mul(0x9E37_79B9));
     let depth = sh.args.pipeline as u64;
     // With --rate: this connection's batches are due every `every`, its first at a random
     // point of the first interval so that the connections do not send in step. `free` is
@@ -602,10 +729,10 @@ async fn drive(sh: Arc<Shared>, id: u64) -> Tally {
         }
         let mut queued = Duration::ZERO;
         if every.is_some() {
-            wait_until(&sh, due).await;
+            wait_until(sh, due).await;
             queued = free.saturating_duration_since(due);
         }
-        match conn.batch(&sh, &mut rng, None, queued).await {
+        match conn.batch(sh, &mut rng, None, queued).await {
             Ok(took) => {
                 if let Some(every) = every {
                     free = due.max(free) + took;
@@ -697,15 +824,19 @@ async fn wait_until(sh: &Shared, at: Instant) {
 
 /// Sets every key once, the connections taking chunks from a shared counter.
 async fn prefill_conn(sh: Arc<Shared>, id: u64) -> Tally {
-    let mut rng = Rng(id);
-    let mut conn = match connect(&sh).await {
-        Ok(c) => c,
+    match connect(&sh).await {
+        Ok(Opened::Tcp(s)) => prefill_on(&sh, id, Conn::new(s)).await,
+        Ok(Opened::Tls(s)) => prefill_on(&sh, id, Conn::new(*s)).await,
         Err(e) => {
             eprintln!("loadgen: prefill connection {id}: {e}");
             sh.failed.fetch_add(1, Relaxed);
-            return Tally::new();
+            Tally::new()
         }
-    };
+    }
+}
+
+async fn prefill_on<S: Wire>(sh: &Shared, id: u64, mut conn: Conn<S>) -> Tally {
+    let mut rng = Rng(id);
     // Up to 1 MiB of values per batch, so a batch's replies never fill the socket.
     let chunk = ((1 << 20) / (sh.args.value_size as u64 + 64)).clamp(1, 64);
     loop {
@@ -714,7 +845,7 @@ async fn prefill_conn(sh: Arc<Shared>, id: u64) -> Tally {
             break;
         }
         let end = (start + chunk).min(sh.args.keys);
-        if let Err(e) = conn.batch(&sh, &mut rng, Some(start..end), Duration::ZERO).await {
+        if let Err(e) = conn.batch(sh, &mut rng, Some(start..end), Duration::ZERO).await {
             eprintln!("loadgen: prefill connection {id}: {e}");
             sh.failed.fetch_add(1, Relaxed);
             break;
@@ -746,6 +877,131 @@ fn cpu_time(pid: &str) -> Option<CpuTime> {
 fn cpu_spent((a, b): (CpuTime, CpuTime)) -> (Duration, Duration, Duration) {
     let (user, system) = (b.user - a.user, b.system - a.system);
     (user, system, user + system)
+}
+
+/// One connection of a storm: connect (and handshake), one batch, its replies checked.
+/// Returns when it was served.
+async fn storm_one(sh: Arc<Shared>, id: u64) -> Result<(Instant, Tally), String> {
+    match connect(&sh).await? {
+        Opened::Tcp(s) => storm_request(&sh, id, Conn::new(s)).await,
+        Opened::Tls(s) => storm_request(&sh, id, Conn::new(*s)).await,
+    }
+}
+
+async fn storm_request<S: Wire>(sh: &Shared, id: u64, mut conn: Conn<S>) -> Result<(Instant, Tally), String> {
+    let mut rng = Rng(sh.args.seed.wrapping_mul(0x1000_0000_01B3) ^ (id + 1).wrapping_mul(0x9E37_79B9));
+    conn.batch(sh, &mut rng, None, Duration::ZERO).await?;
+    let served = Instant::now();
+    if conn.tally.errors > 0 {
+        return Err("wrong reply".into());
+    }
+    Ok((served, conn.tally))
+}
+
+/// The kernel's count of connections dropped because a listen queue was full
+/// (`TcpExt: ListenOverflows` in /proc/net/netstat; for the whole machine).
+fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let i = names.split_whitespace().position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// `--storm`: every connection opens at once, makes its handshake and one batch, and
+/// closes; reported when all are served, or failed, or `--storm-timeout` has passed.
+async fn storm(sh: &Arc<Shared>) -> Result<bool, String> {
+    let args = &sh.args;
+    let pid = args.server_pid.map(|p| p.to_string());
+    sh.recording.store(true, Relaxed);
+    let overflows0 = listen_overflows();
+    let (cpu0, self0) = (pid.as_deref().and_then(cpu_time), cpu_time("self"));
+    let t0 = Instant::now();
+    let deadline = tokio::time::Instant::from_std(t0 + Duration::from_secs_f64(args.storm_timeout));
+    let tasks: Vec<_> = (0..args.conns as u64).map(|i| tokio::spawn(storm_one(sh.clone(), i))).collect();
+    let mut when = Histogram::<u64>::new_with_bounds(1, 100_000_000_000, 3).expect("valid bounds");
+    let (mut total, mut failed, mut timed_out, mut shown) = (Tally::new(), 0u64, 0u64, 0);
+    for mut t in tasks {
+        match tokio::time::timeout_at(deadline, &mut t).await {
+            Ok(Ok(Ok((at, tally)))) => {
+                when.saturating_record(at.saturating_duration_since(t0).as_nanos().max(1) as u64);
+                total.add(&tally);
+            }
+            Ok(Ok(Err(e))) => {
+                failed += 1;
+                if shown < SHOW_ERRORS {
+                    shown += 1;
+                    eprintln!("loadgen: storm connection: {e}");
+                }
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                eprintln!("loadgen: storm connection: {e}");
+            }
+            Err(_) => {
+                t.abort();
+                timed_out += 1;
+            }
+        }
+    }
+    let elapsed = t0.elapsed();
+    let (cpu1, self1) = (pid.as_deref().and_then(cpu_time), cpu_time("self"));
+    let overflows = overflows0.zip(listen_overflows()).map(|(a, b)| b.saturating_sub(a));
+    let served = when.len();
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let server = cpu0.zip(cpu1).map(cpu_spent);
+    let own = self0.zip(self1).map(|c| cpu_spent(c).2.as_secs_f64() / elapsed.as_secs_f64());
+    let opt = |v: Option<f64>, prec: usize| v.map_or("NA".to_string(), |v| format!("{v:.prec$}"));
+    let negotiated = sh.negotiated.get().map_or("-", String::as_str);
+    println!(
+        "loadgen: storm of {} connections to {} ({}), {} request(s) each",
+        args.conns,
+        args.server,
+        if sh.tls.is_some() { negotiated } else { "plain TCP" },
+        args.pipeline
+    );
+    println!(
+        "  served {served}, failed {failed}, timed out {timed_out} (after {} s); last served at {:.1} ms \
+         (p50 {:.1} ms, p99 {:.1} ms); done in {:.1} ms",
+        args.storm_timeout,
+        ms(when.max()),
+        ms(when.value_at_quantile(0.5)),
+        ms(when.value_at_quantile(0.99)),
+        elapsed.as_secs_f64() * 1e3
+    );
+    if let Some((user, system, all)) = server {
+        println!(
+            "  server CPU {:.1} ms ({:.1} user, {:.1} system), {:.1} us per connection served",
+            all.as_secs_f64() * 1e3,
+            user.as_secs_f64() * 1e3,
+            system.as_secs_f64() * 1e3,
+            all.as_secs_f64() * 1e6 / served.max(1) as f64
+        );
+    }
+    if let Some(u) = own {
+        println!("  load generator CPU {u:.2} cores busy");
+    }
+    if let Some(o) = overflows {
+        println!("  listen queue overflows (the whole machine's): {o}");
+    }
+    println!(
+        "RESULT label={} mode=storm clients={} served={served} failed={failed} timed_out={timed_out} \
+         secs={:.3} last_ms={:.1} p50_ms={:.1} p99_ms={:.1} server_cpu_ms={} server_user_ms={} server_sys_ms={} \
+         cpu_us_per_conn={} client_util={} listen_overflows={} tls={negotiated}",
+        if args.label.is_empty() { "-" } else { &args.label },
+        args.conns,
+        elapsed.as_secs_f64(),
+        ms(when.max()),
+        ms(when.value_at_quantile(0.5)),
+        ms(when.value_at_quantile(0.99)),
+        opt(server.map(|(_, _, a)| a.as_secs_f64() * 1e3), 1),
+        opt(server.map(|(u, _, _)| u.as_secs_f64() * 1e3), 1),
+        opt(server.map(|(_, s, _)| s.as_secs_f64() * 1e3), 1),
+        opt(server.map(|(_, _, a)| a.as_secs_f64() * 1e6 / served.max(1) as f64), 1),
+        opt(own, 2),
+        overflows.map_or("NA".to_string(), |o| o.to_string()),
+    );
+    Ok(served == args.conns as u64 && total.errors == 0)
 }
 
 async fn prefill(sh: &Arc<Shared>) -> Result<(), String> {
@@ -787,12 +1043,17 @@ async fn run(args: Args) -> Result<bool, String> {
         budget: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         waiting: std::sync::Mutex::new(Vec::new()),
+        tls: args.tls.then(|| TlsClient::new(&args)).transpose()?,
+        negotiated: std::sync::OnceLock::new(),
     });
     if args.prefill || args.prefill_only {
         prefill(&sh).await?;
         if args.prefill_only {
             return Ok(true);
         }
+    }
+    if args.storm {
+        return storm(&sh).await;
     }
     let pid = args.server_pid.map(|p| p.to_string());
     if let Some(n) = args.requests {
@@ -831,19 +1092,21 @@ async fn run(args: Args) -> Result<bool, String> {
         elapsed = t0.elapsed();
         (cpu1, self1) = (pid.as_deref().and_then(cpu_time), cpu_time("self"));
     }
-    report(&args, &total, &per_conn, elapsed, cpu0.zip(cpu1), self0.zip(self1), sh.failed.load(Relaxed));
+    report(&sh, &total, &per_conn, elapsed, cpu0.zip(cpu1), self0.zip(self1));
     Ok(total.errors == 0 && sh.failed.load(Relaxed) == 0 && total.requests > 0)
 }
 
 fn report(
-    args: &Args,
+    sh: &Shared,
     t: &Tally,
     per_conn: &[u64],
     elapsed: Duration,
     server_cpu: Option<(CpuTime, CpuTime)>,
     own_cpu: Option<(CpuTime, CpuTime)>,
-    failed: u64,
 ) {
+    let args = &sh.args;
+    let failed = sh.failed.load(Relaxed);
+    let tls = sh.tls.as_ref().map(|_| sh.negotiated.get().map_or("-", String::as_str));
     let secs = elapsed.as_secs_f64();
     let ops = t.requests as f64 / secs;
     let us = |q: f64| t.hist.value_at_quantile(q) as f64 / 1000.0;
@@ -868,6 +1131,9 @@ fn report(
         args.value_size,
         args.rate.map_or(String::new(), |r| format!(" rate={r}/s"))
     );
+    if let Some(tls) = tls {
+        println!("  TLS: {tls} (version/cipher suite/key exchange)");
+    }
     println!(
         "  {:.0} ops/s ({} requests in {secs:.2} s; {:.0} keys/s; {:.1} MB/s of values in)",
         ops,
@@ -906,7 +1172,7 @@ fn report(
     println!(
         "RESULT label={} ops={} secs={secs:.3} ops_per_sec={ops:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} \
          hits={} misses={} errors={} failed={failed} cpu_us_per_op={} user_us_per_op={} sys_us_per_op={} \
-         server_util={} client_util={} conn_least={least:.3} conn_most={most:.3}",
+         server_util={} client_util={} conn_least={least:.3} conn_most={most:.3} tls={}",
         if args.label.is_empty() { "-" } else { &args.label },
         t.requests,
         us(0.5),
@@ -920,6 +1186,7 @@ fn report(
         opt(server_cpu.map(|(_, system, _)| per_op(system))),
         opt(server_util),
         opt(own_util),
+        tls.unwrap_or("-"),
     );
 }
 
