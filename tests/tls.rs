@@ -312,3 +312,25 @@ fn notls_listener_serves_plain_text_beside_tls() {
     let _ = child.wait();
     result.unwrap();
 }
+
+/// `-Y` logins and `-c` over TLS: a client logs in through its encrypted connection, and
+/// one past the limit gets memcached's refusal (written before any handshake, as
+/// memcached writes it) while the others carry on.
+#[test]
+fn logins_and_the_connection_limit_over_tls() {
+    let certs = Certs::new();
+    let auth = larder::config::AuthFile::parse(b"app:secret").unwrap();
+    let srv = spawn(Config { auth: Some(auth), max_connections: 2, ..tls_config(&certs) });
+    let mut c = TlsClient::connect(srv.addr, certs.client_config(None));
+    c.roundtrip(b"get k\r\n", b"CLIENT_ERROR unauthenticated\r\n");
+    c.roundtrip(b"set login 0 0 10\r\napp secret\r\n", b"STORED\r\n");
+    c.roundtrip(b"set k 0 0 1\r\nv\r\nget k\r\n", b"STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n");
+    let mut second = TlsClient::connect(srv.addr, certs.client_config(None));
+    second.roundtrip(b"set login 0 0 10\r\napp secret\r\n", b"STORED\r\n");
+    let mut third = TcpStream::connect(srv.addr).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut refused = Vec::new();
+    third.read_to_end(&mut refused).unwrap();
+    assert_eq!(refused, b"ERROR Too many open connections\r\n");
+    c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
+}
