@@ -15,6 +15,10 @@ Python 3 standard library only. What both scripts need to run servers side by si
   without cleaning up (PR_SET_PDEATHSIG), so no server or client is ever left behind;
 - cpu_seconds(pid) (utime+stime from /proc/<pid>/stat, all threads), memory(pid)
   (VmRSS and VmHWM from /proc/<pid>/status), stats(port) / parse_stats();
+- TLS: make_certs(dir) (a CA and a server certificate for 127.0.0.1, EC P-256, by the
+  openssl CLI), tls_server_args() (`-Z -o ssl_chain_cert=...,ssl_key=...`, the same
+  for Larder and memcached) and the readiness check over TLS (start_server's `tls`);
+- raise_nofile(n): the open-file limit this process and its children get;
 - the paired-ratio arithmetic: median(), ratio() and paired(): each round's
   server/baseline ratio (the two ran back to back in it), median and range over rounds.
 """
@@ -24,8 +28,10 @@ import ctypes
 import os
 import random
 import re
+import resource
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -244,9 +250,11 @@ def floor_argv(binary, port, threads, keys, value_size, extra=()):
             "--value-size", str(value_size), *extra]
 
 
-def answers_version(port, timeout=1.0):
+def answers_version(port, timeout=1.0, tls=None):
+    """Whether 127.0.0.1:port answers `version`; over TLS when `tls` (an ssl.SSLContext)."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+            s = tls.wrap_socket(raw, server_hostname="127.0.0.1") if tls else raw
             s.sendall(b"version\r\n")
             buf = b""
             while b"\r\n" not in buf:
@@ -255,14 +263,14 @@ def answers_version(port, timeout=1.0):
                     break
                 buf += chunk
             return buf.startswith(b"VERSION")
-    except OSError:
+    except (OSError, ssl.SSLError):
         return False
 
 
 class Server:
     """One server process on 127.0.0.1:port; stop() or `with` stops it by PID."""
 
-    def __init__(self, name, argv_for_port, prefix=(), ready_timeout=10.0):
+    def __init__(self, name, argv_for_port, prefix=(), ready_timeout=10.0, tls=None):
         self.name = name
         self.port = free_port()
         self.argv = list(prefix) + list(argv_for_port(self.port))
@@ -275,7 +283,7 @@ class Server:
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 break
-            if answers_version(self.port):
+            if answers_version(self.port, tls=tls):
                 self.ready = True
                 break
             time.sleep(0.1)
@@ -305,17 +313,73 @@ class Server:
         self.stop()
 
 
-def start_server(name, argv_for_port, prefix=(), tries=5, ready_timeout=10.0):
+def start_server(name, argv_for_port, prefix=(), tries=5, ready_timeout=10.0, tls=None):
     """Starts `argv_for_port(port)` (behind `prefix`, e.g. Placement.server_prefix) on a
     free port, trying another port when it does not answer `version` (another process
-    may take the port first); SystemExit with its output after `tries` failures."""
+    may take the port first); SystemExit with its output after `tries` failures. `tls`:
+    an ssl.SSLContext (tls_client_context) for a server that serves TLS."""
     for attempt in range(1, tries + 1):
-        s = Server(name, argv_for_port, prefix, ready_timeout)
+        s = Server(name, argv_for_port, prefix, ready_timeout, tls)
         if s.ready:
             return s
         if attempt < tries:
             log(f"{name} did not start on port {s.port}; trying another port")
     raise SystemExit(f"{PROG}: {name} did not start:\n{s.output()}")
+
+
+# --- TLS --------------------------------------------------------------------------------
+
+
+def make_certs(directory):
+    """A CA and a server certificate it signs, for 127.0.0.1 and localhost, EC P-256 keys,
+    valid for two days, made by the openssl CLI into `directory`. Returns the paths:
+    {"ca", "chain", "key"}. The directory and files are readable by everyone, so a
+    memcached that drops to another user (-u) can read them too."""
+    if subprocess.run(["openssl", "version"], capture_output=True).returncode != 0:
+        raise SystemExit(f"{PROG}: the openssl command is needed to make the TLS certificates")
+    path = lambda name: os.path.join(directory, name)  # noqa: E731
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    with open(path("server.ext"), "w") as f:
+        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
+                "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    steps = [
+        ["openssl", "req", "-x509", *ec, "-keyout", path("ca.key"), "-out", path("ca.pem"), "-days", "2",
+         "-subj", "/CN=Larder bench CA"],
+        ["openssl", "req", *ec, "-keyout", path("server.key"), "-out", path("server.csr"), "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", path("server.csr"), "-CA", path("ca.pem"), "-CAkey", path("ca.key"),
+         "-CAcreateserial", "-out", path("server.pem"), "-days", "2", "-extfile", path("server.ext")],
+    ]
+    for argv in steps:
+        p = subprocess.run(argv, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"{PROG}: {' '.join(argv[:3])} failed:\n{p.stderr}")
+    os.chmod(directory, 0o755)
+    for name in ("ca.pem", "server.pem", "server.key"):
+        os.chmod(path(name), 0o644)
+    return {"ca": path("ca.pem"), "chain": path("server.pem"), "key": path("server.key")}
+
+
+def tls_server_args(certs):
+    """The options that make Larder or memcached serve TLS with `certs` (make_certs)."""
+    return ["-Z", "-o", f"ssl_chain_cert={certs['chain']},ssl_key={certs['key']}"]
+
+
+def tls_client_context(certs):
+    """An ssl.SSLContext that trusts only the CA of `certs`, for readiness checks."""
+    return ssl.create_default_context(cafile=certs["ca"])
+
+
+def raise_nofile(n):
+    """Raises this process's open-file limit (which its children inherit) to at least `n`
+    where the hard limit allows (root may raise that too); returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= n:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, max(hard, n)) if hard != resource.RLIM_INFINITY else (n, hard))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 # --- measurements -----------------------------------------------------------------------
