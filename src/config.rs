@@ -364,9 +364,11 @@ pub struct Listen {
 }
 
 /// Parses one `-l` entry: `[notls:]address[:port]`, an IPv6 address with a port in
-/// brackets; `port` where none is given.
+/// brackets; `port` where none is given. `notls:` is refused without `-Z`, as memcached
+/// refuses it.
 fn parse_listen(part: &str, port: u16, tls: bool) -> Result<Listen, String> {
     let (plain, addr) = match part.strip_prefix("notls:") {
+        Some(_) if !tls => return Err("'notls' option is valid only when SSL is enabled".into()),
         Some(rest) => (true, rest),
         None => (false, part),
     };
@@ -382,6 +384,8 @@ fn parse_listen(part: &str, port: u16, tls: bool) -> Result<Listen, String> {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: Vec<Listen>,
+    /// `-l` as given (`stats settings` shows it so).
+    pub listen_arg: String,
     /// `-m` in bytes.
     pub memory_limit: usize,
     pub max_connections: usize,
@@ -413,7 +417,7 @@ impl Config {
     /// Checks a parsed command line and resolves its addresses.
     pub fn from_cli(cli: &Cli) -> Result<Self, String> {
         let mut listen = Vec::new();
-        for part in cli.listen.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        for part in cli.listen.split([',', ';']).map(str::trim).filter(|p| !p.is_empty()) {
             listen.push(parse_listen(part, cli.port, cli.enable_ssl)?);
         }
         if listen.is_empty() {
@@ -436,6 +440,7 @@ impl Config {
         }
         Ok(Self {
             listen,
+            listen_arg: cli.listen.clone(),
             memory_limit,
             max_connections: cli.conn_limit as usize,
             threads: usize::from(cli.threads),
@@ -463,6 +468,7 @@ impl Config {
     pub fn for_tests() -> Self {
         Self {
             listen: vec![Listen { addr: SocketAddr::from(([127, 0, 0, 1], 0)), tls: false }],
+            listen_arg: "127.0.0.1".into(),
             memory_limit: 64 << 20,
             max_connections: 1024,
             threads: 2,
@@ -525,6 +531,17 @@ mod tests {
         assert_eq!(config(&["-o", "idle_timeout=1", "-o", "idle_timeout=3"]).unwrap().idle_timeout, 3);
         assert_eq!(config(&["-o", "bogus=1"]).unwrap_err(), "-o: illegal suboption \"bogus=1\"");
         assert_eq!(config(&["-o", "idle_timeout=5,bogus"]).unwrap_err(), "-o: illegal suboption \"bogus\"");
+        let listen = |c: Config| c.listen.iter().map(|l| (l.addr.to_string(), l.tls)).collect::<Vec<_>>();
+        let tls = ["-Z", "-o", "ssl_chain_cert=c.pem", "-l"];
+        assert_eq!(
+            listen(config(&[&tls[..], &["notls:127.0.0.1:11311;127.0.0.1,[::1]:5"]].concat()).unwrap()),
+            [("127.0.0.1:11311".into(), false), ("127.0.0.1:11211".into(), true), ("[::1]:5".into(), true)]
+        );
+        assert_eq!(config(&["-l", "notls:127.0.0.1"]).unwrap_err(), "'notls' option is valid only when SSL is enabled");
+        let ssl =
+            config(&["-o", "ssl_verify_mode=3,ssl_wbuf_size=32", "-o", "ssl_min_version=3,ssl_session_cache"]).unwrap();
+        assert_eq!((ssl.tls.verify_mode.openssl_flags(), ssl.tls.wbuf_size), (7, 32768));
+        assert!(ssl.tls.session_cache && ssl.tls.min_version == 3 && !ssl.tls.enabled, "ssl_* without -Z: kept, off");
         for bad in ["idle_timeout", "idle_timeout=", "idle_timeout=x", "idle_timeout=-1"] {
             assert_eq!(config(&["-o", bad]).unwrap_err(), "-o: missing numeric argument for idle_timeout", "{bad}");
         }

@@ -12,6 +12,7 @@ use std::time::Instant;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ProducesTickets;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache, StoresServerSessions, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig, ServerConnection, SupportedCipherSuite};
@@ -27,6 +28,9 @@ pub struct Tls {
     settings: TlsSettings,
     provider: Arc<CryptoProvider>,
     sessions: Arc<dyn StoresServerSessions>,
+    /// Without `ssl_session_cache`: the keys of stateless session tickets, so that clients
+    /// still resume (as OpenSSL's tickets let them in memcached).
+    tickets: Option<Arc<dyn ProducesTickets>>,
     current: RwLock<Loaded>,
     pub counters: Arc<TlsCounters>,
 }
@@ -69,11 +73,16 @@ impl Tls {
         } else {
             Arc::new(NoServerSessionStorage {})
         };
-        let config = build(settings, &provider, &sessions)?;
+        let tickets = match settings.session_cache {
+            true => None,
+            false => Some(rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("-Z: {e}"))?),
+        };
+        let config = build(settings, &provider, &sessions, tickets.as_ref())?;
         Ok(Self {
             settings: settings.clone(),
             provider,
             sessions,
+            tickets,
             current: RwLock::new(Loaded { config, at: Instant::now() }),
             counters,
         })
@@ -82,7 +91,7 @@ impl Tls {
     /// Reads the certificate, key and CA files again; connections accepted from now on
     /// use them. On an error the configuration in use stays.
     pub fn reload(&self) -> Result<(), String> {
-        let config = build(&self.settings, &self.provider, &self.sessions)?;
+        let config = build(&self.settings, &self.provider, &self.sessions, self.tickets.as_ref())?;
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Loaded { config, at: Instant::now() };
         Ok(())
     }
@@ -178,6 +187,7 @@ fn build(
     settings: &TlsSettings,
     provider: &Arc<CryptoProvider>,
     sessions: &Arc<dyn StoresServerSessions>,
+    tickets: Option<&Arc<dyn ProducesTickets>>,
 ) -> Result<Arc<ServerConfig>, String> {
     let chain_path = settings.chain_cert.as_ref().ok_or("-Z: no ssl_chain_cert")?;
     let chain_error = |e: &dyn std::fmt::Display| loading("certificate chain", chain_path, e);
@@ -202,8 +212,8 @@ fn build(
         .with_client_cert_verifier(client_verifier(settings, provider)?);
     let mut config = builder.with_single_cert(chain, key).map_err(|e| key_error(&e))?;
     config.session_storage = sessions.clone();
-    if !settings.session_cache {
-        config.send_tls13_tickets = 0;
+    if let Some(tickets) = tickets {
+        config.ticketer = tickets.clone();
     }
     Ok(Arc::new(config))
 }

@@ -136,6 +136,7 @@ fn refresh_certs_serves_new_connections_the_new_certificate() {
 
     certs.install_server(&certs.ca.issue(&["127.0.0.1"], 2, false));
     old.roundtrip(b"refresh_certs\r\n", b"OK\r\n");
+    old.roundtrip(b"refresh_certs noreply\r\nmn\r\n", b"MN\r\n");
     let mut new = TlsClient::connect(srv.addr, certs.client_config(None));
     new.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
     assert_eq!(new.server_serial(), [2]);
@@ -333,4 +334,28 @@ fn logins_and_the_connection_limit_over_tls() {
     third.read_to_end(&mut refused).unwrap();
     assert_eq!(refused, b"ERROR Too many open connections\r\n");
     c.roundtrip(b"get k\r\n", b"VALUE k 0 1\r\nv\r\nEND\r\n");
+}
+
+/// Without `ssl_session_cache`, clients still resume by stateless tickets (as with
+/// memcached's OpenSSL), and nothing is counted in `ssl_new_sessions`, which is absent.
+#[test]
+fn sessions_resume_by_ticket_without_the_cache() {
+    let certs = Certs::new();
+    let srv = spawn(tls_config(&certs));
+    let config = certs.client_config(None);
+    let mut first = TlsClient::connect(srv.addr, config.clone());
+    first.roundtrip(b"mn\r\n", b"MN\r\n");
+    assert_eq!(first.s.conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    let mut again = TlsClient::connect(srv.addr, config);
+    again.roundtrip(b"mn\r\n", b"MN\r\n");
+    assert_eq!(again.s.conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+    again.send(b"stats\r\n");
+    let mut text = Vec::new();
+    while !text.ends_with(b"END\r\n") {
+        let mut buf = [0u8; 8192];
+        let n = again.s.read(&mut buf).unwrap();
+        text.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8(text).unwrap();
+    assert!(!text.contains("ssl_new_sessions") && text.contains("STAT ssl_handshake_errors 0\r\n"), "{text}");
 }

@@ -67,10 +67,11 @@ pub fn login(ctx: &Ctx, user: &[u8], password: &[u8], out: &mut BytesMut) -> Flo
 
 /// `stats cachedump`: the decoder's answer, unless `-X` refuses dumps.
 /// `refresh_certs`: the certificate and key files read again for new TLS connections.
-pub fn refresh_certs(ctx: &Ctx, out: &mut BytesMut) {
+/// `noreply` silences `OK`, never an error (as in memcached).
+pub fn refresh_certs(ctx: &Ctx, noreply: bool, out: &mut BytesMut) {
     match ctx.tls.as_ref().map(|tls| tls.reload()) {
         None => put_reply(out, Reply::TlsNotEnabled),
-        Some(Ok(())) => put_reply(out, Reply::Ok),
+        Some(Ok(())) => put_reply_unless(out, noreply, Reply::Ok),
         Some(Err(e)) => {
             tracing::warn!(%e, "refresh_certs: keeping the certificates in use");
             put_refresh_failed(out, &e);

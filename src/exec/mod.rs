@@ -123,7 +123,7 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
             Ok(dump) => return Work::Dump(dump).resume(ctx, out, caller.out_limit),
             Err(refused) => put_reply(buf, refused),
         },
-        Request::RefreshCerts => admin::refresh_certs(ctx, buf),
+        Request::RefreshCerts { noreply } => admin::refresh_certs(ctx, noreply, buf),
         Request::Quit => return Flow::Close,
     }
     Flow::Continue

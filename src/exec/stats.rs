@@ -297,8 +297,8 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "maxconns", c.max_connections);
     put_stat(out, "tcpport", port);
     put_stat(out, "udpport", 0u32);
-    let inter = c.listen.iter().map(|l| l.addr.ip().to_string()).collect::<Vec<_>>().join(",");
-    put_stat(out, "inter", inter);
+    // With -s there is no TCP, and memcached has no -l to show.
+    put_stat(out, "inter", if c.unix_socket.is_some() { "NULL" } else { c.listen_arg.as_str() });
     put_stat(out, "verbosity", c.verbose);
     put_stat(out, "oldest", 0u32);
     put_stat(out, "evictions", if c.disable_evictions { "off" } else { "on" });

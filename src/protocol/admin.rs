@@ -58,7 +58,7 @@ pub(super) fn parse(cmd: &[u8], toks: &Tokens, line: &Bytes, noreply: bool) -> R
             Request::Crawl { classes: crawl_classes(toks.get(line, 2)), dump: toks.get(line, 1) == b"metadump" }
         }
         b"lru_crawler" => Request::NoOp { reply: lru_crawler_reply(toks, line, ntokens), noreply: false },
-        b"refresh_certs" => Request::RefreshCerts,
+        b"refresh_certs" => Request::RefreshCerts { noreply },
         _ => return Ok(None),
     }))
 }

@@ -125,8 +125,11 @@ pub enum Request {
         classes: CrawlClasses,
         dump: bool,
     },
-    /// `refresh_certs`: read the TLS certificate and key files again (`-Z`).
-    RefreshCerts,
+    /// `refresh_certs`: read the TLS certificate and key files again (`-Z`). `noreply`
+    /// silences its `OK` only, as in memcached.
+    RefreshCerts {
+        noreply: bool,
+    },
     Quit,
 }
 
@@ -193,7 +196,7 @@ impl Request {
             Self::MetaDebug { .. } => "me",
             Self::NoOp { .. } | Self::Crawler { .. } | Self::Crawl { .. } | Self::CacheDump { .. } => "admin",
             Self::Auth { .. } => "auth",
-            Self::RefreshCerts => "refresh_certs",
+            Self::RefreshCerts { .. } => "refresh_certs",
             Self::Quit => "quit",
         }
     }
