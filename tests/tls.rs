@@ -6,6 +6,8 @@
 mod common;
 
 use std::io::{Read, Write};
+
+use rustls::pki_types::pem::PemObject;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -358,4 +360,29 @@ fn sessions_resume_by_ticket_without_the_cache() {
     }
     let text = String::from_utf8(text).unwrap();
     assert!(!text.contains("ssl_new_sessions") && text.contains("STAT ssl_handshake_errors 0\r\n"), "{text}");
+}
+
+/// A chain file that also holds the key needs no `ssl_key`; a DER key is read with
+/// `ssl_keyformat=2`.
+#[test]
+fn key_in_the_chain_file_or_in_der() {
+    let certs = Certs::new();
+    let pem = certs.ca.issue(&["127.0.0.1"], 9, false);
+    std::fs::write(certs.path("both.pem"), format!("{}{}", pem.cert, pem.key)).unwrap();
+    let der = rustls::pki_types::PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).unwrap();
+    std::fs::write(certs.path("key.der"), der.secret_der()).unwrap();
+    for settings in [
+        TlsSettings { key: None, chain_cert: Some(certs.path("both.pem")), ..certs.settings() },
+        TlsSettings {
+            key: Some(certs.path("key.der")),
+            keyformat: 2,
+            chain_cert: Some(certs.path("both.pem")),
+            ..certs.settings()
+        },
+    ] {
+        let srv = spawn(Config { tls: settings, ..Config::for_tests() });
+        let mut c = TlsClient::connect(srv.addr, certs.client_config(None));
+        c.roundtrip(b"mn\r\n", b"MN\r\n");
+        assert_eq!(c.server_serial(), [9]);
+    }
 }
