@@ -6,13 +6,12 @@
 mod common;
 
 use std::io::{Read, Write};
-
-use rustls::pki_types::pem::PemObject;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::tls::{Certs, TlsClient, spawn};
 use larder::config::{Config, TlsSettings, VerifyMode};
+use rustls::pki_types::pem::PemObject;
 
 fn tls_config(certs: &Certs) -> Config {
     Config { tls: certs.settings(), ..Config::for_tests() }
