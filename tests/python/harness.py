@@ -13,11 +13,13 @@ import ctypes
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
 
 import pytest
 
@@ -66,15 +68,17 @@ def server_binary() -> str:
     return str(path)
 
 
-def server_command(port: int, memory_mib: int = 64) -> list[str]:
+def server_command(port: int, memory_mib: int = 64, listen: str = "127.0.0.1",
+                   extra_args: Sequence[str] = ()) -> list[str]:
+    """The command line; `listen` is `-l`'s value, `extra_args` go last (`-Z -o ssl_...`)."""
     binary = server_binary()
-    args = [binary, "-p", str(port), "-l", "127.0.0.1", "-m", str(memory_mib),
+    args = [binary, "-p", str(port), "-l", listen, "-m", str(memory_mib),
             "-c", "1024", "-t", "4", "-I", "1m"]
     if server_kind() == "memcached":
         args += ["-U", "0"]  # no UDP
         if os.geteuid() == 0:
             args += ["-u", "root"]  # memcached refuses to run as root without -u
-    return args
+    return args + list(extra_args)
 
 
 def free_port() -> int:
@@ -92,6 +96,8 @@ class Server:
     proc: subprocess.Popen
     log_path: str
     kind: str = field(default_factory=server_kind)
+    # With a TLS server: the client context .stats() and .raw() connect with.
+    tls: Optional[ssl.SSLContext] = None
 
     @property
     def address(self) -> str:
@@ -111,13 +117,13 @@ class Server:
             return ""
 
     def stats(self, *args: str) -> dict[str, str]:
-        return stats(self.host, self.port, *args)
+        return stats(self.host, self.port, *args, tls=self.tls)
 
     def stat(self, name: str) -> int:
         return int(self.stats()[name])
 
     def raw(self, data: bytes, until: bytes = b"\r\n") -> bytes:
-        return raw(self.host, self.port, data, until)
+        return raw(self.host, self.port, data, until, tls=self.tls)
 
     def stop(self) -> None:
         """Stops this process (by its PID) and reaps it."""
@@ -163,9 +169,15 @@ def _wait_accepting(proc: subprocess.Popen, port: int, deadline: float) -> bool:
     return False
 
 
-def start_server(memory_mib: int = 64, attempts: int = 5) -> Server:
+def start_server(memory_mib: int = 64, attempts: int = 5, extra_args: Sequence[str] = (),
+                 listen: Union[str, Callable[[int], str]] = "127.0.0.1",
+                 tls: Optional[ssl.SSLContext] = None) -> Server:
     """Starts the server under test on a free port, retrying on another port if it
-    does not come up (for example because the port was taken in between)."""
+    does not come up (for example because the port was taken in between).
+
+    `extra_args` are appended to the command line; `listen` is `-l`'s value, or a
+    function of the chosen port that returns it (called once per attempt); `tls` is the
+    client context the returned Server's .stats() and .raw() use."""
     binary = server_binary()
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
         hint = "" if server_kind() == "memcached" else " (run `cargo build` or set LARDER_BIN)"
@@ -175,10 +187,12 @@ def start_server(memory_mib: int = 64, attempts: int = 5) -> Server:
         port = free_port()
         fd, log_path = tempfile.mkstemp(prefix="larder-test-", suffix=".log")
         with os.fdopen(fd, "wb") as log:
-            proc = subprocess.Popen(server_command(port, memory_mib), stdin=subprocess.DEVNULL,
+            listen_arg = listen(port) if callable(listen) else listen
+            proc = subprocess.Popen(server_command(port, memory_mib, listen_arg, extra_args),
+                                    stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT,
                                     preexec_fn=_die_with_parent)
-        server = Server("127.0.0.1", port, proc, log_path)
+        server = Server("127.0.0.1", port, proc, log_path, tls=tls)
         _started.append(server)
         if _wait_accepting(proc, port, time.monotonic() + START_TIMEOUT):
             return server
@@ -188,8 +202,15 @@ def start_server(memory_mib: int = 64, attempts: int = 5) -> Server:
                 pytrace=False)
 
 
-def _connect(host: str, port: int) -> socket.socket:
-    return socket.create_connection((host, port), timeout=SOCKET_TIMEOUT)
+def _connect(host: str, port: int, tls: Optional[ssl.SSLContext] = None) -> socket.socket:
+    sock = socket.create_connection((host, port), timeout=SOCKET_TIMEOUT)
+    if tls is None:
+        return sock
+    try:
+        return tls.wrap_socket(sock, server_hostname=host)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _read_until(sock: socket.socket, until: bytes) -> bytes:
@@ -202,17 +223,19 @@ def _read_until(sock: socket.socket, until: bytes) -> bytes:
     return buf
 
 
-def raw(host: str, port: int, data: bytes, until: bytes = b"\r\n") -> bytes:
-    """Sends `data` on a fresh connection and reads until the reply ends with `until`."""
-    with _connect(host, port) as s:
+def raw(host: str, port: int, data: bytes, until: bytes = b"\r\n",
+        tls: Optional[ssl.SSLContext] = None) -> bytes:
+    """Sends `data` on a fresh connection (TLS with the client context `tls`) and reads
+    until the reply ends with `until`."""
+    with _connect(host, port, tls) as s:
         s.sendall(data)
         return _read_until(s, until)
 
 
-def stats(host: str, port: int, *args: str) -> dict[str, str]:
+def stats(host: str, port: int, *args: str, tls: Optional[ssl.SSLContext] = None) -> dict[str, str]:
     """`stats [args]` as a dict of name -> value (strings as sent by the server)."""
     cmd = " ".join(("stats",) + args).encode() + b"\r\n"
-    reply = raw(host, port, cmd, until=b"END\r\n")
+    reply = raw(host, port, cmd, until=b"END\r\n", tls=tls)
     result = {}
     for line in reply.split(b"\r\n"):
         if line.startswith(b"STAT "):
