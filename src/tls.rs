@@ -210,7 +210,12 @@ fn build(
         .with_protocol_versions(versions)
         .map_err(|e| format!("-Z: {e}"))?
         .with_client_cert_verifier(client_verifier(settings, provider)?);
-    let mut config = builder.with_single_cert(chain, key).map_err(|e| key_error(&e))?;
+    // A certificate that does not parse is the chain's fault; a key that does not match it
+    // is the key's, as memcached words them.
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| match e {
+        rustls::Error::InvalidCertificate(_) => chain_error(&e),
+        _ => key_error(&e),
+    })?;
     config.session_storage = sessions.clone();
     if let Some(tickets) = tickets {
         config.ticketer = tickets.clone();

@@ -563,10 +563,6 @@ def test_refresh_certs(fresh_pki):
         stop_checked(srv)
 
 
-@pytest.mark.xfail(harness.server_kind() == "larder", strict=True,
-                   reason="Larder bug: a certificate file whose PEM block does not decode is "
-                          "reported as 'Error loading the key: <key file> : invalid peer "
-                          "certificate: BadEncoding'")
 def test_refresh_certs_undecodable_certificate(fresh_pki):
     pki = fresh_pki
     srv = start_tls_server(pki)
