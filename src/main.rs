@@ -33,6 +33,15 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    // Certificates are read before the ports are bound (a client that finds the port open
+    // finds the certificates read) and before detaching (a bad one is one line on the terminal).
+    let tls = match config.tls.enabled.then(|| Tls::load(&config.tls)).transpose() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("larder: {e}");
+            std::process::exit(2);
+        }
+    };
     // Bind before detaching, so a port in use is reported on the terminal.
     let mut listeners = Vec::new();
     for &larder::config::Listen { addr, tls } in &config.listen {
@@ -56,14 +65,6 @@ fn main() -> anyhow::Result<()> {
             }
         },
         None => None,
-    };
-    // Certificates are read before detaching too: a bad one is one line on the terminal.
-    let tls = match config.tls.enabled.then(|| Tls::load(&config.tls)).transpose() {
-        Ok(tls) => tls,
-        Err(e) => {
-            eprintln!("larder: {e}");
-            std::process::exit(2);
-        }
     };
     let log_file = match cli.log_file.as_deref().map(daemon::LogFile::open).transpose() {
         Ok(f) => f,
