@@ -6,6 +6,10 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
+/// Connections the kernel queues for an accept loop (memcached's `-b` default, which
+/// `stats settings` reports): a burst of connects waits in it instead of being dropped.
+pub const TCP_BACKLOG: u32 = 1024;
+
 /// `-I` bounds, as memcached enforces them.
 const MIN_ITEM_SIZE: usize = 1024;
 const MAX_ITEM_SIZE: usize = 1024 << 20;

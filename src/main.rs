@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     // Bind before detaching, so a port in use is reported on the terminal.
     let mut listeners = Vec::new();
     for &larder::config::Listen { addr, tls } in &config.listen {
-        match std::net::TcpListener::bind(addr) {
+        match std::net::TcpListener::bind(addr).and_then(deepen_backlog) {
             Ok(l) => listeners.push(Bound::Tcp(l, tls)),
             Err(e) => {
                 eprintln!("larder: cannot listen on {addr}: {e}");
@@ -122,6 +122,16 @@ fn init_logging(verbose: u8, format: LogFormat, file: Option<daemon::LogFile>) {
     }
 }
 
+/// std listens with a queue of 128; a storm of connects (2,000 TLS clients at once) then
+/// loses SYNs and waits out the client's retry. Listening again sets memcached's 1,024.
+fn deepen_backlog<L: std::os::fd::AsRawFd>(l: L) -> std::io::Result<L> {
+    // SAFETY: `listen` on a socket this function owns (through `l`) for the whole call.
+    if unsafe { libc::listen(l.as_raw_fd(), larder::config::TCP_BACKLOG as i32) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(l)
+}
+
 /// A listening socket bound before the runtime starts (a TCP one with whether it serves TLS).
 enum Bound {
     Tcp(std::net::TcpListener, bool),
@@ -137,7 +147,7 @@ fn bind_unix(path: &std::path::Path, mask: u32) -> std::io::Result<std::os::unix
     {
         std::fs::remove_file(path)?;
     }
-    let l = std::os::unix::net::UnixListener::bind(path)?;
+    let l = deepen_backlog(std::os::unix::net::UnixListener::bind(path)?)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mask))?;
     Ok(l)
 }

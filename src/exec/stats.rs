@@ -313,7 +313,7 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "detail_enabled", ctx.stats.prefixes.enabled());
     put_stat(out, "reqs_per_event", 20u32);
     put_stat(out, "cas_enabled", true);
-    put_stat(out, "tcp_backlog", 1024u32);
+    put_stat(out, "tcp_backlog", crate::config::TCP_BACKLOG);
     put_stat(out, "binding_protocol", "ascii");
     put_stat(out, "auth_enabled_sasl", false);
     put_stat(out, "auth_enabled_ascii", c.auth.is_some());
