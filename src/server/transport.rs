@@ -4,7 +4,7 @@
 //! before they write them. The handshake happens inside the same reads and writes, so it
 //! never blocks the worker; a failed one is counted and logged at debug.
 
-use std::io::{self, BufRead, IoSlice, Read, Write};
+use std::io::{self, BufRead, IoSlice, Write};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
@@ -27,6 +27,9 @@ pub struct Transport {
 struct TlsState {
     conn: ServerConnection,
     counters: Arc<TlsCounters>,
+    /// Records read from the socket that rustls has not taken yet (only when a read's
+    /// plaintext passed the room the connection gave it).
+    unread: Vec<u8>,
 }
 
 /// What a read brought.
@@ -45,7 +48,7 @@ impl Transport {
     }
 
     pub fn tls(socket: OwnedFd, conn: ServerConnection, counters: Arc<TlsCounters>) -> Self {
-        Self { socket, tls: Some(Box::new(TlsState { conn, counters })) }
+        Self { socket, tls: Some(Box::new(TlsState { conn, counters, unread: Vec::new() })) }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -118,59 +121,117 @@ impl Drop for Transport {
             && !tls.conn.is_handshaking()
         {
             tls.conn.send_close_notify();
-            let _ = tls.conn.write_tls(&mut Socket { fd, short: false });
+            let _ = tls.conn.write_tls(&mut Socket(fd));
         }
     }
 }
 
+thread_local! {
+    /// Where a worker's TLS reads land before rustls takes them, so that one system call
+    /// reads up to 64 KiB of records (rustls reading the socket itself asks for 4 KiB).
+    static RECORDS: std::cell::RefCell<Box<[u8]>> = std::cell::RefCell::new(vec![0; 64 * 1024].into_boxed_slice());
+}
+
 impl TlsState {
+    /// One read of records from the socket, decrypted onto the end of `rbuf`: at most
+    /// `max` bytes of plaintext, as a plain read takes at most `max` bytes (memcached's
+    /// answers to an over-long line depend on how much one read takes). Records read past
+    /// that wait in `unread`, their plaintext in rustls, for the next call.
     fn recv(&mut self, fd: RawFd, rbuf: &mut BytesMut, max: usize, hung_up: bool) -> io::Result<Received> {
         let mut n = 0;
-        let mut drained = false;
-        loop {
-            // First the plaintext rustls holds, then more records from the socket.
-            let mut reader = self.conn.reader();
-            loop {
-                match reader.fill_buf() {
-                    Ok([]) => return Ok(if n > 0 { Received::Data { n, drained: false } } else { Received::Eof }),
-                    Ok(chunk) => {
-                        let take = chunk.len().min(max - n);
-                        rbuf.extend_from_slice(&chunk[..take]);
-                        reader.consume(take);
-                        n += take;
-                        if n == max {
-                            return Ok(Received::Data { n, drained: false });
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    // The client closed the socket without a close_notify.
-                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                        return Ok(if n > 0 { Received::Data { n, drained: false } } else { Received::Eof });
-                    }
+        if self.take_plaintext(rbuf, max, &mut n)? {
+            return Ok(ended(n));
+        }
+        if !self.unread.is_empty() {
+            let mut unread = std::mem::take(&mut self.unread);
+            let fed = self.feed(fd, &mut &unread[..], rbuf, max, &mut n);
+            unread.drain(..unread.len() - fed.1);
+            self.unread = unread;
+            if let Some(end) = fed.0? {
+                return Ok(end);
+            }
+        }
+        if n >= max || !self.unread.is_empty() {
+            return Ok(Received::Data { n, drained: false });
+        }
+        RECORDS.with_borrow_mut(|records| {
+            let want = (max - n).min(records.len());
+            let got = loop {
+                match recv_into(fd, &mut records[..want]) {
+                    Ok(got) => break got,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Received::Data { n, drained: true }),
                     Err(e) => return Err(e),
                 }
-            }
-            if drained {
-                return Ok(Received::Data { n, drained });
-            }
-            let mut socket = Socket { fd, short: false };
-            match self.conn.read_tls(&mut socket) {
-                Ok(0) => {
-                    if self.conn.is_handshaking() {
-                        self.counters.handshake_errors.fetch_add(1, Relaxed);
-                        debug!("TLS handshake failed: the client closed the connection");
-                    }
-                    return Ok(if n > 0 { Received::Data { n, drained: false } } else { Received::Eof });
+            };
+            if got == 0 {
+                if self.conn.is_handshaking() {
+                    self.counters.handshake_errors.fetch_add(1, Relaxed);
+                    debug!("TLS handshake failed: the client closed the connection");
                 }
-                Ok(_) => {
-                    drained = socket.short && !hung_up;
-                    self.process(fd)?;
+                return Ok(ended(n));
+            }
+            let (end, left) = self.feed(fd, &mut &records[..got], rbuf, max, &mut n);
+            if let Some(end) = end? {
+                return Ok(end);
+            }
+            if left > 0 {
+                self.unread.extend_from_slice(&records[got - left..got]);
+                return Ok(Received::Data { n, drained: false });
+            }
+            // A read that leaves room unfilled has emptied the socket; rustls may still
+            // hold plaintext past `max`.
+            Ok(Received::Data { n, drained: got < want && !hung_up && n < max })
+        })
+    }
+
+    /// Gives rustls the records in `records` and takes their plaintext, until `max` bytes
+    /// of it are taken or the records are used up; how it ended (`Some` when the session
+    /// did) and how many bytes of `records` are left.
+    fn feed(
+        &mut self,
+        fd: RawFd,
+        records: &mut &[u8],
+        rbuf: &mut BytesMut,
+        max: usize,
+        n: &mut usize,
+    ) -> (io::Result<Option<Received>>, usize) {
+        let mut step = || -> io::Result<Option<Received>> {
+            while !records.is_empty() && *n < max {
+                // rustls takes what its buffer has room for: a record or so at a time.
+                if self.conn.read_tls(records)? == 0 {
+                    return Ok(Some(ended(*n))); // after the client's close_notify
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => drained = true,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                self.process(fd)?;
+                if self.take_plaintext(rbuf, max, n)? {
+                    return Ok(Some(ended(*n)));
+                }
+            }
+            Ok(None)
+        };
+        let end = step();
+        (end, records.len())
+    }
+
+    /// Moves the plaintext rustls holds onto the end of `rbuf` until `n` reaches `max`;
+    /// true once the client has ended the session (a close_notify, or the socket closed).
+    fn take_plaintext(&mut self, rbuf: &mut BytesMut, max: usize, n: &mut usize) -> io::Result<bool> {
+        let mut reader = self.conn.reader();
+        while *n < max {
+            match reader.fill_buf() {
+                Ok([]) => return Ok(true),
+                Ok(chunk) => {
+                    let take = chunk.len().min(max - *n);
+                    rbuf.extend_from_slice(&chunk[..take]);
+                    reader.consume(take);
+                    *n += take;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(true),
                 Err(e) => return Err(e),
             }
         }
+        Ok(false)
     }
 
     /// Decrypts the records read; a bad one is counted and logged, its alert sent, and the
@@ -184,14 +245,14 @@ impl TlsState {
         } else {
             debug!(error = %e, "TLS error");
         }
-        let _ = self.conn.write_tls(&mut Socket { fd, short: false });
+        let _ = self.conn.write_tls(&mut Socket(fd));
         Err(io::Error::new(io::ErrorKind::InvalidData, e))
     }
 
     /// Writes sealed records until none is left (`Ok`) or the socket is full (`WouldBlock`).
     fn flush(&mut self, fd: RawFd) -> io::Result<()> {
         while self.conn.wants_write() {
-            match self.conn.write_tls(&mut Socket { fd, short: false }) {
+            match self.conn.write_tls(&mut Socket(fd)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -202,30 +263,28 @@ impl TlsState {
     }
 }
 
-/// The socket as rustls reads and writes it; `short` records that a read got less than
-/// asked for (the socket is empty).
-struct Socket {
-    fd: RawFd,
-    short: bool,
+/// What a read that met the end of the session brought: its last bytes, or the end.
+fn ended(n: usize) -> Received {
+    if n > 0 { Received::Data { n, drained: false } } else { Received::Eof }
 }
 
-impl Read for Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: an initialised slice is valid as uninitialised memory of the same length.
-        let room = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
-        let n = recv(self.fd, room)?;
-        self.short = n < buf.len();
-        Ok(n)
-    }
+/// `recv` into initialised memory.
+fn recv_into(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: an initialised slice is valid as uninitialised memory of the same length,
+    // and `recv` only writes bytes into it.
+    recv(fd, unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) })
 }
+
+/// The socket as rustls writes it (records, alerts).
+struct Socket(RawFd);
 
 impl Write for Socket {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        sendto(self.fd, buf)
+        sendto(self.0, buf)
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        sendmsg(self.fd, &bufs[..bufs.len().min(MAX_IOV)])
+        sendmsg(self.0, &bufs[..bufs.len().min(MAX_IOV)])
     }
 
     fn flush(&mut self) -> io::Result<()> {
