@@ -213,7 +213,7 @@ def _connect(host: str, port: int, tls: Optional[ssl.SSLContext] = None) -> sock
         raise
 
 
-def _read_until(sock: socket.socket, until: bytes) -> bytes:
+def read_until(sock: socket.socket, until: bytes) -> bytes:
     buf = b""
     while not buf.endswith(until):
         chunk = sock.recv(65536)
@@ -229,7 +229,7 @@ def raw(host: str, port: int, data: bytes, until: bytes = b"\r\n",
     until the reply ends with `until`."""
     with _connect(host, port, tls) as s:
         s.sendall(data)
-        return _read_until(s, until)
+        return read_until(s, until)
 
 
 def stats(host: str, port: int, *args: str, tls: Optional[ssl.SSLContext] = None) -> dict[str, str]:

@@ -66,7 +66,7 @@ def test_a_dump_restores_into_another_server(server, key, tool):
     try:
         with harness._connect(target.host, target.port) as s:
             s.sendall(dump + b"mn\r\n")
-            replies = harness._read_until(s, b"MN\r\n")
+            replies = harness.read_until(s, b"MN\r\n")
         # Every item of the module's server (this test's among them) added, and stored.
         lines = replies.split(b"\r\n")
         assert lines[-2:] == [b"MN", b""]

@@ -165,13 +165,7 @@ def tls_connect(port: int, ctx: ssl.SSLContext) -> ssl.SSLSocket:
 
 def request(sock: socket.socket, data: bytes, until: bytes = b"\r\n") -> bytes:
     sock.sendall(data)
-    buf = b""
-    while not buf.endswith(until):
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"server closed the connection; got {buf!r}")
-        buf += chunk
-    return buf
+    return harness.read_until(sock, until)
 
 
 def peer_serial(sock: ssl.SSLSocket) -> int:
