@@ -13,8 +13,9 @@
 //! One direction: `server` -> `protocol` and `exec` -> `store` -> [`memcached`] (the rules
 //! every layer shares). `protocol` and `store` never import each other; `exec` alone sees
 //! both. [`clock`], [`config`], [`conns`] and [`stats`] are small shared modules, [`tls`] the
-//! certificates and settings of `-Z`; `daemon`
-//! serves the binary's `-d`, `-u` and `-P`. `docs/design.md` draws the same map.
+//! certificates and settings of `-Z`, [`persist`] the state file of `-e` (saved from the
+//! store and loaded into it at start, beside the request path); `daemon` serves the
+//! binary's `-d`, `-u` and `-P`. `docs/design.md` draws the same map.
 
 pub mod clock;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod conns;
 pub mod daemon;
 pub mod exec;
 pub mod memcached;
+pub mod persist;
 pub mod protocol;
 pub mod server;
 pub mod stats;

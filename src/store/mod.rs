@@ -1,7 +1,8 @@
 //! The item store and its verbs: [`Store::lookup`] (with options, the classic retrievals
 //! being its plain case), [`Store::store`], [`Store::delete`], [`Store::arith`] and
 //! [`Store::flush_all`], with memcached's semantics; a walk over every item
-//! ([`Store::dump`]). A hash table split into 64 shards under reader-writer locks
+//! ([`Store::dump`], which state files are saved with too) and putting back what a state
+//! file kept ([`Store::restore`]). A hash table split into 64 shards under reader-writer locks
 //! (`shard`), each item one block ([`Item`]; small ones in 8-byte-granular slots of the
 //! store's own `slab`), lazy and background expiry, CAS uniques from one counter, and
 //! sampled-LRU eviction under a byte-accurate memory limit (`evict`): no queue, no
@@ -11,6 +12,7 @@
 mod evict;
 mod item;
 mod lookup;
+mod restore;
 mod shard;
 mod slab;
 #[cfg(test)]
@@ -23,14 +25,16 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize,
 use hashbrown::DefaultHashBuilder;
 
 pub use item::{Item, SharedValue};
+pub use item::charge_for;
 pub use lookup::{Found, Lookup};
+pub use restore::{Kept, Restored};
 pub use shard::Prefetch;
 pub use walk::DumpCursor;
 
 use crate::clock::{Clock, RelTime};
 use crate::memcached::number::parse_u64;
 use crate::memcached::{StoreMode, TtlFlags, item_too_large};
-use item::{Fields, access, bit, charge_for};
+use item::{Fields, access, bit};
 use shard::{PREFETCH_BATCH, Room, Shard, read, write};
 use slab::Slab;
 
