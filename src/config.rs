@@ -99,9 +99,15 @@ pub struct Cli {
     #[arg(short = 'Z', long = "enable-ssl")]
     pub enable_ssl: bool,
 
+    /// Keep the cache in this state file across restarts: loaded at start, saved on
+    /// SIGTERM, SIGINT, SIGUSR1 and `shutdown` (and every `-o snapshot_interval` seconds).
+    #[arg(short = 'e', long = "memory-file")]
+    pub memory_file: Option<std::path::PathBuf>,
+
     /// Extended options, memcached's `-o key=value[,key=value]`. Larder knows
-    /// `idle_timeout=<seconds>` (0, the default, never closes idle connections) and the
-    /// `ssl_*` options of `-Z`.
+    /// `idle_timeout=<seconds>` (0, the default, never closes idle connections),
+    /// `snapshot_interval=<seconds>` (with -e: also save that often; 0, the default, only
+    /// on stopping) and the `ssl_*` options of `-Z`.
     #[arg(short = 'o', long = "extended", value_name = "OPTIONS", action = ArgAction::Append)]
     pub extended: Vec<String>,
 }
@@ -110,6 +116,7 @@ pub struct Cli {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Extended {
     idle_timeout: u32,
+    snapshot_interval: u32,
     tls: TlsSettings,
     /// memcached tuning options accepted without effect.
     ignored: Vec<String>,
@@ -250,6 +257,11 @@ fn parse_extended(opts: &[String]) -> Result<Extended, String> {
                 ext.idle_timeout = value
                     .and_then(|v| v.parse().ok())
                     .ok_or_else(|| "-o: missing numeric argument for idle_timeout".to_string())?;
+            }
+            "snapshot_interval" => {
+                ext.snapshot_interval = value
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| "-o: missing numeric argument for snapshot_interval".to_string())?;
             }
             k if parse_ssl_option(&mut ext.tls, k, value)? => {}
             k if MEMCACHED_TUNING.contains(&k) => ext.ignored.push(opt.to_string()),
@@ -413,6 +425,11 @@ pub struct Config {
     pub idle_timeout: u32,
     /// `-Z` and `-o ssl_*`.
     pub tls: TlsSettings,
+    /// `-e`: the state file, as an absolute path (`-d` changes directory to `/`).
+    pub memory_file: Option<PathBuf>,
+    /// `-o snapshot_interval`: seconds between saves of the state file while serving (0:
+    /// only on stopping).
+    pub snapshot_interval: u32,
     /// memcached `-o` tuning keys accepted without effect (logged at start).
     pub ignored_options: Vec<String>,
 }
@@ -442,6 +459,13 @@ impl Config {
         if ext.tls.enabled && ext.tls.chain_cert.is_none() {
             return Err("-Z: no certificate: give -o ssl_chain_cert=<file> (and ssl_key=<file>)".into());
         }
+        if ext.snapshot_interval > 0 && cli.memory_file.is_none() {
+            return Err("-o snapshot_interval: there is no state file to save to; give -e <file>".into());
+        }
+        let memory_file = match &cli.memory_file {
+            Some(p) => Some(std::path::absolute(p).map_err(|e| format!("-e {}: {e}", p.display()))?),
+            None => None,
+        };
         Ok(Self {
             listen,
             listen_arg: cli.listen.clone(),
@@ -464,6 +488,8 @@ impl Config {
             },
             idle_timeout: ext.idle_timeout,
             tls: ext.tls,
+            memory_file,
+            snapshot_interval: ext.snapshot_interval,
             ignored_options: ext.ignored,
         })
     }
@@ -486,6 +512,8 @@ impl Config {
             auth: None,
             idle_timeout: 0,
             tls: TlsSettings::default(),
+            memory_file: None,
+            snapshot_interval: 0,
             ignored_options: Vec::new(),
         }
     }
@@ -535,6 +563,10 @@ mod tests {
         assert_eq!(config(&["-o", "idle_timeout=1", "-o", "idle_timeout=3"]).unwrap().idle_timeout, 3);
         assert_eq!(config(&["-o", "bogus=1"]).unwrap_err(), "-o: illegal suboption \"bogus=1\"");
         assert_eq!(config(&["-o", "idle_timeout=5,bogus"]).unwrap_err(), "-o: illegal suboption \"bogus\"");
+        let warm = config(&["-e", "state", "-o", "snapshot_interval=30"]).unwrap();
+        assert!(warm.memory_file.as_ref().is_some_and(|p| p.is_absolute() && p.ends_with("state")));
+        assert_eq!(warm.snapshot_interval, 30);
+        assert!(config(&["-o", "snapshot_interval=30"]).unwrap_err().contains("give -e"));
         let listen = |c: Config| c.listen.iter().map(|l| (l.addr.to_string(), l.tls)).collect::<Vec<_>>();
         let tls = ["-Z", "-o", "ssl_chain_cert=c.pem", "-l"];
         assert_eq!(

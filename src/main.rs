@@ -1,6 +1,7 @@
 //! The `larder` binary: command line, logging, listeners, runtime, signals.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -204,9 +205,37 @@ async fn serve(
     }
     let ctx = Arc::new(ctx);
     tokio::spawn(on_sighup(hup, log_file, ctx.clone()));
-    larder::server::run(listeners, ctx, shutdown).await;
+    if ctx.persist.is_some() {
+        // Loaded before the first accept: a client that connects (queued meanwhile) finds
+        // the cache warm.
+        let c = ctx.clone();
+        tokio::task::spawn_blocking(move || c.persist.as_ref().map(|p| p.load(&c.store))).await?;
+        if ctx.config.snapshot_interval > 0 {
+            tokio::spawn(snapshots(ctx.clone()));
+        }
+    }
+    larder::server::run(listeners, ctx.clone(), shutdown).await;
+    if ctx.persist.is_some() {
+        // Every connection is closed: the save holds every write a client was answered for.
+        let c = ctx.clone();
+        tokio::task::spawn_blocking(move || c.persist.as_ref().map(|p| p.save(&c.store))).await?;
+    }
     info!("stopped");
     Ok(())
+}
+
+/// `-o snapshot_interval`: saves the state file that often while serving, each save on a
+/// thread of its own (requests go on; see `larder::persist`).
+async fn snapshots(ctx: Arc<Ctx>) {
+    let every = Duration::from_secs(u64::from(ctx.config.snapshot_interval));
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let c = ctx.clone();
+        // A save longer than the interval delays the next tick rather than overlapping it.
+        let _ = tokio::task::spawn_blocking(move || c.persist.as_ref().map(|p| p.save(&c.store))).await;
+    }
 }
 
 /// SIGHUP reopens the log file (for logrotate) and, with `-Z`, reads the certificates
@@ -227,15 +256,18 @@ async fn on_sighup(mut hup: tokio::signal::unix::Signal, file: Option<daemon::Lo
     }
 }
 
-/// Installs the SIGINT and SIGTERM handlers now; the future completes on either signal.
+/// Installs the SIGINT, SIGTERM and SIGUSR1 handlers now; the future completes on any of them.
 fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    // memcached's graceful stop (with -e, the one that saves).
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing the SIGUSR1 handler")?;
     Ok(async move {
         tokio::select! {
             _ = int.recv() => info!("SIGINT received"),
             _ = term.recv() => info!("SIGTERM received"),
+            _ = usr1.recv() => info!("SIGUSR1 received"),
         }
     })
 }

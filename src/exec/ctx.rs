@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conns::Conns;
+use crate::persist::Persist;
 use crate::stats::Stats;
 use crate::store::Store;
 use crate::tls::Tls;
@@ -29,6 +30,8 @@ pub struct Ctx {
     pub stopping: AtomicBool,
     /// With `-Z`: the certificates new TLS connections get, and TLS's counters.
     pub tls: Option<Arc<Tls>>,
+    /// With `-e`: the state file, and what its saves and load did.
+    pub persist: Option<Persist>,
 }
 
 impl Ctx {
@@ -37,6 +40,7 @@ impl Ctx {
         if config.disable_evictions {
             store.disable_evictions();
         }
+        let persist = config.memory_file.clone().map(Persist::new);
         Self {
             config,
             store,
@@ -46,6 +50,7 @@ impl Ctx {
             conns: Conns::default(),
             stopping: AtomicBool::new(false),
             tls: None,
+            persist,
         }
     }
 

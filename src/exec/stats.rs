@@ -269,6 +269,30 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
             "lru_bumps_dropped",
         ],
     );
+    state_file_stats(ctx, out);
+}
+
+/// With `-e`: the state file's last save and the load at start (times are Unix seconds,
+/// 0 for never).
+fn state_file_stats(ctx: &Ctx, out: &mut BytesMut) {
+    let Some(p) = &ctx.persist else { return };
+    let s = &p.stats;
+    let secs = |micros: &std::sync::atomic::AtomicU64| {
+        let m = Stats::read(micros);
+        Seconds { secs: m / 1_000_000, micros: (m % 1_000_000) as u32 }
+    };
+    put_stat(out, "state_file_saves", Stats::read(&s.saves));
+    put_stat(out, "state_file_save_failures", Stats::read(&s.save_failures));
+    put_stat(out, "state_file_last_save_time", Stats::read(&s.last_save_time));
+    put_stat(out, "state_file_last_save_seconds", secs(&s.last_save_micros));
+    put_stat(out, "state_file_last_save_items", Stats::read(&s.last_save_items));
+    put_stat(out, "state_file_last_save_bytes", Stats::read(&s.last_save_bytes));
+    put_stat(out, "state_file_load_time", Stats::read(&s.load_time));
+    put_stat(out, "state_file_load_seconds", secs(&s.load_micros));
+    put_stat(out, "state_file_load_items", Stats::read(&s.load_items));
+    put_stat(out, "state_file_load_bytes", Stats::read(&s.load_bytes));
+    put_stat(out, "state_file_load_skipped", Stats::read(&s.load_skipped));
+    put_stat(out, "state_file_load_failures", Stats::read(&s.load_failures));
 }
 
 /// With `-Z`, TLS's counters, where memcached lists them.
@@ -374,5 +398,8 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "ssl_kernel_tls", tls.kernel_tls);
     put_stat(out, "ssl_min_version", if tls.min_version == 3 { "tlsv1.3" } else { "tlsv1.2" });
     put_stat(out, "num_napi_ids", "(null)");
-    put_stat(out, "memory_file", "(null)");
+    put_stat(out, "memory_file", path(&c.memory_file, "(null)"));
+    if c.memory_file.is_some() {
+        put_stat(out, "snapshot_interval", c.snapshot_interval);
+    }
 }
