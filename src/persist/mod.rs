@@ -280,22 +280,17 @@ pub fn load(store: &Store, path: &Path) -> Result<Option<Loaded>, LoadError> {
     if reader.totals() != totals {
         return Err(FormatError::Corrupt("the end marker changed while reading").into());
     }
-    // The oldest last use whose items, with every newer one, fit under the limit.
-    let mut oldest = i64::MIN;
-    if plan {
-        let mut sum = 0;
-        for (&last_use, &charge) in by_use.iter().rev() {
-            sum += charge;
-            if sum > limit {
-                break;
-            }
-            oldest = last_use;
+    // The second of last use at which the newest items pass the limit: items used before
+    // it are left out, and its own are put back (in file order) only into the room the
+    // newer ones leave, so that none of those finds the cache full.
+    let (mut oldest, mut room) = (i64::MIN, 0);
+    let mut sum = 0;
+    for (&last_use, &charge) in by_use.iter().rev() {
+        if sum + charge > limit {
+            (oldest, room) = (last_use, limit - sum);
+            break;
         }
-        if sum <= limit {
-            oldest = i64::MIN;
-        } else if oldest == i64::MIN {
-            oldest = i64::MAX;
-        }
+        sum += charge;
     }
     // Pass 2: put them back.
     let epoch = store.clock().epoch();
@@ -309,9 +304,14 @@ pub fn load(store: &Store, path: &Path) -> Result<Option<Loaded>, LoadError> {
                 loaded.expired += 1;
                 continue;
             }
-            if r.last_use < oldest {
-                loaded.no_room += 1;
-                continue;
+            if r.last_use <= oldest {
+                let charge = charge_for(r.key.len(), r.value.len()) as u64 + TABLE_ALLOWANCE;
+                if r.last_use < oldest || charge > room || !fits(&r) {
+                    loaded.no_room += u64::from(fits(&r));
+                    loaded.too_large += u64::from(!fits(&r));
+                    continue;
+                }
+                room -= charge;
             }
             let kept = Kept {
                 key: r.key,

@@ -94,6 +94,14 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of the server at `addr` (a binary's), with the usual read timeout.
+    pub fn to(addr: &str) -> Self {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Self { s }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.s.write_all(bytes).expect("send");
     }
@@ -157,7 +165,19 @@ impl Client {
 // The child goes back to the caller, who stops it (a failed start panics the test).
 #[allow(clippy::zombie_processes)]
 pub fn start_binary(bin: &str, args: &[&str]) -> (Child, String, BufReader<ChildStderr>) {
-    let mut child = Command::new(bin).args(args).env_remove("RUST_LOG").stderr(Stdio::piped()).spawn().unwrap();
+    start_binary_with(bin, args, &[])
+}
+
+/// [`start_binary`] with environment variables set for the child.
+#[allow(clippy::zombie_processes)]
+pub fn start_binary_with(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, String, BufReader<ChildStderr>) {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     loop {

@@ -1,0 +1,280 @@
+//! Warm restarts of the real binary with `-e`: every way of stopping saves, a restart
+//! gives back what was there (values, flags, CAS, deadlines), a `kill -9` in the middle of
+//! a save leaves the previous file, and a bad file is set aside while the server serves.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStderr, Command};
+use std::time::{Duration, Instant};
+
+use common::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_larder");
+
+/// A directory of the test's own, removed at the end.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("larder-restart-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.0.join("state")
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Larder {
+    child: Child,
+    addr: String,
+    log: BufReader<ChildStderr>,
+}
+
+fn start(state: &Path, extra: &[&str], env: &[(&str, &str)]) -> Larder {
+    let state = state.to_str().unwrap();
+    let args: Vec<&str> =
+        ["-p", "0", "-l", "127.0.0.1", "-t", "2", "-e", state].into_iter().chain(extra.iter().copied()).collect();
+    let (child, addr, log) = common::start_binary_with(BIN, &args, env);
+    Larder { child, addr, log }
+}
+
+impl Larder {
+    fn client(&self) -> Client {
+        Client::to(&self.addr)
+    }
+
+    /// Stops it with `sig` and waits: it must exit 0. Returns the rest of its log.
+    fn stop(mut self, sig: &str) -> String {
+        signal(self.child.id(), sig);
+        assert_eq!(self.child.wait().unwrap().code(), Some(0));
+        let mut rest = String::new();
+        self.log.read_to_string(&mut rest).unwrap();
+        rest
+    }
+}
+
+impl Drop for Larder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success());
+}
+
+/// The reply lines to `req` up to and including `END`.
+fn lines(c: &mut Client, req: &str) -> Vec<String> {
+    c.send(req.as_bytes());
+    let mut out = Vec::new();
+    loop {
+        let l = c.line();
+        let end = l == "END" || l == "EN";
+        out.push(l);
+        if end {
+            return out;
+        }
+    }
+}
+
+/// Stores `k0`.. with values of `len` bytes, pipelined in one write per 100.
+fn fill(c: &mut Client, n: usize, len: usize) {
+    let value = "v".repeat(len);
+    for start in (0..n).step_by(100) {
+        let batch: String = (start..n.min(start + 100)).map(|i| format!("set k{i} 0 0 {len}\r\n{value}\r\n")).collect();
+        c.send(batch.as_bytes());
+        for _ in start..n.min(start + 100) {
+            c.expect(b"STORED\r\n");
+        }
+    }
+}
+
+/// Polls `stat` until `ok` holds (a real process's clock cannot be advanced by hand).
+fn wait_for_stat(c: &mut Client, stat: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v: u64 = c.stat(stat).parse().unwrap();
+        if ok(v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{stat} stayed at {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_saves_and_the_restart_gives_everything_back() {
+    let dir = Dir::new("term");
+    let a = start(&dir.state(), &[], &[]);
+    let mut c = a.client();
+    c.roundtrip(b"set plain 0 0 5\r\nhello\r\n", b"STORED\r\n");
+    c.roundtrip(b"set flagged 4294967295 0 3\r\nabc\r\n", b"STORED\r\n");
+    c.roundtrip(b"set ttl 7 1000 2\r\nxy\r\n", b"STORED\r\n");
+    c.roundtrip(b"ms YmluYXJ5 4 b\r\n\x00\x01\xff\x7f\r\n", b"HD\r\n"); // key "binary", in base64
+    let before = lines(&mut c, "gets plain flagged ttl binary\r\n");
+    assert_eq!(before.len(), 9, "{before:?}");
+    let log = a.stop("TERM");
+    assert!(log.contains("state saved"), "{log}");
+
+    let b = start(&dir.state(), &[], &[]);
+    let mut c = b.client();
+    assert_eq!(lines(&mut c, "gets plain flagged ttl binary\r\n"), before, "values, flags and CAS");
+    // The deadline is kept as a time, not restarted: 1000 s at most are left.
+    c.send(b"me ttl\r\n");
+    let ttl = c.line();
+    // (memcached's `me` prints the seconds left with a minus sign.)
+    let exp = ttl.split(" exp=").nth(1).unwrap().split(' ').next().unwrap();
+    let left: u64 = exp.trim_start_matches('-').parse().unwrap();
+    assert!((990..=1000).contains(&left), "{ttl:?}");
+    assert_eq!(c.stat("state_file_load_items"), "4");
+    assert_eq!(c.stat("curr_items"), "4");
+    assert_eq!(c.stat("total_items"), "0", "counters start afresh");
+    // A new CAS is above every restored one.
+    let max_before: u64 =
+        before.iter().filter(|l| l.starts_with("VALUE")).map(|l| l.rsplit(' ').next().unwrap().parse().unwrap()).max().unwrap();
+    c.send(b"ms fresh 1 c\r\nz\r\n");
+    let cas: u64 = c.line().strip_prefix("HD c").unwrap().parse().unwrap();
+    assert!(cas > max_before, "{cas} > {max_before}");
+    b.stop("TERM");
+}
+
+#[test]
+fn sigint_sigusr1_and_shutdown_save_too() {
+    let dir = Dir::new("stops");
+    let a = start(&dir.state(), &["-A"], &[]);
+    a.client().roundtrip(b"set one 0 0 1\r\n1\r\n", b"STORED\r\n");
+    a.stop("INT");
+    let b = start(&dir.state(), &["-A"], &[]);
+    b.client().roundtrip(b"set two 0 0 1\r\n2\r\n", b"STORED\r\n");
+    b.stop("USR1");
+    let mut c_ = start(&dir.state(), &["-A"], &[]);
+    let mut c = c_.client();
+    c.roundtrip(b"set three 0 0 1\r\n3\r\n", b"STORED\r\n");
+    c.send(b"shutdown\r\n");
+    assert_eq!(c_.child.wait().unwrap().code(), Some(0));
+    let d = start(&dir.state(), &[], &[]);
+    let mut c = d.client();
+    c.roundtrip(b"get one two three\r\n", b"VALUE one 0 1\r\n1\r\nVALUE two 0 1\r\n2\r\nVALUE three 0 1\r\n3\r\nEND\r\n");
+    d.stop("TERM");
+}
+
+#[test]
+fn kill_9_in_the_middle_of_a_save_leaves_the_previous_file() {
+    let dir = Dir::new("kill9");
+    // Saves every second, each frame followed by a 300 ms pause: a save of 3 MiB takes a
+    // second or more, so a kill lands inside one.
+    let a = start(&dir.state(), &["-o", "snapshot_interval=1"], &[("LARDER_TEST_SAVE_PAUSE_MS", "300")]);
+    let mut c = a.client();
+    fill(&mut c, 3000, 1000);
+    wait_for_stat(&mut c, "state_file_last_save_items", |n| n == 3000);
+    let saved = std::fs::read(dir.state()).unwrap();
+    let tail = &saved[saved.len() - larder::persist::format::END_FRAME as usize..];
+    let items = larder::persist::format::read_totals(tail).unwrap().items;
+    c.roundtrip(b"set after 0 0 1\r\nx\r\n", b"STORED\r\n");
+    // The next save is under way once its temporary file has something in it.
+    let tmp = dir.0.join("state.tmp");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&tmp).map_or(true, |m| m.len() < 1 << 20) {
+        assert!(Instant::now() < deadline, "no save started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut a = a;
+    a.child.kill().unwrap(); // SIGKILL
+    a.child.wait().unwrap();
+    assert_eq!(std::fs::read(dir.state()).unwrap(), saved, "the state file is the last whole save");
+
+    let b = start(&dir.state(), &[], &[]);
+    let mut c = b.client();
+    assert_eq!(c.stat("state_file_load_items"), items.to_string());
+    assert_eq!(items, 3000);
+    assert_eq!(c.stat("state_file_load_failures"), "0");
+    c.roundtrip(b"get k2999 after\r\n", format!("VALUE k2999 0 1000\r\n{}\r\nEND\r\n", "v".repeat(1000)).as_bytes());
+    // The torn temporary file is simply replaced by the next save.
+    let log = b.stop("TERM");
+    assert!(log.contains("state saved"), "{log}");
+    assert!(!tmp.exists());
+}
+
+#[test]
+fn bad_state_files_are_set_aside_and_the_server_serves() {
+    let dir = Dir::new("bad");
+    let a = start(&dir.state(), &[], &[]);
+    let mut c = a.client();
+    fill(&mut c, 200, 10);
+    a.stop("TERM");
+    let good = std::fs::read(dir.state()).unwrap();
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 1;
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("truncated", good[..good.len() - 10].to_vec()),
+        ("bit-flipped", flipped),
+        ("empty", Vec::new()),
+        ("foreign", b"VALUE k 0 1\r\nx\r\nEND\r\n".to_vec()),
+    ];
+    for (what, bytes) in cases {
+        std::fs::write(dir.state(), &bytes).unwrap();
+        let _ = std::fs::remove_file(dir.0.join("state.bad"));
+        let b = start(&dir.state(), &[], &[]);
+        let mut c = b.client();
+        assert_eq!(c.stat("state_file_load_failures"), "1", "{what}");
+        assert_eq!(c.stat("curr_items"), "0", "{what}: nothing of it loaded");
+        c.roundtrip(b"set fresh 0 0 1\r\nf\r\nget fresh k1\r\n", b"STORED\r\nVALUE fresh 0 1\r\nf\r\nEND\r\n");
+        assert_eq!(std::fs::read(dir.0.join("state.bad")).unwrap(), bytes, "{what}: set aside as it was");
+        let log = b.stop("TERM");
+        assert!(log.contains("state saved"), "{what}: {log}");
+    }
+}
+
+#[test]
+fn smaller_limits_on_restart_keep_what_fits() {
+    let dir = Dir::new("limits");
+    let a = start(&dir.state(), &["-m", "64"], &[]);
+    let mut c = a.client();
+    fill(&mut c, 5000, 4000);
+    c.send(format!("set large 0 0 5000\r\n{}\r\n", "L".repeat(5000)).as_bytes());
+    c.expect(b"STORED\r\n");
+    a.stop("TERM");
+
+    // -m 8: about 2,000 of the 20 MB fit; -I 4k: the large item does not.
+    let b = start(&dir.state(), &["-m", "8", "-I", "4k"], &[]);
+    let mut c = b.client();
+    let loaded: u64 = c.stat("state_file_load_items").parse().unwrap();
+    let skipped: u64 = c.stat("state_file_load_skipped").parse().unwrap();
+    assert!((1000..3000).contains(&loaded), "{loaded}");
+    assert_eq!(loaded + skipped, 5001);
+    let bytes: u64 = c.stat("bytes").parse().unwrap();
+    assert!(bytes <= 8 << 20, "{bytes}");
+    c.roundtrip(b"mn\r\nget large\r\n", b"MN\r\nEND\r\n");
+    b.stop("TERM");
+}
+
+#[test]
+fn stats_settings_names_the_memory_file() {
+    let dir = Dir::new("settings");
+    let a = start(&dir.state(), &[], &[]);
+    let mut c = a.client();
+    let settings = lines(&mut c, "stats settings\r\n");
+    let want = format!("STAT memory_file {}", dir.state().display());
+    assert!(settings.contains(&want), "{settings:?}");
+    // The log says what the start found.
+    let mut a = a;
+    let mut line = String::new();
+    while !line.contains("state file") {
+        line.clear();
+        assert!(a.log.read_line(&mut line).unwrap() > 0);
+    }
+    assert!(line.contains("no state file; starting empty"), "{line}");
+    a.stop("TERM");
+}
