@@ -104,6 +104,15 @@ pub struct Cli {
     #[arg(short = 'e', long = "memory-file")]
     pub memory_file: Option<std::path::PathBuf>,
 
+    /// Before serving, copy every item of the memcached (or Larder) at HOST:PORT: keys from
+    /// its `lru_crawler metadump`, values, flags, CAS and remaining TTLs by `mg`.
+    #[arg(long = "warm-from", value_name = "HOST:PORT")]
+    pub warm_from: Option<String>,
+
+    /// Seconds `--warm-from` may take before the server starts serving with what it has.
+    #[arg(long = "warm-from-timeout", value_name = "SECONDS", default_value_t = 300)]
+    pub warm_from_timeout: u64,
+
     /// Extended options, memcached's `-o key=value[,key=value]`. Larder knows
     /// `idle_timeout=<seconds>` (0, the default, never closes idle connections),
     /// `snapshot_interval=<seconds>` (with -e: also save that often; 0, the default, only
@@ -427,6 +436,10 @@ pub struct Config {
     pub tls: TlsSettings,
     /// `-e`: the state file, as an absolute path (`-d` changes directory to `/`).
     pub memory_file: Option<PathBuf>,
+    /// `--warm-from`: a running server to copy items from before serving, and how long
+    /// that may take.
+    pub warm_from: Option<String>,
+    pub warm_from_timeout: std::time::Duration,
     /// `-o snapshot_interval`: seconds between saves of the state file while serving (0:
     /// only on stopping).
     pub snapshot_interval: u32,
@@ -489,6 +502,8 @@ impl Config {
             idle_timeout: ext.idle_timeout,
             tls: ext.tls,
             memory_file,
+            warm_from: cli.warm_from.clone(),
+            warm_from_timeout: std::time::Duration::from_secs(cli.warm_from_timeout),
             snapshot_interval: ext.snapshot_interval,
             ignored_options: ext.ignored,
         })
@@ -513,6 +528,8 @@ impl Config {
             idle_timeout: 0,
             tls: TlsSettings::default(),
             memory_file: None,
+            warm_from: None,
+            warm_from_timeout: std::time::Duration::from_secs(300),
             snapshot_interval: 0,
             ignored_options: Vec::new(),
         }

@@ -43,6 +43,13 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    // A source that cannot be reached is one line on the terminal, not a cold start.
+    if let Some(source) = &config.warm_from
+        && let Err(e) = reachable(source)
+    {
+        eprintln!("larder: --warm-from {source}: {e}");
+        std::process::exit(1);
+    }
     // Bind before detaching, so a port in use is reported on the terminal.
     let mut listeners = Vec::new();
     for &larder::config::Listen { addr, tls } in &config.listen {
@@ -214,6 +221,19 @@ async fn serve(
             tokio::spawn(snapshots(ctx.clone()));
         }
     }
+    if let Some(source) = ctx.config.warm_from.clone() {
+        let c = ctx.clone();
+        let timeout = ctx.config.warm_from_timeout;
+        let start = std::time::Instant::now();
+        info!(%source, "warming from a running server");
+        match tokio::task::spawn_blocking(move || larder::persist::warm::warm_from(&c.store, &source, timeout)).await? {
+            Ok(w) => info!(
+                items = w.items, bytes = w.bytes, listed = w.listed, missed = w.missed, too_large = w.too_large,
+                no_room = w.no_room, secs = start.elapsed().as_secs_f64(), "warmed"
+            ),
+            Err(e) => tracing::warn!(%e, items = ctx.store.len(), "warming stopped; serving what was copied"),
+        }
+    }
     larder::server::run(listeners, ctx.clone(), shutdown).await;
     if ctx.persist.is_some() {
         // Every connection is closed: the save holds every write a client was answered for.
@@ -222,6 +242,19 @@ async fn serve(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Whether `source` (HOST:PORT) takes a TCP connection within a few seconds.
+fn reachable(source: &str) -> std::io::Result<()> {
+    use std::net::ToSocketAddrs;
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
+    for addr in source.to_socket_addrs()? {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// `-o snapshot_interval`: saves the state file that often while serving, each save on a

@@ -59,10 +59,10 @@ use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use common::memcached::{Memcached, memcached_available, start_memcached};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -292,78 +292,6 @@ fn escape(b: &[u8]) -> Result<(Vec<u8>, usize), String> {
 
 // ---------------------------------------------------------------------------------------
 // Servers
-
-/// A memcached process we started; killed (by its own pid) on drop.
-struct Memcached {
-    child: Child,
-    addr: SocketAddr,
-    dir: PathBuf,
-}
-
-impl Drop for Memcached {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn memcached_bin() -> String {
-    std::env::var("MEMCACHED_BIN").unwrap_or_else(|_| "memcached".to_string())
-}
-
-fn memcached_available() -> bool {
-    Command::new(memcached_bin())
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-static SPAWN_SEQ: AtomicUsize = AtomicUsize::new(0);
-
-fn start_memcached(opts: &[String]) -> Memcached {
-    let dir = std::env::temp_dir().join(format!(
-        "larder-diff-{}-{}",
-        std::process::id(),
-        SPAWN_SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let port_file = dir.join("ports");
-    let stderr = std::fs::File::create(dir.join("stderr")).unwrap();
-    // `-p -1` = ephemeral port (`-p 0` disables TCP); memcached writes "TCP INET: <port>"
-    // to a `.lck` file and renames it to MEMCACHED_PORT_FILENAME once it listens. `-u root`
-    // is only consulted when running as root (memcached refuses root without it).
-    let child = Command::new(memcached_bin())
-        .args(["-p", "-1", "-U", "0", "-l", "127.0.0.1", "-t", "1", "-u", "root"])
-        .args(opts)
-        .env("MEMCACHED_PORT_FILENAME", &port_file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawning memcached");
-    let mut mc = Memcached { child, addr: "127.0.0.1:0".parse().unwrap(), dir };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&port_file) {
-            let port =
-                text.lines().find_map(|l| l.strip_prefix("TCP INET: ")).and_then(|p| p.trim().parse::<u16>().ok());
-            if let Some(port) = port {
-                mc.addr = SocketAddr::from(([127, 0, 0, 1], port));
-                return mc;
-            }
-        }
-        if let Ok(Some(status)) = mc.child.try_wait() {
-            let err = std::fs::read_to_string(mc.dir.join("stderr")).unwrap_or_default();
-            panic!("memcached {opts:?} exited at startup ({status}): {err}");
-        }
-        assert!(Instant::now() < deadline, "memcached {opts:?} did not report its port");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 /// Parses memcached's size syntax (`-I 512k`, `2m`, plain bytes).
 fn parse_size(s: &str) -> usize {
@@ -868,15 +796,7 @@ fn differential_corpus_over_tls_vs_memcached() {
 }
 
 fn differential(tls: Option<&common::tls::Certs>) {
-    if !memcached_available() {
-        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-            panic!(
-                "memcached not found ({}): the differential test needs Debian's memcached \
-                 (apt-get install memcached) in CI",
-                memcached_bin()
-            );
-        }
-        eprintln!("\n!!!!!!!!!! WARNING: memcached not installed; differential test SKIPPED !!!!!!!!!!\n");
+    if !memcached_available("the differential test") {
         return;
     }
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());

@@ -278,3 +278,76 @@ fn stats_settings_names_the_memory_file() {
     assert!(line.contains("no state file; starting empty"), "{line}");
     a.stop("TERM");
 }
+
+/// `gets` of `keys` (one request), as reply lines, read in large chunks (the values hold
+/// no line ends).
+fn gets_lines(c: &mut Client, keys: &[String]) -> Vec<String> {
+    c.send(format!("gets {}\r\n", keys.join(" ")).as_bytes());
+    let mut reply = Vec::new();
+    let mut chunk = vec![0; 1 << 16];
+    while !(reply == b"END\r\n" || reply.ends_with(b"\r\nEND\r\n")) {
+        let n = c.s.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed");
+        reply.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(reply).unwrap().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn warm_from_memcached_copies_every_item_intact() {
+    if !common::memcached::memcached_available("--warm-from's test") {
+        return;
+    }
+    let mc = common::memcached::start_memcached(&["-m".into(), "256".into()]);
+    let mut src = Client::to(&mc.addr.to_string());
+    // 200,000 items: values of 1 to 700 bytes, flags of every width, no TTL or TTLs of an
+    // hour to a day, and a few keys only the meta protocol's base64 can carry.
+    const N: usize = 200_000;
+    let key = |i: usize| format!("warm:{i}");
+    for start in (0..N).step_by(500) {
+        let mut batch = String::new();
+        for i in start..(start + 500).min(N) {
+            let flags = [0u64, 1, 0xffff, 0xffff_ffff][i % 4];
+            let ttl = [0, 3600, 86_400][i % 3];
+            let value = format!("{i}:").repeat(1 + i % 100);
+            batch.push_str(&format!("set {} {flags} {ttl} {}\r\n{value}\r\n", key(i), value.len()));
+        }
+        src.send(batch.as_bytes());
+        for _ in start..(start + 500).min(N) {
+            src.expect(b"STORED\r\n");
+        }
+    }
+    src.roundtrip(b"ms AAEC/w== 2 b F9\r\nhi\r\n", b"HD\r\n"); // key 00 01 02 ff
+    let b = start(&Dir::new("warm").state(), &["-m", "256", "--warm-from", &mc.addr.to_string()], &[]);
+    let mut c = b.client();
+    assert_eq!(src.stat("curr_items"), (N + 1).to_string(), "the source evicted nothing");
+    assert_eq!(c.stat("curr_items"), (N + 1).to_string());
+    for start in (0..N).step_by(1000) {
+        let keys: Vec<String> = (start..(start + 1000).min(N)).map(key).collect();
+        let want = gets_lines(&mut src, &keys);
+        assert_eq!(want.len(), 2 * keys.len() + 1);
+        assert_eq!(gets_lines(&mut c, &keys), want, "values, flags and CAS of keys {start}..");
+    }
+    // TTLs: what was left at the source, give or take the seconds the copy took.
+    for i in [1, 2, 4, 5, 199_997, 199_998] {
+        let ttl = |c: &mut Client| -> i64 {
+            c.send(format!("mg {} t\r\n", key(i)).as_bytes());
+            c.line().strip_prefix("HD t").unwrap().parse().unwrap()
+        };
+        let (at_source, here) = (ttl(&mut src), ttl(&mut c));
+        assert!(here <= at_source && (here == -1) == (at_source == -1) && at_source - here <= 10, "{i}: {here} vs {at_source}");
+    }
+    c.roundtrip(b"mg AAEC/w== b v f\r\n", b"VA 2 f9\r\nhi\r\n");
+    b.stop("TERM");
+}
+
+#[test]
+fn warm_from_an_unreachable_source_is_one_line_and_exit_1() {
+    // A port nothing listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = Command::new(BIN).args(["-p", "0", "--warm-from", &format!("127.0.0.1:{port}")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with(&format!("larder: --warm-from 127.0.0.1:{port}: ")), "{err}");
+}

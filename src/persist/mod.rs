@@ -5,9 +5,11 @@
 //! and renamed over the file, so a crash at any point leaves the previous file whole. A
 //! load checks the whole file before it puts back one item; a file that fails (torn,
 //! corrupt, foreign, another format) is logged and set aside as `<file>.bad`, and the
-//! server starts empty. The byte format is in [`format`].
+//! server starts empty. The byte format is in [`format`]; [`warm`] is the other way to
+//! start warm, copying a running server's items over the network.
 
 pub mod format;
+pub mod warm;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
