@@ -283,3 +283,60 @@ pub fn tls(data: &[u8]) -> usize {
     }
     replies
 }
+
+/// State-file target: bytes as the `-e` file a starting server loads into a small store,
+/// two ways by the first byte: raw (magic, frames and checksums as they come: torn,
+/// foreign and corrupt files), or behind the magic as one frame of records with a correct
+/// checksum and an end frame counting `data[1]` items, so record parsing, expiry, `-I` and
+/// `-m` planning meet hostile lengths, times and counts. Checks: no panic; a refused file
+/// leaves the store empty; a loaded one leaves it within its limit. Returns the items loaded.
+pub fn state(data: &[u8]) -> u64 {
+    use larder::persist::format::{FORMAT, MAGIC};
+    let Some((&mode, rest)) = data.split_first() else { return 0 };
+    let file = if mode & 1 == 0 {
+        rest.to_vec()
+    } else {
+        let count = u64::from(rest.first().copied().unwrap_or(0));
+        let records = rest.get(1..).unwrap_or(&[]);
+        let frame = |kind: u32, payload: &[u8]| {
+            let mut f = Vec::with_capacity(12 + payload.len());
+            f.extend_from_slice(&kind.to_le_bytes());
+            f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            let mut sum = crc32fast::Hasher::new();
+            sum.update(&f);
+            sum.update(payload);
+            f.extend_from_slice(&sum.finalize().to_le_bytes());
+            f.extend_from_slice(payload);
+            f
+        };
+        let mut end = Vec::new();
+        for v in [START as u64, count, 0, 0, u64::from(mode)] {
+            end.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&FORMAT.to_le_bytes());
+        file.extend(frame(1, records));
+        file.extend(frame(2, &end));
+        file
+    };
+    thread_local! {
+        static PATH: std::path::PathBuf = std::env::temp_dir().join(format!("larder-fuzz-state-{}-{:?}", std::process::id(), std::thread::current().id()));
+    }
+    let path = PATH.with(|p| p.clone());
+    std::fs::write(&path, &file).expect("writing the state file");
+    let store = larder::store::Store::new(Clock::starting_at(START + i64::from(mode >> 1)), MEMORY, MAX_ITEM);
+    let loaded = larder::persist::load(&store, &path);
+    let _ = std::fs::remove_file(&path);
+    match loaded {
+        Ok(Some(l)) => {
+            assert!(store.bytes() <= store.limit(), "loaded past the limit: {} > {}", store.bytes(), store.limit());
+            assert_eq!(l.items, store.len() as u64);
+            l.items
+        }
+        Ok(None) => unreachable!("the file was written"),
+        Err(_) => {
+            assert!(store.is_empty(), "a refused file left items");
+            0
+        }
+    }
+}

@@ -47,6 +47,19 @@ fn tls_fuzz_corpus_replays_cleanly() {
 }
 
 #[test]
+fn state_fuzz_corpus_replays_cleanly() {
+    let files = inputs("fuzz/corpus/state");
+    let mut loaded = 0;
+    for (name, data) in &files {
+        let items = std::panic::catch_unwind(|| harness::state(data));
+        assert!(items.is_ok(), "fuzz/corpus/state/{name} fails");
+        loaded += items.unwrap();
+    }
+    assert!(files.len() >= 3, "only {} state corpus files", files.len());
+    assert!(loaded > 0, "no corpus file loads any item");
+}
+
+#[test]
 fn fuzz_corpus_replays_cleanly() {
     let n = replay("fuzz/corpus/decode") + replay("fuzz/corpus/exec");
     assert!(n > 100, "only {n} corpus files: is fuzz/corpus missing?");

@@ -334,7 +334,7 @@ pub fn load(store: &Store, path: &Path) -> Result<Option<Loaded>, LoadError> {
                 }
                 Restored::TooLarge => loaded.too_large += 1,
                 Restored::Full => loaded.no_room += 1,
-                Restored::Older => {}
+                Restored::Older | Restored::Replaced => {}
             }
         }
     }

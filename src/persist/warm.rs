@@ -290,7 +290,7 @@ impl Fetcher {
                 }
                 Restored::TooLarge => warmed.too_large += 1,
                 Restored::Full => warmed.no_room += 1,
-                Restored::Older => {}
+                Restored::Older | Restored::Replaced => {}
             }
         }
         Ok(())

@@ -34,6 +34,8 @@ pub struct Kept<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Restored {
     Stored,
+    /// Stored over an older copy of the key (a walk that saw it twice).
+    Replaced,
     /// Over this store's `-I`.
     TooLarge,
     /// Would pass the memory limit.
@@ -61,22 +63,22 @@ impl Store {
         let (hash, lock) = self.locate(k.key);
         let mut s = write(lock);
         let now = self.clock.now();
-        let i = match self.find_live(&mut s, hash, k.key, now) {
+        let (i, done) = match self.find_live(&mut s, hash, k.key, now) {
             Some(i) if s.item(i).cas() >= k.cas => return Restored::Older,
             Some(i) => {
                 self.replace(&mut s, i, it);
-                i
+                (i, Restored::Replaced)
             }
             None => {
                 let i = self.insert(&mut s, hash, it);
                 self.stats.total_items.fetch_sub(1, Relaxed);
-                i
+                (i, Restored::Stored)
             }
         };
         if k.fetched {
             s.set_access(i, s.access(i) | access::FETCHED);
         }
-        Restored::Stored
+        done
     }
 
     /// The CAS counter moves past `cas` (a state file's highest), so that no CAS given out
