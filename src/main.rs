@@ -43,6 +43,13 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
+    // A state file that could never be saved is found now, not at the first stop.
+    if let Some(path) = &config.memory_file
+        && let Err(e) = larder::persist::check_writable(path)
+    {
+        eprintln!("larder: -e {}: {e}", path.display());
+        std::process::exit(2);
+    }
     // A source that cannot be reached is one line on the terminal, not a cold start.
     if let Some(source) = &config.warm_from
         && let Err(e) = reachable(source)

@@ -175,6 +175,13 @@ impl Persist {
     }
 }
 
+/// Whether a save to `path` can write its temporary file there (tried and removed).
+pub fn check_writable(path: &Path) -> io::Result<()> {
+    let tmp = with_suffix(path, ".tmp");
+    OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    std::fs::remove_file(&tmp)
+}
+
 /// `path` with `suffix` on its file name.
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.to_path_buf().into_os_string();
