@@ -434,7 +434,8 @@ pub struct Config {
     pub idle_timeout: u32,
     /// `-Z` and `-o ssl_*`.
     pub tls: TlsSettings,
-    /// `-e`: the state file, as an absolute path (`-d` changes directory to `/`).
+    /// `-e`: the state file, as an absolute path with symlinks resolved (`-d` changes
+    /// directory to `/`).
     pub memory_file: Option<PathBuf>,
     /// `--warm-from`: a running server to copy items from before serving, and how long
     /// that may take.
@@ -476,7 +477,12 @@ impl Config {
             return Err("-o snapshot_interval: there is no state file to save to; give -e <file>".into());
         }
         let memory_file = match &cli.memory_file {
-            Some(p) => Some(std::path::absolute(p).map_err(|e| format!("-e {}: {e}", p.display()))?),
+            // A symlink is followed, so that saves replace its target, not the link.
+            Some(p) => Some(
+                std::fs::canonicalize(p)
+                    .or_else(|_| std::path::absolute(p))
+                    .map_err(|e| format!("-e {}: {e}", p.display()))?,
+            ),
             None => None,
         };
         Ok(Self {

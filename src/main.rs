@@ -235,8 +235,14 @@ async fn serve(
         info!(%source, "warming from a running server");
         match tokio::task::spawn_blocking(move || larder::persist::warm::warm_from(&c.store, &source, timeout)).await? {
             Ok(w) => info!(
-                items = w.items, bytes = w.bytes, listed = w.listed, missed = w.missed, too_large = w.too_large,
-                no_room = w.no_room, secs = start.elapsed().as_secs_f64(), "warmed"
+                items = w.items,
+                bytes = w.bytes,
+                listed = w.listed,
+                missed = w.missed,
+                too_large = w.too_large,
+                no_room = w.no_room,
+                secs = start.elapsed().as_secs_f64(),
+                "warmed"
             ),
             Err(e) => tracing::warn!(%e, items = ctx.store.len(), "warming stopped; serving what was copied"),
         }

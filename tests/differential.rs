@@ -54,6 +54,7 @@
 
 mod common;
 
+use common::memcached::{Memcached, memcached_available, start_memcached};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
@@ -62,7 +63,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use common::memcached::{Memcached, memcached_available, start_memcached};
 
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -142,8 +142,12 @@ fn sigterm_saves_and_the_restart_gives_everything_back() {
     assert_eq!(c.stat("curr_items"), "4");
     assert_eq!(c.stat("total_items"), "0", "counters start afresh");
     // A new CAS is above every restored one.
-    let max_before: u64 =
-        before.iter().filter(|l| l.starts_with("VALUE")).map(|l| l.rsplit(' ').next().unwrap().parse().unwrap()).max().unwrap();
+    let max_before: u64 = before
+        .iter()
+        .filter(|l| l.starts_with("VALUE"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .max()
+        .unwrap();
     c.send(b"ms fresh 1 c\r\nz\r\n");
     let cas: u64 = c.line().strip_prefix("HD c").unwrap().parse().unwrap();
     assert!(cas > max_before, "{cas} > {max_before}");
@@ -166,7 +170,10 @@ fn sigint_sigusr1_and_shutdown_save_too() {
     assert_eq!(c_.child.wait().unwrap().code(), Some(0));
     let d = start(&dir.state(), &[], &[]);
     let mut c = d.client();
-    c.roundtrip(b"get one two three\r\n", b"VALUE one 0 1\r\n1\r\nVALUE two 0 1\r\n2\r\nVALUE three 0 1\r\n3\r\nEND\r\n");
+    c.roundtrip(
+        b"get one two three\r\n",
+        b"VALUE one 0 1\r\n1\r\nVALUE two 0 1\r\n2\r\nVALUE three 0 1\r\n3\r\nEND\r\n",
+    );
     d.stop("TERM");
 }
 
@@ -360,5 +367,10 @@ fn a_state_file_that_could_never_be_saved_is_refused_at_start() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("larder: -e /nonexistent-dir/state: ") && err.lines().count() == 1, "{err}");
+    // A directory (or anything but a regular file) is never taken for one, nor moved aside.
+    let dir = Dir::new("notfile");
+    let out = Command::new(BIN).args(["-p", "0", "-e", dir.0.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a regular file"));
+    assert!(dir.0.is_dir());
 }
-

@@ -165,9 +165,18 @@ impl Persist {
             Err(e) => {
                 s.load_failures.store(1, Relaxed);
                 let aside = with_suffix(&self.path, ".bad");
-                match std::fs::rename(&self.path, &aside) {
-                    Ok(()) => warn!(path = %self.path.display(), error = %e, set_aside = ?aside, "state file not loaded; starting empty"),
-                    Err(r) => warn!(path = %self.path.display(), error = %e, rename_error = %r, "state file not loaded (and cannot be set aside); starting empty"),
+                let regular = std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_file());
+                match if regular {
+                    std::fs::rename(&self.path, &aside)
+                } else {
+                    Err(io::Error::other("not a regular file"))
+                } {
+                    Ok(()) => {
+                        warn!(path = %self.path.display(), error = %e, set_aside = ?aside, "state file not loaded; starting empty")
+                    }
+                    Err(r) => {
+                        warn!(path = %self.path.display(), error = %e, rename_error = %r, "state file not loaded (and cannot be set aside); starting empty")
+                    }
                 }
                 None
             }
@@ -175,8 +184,13 @@ impl Persist {
     }
 }
 
-/// Whether a save to `path` can write its temporary file there (tried and removed).
+/// Whether `path` can be a state file: absent or a regular file, in a directory a save
+/// can write its temporary file in (tried and removed).
 pub fn check_writable(path: &Path) -> io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => return Err(io::Error::other("exists and is not a regular file")),
+        _ => {}
+    }
     let tmp = with_suffix(path, ".tmp");
     OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     std::fs::remove_file(&tmp)
@@ -199,6 +213,9 @@ pub fn save(store: &Store, path: &Path, pause: Duration) -> io::Result<Saved> {
         let mut w = Writer::new(&file)?;
         let epoch = store.clock().epoch();
         let unix = |t: RelTime| epoch + i64::from(t);
+        // A delayed `flush_all` still to come is kept as the deadline it amounts to for the
+        // items written before it.
+        let flush_at = store.pending_flush();
         let mut at = Some(DumpCursor::default());
         while let Some(cursor) = at {
             at = store.dump(cursor, |found| {
@@ -207,7 +224,11 @@ pub fn save(store: &Store, path: &Path, pause: Duration) -> io::Result<Saved> {
                     | if found.stale() { state::STALE } else { 0 }
                     | if found.token_sent_before { state::TOKEN_SENT } else { 0 }
                     | if found.key_binary() { state::KEY_BINARY } else { 0 };
-                let deadline = if found.exptime_before == 0 { 0 } else { unix(found.exptime_before) };
+                let exptime = match flush_at {
+                    Some(t) if found.time_before <= t && (found.exptime_before == 0 || found.exptime_before > t) => t,
+                    _ => found.exptime_before,
+                };
+                let deadline = if exptime == 0 { 0 } else { unix(exptime) };
                 let record = Record {
                     key: it.key(),
                     value: it.value(),

@@ -224,3 +224,23 @@ fn a_written_file_reads_back() {
     assert!(r.frame().unwrap().is_none());
     assert_eq!(r.totals().items, 1);
 }
+
+#[test]
+fn a_delayed_flush_still_to_come_is_kept_as_a_deadline() {
+    let dir = Dir::new();
+    let a = store_at(T0, 1 << 20, 1024);
+    set(&a, b"old", b"v", 0, 0);
+    set(&a, b"sooner", b"v", 0, 30);
+    a.flush_all(100); // due 99 s from now
+    save(&a, &dir.file(), Duration::ZERO).unwrap();
+    // A restart before it is due keeps the items, and they go when it is due.
+    let b = store_at(T0 + 50, 1 << 20, 1024);
+    assert_eq!(load(&b, &dir.file()).unwrap().unwrap().items, 1, "the 30 s item expired meanwhile");
+    assert!(peek(&b, b"old").is_some());
+    b.clock().advance(60);
+    assert!(peek(&b, b"old").is_none(), "flushed at the time flush_all set");
+    // A restart after it is due loads nothing it flushed.
+    let c = store_at(T0 + 200, 1 << 20, 1024);
+    assert_eq!(load(&c, &dir.file()).unwrap().unwrap().expired, 2);
+    assert!(c.is_empty());
+}

@@ -75,8 +75,7 @@ pub fn warm_from(store: &Store, source: &str, deadline: Duration) -> Result<Warm
 fn one_pass(store: &Store, source: &str, until: Instant, again: bool, warmed: &mut Warmed) -> Result<(), WarmError> {
     let io_err = |e: io::Error| WarmError::Io(source.to_string(), e);
     let connect = || -> Result<TcpStream, WarmError> {
-        let addrs: Vec<_> =
-            source.to_socket_addrs().map_err(|e| WarmError::Connect(source.to_string(), e))?.collect();
+        let addrs: Vec<_> = source.to_socket_addrs().map_err(|e| WarmError::Connect(source.to_string(), e))?.collect();
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
         for a in addrs {
             match TcpStream::connect_timeout(&a, Duration::from_secs(5)) {

@@ -24,8 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize,
 
 use hashbrown::DefaultHashBuilder;
 
-pub use item::{Item, SharedValue};
 pub use item::charge_for;
+pub use item::{Item, SharedValue};
 pub use lookup::{Found, Lookup};
 pub use restore::{Kept, Restored};
 pub use shard::Prefetch;

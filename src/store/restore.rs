@@ -87,6 +87,13 @@ impl Store {
         self.last_cas.fetch_max(cas, Relaxed);
     }
 
+    /// When a delayed `flush_all` still to come takes effect: every item last written by
+    /// then goes at that time.
+    pub fn pending_flush(&self) -> Option<RelTime> {
+        let at = self.oldest_live.load(Relaxed);
+        (at != 0 && at > self.clock.now()).then_some(at)
+    }
+
     /// The last CAS unique given out.
     pub fn cas_counter(&self) -> u64 {
         self.last_cas.load(Relaxed)

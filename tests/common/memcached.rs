@@ -90,4 +90,3 @@ pub fn start_memcached(opts: &[String]) -> Memcached {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
-
