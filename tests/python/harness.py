@@ -125,6 +125,18 @@ class Server:
     def raw(self, data: bytes, until: bytes = b"\r\n") -> bytes:
         return raw(self.host, self.port, data, until, tls=self.tls)
 
+    def stop_by_signal(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Sends `sig` to this process (by its PID) and waits for it to exit; returns its
+        exit status. The log stays readable (.log()) until .stop()."""
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            pytest.fail(f"server process {self.pid} did not exit within {timeout} s of "
+                        f"signal {sig}; log:\n{self.log()}", pytrace=False)
+
     def stop(self) -> None:
         """Stops this process (by its PID) and reaps it."""
         if self.proc.poll() is None:
@@ -171,20 +183,22 @@ def _wait_accepting(proc: subprocess.Popen, port: int, deadline: float) -> bool:
 
 def start_server(memory_mib: int = 64, attempts: int = 5, extra_args: Sequence[str] = (),
                  listen: Union[str, Callable[[int], str]] = "127.0.0.1",
-                 tls: Optional[ssl.SSLContext] = None) -> Server:
+                 tls: Optional[ssl.SSLContext] = None, port: Optional[int] = None) -> Server:
     """Starts the server under test on a free port, retrying on another port if it
     does not come up (for example because the port was taken in between).
 
     `extra_args` are appended to the command line; `listen` is `-l`'s value, or a
     function of the chosen port that returns it (called once per attempt); `tls` is the
-    client context the returned Server's .stats() and .raw() use."""
+    client context the returned Server's .stats() and .raw() use; `port`, if given, is
+    used instead of a free one (every attempt), to restart a server where it was."""
     binary = server_binary()
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
         hint = "" if server_kind() == "memcached" else " (run `cargo build` or set LARDER_BIN)"
         missing(f"server binary {binary}{hint}")
     errors = []
+    fixed_port = port
     for _ in range(attempts):
-        port = free_port()
+        port = fixed_port or free_port()
         fd, log_path = tempfile.mkstemp(prefix="larder-test-", suffix=".log")
         with os.fdopen(fd, "wb") as log:
             listen_arg = listen(port) if callable(listen) else listen
