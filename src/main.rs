@@ -225,7 +225,7 @@ async fn serve(
         let c = ctx.clone();
         tokio::task::spawn_blocking(move || c.persist.as_ref().map(|p| p.load(&c.store))).await?;
         if ctx.config.snapshot_interval > 0 {
-            tokio::spawn(snapshots(ctx.clone()));
+            snapshots(ctx.clone()).context("starting the snapshot thread")?;
         }
     }
     if let Some(source) = ctx.config.warm_from.clone() {
@@ -270,18 +270,24 @@ fn reachable(source: &str) -> std::io::Result<()> {
     Err(last)
 }
 
-/// `-o snapshot_interval`: saves the state file that often while serving, each save on a
-/// thread of its own (requests go on; see `larder::persist`).
-async fn snapshots(ctx: Arc<Ctx>) {
+/// `-o snapshot_interval`: saves the state file that often while serving, on a thread of
+/// its own at a lower CPU priority (nice 10), so that on a busy machine the workers come
+/// first and the save takes the time they leave (see docs/restarts.md). A save longer than
+/// the interval delays the next one rather than overlapping it; the final save on stop
+/// waits for one under way.
+fn snapshots(ctx: Arc<Ctx>) -> std::io::Result<()> {
     let every = Duration::from_secs(u64::from(ctx.config.snapshot_interval));
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let c = ctx.clone();
-        // A save longer than the interval delays the next tick rather than overlapping it.
-        let _ = tokio::task::spawn_blocking(move || c.persist.as_ref().map(|p| p.save(&c.store))).await;
-    }
+    std::thread::Builder::new().name("snapshot".into()).spawn(move || {
+        // SAFETY: setpriority on this thread (a Linux thread id) only; no memory is passed.
+        unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+        loop {
+            std::thread::sleep(every);
+            if let Some(p) = &ctx.persist {
+                let _ = p.save(&ctx.store);
+            }
+        }
+    })?;
+    Ok(())
 }
 
 /// SIGHUP reopens the log file (for logrotate) and, with `-Z`, reads the certificates
