@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     }
     // A source that cannot be reached is one line on the terminal, not a cold start.
     if let Some(source) = &config.warm_from
-        && let Err(e) = reachable(source)
+        && let Err(e) = larder::persist::warm::connect(source)
     {
         eprintln!("larder: --warm-from {source}: {e}");
         std::process::exit(1);
@@ -255,19 +255,6 @@ async fn serve(
     }
     info!("stopped");
     Ok(())
-}
-
-/// Whether `source` (HOST:PORT) takes a TCP connection within a few seconds.
-fn reachable(source: &str) -> std::io::Result<()> {
-    use std::net::ToSocketAddrs;
-    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no address");
-    for addr in source.to_socket_addrs()? {
-        match std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
 }
 
 /// `-o snapshot_interval`: saves the state file that often while serving, on a thread of

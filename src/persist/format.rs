@@ -138,10 +138,7 @@ impl<R: Read> Reader<R> {
         self.buf.resize(len as usize, 0);
         self.inner.read_exact(&mut self.buf)?;
         self.left -= u64::from(len);
-        let mut sum = crc32fast::Hasher::new();
-        sum.update(&head[..8]);
-        sum.update(&self.buf);
-        if sum.finalize() != crc {
+        if frame_crc(&head[..8], &self.buf) != crc {
             return Err(FormatError::Corrupt("a checksum does not match").into());
         }
         match kind {
@@ -176,13 +173,18 @@ pub fn read_totals(tail: &[u8]) -> Result<Totals, FormatError> {
     if word(0) != END || word(1) as usize != END_LEN {
         return Err(FormatError::Truncated);
     }
-    let mut sum = crc32fast::Hasher::new();
-    sum.update(&tail[..8]);
-    sum.update(&tail[FRAME_HEAD..]);
-    if sum.finalize() != word(2) {
+    if frame_crc(&tail[..8], &tail[FRAME_HEAD..]) != word(2) {
         return Err(FormatError::Truncated);
     }
     Ok(totals(&tail[FRAME_HEAD..]))
+}
+
+/// A frame's checksum: CRC-32 of its kind and length (`head`) and its payload.
+fn frame_crc(head: &[u8], payload: &[u8]) -> u32 {
+    let mut sum = crc32fast::Hasher::new();
+    sum.update(head);
+    sum.update(payload);
+    sum.finalize()
 }
 
 /// An END frame's payload.
@@ -311,10 +313,8 @@ impl<W: Write> Writer<W> {
         let len = u32::try_from(self.frame.len() - FRAME_HEAD).map_err(|_| io::Error::other("frame over 4 GiB"))?;
         self.frame[..4].copy_from_slice(&kind.to_le_bytes());
         self.frame[4..8].copy_from_slice(&len.to_le_bytes());
-        let mut sum = crc32fast::Hasher::new();
-        sum.update(&self.frame[..8]);
-        sum.update(&self.frame[FRAME_HEAD..]);
-        self.frame[8..12].copy_from_slice(&sum.finalize().to_le_bytes());
+        let crc = frame_crc(&self.frame[..8], &self.frame[FRAME_HEAD..]);
+        self.frame[8..12].copy_from_slice(&crc.to_le_bytes());
         self.out.write_all(&self.frame)?;
         self.frame.truncate(FRAME_HEAD);
         Ok(())

@@ -165,17 +165,20 @@ impl Persist {
             Err(e) => {
                 s.load_failures.store(1, Relaxed);
                 let aside = with_suffix(&self.path, ".bad");
+                // Only a regular file is moved aside (check_writable refuses anything else
+                // at start; this guards a path replaced since).
                 let regular = std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_file());
-                match if regular {
+                let moved = if regular {
                     std::fs::rename(&self.path, &aside)
                 } else {
                     Err(io::Error::other("not a regular file"))
-                } {
+                };
+                match moved {
                     Ok(()) => {
                         warn!(path = %self.path.display(), error = %e, set_aside = ?aside, "state file not loaded; starting empty")
                     }
                     Err(r) => {
-                        warn!(path = %self.path.display(), error = %e, rename_error = %r, "state file not loaded (and cannot be set aside); starting empty")
+                        warn!(path = %self.path.display(), error = %e, rename_error = %r, "state file not loaded (and not set aside); starting empty")
                     }
                 }
                 None
@@ -334,11 +337,14 @@ pub fn load(store: &Store, path: &Path) -> Result<Option<Loaded>, LoadError> {
                 loaded.expired += 1;
                 continue;
             }
+            if !fits(&r) {
+                loaded.too_large += 1;
+                continue;
+            }
             if r.last_use <= oldest {
                 let charge = charge_for(r.key.len(), r.value.len()) as u64 + TABLE_ALLOWANCE;
-                if r.last_use < oldest || charge > room || !fits(&r) {
-                    loaded.no_room += u64::from(fits(&r));
-                    loaded.too_large += u64::from(!fits(&r));
+                if r.last_use < oldest || charge > room {
+                    loaded.no_room += 1;
                     continue;
                 }
                 room -= charge;

@@ -74,22 +74,7 @@ pub fn warm_from(store: &Store, source: &str, deadline: Duration) -> Result<Warm
 /// One walk of the source's keys; `again`: only keys `store` does not hold are fetched.
 fn one_pass(store: &Store, source: &str, until: Instant, again: bool, warmed: &mut Warmed) -> Result<(), WarmError> {
     let io_err = |e: io::Error| WarmError::Io(source.to_string(), e);
-    let connect = || -> Result<TcpStream, WarmError> {
-        let addrs: Vec<_> = source.to_socket_addrs().map_err(|e| WarmError::Connect(source.to_string(), e))?.collect();
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
-                Ok(s) => {
-                    s.set_read_timeout(Some(READ_TIMEOUT)).map_err(io_err)?;
-                    s.set_write_timeout(Some(READ_TIMEOUT)).map_err(io_err)?;
-                    s.set_nodelay(true).map_err(io_err)?;
-                    return Ok(s);
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(WarmError::Connect(source.to_string(), last))
-    };
+    let connect = || connect(source).map_err(|e| WarmError::Connect(source.to_string(), e));
     let mut lister = connect()?;
     let fetcher = connect()?;
     lister.write_all(b"lru_crawler metadump all\r\n").map_err(io_err)?;
@@ -145,6 +130,25 @@ fn one_pass(store: &Store, source: &str, until: Instant, again: bool, warmed: &m
             return Ok(());
         }
     }
+}
+
+/// A connection to `source` (HOST:PORT, each of its addresses tried for 5 s), with the
+/// warm-up's read and write timeouts; `larder` also calls it at start to refuse an
+/// unreachable source.
+pub fn connect(source: &str) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for a in source.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
+            Ok(s) => {
+                s.set_read_timeout(Some(READ_TIMEOUT))?;
+                s.set_write_timeout(Some(READ_TIMEOUT))?;
+                s.set_nodelay(true)?;
+                return Ok(s);
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
 }
 
 /// A key from the source's metadump, with what the listing says of it.
