@@ -1,31 +1,42 @@
 //! Command line to validated configuration: clap's `Cli` with memcached's flag letters and
-//! meanings, turned once into a [`Config`] of bytes, limits and addresses.
+//! meanings (and memcached's configuration file under it), turned once into a [`Config`]
+//! of bytes, limits and addresses.
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::{ArgAction, Parser};
-
-/// Connections the kernel queues for an accept loop (memcached's `-b` default, which
-/// `stats settings` reports): a burst of connects waits in it instead of being dropped.
-pub const TCP_BACKLOG: u32 = 1024;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
 /// `-I` bounds, as memcached enforces them.
 const MIN_ITEM_SIZE: usize = 1024;
 const MAX_ITEM_SIZE: usize = 1024 << 20;
 
 /// Larder: a memcached-compatible cache server.
+///
+/// Every flag of memcached 1.6's `-h` is accepted, long and short; README.md's flag table
+/// says what Larder does with each.
 #[derive(Debug, Parser)]
 #[command(name = "larder", version, about, long_about = None)]
 pub struct Cli {
+    /// Read flags from a memcached configuration file (Debian's /etc/memcached.conf: one
+    /// flag per line, `#` comments, `logfile <path>`); flags on the command line win.
+    #[arg(long = "config-file", value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
+
     /// TCP port to listen on.
     #[arg(short = 'p', long = "port", default_value_t = 11211)]
     pub port: u16,
 
+    /// UDP port: only 0 (off, memcached's default since 1.5.6); Larder serves no UDP.
+    #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
+    pub udp_port: u16,
+
     /// Interfaces to listen on, comma-separated (e.g. 127.0.0.1,::1), each with an optional
-    /// port (127.0.0.1:11311, [::1]:11311); with -Z, a `notls:` prefix serves plain TCP there.
-    #[arg(short = 'l', long = "listen", default_value = "127.0.0.1")]
-    pub listen: String,
+    /// port (127.0.0.1:11311, [::1]:11311); with -Z, a `notls:` prefix serves plain TCP
+    /// there. Given more than once, every address is listened on, as in memcached.
+    #[arg(short = 'l', long = "listen", action = ArgAction::Append)]
+    pub listen: Vec<String>,
 
     /// Item memory in megabytes.
     #[arg(short = 'm', long = "memory-limit", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
@@ -71,6 +82,69 @@ pub struct Cli {
     /// When started as root, run as this user.
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
+
+    /// Raise the core file size limit as far as it goes, so a crash leaves a core.
+    #[arg(short = 'r', long = "enable-coredumps")]
+    pub enable_coredumps: bool,
+
+    /// Lock all of the process's memory into RAM (mlockall), so the cache is never swapped.
+    #[arg(short = 'k', long = "lock-memory")]
+    pub lock_memory: bool,
+
+    /// Print Larder's license and its dependencies' and exit.
+    #[arg(short = 'i', long = "license")]
+    pub license: bool,
+
+    /// memcached's slab growth factor: accepted and shown in `stats settings`; Larder sizes
+    /// its slots on its own.
+    #[arg(short = 'f', long = "slab-growth-factor", value_name = "FACTOR", value_parser = parse_factor)]
+    pub slab_growth_factor: Option<f64>,
+
+    /// memcached's smallest chunk: accepted and shown in `stats settings`.
+    #[arg(short = 'n', long = "slab-min-size", value_name = "BYTES", value_parser = clap::value_parser!(u32).range(1..))]
+    pub slab_min_size: Option<u32>,
+
+    /// memcached's large memory pages: accepted; Larder leaves pages to the kernel.
+    #[arg(short = 'L', long = "enable-largepages")]
+    pub enable_largepages: bool,
+
+    /// The delimiter between a key's prefix and the rest, for `stats detail`; giving it
+    /// turns per-prefix counting on from the start.
+    #[arg(short = 'D', long = "prefix-delimiter", value_name = "CHAR", value_parser = parse_delimiter)]
+    pub prefix_delimiter: Option<u8>,
+
+    /// Commands one connection may run per turn before others get theirs.
+    #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_reqs_per_event: u32,
+
+    /// Turn CAS off: every item's CAS is 0 and `cas` answers EXISTS, as memcached -C does.
+    #[arg(short = 'C', long = "disable-cas")]
+    pub disable_cas: bool,
+
+    /// Length of the kernel's queue of connections not yet accepted.
+    #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
+    pub listen_backlog: i32,
+
+    /// Protocol: ascii (the text and meta protocols).
+    #[arg(short = 'B', long = "protocol", value_name = "NAME")]
+    pub protocol: Option<String>,
+
+    /// SASL authentication (not supported yet; -Y authenticates text clients).
+    #[arg(short = 'S', long = "enable-sasl")]
+    pub enable_sasl: bool,
+
+    /// Refuse `flush_all`.
+    #[arg(short = 'F', long = "disable-flush-all")]
+    pub disable_flush_all: bool,
+
+    /// Refuse `watch`.
+    #[arg(short = 'W', long = "disable-watch")]
+    pub disable_watch: bool,
+
+    /// memcached's NAPI ids: accepted and shown in `stats settings`; Larder hands
+    /// connections to workers in turn.
+    #[arg(short = 'N', long = "napi-ids", value_name = "NUM", value_parser = clap::value_parser!(u32).range(1..))]
+    pub napi_ids: Option<u32>,
 
     /// Log line format.
     #[arg(long = "log-format", value_enum, default_value_t = LogFormat::Text)]
@@ -121,14 +195,163 @@ pub struct Cli {
     pub extended: Vec<String>,
 }
 
+impl Cli {
+    /// Parses `argv`; with `--config-file`, the file's flags come first and each flag given
+    /// on the command line replaces the file's (a repeatable one, `-l` or `-o`, as a whole).
+    /// Errors are one line each; `--help` and `--version` are clap's to print.
+    pub fn parse_with_config_file(argv: Vec<OsString>) -> Result<Self, CliError> {
+        let command = Self::command();
+        let given = command.clone().try_get_matches_from(&argv)?;
+        let Some(path) = given.get_one::<PathBuf>("config_file") else {
+            return Ok(Self::from_arg_matches(&given)?);
+        };
+        let in_file = |e: String| CliError::Line(format!("{}: {e}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| in_file(e.to_string()))?;
+        let words = config_file_words(&text).map_err(in_file)?;
+        let from_file = command
+            .clone()
+            .try_get_matches_from(
+                std::iter::once(OsString::from("larder")).chain(words.into_iter().map(OsString::from)),
+            )
+            .map_err(|e| in_file(clap_line(&e)))?;
+        let mut merged = vec![OsString::from("larder")];
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            let on = |m: &clap::ArgMatches| m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+            let m = match () {
+                _ if id == "config_file" => continue,
+                _ if on(&given) => &given,
+                _ if on(&from_file) => &from_file,
+                _ => continue,
+            };
+            let flag = format!("--{}", arg.get_long().expect("every flag has a long form"));
+            match arg.get_action() {
+                ArgAction::SetTrue => merged.push(flag.into()),
+                ArgAction::Count => merged.extend((0..m.get_count(id)).map(|_| OsString::from(&flag))),
+                _ => {
+                    for value in m.get_raw(id).into_iter().flatten() {
+                        let mut a = OsString::from(format!("{flag}="));
+                        a.push(value);
+                        merged.push(a);
+                    }
+                }
+            }
+        }
+        Ok(Self::try_parse_from(merged)?)
+    }
+}
+
+/// A command line that cannot be run: clap's own error (which prints `--help` and
+/// `--version` too), or one line to print.
+#[derive(Debug)]
+pub enum CliError {
+    Clap(clap::Error),
+    Line(String),
+}
+
+impl From<clap::Error> for CliError {
+    fn from(e: clap::Error) -> Self {
+        Self::Clap(e)
+    }
+}
+
+/// The first line of clap's message, without its `error: `.
+pub fn clap_line(e: &clap::Error) -> String {
+    let msg = e.to_string();
+    msg.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ").to_string()
+}
+
+/// The flags of a memcached configuration file, read as Debian's wrappers read
+/// `/etc/memcached.conf`: `#` starts a comment (`\#` does not), blank lines are skipped,
+/// a line starting with `-d` or `-h` is skipped (the service manager runs the server),
+/// other lines starting with `-` are split into words as a shell would, and `logfile
+/// <path>` becomes `--log-file`.
+pub fn config_file_words(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    for (n, raw) in text.lines().enumerate() {
+        let mut cut = raw.len();
+        let b = raw.as_bytes();
+        for i in 0..b.len() {
+            if b[i] == b'#' && (i == 0 || b[i - 1] != b'\\') {
+                cut = i;
+                break;
+            }
+        }
+        let line = raw[..cut].trim();
+        if line.is_empty() || line.starts_with("-d") || line.starts_with("-h") {
+            continue;
+        }
+        if line.starts_with('-') {
+            words.extend(shell_words(line).map_err(|e| format!("line {}: {e}", n + 1))?);
+            continue;
+        }
+        match line.split_once(char::is_whitespace) {
+            Some(("logfile", path)) => words.push(format!("--log-file={}", path.trim())),
+            _ => return Err(format!("line {}: '{line}' is neither a flag nor `logfile <path>`", n + 1)),
+        }
+    }
+    Ok(words)
+}
+
+/// Splits a line into words as `sh` does for plain words, quotes and backslashes.
+fn shell_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => words.extend(word.take()),
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => w.push(c),
+                        None => return Err("unterminated ' quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => w.extend(chars.next()),
+                        Some(c) => w.push(c),
+                        None => return Err("unterminated \" quote".into()),
+                    }
+                }
+            }
+            '\\' => word.get_or_insert_with(String::new).extend(chars.next()),
+            c => word.get_or_insert_with(String::new).push(c),
+        }
+    }
+    words.extend(word);
+    Ok(words)
+}
+
 /// Settings given with `-o`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Extended {
     idle_timeout: u32,
     snapshot_interval: u32,
     tls: TlsSettings,
+    /// Not `-o no_lru_maintainer`: `stats` lists the LRU maintainer's counters.
+    lru_maintainer: bool,
     /// memcached tuning options accepted without effect.
     ignored: Vec<String>,
+}
+
+impl Default for Extended {
+    fn default() -> Self {
+        Self {
+            idle_timeout: 0,
+            snapshot_interval: 0,
+            tls: TlsSettings::default(),
+            lru_maintainer: true,
+            ignored: Vec::new(),
+        }
+    }
 }
 
 /// `-Z` and its `-o ssl_*` options, as memcached takes them.
@@ -273,7 +496,17 @@ fn parse_extended(opts: &[String]) -> Result<Extended, String> {
                     .ok_or_else(|| "-o: missing numeric argument for snapshot_interval".to_string())?;
             }
             k if parse_ssl_option(&mut ext.tls, k, value)? => {}
-            k if MEMCACHED_TUNING.contains(&k) => ext.ignored.push(opt.to_string()),
+            k if k.starts_with("proxy_") => {
+                return Err(format!("-o {k}: Larder is a cache server, not memcached's proxy"));
+            }
+            k if MEMCACHED_TUNING.contains(&k) || k.starts_with("ext_") => {
+                match k {
+                    "lru_maintainer" => ext.lru_maintainer = true,
+                    "no_lru_maintainer" => ext.lru_maintainer = false,
+                    _ => {}
+                }
+                ext.ignored.push(opt.to_string());
+            }
             _ => return Err(format!("-o: illegal suboption \"{opt}\"")),
         }
     }
@@ -281,8 +514,10 @@ fn parse_extended(opts: &[String]) -> Result<Extended, String> {
 }
 
 /// memcached's `-o` tuning keys for machinery Larder does not have (slab classes, LRU
-/// segments, the crawler, hash tables, extstore). A command line written for memcached
-/// keeps working: they are accepted, logged at start, and change nothing.
+/// segments, the crawler, hash tables, privilege sandboxes; extstore's `ext_*` too). A
+/// command line written for memcached keeps working: they are accepted, logged at start,
+/// and change nothing but what `stats` lists (`no_lru_maintainer` drops the maintainer's
+/// counters, as in memcached).
 const MEMCACHED_TUNING: &[&str] = &[
     "maxconns_fast",
     "no_maxconns_fast",
@@ -319,7 +554,24 @@ const MEMCACHED_TUNING: &[&str] = &[
     "sock_cookie_id",
     "inline_ascii_resp",
     "no_inline_ascii_resp",
+    "slab_sizes",
+    "no_chunked_items",
+    "drop_privileges",
+    "no_drop_privileges",
+    "relaxed_privileges",
+    "resp_obj_mem_limit",
+    "slab_automove_freeratio",
 ];
+
+/// Parses `-f` as memcached does: a number above 1.
+fn parse_factor(s: &str) -> Result<f64, String> {
+    s.trim().parse::<f64>().ok().filter(|f| *f > 1.0).ok_or_else(|| "Factor must be greater than 1".to_string())
+}
+
+/// Parses `-D`: memcached takes the argument's first character.
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    s.trim_start().bytes().next().ok_or_else(|| "No delimiter specified".to_string())
+}
 
 /// Parses `-a`: an octal permission mask such as 700 or 0660.
 fn parse_mask(s: &str) -> Result<u32, String> {
@@ -446,13 +698,69 @@ pub struct Config {
     pub snapshot_interval: u32,
     /// memcached `-o` tuning keys accepted without effect (logged at start).
     pub ignored_options: Vec<String>,
+    /// memcached flags for machinery Larder does not have (`-f -n -L -N`), as given
+    /// (logged at start).
+    pub inert_flags: Vec<String>,
+    /// `-b`: the listen queue's length.
+    pub listen_backlog: i32,
+    /// `-R`: commands a connection runs per turn before the worker moves on.
+    pub reqs_per_event: u32,
+    /// Not `-C`: items get CAS values.
+    pub cas_enabled: bool,
+    /// Not `-F`: `flush_all` works.
+    pub flush_enabled: bool,
+    /// Not `-W`: `watch` works.
+    pub watch_enabled: bool,
+    /// `-D`: the `stats detail` prefix delimiter, and whether counting starts on.
+    pub prefix_delimiter: u8,
+    pub detail_enabled: bool,
+    /// Not `-o no_lru_maintainer`: `stats` lists the LRU maintainer's counters.
+    pub lru_maintainer: bool,
+    /// `-f`, `-n` and `-N` as `stats settings` shows them.
+    pub growth_factor: f64,
+    pub chunk_size: u32,
+    pub napi_ids: Option<u32>,
 }
 
 impl Config {
     /// Checks a parsed command line and resolves its addresses.
     pub fn from_cli(cli: &Cli) -> Result<Self, String> {
+        if cli.udp_port != 0 {
+            return Err(format!(
+                "-U {}: Larder serves no UDP (memcached turned UDP off by default in 1.5.6, after the \
+                 amplification attacks); give -U 0 or leave it out",
+                cli.udp_port
+            ));
+        }
+        if cli.enable_sasl {
+            return Err("-S: SASL is not supported yet (it comes with the binary protocol); -Y authenticates \
+                        text protocol clients"
+                .into());
+        }
+        match cli.protocol.as_deref() {
+            None | Some("ascii") => {}
+            Some(p @ ("binary" | "auto")) => {
+                return Err(format!(
+                    "-B {p}: the binary protocol is not supported yet; Larder serves the text and meta \
+                     protocols (-B ascii)"
+                ));
+            }
+            Some(p) => {
+                return Err(format!(
+                    "Invalid value for binding protocol: {p} -- should be one of auto, binary, or ascii"
+                ));
+            }
+        }
+        // Repeated -l add addresses, each once, as memcached joins them.
+        let mut listen_args: Vec<&str> = Vec::new();
+        for l in &cli.listen {
+            if !listen_args.contains(&l.as_str()) {
+                listen_args.push(l);
+            }
+        }
+        let listen_arg = if listen_args.is_empty() { "127.0.0.1".to_string() } else { listen_args.join(",") };
         let mut listen = Vec::new();
-        for part in cli.listen.split([',', ';']).map(str::trim).filter(|p| !p.is_empty()) {
+        for part in listen_arg.split([',', ';']).map(str::trim).filter(|p| !p.is_empty()) {
             listen.push(parse_listen(part, cli.port, cli.enable_ssl)?);
         }
         if listen.is_empty() {
@@ -485,9 +793,18 @@ impl Config {
             ),
             None => None,
         };
+        let inert_flags = [
+            cli.slab_growth_factor.map(|f| format!("-f {f}")),
+            cli.slab_min_size.map(|n| format!("-n {n}")),
+            cli.enable_largepages.then(|| "-L".to_string()),
+            cli.napi_ids.map(|n| format!("-N {n}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         Ok(Self {
             listen,
-            listen_arg: cli.listen.clone(),
+            listen_arg,
             memory_limit,
             max_connections: cli.conn_limit as usize,
             threads: usize::from(cli.threads),
@@ -512,6 +829,18 @@ impl Config {
             warm_from_timeout: std::time::Duration::from_secs(cli.warm_from_timeout),
             snapshot_interval: ext.snapshot_interval,
             ignored_options: ext.ignored,
+            inert_flags,
+            listen_backlog: cli.listen_backlog,
+            reqs_per_event: cli.max_reqs_per_event,
+            cas_enabled: !cli.disable_cas,
+            flush_enabled: !cli.disable_flush_all,
+            watch_enabled: !cli.disable_watch,
+            prefix_delimiter: cli.prefix_delimiter.unwrap_or(b':'),
+            detail_enabled: cli.prefix_delimiter.is_some(),
+            lru_maintainer: ext.lru_maintainer,
+            growth_factor: cli.slab_growth_factor.unwrap_or(1.25),
+            chunk_size: cli.slab_min_size.unwrap_or(48),
+            napi_ids: cli.napi_ids,
         })
     }
 
@@ -538,6 +867,18 @@ impl Config {
             warm_from_timeout: std::time::Duration::from_secs(300),
             snapshot_interval: 0,
             ignored_options: Vec::new(),
+            inert_flags: Vec::new(),
+            listen_backlog: 1024,
+            reqs_per_event: 20,
+            cas_enabled: true,
+            flush_enabled: true,
+            watch_enabled: true,
+            prefix_delimiter: b':',
+            detail_enabled: false,
+            lru_maintainer: true,
+            growth_factor: 1.25,
+            chunk_size: 48,
+            napi_ids: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Running as a daemon the way memcached does: detaching from the terminal (`-d`), a pid
-//! file (`-P`), dropping root privileges (`-u`), and a log file that SIGHUP reopens (for
-//! logrotate). Process-level plumbing only; the server knows nothing of it.
+//! file (`-P`), dropping root privileges (`-u`), core files (`-r`), locked memory (`-k`),
+//! and a log file that SIGHUP reopens (for logrotate). Process-level plumbing only; the
+//! server knows nothing of it.
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -31,6 +32,37 @@ pub fn detach() -> io::Result<()> {
         }
     }
     std::env::set_current_dir("/")?;
+    Ok(())
+}
+
+/// `-r`: raises the core file limit to unlimited, or failing that to the hard limit, as
+/// memcached does; an error (memcached's words) if the soft limit is left at 0.
+pub fn enable_coredumps() -> Result<(), String> {
+    let mut rlim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read or write only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_CORE, &mut rlim) == 0 {
+            let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+            if libc::setrlimit(libc::RLIMIT_CORE, &unlimited) != 0 {
+                let hard = libc::rlimit { rlim_cur: rlim.rlim_max, rlim_max: rlim.rlim_max };
+                libc::setrlimit(libc::RLIMIT_CORE, &hard);
+            }
+        }
+        if libc::getrlimit(libc::RLIMIT_CORE, &mut rlim) != 0 || rlim.rlim_cur == 0 {
+            return Err("failed to ensure corefile creation".into());
+        }
+    }
+    Ok(())
+}
+
+/// `-k`: locks every page of the process, now and to come, into memory. A failure is
+/// memcached's warning, and the server runs on unlocked. After `detach` (a child does not
+/// inherit locks) and before `drop_privileges` (locking may need root).
+pub fn lock_memory() -> Result<(), String> {
+    // SAFETY: mlockall has no memory-safety preconditions.
+    if unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } != 0 {
+        return Err(format!("warning: -k invalid, mlockall() failed: {}", io::Error::last_os_error()));
+    }
     Ok(())
 }
 

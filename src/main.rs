@@ -4,9 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser;
 use larder::clock::Clock;
-use larder::config::LogFormat;
+use larder::config::{CliError, LogFormat};
 use larder::server::Listener;
 use larder::tls::Tls;
 use larder::{Cli, Config, Ctx, daemon};
@@ -16,17 +15,23 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     one_malloc_arena();
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_with_config_file(std::env::args_os().collect()) {
         Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
-        Err(e) => {
-            // One line, as memcached's own refusals are; --help has the details.
-            let msg = e.to_string();
-            let first = msg.lines().next().unwrap_or("bad arguments");
-            eprintln!("larder: {}", first.trim_start_matches("error: "));
+        Err(CliError::Clap(e)) if !e.use_stderr() => e.exit(), // --help, --version
+        // One line, as memcached's own refusals are; --help has the details.
+        Err(CliError::Clap(e)) => {
+            eprintln!("larder: {}", larder::config::clap_line(&e));
+            std::process::exit(2);
+        }
+        Err(CliError::Line(e)) => {
+            eprintln!("larder: {e}");
             std::process::exit(2);
         }
     };
+    if cli.license {
+        print!("{}\n{}", include_str!("../LICENSE"), include_str!("../LICENSE-THIRD-PARTY"));
+        return Ok(());
+    }
     let config = match Config::from_cli(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -60,7 +65,7 @@ fn main() -> anyhow::Result<()> {
     // Bind before detaching, so a port in use is reported on the terminal.
     let mut listeners = Vec::new();
     for &larder::config::Listen { addr, tls } in &config.listen {
-        match std::net::TcpListener::bind(addr).and_then(deepen_backlog) {
+        match std::net::TcpListener::bind(addr).and_then(|l| deepen_backlog(l, config.listen_backlog)) {
             Ok(l) => listeners.push(Bound::Tcp(l, tls)),
             Err(e) => {
                 eprintln!("larder: cannot listen on {addr}: {e}");
@@ -69,7 +74,7 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let _socket_file = match &config.unix_socket {
-        Some(path) => match bind_unix(path, config.unix_mask) {
+        Some(path) => match bind_unix(path, config.unix_mask, config.listen_backlog) {
             Ok(l) => {
                 listeners.push(Bound::Unix(l));
                 Some(SocketFile(path.clone()))
@@ -90,6 +95,17 @@ fn main() -> anyhow::Result<()> {
     };
     if cli.daemon {
         daemon::detach().context("detaching (-d)")?;
+    }
+    if cli.enable_coredumps
+        && let Err(e) = daemon::enable_coredumps()
+    {
+        eprintln!("larder: -r: {e}");
+        std::process::exit(1);
+    }
+    if cli.lock_memory
+        && let Err(e) = daemon::lock_memory()
+    {
+        eprintln!("larder: {e}");
     }
     if let Some(user) = &cli.user
         && let Err(e) = daemon::drop_privileges(user)
@@ -138,10 +154,11 @@ fn init_logging(verbose: u8, format: LogFormat, file: Option<daemon::LogFile>) {
 }
 
 /// std listens with a queue of 128; a storm of connects (2,000 TLS clients at once) then
-/// loses SYNs and waits out the client's retry. Listening again sets memcached's 1,024.
-fn deepen_backlog<L: std::os::fd::AsRawFd>(l: L) -> std::io::Result<L> {
+/// loses SYNs and waits out the client's retry. Listening again sets `-b` (memcached's
+/// 1,024 by default).
+fn deepen_backlog<L: std::os::fd::AsRawFd>(l: L, backlog: i32) -> std::io::Result<L> {
     // SAFETY: `listen` on a socket this function owns (through `l`) for the whole call.
-    if unsafe { libc::listen(l.as_raw_fd(), larder::config::TCP_BACKLOG as i32) } != 0 {
+    if unsafe { libc::listen(l.as_raw_fd(), backlog) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(l)
@@ -155,14 +172,14 @@ enum Bound {
 
 /// Binds the `-s` socket with `-a`'s permissions, replacing a stale socket file left by
 /// an earlier run (never a file of another kind).
-fn bind_unix(path: &std::path::Path, mask: u32) -> std::io::Result<std::os::unix::net::UnixListener> {
+fn bind_unix(path: &std::path::Path, mask: u32, backlog: i32) -> std::io::Result<std::os::unix::net::UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && meta.file_type().is_socket()
     {
         std::fs::remove_file(path)?;
     }
-    let l = deepen_backlog(std::os::unix::net::UnixListener::bind(path)?)?;
+    let l = deepen_backlog(std::os::unix::net::UnixListener::bind(path)?, backlog)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mask))?;
     Ok(l)
 }
@@ -210,6 +227,9 @@ async fn serve(
         threads = config.threads,
         "larder starting"
     );
+    if !config.inert_flags.is_empty() {
+        info!(flags = ?config.inert_flags, "memcached flags accepted; Larder has no such machinery");
+    }
     if !config.ignored_options.is_empty() {
         info!(options = ?config.ignored_options, "memcached -o tuning options accepted; Larder has no such machinery");
     }

@@ -83,11 +83,12 @@ mod tests {
 }
 
 /// Per-prefix counters behind `stats detail on|off|dump`, as memcached keeps them: a key's
-/// prefix is what precedes its first `:`; keys without one are not counted. Costs one
-/// relaxed load per request while off (the default).
+/// prefix is what precedes its first delimiter (`:`, or `-D`'s); keys without one are not
+/// counted. Costs one relaxed load per request while off (the default without `-D`).
 #[derive(Debug)]
 pub struct PrefixStats {
     enabled: std::sync::atomic::AtomicBool,
+    delimiter: u8,
     /// memcached's 256 hash buckets, newest prefix first in each, so `dump` lists prefixes
     /// in memcached's order.
     buckets: std::sync::Mutex<Vec<Vec<PrefixCounts>>>,
@@ -111,18 +112,23 @@ pub enum PrefixEvent {
 }
 
 const PREFIX_BUCKETS: usize = 256;
-const PREFIX_DELIMITER: u8 = b':';
 
 impl Default for PrefixStats {
     fn default() -> Self {
-        Self {
-            enabled: std::sync::atomic::AtomicBool::new(false),
-            buckets: std::sync::Mutex::new((0..PREFIX_BUCKETS).map(|_| Vec::new()).collect()),
-        }
+        Self::new(b':', false)
     }
 }
 
 impl PrefixStats {
+    /// Counting by what precedes `delimiter`, on from the start if `enabled` (`-D`).
+    pub fn new(delimiter: u8, enabled: bool) -> Self {
+        Self {
+            enabled: std::sync::atomic::AtomicBool::new(enabled),
+            delimiter,
+            buckets: std::sync::Mutex::new((0..PREFIX_BUCKETS).map(|_| Vec::new()).collect()),
+        }
+    }
+
     pub fn set_enabled(&self, on: bool) {
         self.enabled.store(on, Relaxed);
     }
@@ -137,7 +143,7 @@ impl PrefixStats {
         if !self.enabled() {
             return;
         }
-        let Some(len) = key.iter().take_while(|&&b| b != 0).position(|&b| b == PREFIX_DELIMITER) else {
+        let Some(len) = key.iter().take_while(|&&b| b != 0).position(|&b| b == self.delimiter) else {
             return;
         };
         let prefix = &key[..len];

@@ -9,7 +9,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::conns::Conns;
 use crate::persist::Persist;
-use crate::stats::Stats;
+use crate::stats::{PrefixStats, Stats};
 use crate::store::Store;
 use crate::tls::Tls;
 
@@ -40,11 +40,16 @@ impl Ctx {
         if config.disable_evictions {
             store.disable_evictions();
         }
+        if !config.cas_enabled {
+            store.disable_cas();
+        }
         let persist = config.memory_file.clone().map(Persist::new);
+        let stats =
+            Stats { prefixes: PrefixStats::new(config.prefix_delimiter, config.detail_enabled), ..Stats::default() };
         Self {
             config,
             store,
-            stats: Stats::default(),
+            stats,
             crawler: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
             conns: Conns::default(),

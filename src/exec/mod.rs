@@ -102,6 +102,8 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
         Request::FlushAll { delay, noreply } => storage::flush_all(ctx, delay, noreply, buf),
         Request::Stats { group } => stats::write(ctx, group, buf),
         Request::Version => crate::protocol::encode::put_version(buf, VERSION),
+        // `watch` is not served yet; -W refuses it with memcached's words.
+        Request::Watch => put_reply(buf, if ctx.config.watch_enabled { Reply::Error } else { Reply::WatchNotAllowed }),
         Request::Verbosity { noreply } => crate::protocol::encode::put_reply_unless(buf, noreply, Reply::Ok),
         Request::CacheMemlimit { mib, noreply } => admin::cache_memlimit(ctx, mib, noreply, buf),
         Request::Shutdown { mode_ok } => return admin::shutdown(ctx, mode_ok, buf),

@@ -329,15 +329,15 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "domain_socket", "NULL");
     put_stat(out, "umask", 700u32);
     put_stat(out, "shutdown_command", c.enable_shutdown);
-    put_stat(out, "growth_factor", "1.25");
-    put_stat(out, "chunk_size", 48u32);
+    put_stat(out, "growth_factor", format!("{:.2}", c.growth_factor));
+    put_stat(out, "chunk_size", c.chunk_size);
     put_stat(out, "num_threads", c.threads);
     put_stat(out, "num_threads_per_udp", c.threads);
-    put_stat(out, "stat_key_prefix", ":");
+    put_stat(out, "stat_key_prefix", char::from(c.prefix_delimiter).to_string());
     put_stat(out, "detail_enabled", ctx.stats.prefixes.enabled());
-    put_stat(out, "reqs_per_event", 20u32);
-    put_stat(out, "cas_enabled", true);
-    put_stat(out, "tcp_backlog", crate::config::TCP_BACKLOG);
+    put_stat(out, "reqs_per_event", c.reqs_per_event);
+    put_stat(out, "cas_enabled", c.cas_enabled);
+    put_stat(out, "tcp_backlog", c.listen_backlog);
     put_stat(out, "binding_protocol", "ascii");
     put_stat(out, "auth_enabled_sasl", false);
     put_stat(out, "auth_enabled_ascii", c.auth.is_some());
@@ -353,7 +353,7 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "lru_crawler_sleep", 100u32);
     put_stat(out, "lru_crawler_tocrawl", 0u32);
     put_stat(out, "tail_repair_time", 0u32);
-    put_stat(out, "flush_enabled", true);
+    put_stat(out, "flush_enabled", c.flush_enabled);
     put_stat(out, "dump_enabled", c.dump_enabled);
     put_stat(out, "hash_algorithm", "siphash");
     put_stat(out, "lru_maintainer_thread", false);
@@ -397,7 +397,11 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "ssl_session_cache", tls.session_cache);
     put_stat(out, "ssl_kernel_tls", tls.kernel_tls);
     put_stat(out, "ssl_min_version", if tls.min_version == 3 { "tlsv1.3" } else { "tlsv1.2" });
-    put_stat(out, "num_napi_ids", "(null)");
+    // memcached 1.6.18 prints an unset -N as "(null)" (and crashes printing a set one).
+    match c.napi_ids {
+        Some(n) => put_stat(out, "num_napi_ids", n),
+        None => put_stat(out, "num_napi_ids", "(null)"),
+    }
     put_stat(out, "memory_file", path(&c.memory_file, "(null)"));
     if c.memory_file.is_some() {
         put_stat(out, "snapshot_interval", c.snapshot_interval);

@@ -80,8 +80,16 @@ pub fn touch(ctx: &Ctx, key: &[u8], exptime: i32, noreply: bool, out: &mut Bytes
     put_reply_unless(out, noreply, if hit { Reply::Touched } else { Reply::NotFound });
 }
 
-pub fn flush_all(ctx: &Ctx, delay: i32, noreply: bool, out: &mut BytesMut) {
+/// `flush_all`: counted even when `-F` refuses it, as memcached counts it.
+pub fn flush_all(ctx: &Ctx, delay: Option<i32>, noreply: bool, out: &mut BytesMut) {
     Stats::incr(&ctx.stats.cmd_flush);
-    ctx.store.flush_all(delay);
-    put_reply_unless(out, noreply, Reply::Ok);
+    let reply = match delay {
+        _ if !ctx.config.flush_enabled => Reply::FlushNotAllowed,
+        None => Reply::BadExptime,
+        Some(delay) => {
+            ctx.store.flush_all(delay);
+            Reply::Ok
+        }
+    };
+    put_reply_unless(out, noreply, reply);
 }

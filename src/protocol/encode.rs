@@ -63,6 +63,10 @@ pub enum Reply {
     BadDataChunk,
     TooLarge,
     BadExptime,
+    /// `-F`.
+    FlushNotAllowed,
+    /// `-W`.
+    WatchNotAllowed,
     BadDelta,
     DeleteUsage,
     DuplicateFlag,
@@ -132,6 +136,8 @@ impl Reply {
             Self::BadDataChunk => b"CLIENT_ERROR bad data chunk\r\n",
             Self::TooLarge => b"SERVER_ERROR object too large for cache\r\n",
             Self::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
+            Self::FlushNotAllowed => b"CLIENT_ERROR flush_all not allowed\r\n",
+            Self::WatchNotAllowed => b"CLIENT_ERROR watch commands not allowed\r\n",
             Self::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
             Self::DeleteUsage => b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
             Self::DuplicateFlag => b"CLIENT_ERROR duplicate flag\r\n",

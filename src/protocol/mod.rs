@@ -59,11 +59,14 @@ pub enum Request {
         exptime: i32,
         noreply: bool,
     },
-    /// `flush_all [delay]`; `delay` is 0 when absent.
+    /// `flush_all [delay]`; `delay` is 0 when absent, None when it is not a number (the
+    /// error comes after `-F`'s refusal, as in memcached).
     FlushAll {
-        delay: i32,
+        delay: Option<i32>,
         noreply: bool,
     },
+    /// `watch [what...]`.
+    Watch,
     Stats {
         group: StatsGroup,
     },
@@ -183,6 +186,7 @@ impl Request {
             Self::Arith { incr: false, .. } => "decr",
             Self::Touch { .. } => "touch",
             Self::FlushAll { .. } => "flush_all",
+            Self::Watch => "watch",
             Self::Stats { .. } => "stats",
             Self::Version => "version",
             Self::Verbosity { .. } => "verbosity",

@@ -305,13 +305,14 @@ impl Decoder {
             b"flush_all" => {
                 want((2..=4).contains(&ntokens))?;
                 let delay = if ntokens != if noreply { 3 } else { 2 } {
-                    parse_i32_truncating(toks.get(&line, 1)).ok_or(silent(ProtocolError::BadExptime))?
+                    parse_i32_truncating(toks.get(&line, 1))
                 } else {
-                    0
+                    Some(0)
                 };
                 Request::FlushAll { delay, noreply }
             }
             b"version" => Request::Version,
+            b"watch" => Request::Watch,
             b"quit" => Request::Quit,
             _ => {
                 if let Some(req) = admin::parse(cmd, &toks, &line, noreply)? {

@@ -62,13 +62,11 @@ struct Pending {
 /// Lines of a pipelined batch looked at for get keys to prefetch.
 const PREFETCH_LINES: usize = 32;
 
-/// memcached's `-R` (requests per event) default.
-const REQS_PER_EVENT: usize = 20;
-
 impl Pending {
-    fn after_command(&mut self, flow: &Flow, wbuf_len: usize) {
+    /// `per_event`: `-R`.
+    fn after_command(&mut self, flow: &Flow, wbuf_len: usize, per_event: usize) {
         self.commands += 1;
-        let yields = self.commands > REQS_PER_EVENT && (self.commands - 1).is_multiple_of(REQS_PER_EVENT);
+        let yields = self.commands > per_event && (self.commands - 1).is_multiple_of(per_event);
         if matches!(flow, Flow::Transmit) || yields {
             self.committed = wbuf_len;
         }
@@ -139,6 +137,10 @@ pub struct Connection {
     stalled_since: Option<Instant>,
     /// This connection's row in `stats conns`.
     row: Option<Arc<ConnRow>>,
+    /// Commands run so far (a turn ends once it has run `-R` of them).
+    commands_run: usize,
+    /// `-R`.
+    reqs_per_event: usize,
 }
 
 impl Connection {
@@ -150,6 +152,7 @@ impl Connection {
         }
         let idle_timeout =
             (ctx.config.idle_timeout > 0).then(|| Duration::from_secs(u64::from(ctx.config.idle_timeout)));
+        let ctx_reqs = ctx.config.reqs_per_event as usize;
         Self {
             transport,
             ctx,
@@ -167,6 +170,8 @@ impl Connection {
             last_active: Instant::now(),
             stalled_since: None,
             row: None,
+            commands_run: 0,
+            reqs_per_event: ctx_reqs.max(1),
         }
     }
 
@@ -221,8 +226,12 @@ impl Connection {
         true
     }
 
+    /// Runs the connection until it must wait, or until its turn is up: `STEPS_PER_TURN`
+    /// reads or output-filling steps, or the batch that brings the turn to `-R` commands
+    /// (a batch is never cut short for it, so pipelined replies still go out in one write).
     fn advance(&mut self, stopping: bool) -> io::Result<Wait> {
         let mut steps = 0;
+        let turn_ends = self.commands_run + self.reqs_per_event;
         loop {
             // Replies first: nothing more is read or run until they are out.
             if !self.write()? {
@@ -237,7 +246,7 @@ impl Connection {
                     Step::Done => {}
                     Step::Full => {
                         steps += 1;
-                        if steps == STEPS_PER_TURN {
+                        if steps == STEPS_PER_TURN || self.commands_run >= turn_ends {
                             return Ok(self.yield_turn());
                         }
                         continue;
@@ -257,7 +266,7 @@ impl Connection {
             if self.drained {
                 return Ok(Wait::Read);
             }
-            if steps >= STEPS_PER_TURN {
+            if steps >= STEPS_PER_TURN || self.commands_run >= turn_ends {
                 return Ok(self.yield_turn());
             }
             steps += 1;
@@ -429,7 +438,8 @@ impl Connection {
                     if let (Some(reply), false) = (error_reply(rejected.error), rejected.noreply) {
                         put_reply(&mut self.out.buf, reply);
                     }
-                    batch.pending.after_command(&Flow::Continue, self.out.buf.len());
+                    self.commands_run += 1;
+                    batch.pending.after_command(&Flow::Continue, self.out.buf.len(), self.reqs_per_event);
                 }
             }
         }
@@ -449,7 +459,8 @@ impl Connection {
             Flow::Authenticated => self.decoder.authenticated(),
             Flow::Continue | Flow::Transmit => {}
         }
-        batch.pending.after_command(&flow, self.out.buf.len());
+        self.commands_run += 1;
+        batch.pending.after_command(&flow, self.out.buf.len(), self.reqs_per_event);
         if self.out.len() >= MAX_PENDING_OUTPUT {
             batch.pending.committed = 0;
             return Some(Step::Full);

@@ -179,6 +179,8 @@ pub struct Store {
     deadlines_seen: AtomicBool,
     /// `-M`: when full, only expired items make room; stores are refused otherwise.
     evictions: bool,
+    /// Not `-C`: items get CAS values (with `-C` every CAS is 0, as in memcached).
+    cas: bool,
     /// Eviction's coarse clock: it advances every 1/64 of the cache's worth of new bytes,
     /// and items remember the epoch of their last use (7 bits, wrapping).
     epoch: AtomicU8,
@@ -208,6 +210,7 @@ impl Store {
             hand: AtomicUsize::new(0),
             deadlines_seen: AtomicBool::new(false),
             evictions: true,
+            cas: true,
             epoch: AtomicU8::new(0),
             since_epoch: AtomicUsize::new(0),
             dumped_at: AtomicU32::new(0),
@@ -220,6 +223,12 @@ impl Store {
     /// instead of evicting live items.
     pub fn disable_evictions(&mut self) {
         self.evictions = false;
+    }
+
+    /// `-C`: every item's CAS is 0; `cas` and `ms C` find no match (EXISTS), as in
+    /// memcached, while `md C0` and `ma C0` match an item's 0.
+    pub fn disable_cas(&mut self) {
+        self.cas = false;
     }
 
     pub fn clock(&self) -> &Clock {
@@ -324,8 +333,9 @@ impl Store {
                 s.set_access(i, (s.access(i) & access::FETCHED) | self.epoch());
                 return (StoreOutcome::NotStored, 0);
             }
-            StoreMode::Cas { unique } if unique != old.cas() => {
-                if !(a.stale_ok && unique < old.cas()) {
+            // memcached reads a CAS of 0 (all of them, with -C) as none given: no match.
+            StoreMode::Cas { unique } if unique != old.cas() || !self.cas || unique == 0 => {
+                if !(a.stale_ok && unique < old.cas() && unique != 0) {
                     self.stats.cas_badval.fetch_add(1, Relaxed);
                     return (StoreOutcome::Exists, 0);
                 }
@@ -343,7 +353,7 @@ impl Store {
                 Item::new(&self.slab, key, &[value], f)
             }
             StoreMode::Append | StoreMode::Prepend => {
-                if a.compare_cas != 0 && a.compare_cas != old.cas() {
+                if a.compare_cas != 0 && a.compare_cas != old.cas() && self.cas {
                     return (StoreOutcome::Exists, 0);
                 }
                 if item_too_large(key.len(), old.flags(), old.value().len() + value.len(), self.max_item_size) {
@@ -473,7 +483,9 @@ impl Store {
     pub fn flush_all(&self, delay: i32) {
         let now = self.clock.now();
         let new_oldest = if delay > 0 { self.clock.deadline(delay) } else { now };
-        let oldest_live = new_oldest.saturating_sub(1);
+        // Without CAS to tell this second's later writes apart, memcached -C flushes the
+        // whole second, as this does.
+        let oldest_live = if self.cas { new_oldest.saturating_sub(1) } else { new_oldest };
         self.oldest_live.store(oldest_live, Relaxed);
         if oldest_live <= now {
             self.oldest_cas.store(self.next_cas(), Relaxed);

@@ -263,7 +263,11 @@ pub(super) fn write(s: &RwLock<Shard>) -> RwLockWriteGuard<'_, Shard> {
 }
 
 impl Store {
+    /// The next CAS value (0 with `-C`).
     pub(super) fn next_cas(&self) -> u64 {
+        if !self.cas {
+            return 0;
+        }
         self.last_cas.fetch_add(1, Relaxed) + 1
     }
 

@@ -192,10 +192,11 @@ fn other_commands() {
     assert_eq!(err(b"delete k 1 noreply\r\n"), (ProtocolError::DeleteUsage, true));
     assert_eq!(err(b"incr k -1\r\n"), (ProtocolError::BadDelta, false));
     assert_eq!(err(b"touch k x noreply\r\n"), (ProtocolError::BadExptime, true));
-    assert_eq!(one(b"flush_all\r\n"), Ok(Request::FlushAll { delay: 0, noreply: false }));
-    assert_eq!(one(b"flush_all noreply\r\n"), Ok(Request::FlushAll { delay: 0, noreply: true }));
-    assert_eq!(one(b"flush_all -5 noreply\r\n"), Ok(Request::FlushAll { delay: -5, noreply: true }));
-    assert_eq!(err(b"flush_all abc\r\n"), (ProtocolError::BadExptime, false));
+    assert_eq!(one(b"flush_all\r\n"), Ok(Request::FlushAll { delay: Some(0), noreply: false }));
+    assert_eq!(one(b"flush_all noreply\r\n"), Ok(Request::FlushAll { delay: Some(0), noreply: true }));
+    assert_eq!(one(b"flush_all -5 noreply\r\n"), Ok(Request::FlushAll { delay: Some(-5), noreply: true }));
+    // The bad delay is answered by exec, after -F's refusal.
+    assert_eq!(one(b"flush_all abc\r\n"), Ok(Request::FlushAll { delay: None, noreply: false }));
     assert_eq!(err(b"verbosity\r\n"), (ProtocolError::UnknownCommand, false));
     assert_eq!(one(b"verbosity 1\n"), Ok(Request::Verbosity { noreply: false }));
     assert_eq!(one(b"stats\r\n"), Ok(Request::Stats { group: StatsGroup::General }));
