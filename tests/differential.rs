@@ -1,15 +1,16 @@
 //! Byte-for-byte differential test: every session in `tests/corpus/*.txt` is played
 //! against Debian's `memcached` and against Larder, each on a fresh server, and the
 //! replies are compared step by step. Only CAS uniques in `VALUE` lines, `STAT` values
-//! and the `VERSION` string are normalised; every other byte must match.
+//! (but those a session names in `stat_values`) and the `VERSION` string are normalised;
+//! every other byte must match.
 //!
 //! # Corpus format
 //!
 //! ```text
 //! # comment (a line starting with '#'; blank lines are ignored)
-//! === session name [-I 512k]    starts a session; [...] holds memcached options, applied
-//!                               to both servers (-I and -m are mapped to Larder's Config;
-//!                               -o is memcached-internal tuning, ignored for Larder)
+//! === session name [-I 512k]    starts a session; [...] holds memcached flags, given to
+//!                               both servers: Larder's Config is built from them by its
+//!                               own command line parser (`Cli`, then `Config::from_cli`)
 //! > TEXT      send what is buffered + TEXT + "\r\n", then sync (one synced step)
 //! >= TEXT     send what is buffered + TEXT (no terminator added), then sync
 //! >| TEXT     send what is buffered + TEXT (no terminator added), do NOT sync: the server
@@ -18,6 +19,8 @@
 //! += TEXT     buffer TEXT (no terminator)
 //! sleep SECS  wait (memcached's clock ticks once a second: use TTL 2 + sleep 3)
 //! expect_close  send what is buffered, read until EOF (2 s) -> "<closed>" or "<open>"
+//! stat_values NAME...  in this session (wherever the line stands), `STAT NAME <value>`
+//!             lines keep their values: for counters both servers must agree on
 //! @2 > TEXT   any send line or expect_close may start with `@N ` (N = 1..16) to use the
 //!             session's N-th connection (opened on first use; default 1); buffers, syncs
 //!             and partial sends are per connection, `$CAS` values are shared
@@ -54,6 +57,7 @@
 
 mod common;
 
+use clap::Parser as _;
 use common::memcached::{Memcached, memcached_available, start_memcached};
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -107,6 +111,8 @@ struct Session {
     line: usize,
     name: String,
     opts: Vec<String>,
+    /// `stat_values`: the `STAT` names whose values are compared, not normalised.
+    stat_values: Vec<String>,
     steps: Vec<Step>,
 }
 
@@ -135,10 +141,21 @@ fn parse_corpus_file(file: &str, text: &str) -> Vec<Session> {
                 _ => (rest.to_string(), Vec::new()),
             };
             assert!(!name.is_empty(), "{}: session without a name", here());
-            sessions.push(Session { file: file.to_string(), line, name, opts, steps: Vec::new() });
+            sessions.push(Session {
+                file: file.to_string(),
+                line,
+                name,
+                opts,
+                stat_values: Vec::new(),
+                steps: Vec::new(),
+            });
             continue;
         }
         let session = sessions.last_mut().unwrap_or_else(|| panic!("{}: step before the first `===` header", here()));
+        if let Some(names) = l.strip_prefix("stat_values ") {
+            session.stat_values.extend(names.split_whitespace().map(String::from));
+            continue;
+        }
         let (conn, l) = match l.strip_prefix('@') {
             Some(rest) => {
                 let (n, rest) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -293,40 +310,16 @@ fn escape(b: &[u8]) -> Result<(Vec<u8>, usize), String> {
 // ---------------------------------------------------------------------------------------
 // Servers
 
-/// Parses memcached's size syntax (`-I 512k`, `2m`, plain bytes).
-fn parse_size(s: &str) -> usize {
-    let (num, mult) = match s.chars().last().map(|c| c.to_ascii_lowercase()) {
-        Some('k') => (&s[..s.len() - 1], 1024),
-        Some('m') => (&s[..s.len() - 1], 1024 * 1024),
-        Some('g') => (&s[..s.len() - 1], 1024 * 1024 * 1024),
-        _ => (s, 1),
-    };
-    num.parse::<usize>().unwrap_or_else(|_| panic!("bad size {s:?}")) * mult
-}
-
+/// Larder's configuration for a session's memcached flags, through the real command line
+/// parser, so each flag means to Larder what the binary makes of it. The harness picks the
+/// port (an ephemeral one, for both servers), the address and Larder's threads (memcached
+/// runs with `-t 1`; see `common::memcached`).
 fn larder_config(opts: &[String]) -> larder::config::Config {
-    let mut config = larder::config::Config::for_tests();
-    let mut it = opts.iter();
-    while let Some(o) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| panic!("option {o} needs a value"));
-        match o.as_str() {
-            "-I" => config.max_item_size = parse_size(val()),
-            "-m" => config.memory_limit = parse_size(val()) * 1024 * 1024,
-            "-X" => config.dump_enabled = false,
-            "-Y" => {
-                let path = val();
-                let text = std::fs::read(path).unwrap_or_else(|e| panic!("-Y {path}: {e}"));
-                config.auth = Some(larder::config::AuthFile::parse(&text).expect("auth file"));
-            }
-            // memcached-internal tuning (e.g. `-o no_lru_maintainer`, used where its
-            // background thread makes memcached itself nondeterministic): nothing to map.
-            "-o" => {
-                val();
-            }
-            _ => panic!("session option {o} has no Larder mapping in tests/differential.rs"),
-        }
-    }
-    config
+    let argv =
+        ["larder", "-p", "0", "-l", "127.0.0.1", "-t", "2"].into_iter().map(String::from).chain(opts.iter().cloned());
+    let cli = larder::Cli::try_parse_from(argv)
+        .unwrap_or_else(|e| panic!("session options {opts:?}: {}", larder::config::clap_line(&e)));
+    larder::Config::from_cli(&cli).unwrap_or_else(|e| panic!("session options {opts:?}: {e}"))
 }
 
 enum Server {
@@ -440,6 +433,8 @@ struct Conn {
     /// Bytes sent since the last sync, to count the `mn` commands whose `MN` to wait for.
     unsynced: Vec<u8>,
     acc: Vec<u8>,
+    /// The session's `stat_values`.
+    keep: Vec<String>,
 }
 
 impl Conn {
@@ -485,7 +480,7 @@ impl Conn {
         let want = count_mn_commands(&self.unsynced);
         self.unsynced.clear();
         let end = self.read_until(Instant::now() + READ_TIMEOUT, |acc| {
-            acc.ends_with(b"MN\r\n") && walk(acc, None, &mut Vec::new()) >= want
+            acc.ends_with(b"MN\r\n") && walk(acc, None, &mut Vec::new(), &[]) >= want
         });
         let mut raw = std::mem::take(&mut self.acc);
         let mut suffix: &[u8] = b"";
@@ -495,7 +490,7 @@ impl Conn {
             ReadEnd::TimedOut => suffix = b"<timeout>",
         }
         let mut out = Vec::new();
-        walk(&raw, Some(&mut out), cas);
+        walk(&raw, Some(&mut out), cas, &self.keep);
         out.extend_from_slice(suffix);
         out
     }
@@ -505,7 +500,7 @@ impl Conn {
         let end = self.read_until(Instant::now() + CLOSE_TIMEOUT, |_| false);
         let raw = std::mem::take(&mut self.acc);
         let mut out = Vec::new();
-        walk(&raw, Some(&mut out), cas);
+        walk(&raw, Some(&mut out), cas, &self.keep);
         out.extend_from_slice(if end == ReadEnd::Closed { b"<closed>" } else { b"<open>" });
         out
     }
@@ -531,8 +526,9 @@ fn count_mn_commands(sent: &[u8]) -> usize {
 }
 
 /// Walks a reply stream line by line, skipping `VALUE` data blocks. Returns the number of
-/// `MN` lines. With `out`, writes the normalised stream there and records cas uniques.
-fn walk(buf: &[u8], mut out: Option<&mut Vec<u8>>, cas: &mut Vec<u64>) -> usize {
+/// `MN` lines. With `out`, writes the normalised stream there and records cas uniques;
+/// `STAT` lines named in `keep` are written as they came.
+fn walk(buf: &[u8], mut out: Option<&mut Vec<u8>>, cas: &mut Vec<u64>, keep: &[String]) -> usize {
     let mut mn = 0;
     let mut pos = 0;
     while pos < buf.len() {
@@ -566,7 +562,9 @@ fn walk(buf: &[u8], mut out: Option<&mut Vec<u8>>, cas: &mut Vec<u64>) -> usize 
             }
         } else if body.starts_with(b"STAT ") {
             let toks: Vec<&[u8]> = body.splitn(3, |&c| c == b' ').collect();
-            normalised = Some([b"STAT ", toks[1]].concat());
+            if !keep.iter().any(|k| k.as_bytes() == toks[1]) {
+                normalised = Some([b"STAT ", toks[1]].concat());
+            }
         } else if body.starts_with(b"VERSION ") {
             normalised = Some(b"VERSION <v>".to_vec());
         }
@@ -620,6 +618,7 @@ fn run_session(kind: Kind, session: &Session, tls: Option<&common::tls::Certs>) 
                 src_lines: Vec::new(),
                 unsynced: Vec::new(),
                 acc: Vec::new(),
+                keep: session.stat_values.clone(),
             }
         });
         conn.src_lines.push(step.src.clone());
