@@ -52,6 +52,12 @@ impl Clock {
         self.inner.now.load(Ordering::Relaxed)
     }
 
+    /// Seconds up, as memcached's `stats` counts them (`current_time` less its
+    /// `ITEM_UPDATE_INTERVAL` of 60): a fresh server says 2.
+    pub fn uptime(&self) -> RelTime {
+        self.now().saturating_sub(START_OFFSET as RelTime - 2)
+    }
+
     /// Current Unix time as the clock sees it.
     pub fn unix_now(&self) -> i64 {
         self.inner.epoch + i64::from(self.now())
@@ -116,8 +122,10 @@ mod tests {
         assert_eq!(c.deadline(2_592_000), now + 2_592_000, "30 days is still relative");
         assert_eq!(c.deadline(2_592_001), 1, "absolute, long past");
         assert_eq!(c.deadline((unix + 1000) as i32), now + 1000, "absolute future");
+        assert_eq!(c.uptime(), 2, "memcached's fresh uptime");
         c.advance(5);
         assert_eq!(c.now(), now + 5);
+        assert_eq!(c.uptime(), 7);
         assert_eq!(c.unix_now(), unix + 5);
     }
 }

@@ -66,6 +66,11 @@ impl Conns {
         row
     }
 
+    /// Listening sockets registered.
+    pub fn listeners(&self) -> usize {
+        lock(&self.listeners).len()
+    }
+
     pub fn remove(&self, fd: i32) {
         lock(&self.clients).remove(&fd);
     }

@@ -59,6 +59,16 @@ pub struct TlsCounters {
     pub new_sessions: AtomicU64,
 }
 
+impl TlsCounters {
+    /// `stats reset` zeroes both, as memcached's does.
+    pub fn reset(&self) {
+        let Self { handshake_errors, new_sessions } = self;
+        for c in [handshake_errors, new_sessions] {
+            c.store(0, Relaxed);
+        }
+    }
+}
+
 impl Tls {
     /// Reads the files `settings` names and builds the configuration; the error is one
     /// line for the operator.

@@ -20,7 +20,13 @@ pub fn write(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
         StatsGroup::Sizes => put_stat(out, "sizes_status", "disabled"),
         StatsGroup::Conns => conn_stats(ctx, out),
         StatsGroup::Reset => {
+            // Everything memcached's reset zeroes: the server's, the store's and TLS's
+            // counters (the gauges and the state file's record stay).
             ctx.stats.reset();
+            ctx.store.reset_stats();
+            if let Some(tls) = &ctx.tls {
+                tls.counters.reset();
+            }
             put_reply(out, Reply::Reset);
             return;
         }
@@ -55,7 +61,8 @@ fn conn_stats(ctx: &Ctx, out: &mut BytesMut) {
 }
 
 /// `stats items`: Larder keeps every item in one class, reported as memcached's class 1
-/// with memcached's field names so monitoring that parses them keeps working.
+/// with memcached's field names so monitoring that parses them keeps working. Without the
+/// LRU maintainer (`-o no_lru_maintainer`) memcached leaves out its segments' fields.
 fn item_stats(ctx: &Ctx, out: &mut BytesMut) {
     let (st, s) = (&ctx.store.stats, &ctx.stats);
     let items = ctx.store.len();
@@ -94,9 +101,29 @@ fn item_stats(ctx: &Ctx, out: &mut BytesMut) {
         ("hits_to_temp", 0),
     ];
     for (name, v) in fields {
-        put_class_stat(out, "items:1:", name, v);
+        if ctx.config.lru_maintainer || !MAINTAINER_ITEM_STATS.contains(&name) {
+            put_class_stat(out, "items:1:", name, v);
+        }
     }
 }
+
+/// The `stats items` fields memcached shows only while its LRU maintainer runs.
+const MAINTAINER_ITEM_STATS: &[&str] = &[
+    "number_hot",
+    "number_warm",
+    "number_cold",
+    "age_hot",
+    "age_warm",
+    "evicted_active",
+    "moves_to_cold",
+    "moves_to_warm",
+    "moves_within_lru",
+    "direct_reclaims",
+    "hits_to_hot",
+    "hits_to_warm",
+    "hits_to_cold",
+    "hits_to_temp",
+];
 
 /// `stats slabs`: one class holding everything, sized by what items are charged.
 fn slab_stats(ctx: &Ctx, out: &mut BytesMut) {
@@ -143,15 +170,17 @@ fn rusage() -> (Seconds, Seconds) {
 }
 
 /// `stats`, with memcached 1.6's field names in its order. Fields about machinery Larder
-/// does not have (slab mover, LRU crawler, extstore) report 0.
+/// does not have (slab mover, LRU crawler, extstore) report 0; those of memcached's LRU
+/// maintainer are left out with `-o no_lru_maintainer`, as memcached leaves them out.
 fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
+    let maintainer = ctx.config.lru_maintainer;
     let (s, st, store) = (&ctx.stats, &ctx.store.stats, &ctx.store);
     let r = Stats::read;
     let clock = store.clock();
     let (user, system) = rusage();
     let cas_misses = st.cas_misses.load(Relaxed);
     put_stat(out, "pid", std::process::id());
-    put_stat(out, "uptime", clock.now());
+    put_stat(out, "uptime", clock.uptime());
     put_stat(out, "time", clock.unix_now());
     put_stat(out, "version", VERSION);
     put_stat(out, "libevent", "mio");
@@ -159,10 +188,13 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "rusage_user", user);
     put_stat(out, "rusage_system", system);
     put_stat(out, "max_connections", ctx.config.max_connections);
-    put_stat(out, "curr_connections", r(&s.curr_connections));
+    // memcached counts its listening sockets among its connections, all but one of them
+    // in curr_connections.
+    let (clients, listeners) = (r(&s.curr_connections), ctx.conns.listeners() as u64);
+    put_stat(out, "curr_connections", (clients + listeners).saturating_sub(1).max(clients));
     put_stat(out, "total_connections", r(&s.total_connections));
     put_stat(out, "rejected_connections", r(&s.rejected_connections));
-    put_stat(out, "connection_structures", r(&s.curr_connections));
+    put_stat(out, "connection_structures", clients + listeners);
     put_zero_stats(
         out,
         &[
@@ -244,6 +276,7 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
             }
             "slab_reassign_rescues" => put_stat(out, name, r(&store.stats.relocated)),
             "slabs_moved" => put_stat(out, name, store.pages_moved()),
+            "lru_maintainer_juggles" if !maintainer => {}
             _ => put_stat(out, name, 0u32),
         }
     }
@@ -253,22 +286,18 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "slab_global_page_pool", 0u32);
     put_stat(out, "expired_unfetched", r(&st.expired_unfetched));
     put_stat(out, "evicted_unfetched", r(&st.evicted_unfetched));
-    put_stat(out, "evicted_active", 0u32);
+    if maintainer {
+        put_stat(out, "evicted_active", 0u32);
+    }
     put_stat(out, "evictions", r(&st.evictions));
     put_stat(out, "reclaimed", r(&st.reclaimed));
-    put_zero_stats(
-        out,
-        &[
-            "crawler_reclaimed",
-            "crawler_items_checked",
-            "lrutail_reflocked",
-            "moves_to_cold",
-            "moves_to_warm",
-            "moves_within_lru",
-            "direct_reclaims",
-            "lru_bumps_dropped",
-        ],
-    );
+    put_zero_stats(out, &["crawler_reclaimed", "crawler_items_checked", "lrutail_reflocked"]);
+    if maintainer {
+        put_zero_stats(
+            out,
+            &["moves_to_cold", "moves_to_warm", "moves_within_lru", "direct_reclaims", "lru_bumps_dropped"],
+        );
+    }
     state_file_stats(ctx, out);
 }
 
@@ -356,8 +385,9 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "flush_enabled", c.flush_enabled);
     put_stat(out, "dump_enabled", c.dump_enabled);
     put_stat(out, "hash_algorithm", "siphash");
-    put_stat(out, "lru_maintainer_thread", false);
-    put_stat(out, "lru_segmented", false);
+    // memcached's LRU is segmented while its maintainer runs.
+    put_stat(out, "lru_maintainer_thread", c.lru_maintainer);
+    put_stat(out, "lru_segmented", c.lru_maintainer);
     put_stat(out, "hot_lru_pct", 20u32);
     put_stat(out, "warm_lru_pct", 40u32);
     put_stat(out, "hot_max_factor", "0.20");

@@ -111,6 +111,8 @@ pub async fn run<L: Into<Listener>>(
             }
         }
     }
+    // memcached counts its listening sockets as connections in total_connections.
+    ctx.stats.total_connections.fetch_add(ctx.conns.listeners() as u64, std::sync::atomic::Ordering::Relaxed);
     tokio::select! {
         () = shutdown => {}
         () = ctx.shutdown.cancelled() => {}

@@ -157,6 +157,43 @@ pub struct StoreStats {
     pub relocated: AtomicU64,
 }
 
+impl StoreStats {
+    /// `stats reset`: zeroes every counter, as memcached's reset does; `curr_items` is a
+    /// gauge and stays.
+    fn reset(&self) {
+        // Named one by one, so a counter added to the struct must be placed here.
+        let Self {
+            curr_items: _,
+            total_items,
+            get_expired,
+            get_flushed,
+            reclaimed,
+            expired_unfetched,
+            evictions,
+            evicted_unfetched,
+            cas_badval,
+            cas_hits,
+            cas_misses,
+            relocated,
+        } = self;
+        for c in [
+            total_items,
+            get_expired,
+            get_flushed,
+            reclaimed,
+            expired_unfetched,
+            evictions,
+            evicted_unfetched,
+            cas_badval,
+            cas_hits,
+            cas_misses,
+            relocated,
+        ] {
+            c.store(0, Relaxed);
+        }
+    }
+}
+
 /// The cache.
 #[derive(Debug)]
 pub struct Store {
@@ -243,6 +280,12 @@ impl Store {
     /// Slab pages emptied by moving their items out (memcached's `slabs_moved`).
     pub fn pages_moved(&self) -> u64 {
         self.slab.pages_moved()
+    }
+
+    /// `stats reset`: the store's counters (not its gauges: items, bytes) start from 0.
+    pub fn reset_stats(&self) {
+        self.stats.reset();
+        self.slab.reset_pages_moved();
     }
 
     /// The memory limit in bytes.

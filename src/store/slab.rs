@@ -155,6 +155,11 @@ impl Slab {
         self.inner().doomed_pages.load(Relaxed)
     }
 
+    /// `stats reset`: counts moved pages from 0 again.
+    pub fn reset_pages_moved(&self) {
+        self.inner().doomed_pages.store(0, Relaxed);
+    }
+
     /// Gives back to the OS the pages each size class keeps empty for reuse: for the
     /// store's background task, so a class that is no longer used holds no memory.
     pub fn trim(&self) {

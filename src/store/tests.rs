@@ -459,3 +459,25 @@ fn deleting_an_expired_item_counts_it_expired() {
     assert!(!s.del(b"k"));
     assert_eq!((s.stats.get_expired.load(Relaxed), s.len()), (1, 0));
 }
+
+#[test]
+fn stats_reset_zeroes_counters_and_keeps_gauges() {
+    let s = store();
+    set(&s, "a", "1", 0);
+    let cas = s.get(b"a").unwrap().cas;
+    let cas_put = |unique| {
+        s.store(&StoreArgs { mode: StoreMode::Cas { unique }, key: b"a", value: b"2", ..StoreArgs::default() }).0
+    };
+    assert_eq!(cas_put(cas), StoreOutcome::Stored);
+    assert_eq!(cas_put(cas), StoreOutcome::Exists);
+    assert_eq!(
+        s.store(&StoreArgs { mode: StoreMode::Cas { unique: 1 }, key: b"b", ..StoreArgs::default() }).0,
+        StoreOutcome::NotFound
+    );
+    let st = &s.stats;
+    let read = |c: &AtomicU64| c.load(Relaxed);
+    assert_eq!((read(&st.cas_hits), read(&st.cas_badval), read(&st.cas_misses), read(&st.total_items)), (1, 1, 1, 2));
+    s.reset_stats();
+    assert_eq!((read(&st.cas_hits), read(&st.cas_badval), read(&st.cas_misses), read(&st.total_items)), (0, 0, 0, 0));
+    assert_eq!((s.len(), s.pages_moved()), (1, 0), "curr_items is a gauge and stays");
+}
