@@ -1,9 +1,10 @@
 //! The table of open sockets behind `stats conns`: listeners and client connections by
-//! file descriptor, each with its addresses, what it is doing and when it last sent a
-//! command. Connections update their own row with relaxed atomics.
+//! file descriptor, each with its addresses, what it is doing ([`ConnState`], memcached's
+//! name for it) and when it last sent a command. Connections update their own row with
+//! relaxed atomics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use crate::clock::RelTime;
@@ -21,24 +22,65 @@ pub struct Row {
     pub idle: RelTime,
 }
 
+/// What a client connection is doing, as memcached's connection states name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnState {
+    /// Nothing received yet (`conn_new_cmd`).
+    New,
+    /// Waiting for a command, or for the rest of its line (`conn_read`).
+    Read,
+    /// Running commands (`conn_parse_cmd`).
+    Parse,
+    /// Waiting for the rest of a storage command's data block (`conn_nread`).
+    DataBlock,
+    /// Discarding a refused data block as it arrives (`conn_swallow`).
+    Swallow,
+    /// Waiting for the client to take its replies (`conn_mwrite`).
+    Write,
+}
+
+impl ConnState {
+    const ALL: [Self; 6] = [Self::New, Self::Read, Self::Parse, Self::DataBlock, Self::Swallow, Self::Write];
+
+    /// memcached's name for the state.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::New => "conn_new_cmd",
+            Self::Read => "conn_read",
+            Self::Parse => "conn_parse_cmd",
+            Self::DataBlock => "conn_nread",
+            Self::Swallow => "conn_swallow",
+            Self::Write => "conn_mwrite",
+        }
+    }
+}
+
 /// One client connection's row.
 #[derive(Debug)]
 pub struct ConnRow {
     peer: String,
     local: String,
-    /// Working on a batch of commands (memcached's `conn_parse_cmd`), or waiting for input
-    /// (`conn_read`).
-    busy: AtomicBool,
+    /// A [`ConnState`].
+    state: AtomicU8,
     last_cmd: AtomicU32,
 }
 
 impl ConnRow {
-    /// Marks the start (`true`) or end of a batch of commands at time `now`.
-    pub fn set_busy(&self, busy: bool, now: RelTime) {
-        self.busy.store(busy, Relaxed);
-        if busy {
-            self.last_cmd.store(now, Relaxed);
-        }
+    /// Shows the connection in `state`.
+    pub fn set_state(&self, state: ConnState) {
+        self.state.store(state as u8, Relaxed);
+    }
+
+    /// Shows the connection running commands that came in at time `now`.
+    pub fn set_parsing(&self, now: RelTime) {
+        self.set_state(ConnState::Parse);
+        self.last_cmd.store(now, Relaxed);
+    }
+
+    fn state(&self) -> ConnState {
+        let s = self.state.load(Relaxed);
+        ConnState::ALL.into_iter().find(|c| *c as u8 == s).unwrap_or(ConnState::Read)
     }
 }
 
@@ -61,7 +103,12 @@ impl Conns {
 
     /// Registers a client; the row is removed by [`Conns::remove`].
     pub fn add(&self, fd: i32, peer: String, local: String, now: RelTime) -> Arc<ConnRow> {
-        let row = Arc::new(ConnRow { peer, local, busy: AtomicBool::new(false), last_cmd: AtomicU32::new(now) });
+        let row = Arc::new(ConnRow {
+            peer,
+            local,
+            state: AtomicU8::new(ConnState::New as u8),
+            last_cmd: AtomicU32::new(now),
+        });
         lock(&self.clients).insert(fd, row.clone());
         row
     }
@@ -85,7 +132,7 @@ impl Conns {
             fd,
             addr: c.peer.clone(),
             listen_addr: Some(c.local.clone()),
-            state: if c.busy.load(Relaxed) { "conn_parse_cmd" } else { "conn_read" },
+            state: c.state().name(),
             idle: now.saturating_sub(c.last_cmd.load(Relaxed)),
         }));
         rows.sort_by_key(|r| r.fd);

@@ -354,6 +354,98 @@ fn stats_conns_lists_listener_and_clients() {
     assert_eq!(n, 3 + 4, "closed connections leave the table");
 }
 
+/// `stats conns` shows what each client is waiting for with memcached's names, as seen
+/// on memcached 1.6.18: a client that sent nothing `conn_new_cmd`; one between commands
+/// or part way through a command line `conn_read`; one part way through a data block
+/// (`set`, `ms`, or only the command line sent) `conn_nread`; one sending a refused (too
+/// large) block `conn_swallow`; one not taking its replies `conn_mwrite`; the asking one
+/// `conn_parse_cmd`.
+#[test]
+fn stats_conns_names_what_each_client_waits_for() {
+    let srv = spawn(Config::for_tests());
+    let mut setup = srv.connect();
+    let value = vec![b'v'; 1_000_000];
+    setup.send(format!("set big 0 0 {}\r\n", value.len()).as_bytes());
+    setup.send(&value);
+    setup.roundtrip(b"\r\n", b"STORED\r\n");
+    let (mut clients, mut want) = (Vec::new(), Vec::new());
+    let sends: [(&[u8], &str); 9] = [
+        (b"", "conn_new_cmd"),
+        (b"get a\r\n", "conn_read"),
+        (b"get a", "conn_read"),
+        (b"mg foo v", "conn_read"),
+        (b"set k 0 0 10\r\n", "conn_nread"),
+        (b"set k 0 0 10\r\nabc", "conn_nread"),
+        (b"ms k 10\r\nab", "conn_nread"),
+        (b"set k 0 0 2000000\r\nab", "conn_swallow"),
+        // 100 MB of replies: more than the socket buffers hold.
+        (&[b"get".as_slice(), &b" big".repeat(100), b"\r\n"].concat(), "conn_mwrite"),
+    ];
+    for (bytes, state) in sends {
+        let mut c = srv.connect();
+        if !bytes.is_empty() {
+            c.send(bytes);
+        }
+        want.push((format!("tcp:{}", c.s.local_addr().unwrap()), state));
+        clients.push(c);
+    }
+    let mut asker = srv.connect();
+    let mine = format!("tcp:{}", asker.s.local_addr().unwrap());
+    want.push((mine, "conn_parse_cmd"));
+    // The workers take the bytes in their own time: ask until every row says what it
+    // should (or show the last answer).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        asker.send(b"stats conns\r\n");
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut addr_of = std::collections::HashMap::new();
+        loop {
+            let l = asker.line();
+            if l == "END" {
+                break;
+            }
+            let mut parts = l.splitn(3, ' ');
+            let (Some("STAT"), Some(k), Some(v)) = (parts.next(), parts.next(), parts.next()) else {
+                panic!("{l}");
+            };
+            let (fd, field) = k.split_once(':').unwrap();
+            match field {
+                "addr" => {
+                    addr_of.insert(fd.to_string(), v.to_string());
+                }
+                "state" => rows.push((addr_of[fd].clone(), v.to_string())),
+                _ => {}
+            }
+        }
+        let got: Vec<(String, &str)> = want
+            .iter()
+            .map(|(addr, _)| {
+                let state = rows.iter().find(|(a, _)| a == addr).map_or("<missing>", |(_, s)| s.as_str());
+                (addr.clone(), state)
+            })
+            .collect();
+        if got == want || Instant::now() > deadline {
+            assert_eq!(got, want);
+            break;
+        }
+        std::thread::yield_now();
+    }
+    // Once the data block is whole, the client is between commands again.
+    clients[5].roundtrip(b"defghij\r\n", b"STORED\r\n");
+    asker.send(b"stats conns\r\n");
+    let me = format!("addr {}", want[5].0);
+    let mut lines = Vec::new();
+    loop {
+        let l = asker.line();
+        if l == "END" {
+            break;
+        }
+        lines.push(l);
+    }
+    let at = lines.iter().position(|l| l.ends_with(&me)).expect("row of the finished set");
+    assert!(lines[at + 2].ends_with(":state conn_read"), "{lines:?}");
+}
+
 #[test]
 fn mg_last_access_follows_memcached_minute_rule() {
     let clock = Clock::starting_at(1_800_000_000);

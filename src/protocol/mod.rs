@@ -16,7 +16,7 @@ use crate::memcached::StoreMode;
 use encode::Reply;
 
 pub use meta::Meta;
-pub use text::Decoder;
+pub use text::{Decoder, Framing};
 
 /// One client command, decoded. Keys and values are slices of the frame they came in.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -49,6 +49,17 @@ pub struct Decoder {
     unauthenticated: bool,
 }
 
+/// Where a decoder is in its input between requests: what it needs next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// A command line (or the rest of one).
+    Line,
+    /// The rest of a data block (a storage command's, an `ms`'s, a login's).
+    Data,
+    /// The rest of a refused data block, to discard.
+    Swallow,
+}
+
 #[derive(Debug)]
 enum State {
     /// Waiting for a command line.
@@ -83,6 +94,15 @@ impl Decoder {
     pub fn require_auth(mut self) -> Self {
         self.unauthenticated = true;
         self
+    }
+
+    /// What the decoder waits for.
+    pub fn framing(&self) -> Framing {
+        match self.state {
+            State::Line => Framing::Line,
+            State::Data(_) | State::MetaData { .. } | State::AuthData(_) => Framing::Data,
+            State::Swallow { .. } => Framing::Swallow,
+        }
     }
 
     /// Whether a login is still awaited.

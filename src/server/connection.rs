@@ -14,11 +14,11 @@ use bytes::BytesMut;
 use tracing::{debug, trace};
 
 use super::transport::{Received, Transport};
-use crate::conns::ConnRow;
+use crate::conns::{ConnRow, ConnState};
 use crate::exec::{self, Caller, Ctx, Flow, Output, Work};
-use crate::protocol::Decoder;
 use crate::protocol::encode::{error_reply, put_reply};
 use crate::protocol::text::Limits;
+use crate::protocol::{Decoder, Framing};
 use crate::stats::Stats;
 
 /// Read buffer capacity kept free before each read.
@@ -135,8 +135,12 @@ pub struct Connection {
     last_active: Instant,
     /// Since when the socket has taken none of the replies, while it holds some.
     stalled_since: Option<Instant>,
-    /// This connection's row in `stats conns`.
+    /// This connection's row in `stats conns`, and the state it shows.
     row: Option<Arc<ConnRow>>,
+    shown: ConnState,
+    /// Bytes have come in since the connection opened (until then memcached shows it as
+    /// `conn_new_cmd`).
+    seen_input: bool,
     /// Commands run so far (a turn ends once it has run `-R` of them).
     commands_run: usize,
     /// `-R`.
@@ -170,6 +174,8 @@ impl Connection {
             last_active: Instant::now(),
             stalled_since: None,
             row: None,
+            shown: ConnState::New,
+            seen_input: false,
             commands_run: 0,
             reqs_per_event: ctx_reqs.max(1),
         }
@@ -196,11 +202,37 @@ impl Connection {
         }
         self.hung_up |= hung_up;
         match self.advance(stopping) {
-            Ok(wait) => wait,
+            Ok(wait) => {
+                self.show_state(wait);
+                wait
+            }
             Err(e) => {
                 debug!(%e, "connection closed on error");
                 Wait::Close
             }
+        }
+    }
+
+    /// Shows in `stats conns` what the connection waits for now, as memcached names it:
+    /// the rest of a command line or a data block, a refused block to discard, the client
+    /// to take its replies.
+    fn show_state(&mut self, wait: Wait) {
+        let state = match wait {
+            Wait::Close => return,
+            Wait::Write => ConnState::Write,
+            Wait::Turn => ConnState::Parse,
+            Wait::Read => match self.decoder.framing() {
+                Framing::Data => ConnState::DataBlock,
+                Framing::Swallow => ConnState::Swallow,
+                Framing::Line if self.seen_input => ConnState::Read,
+                Framing::Line => ConnState::New,
+            },
+        };
+        if state != self.shown
+            && let Some(row) = &self.row
+        {
+            self.shown = state;
+            row.set_state(state);
         }
     }
 
@@ -302,6 +334,7 @@ impl Connection {
         self.drained = drained;
         if n > 0 {
             self.unread = true;
+            self.seen_input = true;
             self.ctx.stats.bytes_read.fetch_add(n as u64, Relaxed);
         }
         Ok(true)
@@ -358,9 +391,6 @@ impl Connection {
             Step::Full => self.batch = Some(batch),
             Step::Done => {
                 self.shrink_input();
-                if let Some(row) = &self.row {
-                    row.set_busy(false, 0);
-                }
                 if batch.commands && self.idle_timeout.is_some() {
                     self.last_active = Instant::now();
                 }
@@ -373,7 +403,8 @@ impl Connection {
     fn start_batch(&mut self) -> Batch {
         self.unread = false;
         if let Some(row) = &self.row {
-            row.set_busy(true, self.ctx.store.clock().now());
+            row.set_parsing(self.ctx.store.clock().now());
+            self.shown = ConnState::Parse;
         }
         // A pipeline of gets: start loading their items now, so the lookups below do
         // not each wait on memory in turn.
