@@ -446,6 +446,35 @@ fn stats_conns_names_what_each_client_waits_for() {
     assert!(lines[at + 2].ends_with(":state conn_read"), "{lines:?}");
 }
 
+/// `stats cachedump 1 0` stops where memcached's 2 MB reply buffer does: a line goes in
+/// only if `END\r\n` and a NUL still fit after it. Items written within one second come
+/// newest first; with a limit, the newest that many; -X refuses the command.
+#[test]
+fn stats_cachedump_fills_memcached_two_megabytes_newest_first() {
+    let clock = Clock::starting_at(1_800_000_000);
+    let srv = spawn_with_clock(Config::for_tests(), clock);
+    let mut c = srv.connect();
+    let key = |i: usize| format!("{i:0>240}");
+    let n = 10_000;
+    let mut sets = Vec::new();
+    for i in 0..n {
+        sets.extend_from_slice(format!("set {} 0 2000000000 1 noreply\r\nv\r\n", key(i)).as_bytes());
+    }
+    c.roundtrip(&[sets.as_slice(), b"mn\r\n"].concat(), b"MN\r\n");
+    let line = |i: usize| format!("ITEM {} [1 b; 2000000000 s]\r\n", key(i));
+    // 267 bytes a line: 7,854 of them fit in 2 MB less 6.
+    let fit = (2 * 1024 * 1024 - 6) / line(0).len();
+    assert_eq!(fit, 7854);
+    let want: String = (n - fit..n).rev().map(line).chain(["END\r\n".to_string()]).collect();
+    c.roundtrip(b"stats cachedump 1 0\r\n", want.as_bytes());
+    let want: String = (n - 3..n).rev().map(line).chain(["END\r\n".to_string()]).collect();
+    c.roundtrip(b"stats cachedump 1 3\r\n", want.as_bytes());
+    c.roundtrip(b"stats cachedump 2 0\r\n", b"END\r\n");
+
+    let srv = spawn(Config { dump_enabled: false, ..Config::for_tests() });
+    srv.connect().roundtrip(b"stats cachedump 1 0\r\n", b"CLIENT_ERROR stats cachedump not allowed\r\n");
+}
+
 #[test]
 fn mg_last_access_follows_memcached_minute_rule() {
     let clock = Clock::starting_at(1_800_000_000);

@@ -1,6 +1,7 @@
 //! Administrative commands: `cache_memlimit`, `shutdown`, the `-Y` login, `stats
-//! cachedump`, the LRU crawler's switch and crawls, and `lru_crawler metadump` ([`Dump`]),
-//! which lists every live item as a connection writes it out.
+//! cachedump` ([`CacheDump`], the most recently used items), the LRU crawler's switch and
+//! crawls, and `lru_crawler metadump` ([`Dump`]), which lists every live item as a
+//! connection writes it out.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -8,12 +9,13 @@ use bytes::BytesMut;
 
 use super::{Ctx, Flow, Output};
 use crate::memcached::{item_size, slab_class};
-use crate::protocol::CrawlClasses;
 use crate::protocol::encode::{
-    DumpLine, Reply, put_dump_end, put_dump_line, put_refresh_failed, put_reply, put_reply_unless,
+    CACHEDUMP_ROOM, DumpLine, Reply, cachedump_item_len, put_cachedump_item, put_dump_end, put_dump_line,
+    put_refresh_failed, put_reply, put_reply_unless,
 };
+use crate::protocol::{CacheDumpArgs, CrawlClasses};
 use crate::stats::Stats;
-use crate::store::DumpCursor;
+use crate::store::{DumpCursor, Recent};
 
 /// memcached refuses `cache_memlimit` below this many MiB.
 const MIN_MEMLIMIT_MIB: u32 = 8;
@@ -65,7 +67,6 @@ pub fn login(ctx: &Ctx, user: &[u8], password: &[u8], out: &mut BytesMut) -> Flo
     Flow::Continue
 }
 
-/// `stats cachedump`: the decoder's answer, unless `-X` refuses dumps.
 /// `refresh_certs`: the certificate and key files read again for new TLS connections.
 /// `noreply` silences `OK`, never an error (as in memcached).
 pub fn refresh_certs(ctx: &Ctx, noreply: bool, out: &mut BytesMut) {
@@ -79,8 +80,66 @@ pub fn refresh_certs(ctx: &Ctx, noreply: bool, out: &mut BytesMut) {
     }
 }
 
-pub fn cachedump(ctx: &Ctx, reply: Reply, out: &mut BytesMut) {
-    put_reply(out, if ctx.config.dump_enabled { reply } else { Reply::CachedumpNotAllowed });
+/// `stats cachedump <class> <limit>`: memcached's refusals (`-X` first, then the
+/// arguments'), or the walk that lists the class's items. Larder reports every item in
+/// class 1 (as `stats items` does), so another class lists none. `None`: answered.
+pub fn cachedump(ctx: &Ctx, args: Result<CacheDumpArgs, Reply>, out: &mut BytesMut) -> Option<CacheDump> {
+    if !ctx.config.dump_enabled {
+        put_reply(out, Reply::CachedumpNotAllowed);
+        return None;
+    }
+    match args {
+        Err(refused) => put_reply(out, refused),
+        Ok(CacheDumpArgs { class: 1, limit }) => {
+            let limit = (limit > 0).then_some(limit as usize);
+            return Some(CacheDump { recent: Recent::new(limit, CACHEDUMP_ROOM) });
+        }
+        Ok(_) => put_reply(out, Reply::End),
+    }
+    None
+}
+
+/// A `stats cachedump` under way: the most recently used items gathered so far. As
+/// memcached lists its LRU from the head, most recent first, at most the limit asked,
+/// leaving out items under base64 keys, and only as many lines as fit in its 2 MB reply.
+#[derive(Debug)]
+pub struct CacheDump {
+    recent: Recent<Listed>,
+}
+
+/// An item as `stats cachedump` lists it.
+#[derive(Debug)]
+struct Listed {
+    key: Box<[u8]>,
+    bytes: usize,
+    /// Unix time, 0 for none.
+    expiry: u64,
+}
+
+impl CacheDump {
+    /// Walks on through the store; once it is all walked, writes the list and `END`
+    /// (memcached sends it in one piece) and returns the flow.
+    pub fn step(&mut self, ctx: &Ctx, out: &mut Output) -> Option<Flow> {
+        let epoch = ctx.store.clock().epoch();
+        let done = ctx.store.gather_recent(&mut self.recent, |f| {
+            if f.key_binary() {
+                return None;
+            }
+            let it = f.item;
+            let expiry = if it.exptime() == 0 { 0 } else { (epoch + i64::from(it.exptime())).max(0) as u64 };
+            let bytes = it.value().len();
+            let cost = cachedump_item_len(it.key(), bytes, expiry);
+            Some((Listed { key: it.key().into(), bytes, expiry }, cost))
+        });
+        if !done {
+            return None;
+        }
+        for item in self.recent.take_sorted() {
+            put_cachedump_item(&mut out.buf, &item.key, item.bytes, item.expiry);
+        }
+        put_reply(&mut out.buf, Reply::End);
+        Some(Flow::Continue)
+    }
 }
 
 /// `lru_crawler enable|disable`: Larder reclaims expired items on its own, but the switch

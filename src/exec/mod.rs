@@ -2,8 +2,9 @@
 //! [`Request`]. It runs the request against the [`crate::store::Store`], counts what
 //! `stats` reports, and writes the reply through [`crate::protocol::encode`] into the
 //! connection's [`Output`]. Synchronous, never awaits. A command whose reply can outgrow
-//! one write (a multi-get, a metadump) stops when the output is full and comes back as
-//! [`Work`], which the caller steps until it is done: connections, benches and fuzz
+//! one write (a multi-get, a metadump) stops when the output is full (or a walk of the
+//! store has had its share of the thread) and comes back as [`Work`], which the caller
+//! steps until it is done: connections, benches and fuzz
 //! targets all run commands through this same path.
 
 mod admin;
@@ -49,6 +50,8 @@ pub enum Work {
     Retrieval(retrieval::Keys),
     /// A metadump's walk.
     Dump(admin::Dump),
+    /// A `stats cachedump` gathering its items.
+    CacheDump(admin::CacheDump),
 }
 
 impl Work {
@@ -58,6 +61,7 @@ impl Work {
         let done = match &mut self {
             Self::Retrieval(keys) => keys.step(ctx, out, limit),
             Self::Dump(dump) => dump.step(ctx, out, limit),
+            Self::CacheDump(dump) => dump.step(ctx, out),
         };
         done.unwrap_or(Flow::Resume(self))
     }
@@ -118,7 +122,11 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
         Request::MetaSet { meta, value } => meta::set(ctx, &meta, &value, buf),
         Request::MetaDebug { key, key_binary } => meta::debug(ctx, &key, key_binary, buf),
         Request::NoOp { reply, noreply } => crate::protocol::encode::put_reply_unless(buf, noreply, reply),
-        Request::CacheDump { reply } => admin::cachedump(ctx, reply, buf),
+        Request::CacheDump { args } => {
+            if let Some(dump) = admin::cachedump(ctx, args, buf) {
+                return Work::CacheDump(dump).resume(ctx, out, caller.out_limit);
+            }
+        }
         Request::Crawler { enable } => admin::crawler(ctx, enable, buf),
         Request::Crawl { classes, dump: false } => admin::crawl(ctx, classes, buf),
         Request::Crawl { classes, dump: true } => match admin::metadump(ctx, classes, caller.replies_waiting) {

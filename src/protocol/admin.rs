@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::encode::Reply;
 use super::text::Tokens;
-use super::{CrawlClasses, DetailCmd, ProtocolError, Rejection, Request, StatsGroup};
+use super::{CacheDumpArgs, CrawlClasses, DetailCmd, ProtocolError, Rejection, Request, StatsGroup};
 use crate::memcached::number::{parse_i32_truncating, parse_u32_truncating};
 use crate::memcached::{LARGEST_SLAB_CLASS, MAX_SLAB_CLASSES};
 
@@ -33,17 +33,17 @@ pub(super) fn parse(cmd: &[u8], toks: &Tokens, line: &Bytes, noreply: bool) -> R
             Request::CacheMemlimit { mib, noreply }
         }
         b"stats" if toks.get(line, 1) == b"cachedump" => {
-            let reply = if ntokens < 5 {
-                Reply::BadCommandLine
+            // Refusals are replies, not protocol errors: memcached checks -X first.
+            let args = if ntokens < 5 {
+                Err(Reply::BadCommandLine)
             } else {
                 match (parse_u32_truncating(toks.get(line, 2)), parse_u32_truncating(toks.get(line, 3))) {
-                    (Some(id), Some(_)) if id >= MAX_SLAB_CLASSES => Reply::IllegalSlabId,
-                    (Some(_), Some(_)) => Reply::End,
-                    // A reply, not a protocol error: memcached checks -X first.
-                    _ => Reply::BadCommandLineFormat,
+                    (Some(id), Some(_)) if id >= MAX_SLAB_CLASSES => Err(Reply::IllegalSlabId),
+                    (Some(class), Some(limit)) => Ok(CacheDumpArgs { class, limit }),
+                    _ => Err(Reply::BadCommandLineFormat),
                 }
             };
-            Request::CacheDump { reply }
+            Request::CacheDump { args }
         }
         b"stats" => Request::Stats { group: stats_group(toks, line)? },
         b"slabs" => Request::NoOp { reply: slabs_reply(toks, line, ntokens, noreply)?, noreply },

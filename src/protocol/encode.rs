@@ -487,6 +487,29 @@ pub fn put_dump_end(out: &mut BytesMut) {
     put_reply(out, Reply::End);
 }
 
+/// One `stats cachedump` line: `ITEM <key> [<value bytes> b; <expiry> s]`, the expiry a
+/// Unix time (0: none).
+pub fn put_cachedump_item(out: &mut BytesMut, key: &[u8], bytes: usize, expiry: u64) {
+    out.put_slice(b"ITEM ");
+    out.put_slice(key);
+    out.put_slice(b" [");
+    out.put_slice(itoa::Buffer::new().format(bytes).as_bytes());
+    out.put_slice(b" b; ");
+    out.put_slice(itoa::Buffer::new().format(expiry).as_bytes());
+    out.put_slice(b" s]\r\n");
+}
+
+/// The length of the line [`put_cachedump_item`] writes, to know before writing it
+/// whether it fits in memcached's reply (see [`CACHEDUMP_ROOM`]).
+pub fn cachedump_item_len(key: &[u8], bytes: usize, expiry: u64) -> usize {
+    let digits = |n: u64| itoa::Buffer::new().format(n).len();
+    "ITEM  [ b;  s]\r\n".len() + key.len() + digits(bytes as u64) + digits(expiry)
+}
+
+/// Bytes of `stats cachedump` lines memcached sends at most: its reply buffer is 2 MB,
+/// and a line goes in only if `END\r\n` and a NUL still fit after it.
+pub const CACHEDUMP_ROOM: usize = 2 * 1024 * 1024 - 6;
+
 /// memcached's `uriencode`: bytes other than letters, digits and `-._~` as `%XX`.
 fn uri_encode(key: &[u8], out: &mut BytesMut) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -502,6 +525,15 @@ fn uri_encode(key: &[u8], out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cachedump_lines() {
+        let mut out = BytesMut::new();
+        put_cachedump_item(&mut out, b"k", 12, 0);
+        put_cachedump_item(&mut out, b"key:2", 0, 2_000_000_000);
+        assert_eq!(&out[..], b"ITEM k [12 b; 0 s]\r\nITEM key:2 [0 b; 2000000000 s]\r\n");
+        assert_eq!(cachedump_item_len(b"k", 12, 0) + cachedump_item_len(b"key:2", 0, 2_000_000_000), out.len());
+    }
 
     #[test]
     fn value_lines() {

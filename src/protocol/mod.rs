@@ -18,6 +18,15 @@ use encode::Reply;
 pub use meta::Meta;
 pub use text::{Decoder, Framing};
 
+/// `stats cachedump`'s arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheDumpArgs {
+    /// A slab class id below memcached's 64.
+    pub class: u32,
+    /// The most items to list; 0 for no limit.
+    pub limit: u32,
+}
+
 /// One client command, decoded. Keys and values are slices of the frame they came in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -106,10 +115,11 @@ pub enum Request {
         reply: Reply,
         noreply: bool,
     },
-    /// `stats cachedump <class> <limit>`: Larder keeps no per-class lists to show, so an
-    /// empty list (or memcached's refusal of the arguments), unless `-X` refuses it.
+    /// `stats cachedump <class> <limit>`: the slab class to list and the most items to
+    /// list (0: as many as fit in memcached's 2 MB reply), or memcached's refusal of the
+    /// arguments; `-X` refuses the command before either.
     CacheDump {
-        reply: Reply,
+        args: Result<CacheDumpArgs, Reply>,
     },
     /// A login under `-Y`: the data block of the client's `set`.
     Auth {

@@ -1,8 +1,9 @@
 //! The item store and its verbs: [`Store::lookup`] (with options, the classic retrievals
 //! being its plain case), [`Store::store`], [`Store::delete`], [`Store::arith`] and
 //! [`Store::flush_all`], with memcached's semantics; a walk over every item
-//! ([`Store::dump`], which state files are saved with too) and putting back what a state
-//! file kept ([`Store::restore`]). A hash table split into 64 shards under reader-writer locks
+//! ([`Store::dump`], which state files are saved with too), the most recently used items
+//! ([`Store::gather_recent`], for `stats cachedump`) and putting back what a state file
+//! kept ([`Store::restore`]). A hash table split into 64 shards under reader-writer locks
 //! (`shard`), each item one block ([`Item`]; small ones in 8-byte-granular slots of the
 //! store's own `slab`), lazy and background expiry, CAS uniques from one counter, and
 //! sampled-LRU eviction under a byte-accurate memory limit (`evict`): no queue, no
@@ -29,7 +30,7 @@ pub use item::{Item, SharedValue};
 pub use lookup::{Found, Lookup};
 pub use restore::{Kept, Restored};
 pub use shard::Prefetch;
-pub use walk::DumpCursor;
+pub use walk::{DumpCursor, Recent};
 
 use crate::clock::{Clock, RelTime};
 use crate::memcached::number::parse_u64;

@@ -481,3 +481,95 @@ fn stats_reset_zeroes_counters_and_keeps_gauges() {
     assert_eq!((read(&st.cas_hits), read(&st.cas_badval), read(&st.cas_misses), read(&st.total_items)), (0, 0, 0, 0));
     assert_eq!((s.len(), s.pages_moved()), (1, 0), "curr_items is a gauge and stays");
 }
+
+/// Gathers keys for `stats cachedump` as the store offers them, each at `cost(key)`.
+fn recent_keys(s: &Store, limit: Option<usize>, budget: usize, cost: impl Fn(&[u8]) -> usize) -> Vec<String> {
+    let mut recent = Recent::new(limit, budget);
+    while !s.gather_recent(&mut recent, |f| {
+        let key = String::from_utf8(f.item.key().to_vec()).unwrap();
+        let c = cost(f.item.key());
+        Some((key, c))
+    }) {}
+    recent.take_sorted()
+}
+
+/// `stats cachedump`'s order, as memcached's flat LRU has it: the last written first,
+/// across seconds and within one (by CAS); a read moves an item up only by the minute
+/// rule, as it moves memcached's; dead items are left out.
+#[test]
+fn recent_items_come_most_recently_used_first() {
+    let s = store();
+    let c = s.clock().clone();
+    let all = |s: &Store| recent_keys(s, None, usize::MAX, |_| 1);
+    for k in ["a", "b", "c"] {
+        set(&s, k, "v", 0);
+    }
+    assert_eq!(all(&s), ["c", "b", "a"], "within one second, the newest write first");
+    c.advance(1);
+    set(&s, "a", "w", 0);
+    assert_eq!(all(&s), ["a", "c", "b"]);
+    c.advance(1);
+    assert!(s.get(b"b").is_some());
+    assert_eq!(all(&s), ["a", "c", "b"], "a read within the minute leaves it in place");
+    c.advance(61);
+    assert!(s.get(b"b").is_some());
+    assert_eq!(all(&s), ["b", "a", "c"], "after a minute a read moves it up");
+    set(&s, "gone", "v", c.deadline(1));
+    set(&s, "d", "v", 0);
+    assert_eq!(all(&s), ["d", "gone", "b", "a", "c"]);
+    c.advance(1);
+    assert_eq!(all(&s), ["d", "b", "a", "c"], "an expired item is not listed");
+    c.advance(1);
+    s.flush_all(0);
+    c.advance(1);
+    set(&s, "e", "v", 0);
+    assert_eq!(all(&s), ["e"], "flushed items are not listed");
+}
+
+/// The limit and the budget keep the most recent items only, and a list stops at the
+/// first item that does not fit, as memcached's 2 MB reply does.
+#[test]
+fn recent_items_stop_at_the_limit_and_the_budget() {
+    let s = store();
+    for i in 0..10 {
+        set(&s, &format!("k{i}"), "v", 0);
+    }
+    set(&s, "long-key", "v", 0);
+    set(&s, "k10", "v", 0);
+    assert_eq!(recent_keys(&s, Some(3), usize::MAX, |_| 1), ["k10", "long-key", "k9"]);
+    // Costs: 3 for k10, 8 for long-key, 2 for each kN. A budget of 12 takes k10 and
+    // long-key (11) and stops at k9 (13), though smaller items follow.
+    assert_eq!(recent_keys(&s, None, 12, <[u8]>::len), ["k10", "long-key"]);
+    assert_eq!(recent_keys(&s, None, 13, <[u8]>::len), ["k10", "long-key", "k9"]);
+    assert_eq!(recent_keys(&s, None, 2, <[u8]>::len), Vec::<String>::new(), "the newest alone does not fit");
+    // What is held is pruned as it is gathered: only what can still be listed stays.
+    let mut recent = Recent::new(Some(4), 9);
+    while !s.gather_recent(&mut recent, |f| Some((f.item.key().to_vec(), f.item.key().len()))) {}
+    assert_eq!(recent.held(), (1, 3), "k10 alone: long-key (8) would pass the budget of 9");
+    assert_eq!(recent.take_sorted(), [b"k10".to_vec()]);
+}
+
+/// Gathering takes a bounded share of the store per call, so a connection gives its
+/// thread's other connections a turn between calls, and every live item is offered once.
+#[test]
+fn recent_items_are_gathered_in_bounded_steps() {
+    let s = store();
+    let n = 100_000;
+    for i in 0..n {
+        set(&s, &format!("k{i}"), "v", 0);
+    }
+    let mut recent = Recent::new(None, usize::MAX);
+    let (mut calls, mut offered) = (0, 0);
+    loop {
+        calls += 1;
+        let done = s.gather_recent(&mut recent, |_| {
+            offered += 1;
+            Some(((), 1))
+        });
+        if done {
+            break;
+        }
+    }
+    assert!(calls > 1, "{n} items in one call");
+    assert_eq!((offered, recent.held().0), (n, n));
+}

@@ -1,7 +1,11 @@
-//! Walking every item: the cursor `lru_crawler metadump` carries between steps; each live
-//! item is shown as a lookup shows it ([`Found`]), changing nothing. A walk holds a shard's read lock for a few hundred
-//! buckets at a time and survives tables rebuilt under it.
+//! Walking every item, changing nothing; each live item is shown as a lookup shows it
+//! ([`Found`]). `lru_crawler metadump` carries a cursor between steps ([`DumpCursor`]): its
+//! walk holds a shard's read lock for a few hundred buckets at a time and survives tables
+//! rebuilt under it. `stats cachedump` gathers the most recently used items ([`Recent`]):
+//! a shard at a time under its read lock, keeping only what can still be listed.
 
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::Store;
@@ -69,5 +73,134 @@ impl Store {
             }
         }
         None
+    }
+}
+
+/// The most recently used live items, for `stats cachedump`: gathered a shard at a time by
+/// [`Store::gather_recent`], at most `limit` of them, and only as many, most recent first,
+/// as fit in `budget` at the cost the caller puts on each. Recency is the item's last
+/// access time (memcached's `it->time`), then within a second its CAS: the newest write
+/// first. An item is let go as soon as more recent ones fill the limit or the budget, so
+/// what is held is bounded by them.
+#[derive(Debug)]
+pub struct Recent<T> {
+    /// Least recent on top.
+    heap: BinaryHeap<Ranked<T>>,
+    limit: usize,
+    budget: usize,
+    cost: usize,
+    /// The most recent item let go: nothing less recent can be listed, since the list
+    /// stops at the first item that does not fit.
+    floor: Option<Rank>,
+    /// The next shard to walk.
+    shard: usize,
+}
+
+/// An item's recency: last access, then CAS.
+type Rank = (RelTime, u64);
+
+#[derive(Debug)]
+struct Ranked<T> {
+    rank: Rank,
+    cost: usize,
+    value: T,
+}
+
+// Ordered by recency, reversed: the heap's greatest is the least recent.
+impl<T> Ord for Ranked<T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.rank.cmp(&self.rank)
+    }
+}
+
+impl<T> PartialOrd for Ranked<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl<T> PartialEq for Ranked<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank == other.rank
+    }
+}
+
+impl<T> Eq for Ranked<T> {}
+
+impl<T> Recent<T> {
+    /// At most `limit` items (`None`: no limit) whose costs add up to at most `budget`.
+    pub fn new(limit: Option<usize>, budget: usize) -> Self {
+        Self { heap: BinaryHeap::new(), limit: limit.unwrap_or(usize::MAX), budget, cost: 0, floor: None, shard: 0 }
+    }
+
+    /// Whether an item of `rank` cannot be listed: no more recent than one let go, or
+    /// than any held while those fill the limit or the budget.
+    fn passes_over(&self, rank: Rank) -> bool {
+        self.floor.is_some_and(|floor| rank <= floor)
+            || self
+                .heap
+                .peek()
+                .is_some_and(|least| rank <= least.rank && (self.heap.len() >= self.limit || self.cost >= self.budget))
+    }
+
+    fn push(&mut self, rank: Rank, cost: usize, value: T) {
+        self.heap.push(Ranked { rank, cost, value });
+        self.cost += cost;
+        // The least recent goes while the rest are enough without it: an item is listed
+        // only if it and every more recent one fit.
+        while self.heap.len() > self.limit || self.cost > self.budget {
+            let Some(least) = self.heap.pop() else { break };
+            self.cost -= least.cost;
+            self.floor = self.floor.max(Some(least.rank));
+        }
+    }
+
+    /// How many items and how much cost are held.
+    #[cfg(test)]
+    pub(super) fn held(&self) -> (usize, usize) {
+        (self.heap.len(), self.cost)
+    }
+
+    /// Takes the items gathered, most recent first.
+    pub fn take_sorted(&mut self) -> Vec<T> {
+        self.cost = 0;
+        std::mem::take(&mut self.heap).into_sorted_vec().into_iter().map(|r| r.value).collect()
+    }
+}
+
+impl Store {
+    /// `stats cachedump`: offers `recent` the live items of the shards from where it
+    /// stopped, each shard walked whole under its read lock, until `DUMP_BUDGET` buckets
+    /// were looked at. `show` gives an item's entry and its cost, or `None` to leave it
+    /// out; it is asked only about items recent enough to be kept. True when every shard
+    /// has been walked. An item there throughout is offered once; one stored or removed
+    /// meanwhile may or may not be.
+    pub fn gather_recent<T>(
+        &self,
+        recent: &mut Recent<T>,
+        mut show: impl FnMut(Found<'_>) -> Option<(T, usize)>,
+    ) -> bool {
+        let now = self.clock.now();
+        let mut budget = DUMP_BUDGET;
+        while let Some(shard) = self.shards.get(recent.shard) {
+            if budget == 0 {
+                return false;
+            }
+            let s = read(shard);
+            let buckets = if s.table.is_empty() { 0 } else { s.table.num_buckets() };
+            budget = budget.saturating_sub(buckets.max(1));
+            for i in s.table.iter_buckets() {
+                let it = s.item(i);
+                let rank = (it.time(), it.cas());
+                if self.dead(it, now).is_some() || recent.passes_over(rank) {
+                    continue;
+                }
+                if let Some((value, cost)) = show(Before::of(&s, i).found(it, false)) {
+                    recent.push(rank, cost, value);
+                }
+            }
+            recent.shard += 1;
+        }
+        true
     }
 }
