@@ -17,7 +17,8 @@ const MAX_ITEM_SIZE: usize = 1024 << 20;
 /// Every flag of memcached 1.6's `-h` is accepted, long and short; README.md's flag table
 /// says what Larder does with each.
 #[derive(Debug, Parser)]
-#[command(name = "larder", version, about, long_about = None)]
+// A flag given twice takes its last value, as with memcached's getopt (`-l` and `-o` add up).
+#[command(name = "larder", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     /// Read flags from a memcached configuration file (Debian's /etc/memcached.conf: one
     /// flag per line, `#` comments, `logfile <path>`); flags on the command line win.
@@ -143,7 +144,8 @@ pub struct Cli {
 
     /// memcached's NAPI ids: accepted and shown in `stats settings`; Larder hands
     /// connections to workers in turn.
-    #[arg(short = 'N', long = "napi-ids", value_name = "NUM", value_parser = clap::value_parser!(u32).range(1..))]
+    // memcached's -h spells it --napi_ids; its parser takes --napi-ids.
+    #[arg(short = 'N', long = "napi-ids", alias = "napi_ids", value_name = "NUM", value_parser = clap::value_parser!(u32).range(1..))]
     pub napi_ids: Option<u32>,
 
     /// Log line format.
@@ -945,5 +947,63 @@ mod tests {
         for bad in ["idle_timeout", "idle_timeout=", "idle_timeout=x", "idle_timeout=-1"] {
             assert_eq!(config(&["-o", bad]).unwrap_err(), "-o: missing numeric argument for idle_timeout", "{bad}");
         }
+    }
+
+    #[test]
+    fn config_file_lines_as_debians_wrappers_read_them() {
+        let words = |t: &str| config_file_words(t);
+        assert_eq!(words("-d\n-m 64\n# -c 10\n\n  -l 127.0.0.1  # local\n").unwrap(), ["-m", "64", "-l", "127.0.0.1"]);
+        assert_eq!(
+            words("logfile /var/log/memcached.log\n-vv\n").unwrap(),
+            ["--log-file=/var/log/memcached.log", "-vv"]
+        );
+        assert_eq!(words("-D \\#\n-o 'a b',\"c\\\"d\"\n").unwrap(), ["-D", "#", "-o", "a b,c\"d"]);
+        assert_eq!(words("-h\n-help\n").unwrap(), Vec::<String>::new(), "-h lines are skipped, as -d lines are");
+        assert_eq!(words("memory 64\n").unwrap_err(), "line 1: 'memory 64' is neither a flag nor `logfile <path>`");
+        assert_eq!(words("\n-l \"x\n").unwrap_err(), "line 2: unterminated \" quote");
+    }
+
+    #[test]
+    fn the_command_line_replaces_a_config_file_flag_by_flag() {
+        let dir = std::env::temp_dir().join(format!("larder-conf-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("m.conf");
+        std::fs::write(&conf, "-m 32\n-l 127.0.0.1\n-l 127.0.0.2\n-o idle_timeout=5\n-C\n-v\nlogfile /tmp/x.log\n")
+            .unwrap();
+        let parse = |args: &[&str]| {
+            let head = ["larder", "--config-file", conf.to_str().unwrap()];
+            match Cli::parse_with_config_file(head.iter().chain(args).map(OsString::from).collect()) {
+                Ok(cli) => cli,
+                Err(e) => panic!("{e:?}"),
+            }
+        };
+        let cli = parse(&[]);
+        assert_eq!((cli.memory_limit, cli.listen.len(), cli.disable_cas, cli.verbose), (32, 2, true, 1));
+        assert_eq!(cli.log_file.as_deref(), Some(std::path::Path::new("/tmp/x.log")));
+        let cli = parse(&["-m", "48", "-l", "::1", "-vv", "--log-file", "/tmp/y.log"]);
+        assert_eq!((cli.memory_limit, cli.listen.clone(), cli.verbose), (48, vec!["::1".to_string()], 2));
+        assert_eq!((cli.extended.clone(), cli.disable_cas), (vec!["idle_timeout=5".to_string()], true));
+        assert_eq!(cli.log_file.as_deref(), Some(std::path::Path::new("/tmp/y.log")));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn memcached_flags_with_their_refusals() {
+        let config = |args: &[&str]| Config::from_cli(&Cli::try_parse_from([&["larder"], args].concat()).unwrap());
+        let c = config(&["-C", "-F", "-W", "-D", "#", "-R", "3", "-b", "9", "-f", "1.5", "-n", "64", "-L", "-N", "2"])
+            .unwrap();
+        assert!(!c.cas_enabled && !c.flush_enabled && !c.watch_enabled && c.detail_enabled);
+        assert_eq!((c.prefix_delimiter, c.reqs_per_event, c.listen_backlog, c.chunk_size), (b'#', 3, 9, 64));
+        assert_eq!(c.inert_flags, ["-f 1.5", "-n 64", "-L", "-N 2"]);
+        let c = config(&["-l", "127.0.0.1", "-l", "127.0.0.2", "-l", "127.0.0.1", "-U", "0", "-B", "ascii"]).unwrap();
+        assert_eq!(c.listen_arg, "127.0.0.1,127.0.0.2", "repeated -l add up, each once");
+        assert!(!config(&["-o", "no_lru_maintainer"]).unwrap().lru_maintainer);
+        assert!(config(&["-U", "1"]).unwrap_err().contains("Larder serves no UDP"));
+        assert!(config(&["-S"]).unwrap_err().contains("SASL is not supported yet"));
+        assert!(config(&["-B", "auto"]).unwrap_err().contains("binary protocol is not supported yet"));
+        assert!(config(&["-o", "proxy_config=a"]).unwrap_err().contains("not memcached's proxy"));
+        assert_eq!(Cli::try_parse_from(["larder", "-m", "16", "-m", "32"]).unwrap().memory_limit, 32, "last wins");
+        assert!(Cli::try_parse_from(["larder", "-f", "1"]).is_err());
+        assert!(Cli::try_parse_from(["larder", "-R", "0"]).is_err());
     }
 }
