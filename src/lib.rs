@@ -23,6 +23,7 @@ pub mod conns;
 pub mod daemon;
 pub mod exec;
 pub mod memcached;
+pub mod per_worker;
 pub mod persist;
 pub mod protocol;
 pub mod server;

@@ -1,59 +1,55 @@
-//! Server-wide counters behind the `stats` command: relaxed atomics bumped by connections
-//! and `exec`. The store keeps its own item counters (`store::StoreStats`). `socket_writes`
-//! is ours, not memcached's, and is not printed: tests use it to check batching.
+//! Server-wide counters behind the `stats` command, kept per worker thread
+//! ([`PerWorker`]): a request bumps its own thread's relaxed atomics and readers sum them
+//! ([`Stats::totals`]). The store keeps its own item counters (`store::StoreStats`).
+//! `socket_writes` is ours, not memcached's, and is not printed: tests use it to check
+//! batching.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Declares the counter struct and its reset in one list.
-macro_rules! counters {
-    ($($name:ident),* $(,)?) => {
-        /// Relaxed counters named as memcached names them in `stats`.
-        #[derive(Debug, Default)]
-        pub struct Stats { $(pub $name: AtomicU64,)* pub prefixes: PrefixStats }
+use crate::per_worker::{PerWorker, counters};
 
-        impl Stats {
-            /// `stats reset`: zeroes the resettable counters (not gauges such as
-            /// `curr_connections`, which `reset` must not touch).
-            pub fn reset(&self) {
-                $( if !Self::GAUGES.contains(&stringify!($name)) { self.$name.store(0, Relaxed); } )*
-                self.prefixes.clear();
-            }
-        }
-    };
+/// The server's counters: one [`Counters`] per worker thread, and the prefix table.
+#[derive(Debug, Default)]
+pub struct Stats {
+    per_worker: PerWorker<Counters>,
+    pub prefixes: PrefixStats,
 }
 
 counters!(
-    curr_connections,
-    total_connections,
-    rejected_connections,
-    cmd_get,
-    cmd_set,
-    cmd_flush,
-    cmd_touch,
-    cmd_meta,
-    get_hits,
-    get_misses,
-    delete_hits,
-    delete_misses,
-    incr_hits,
-    incr_misses,
-    decr_hits,
-    decr_misses,
-    touch_hits,
-    touch_misses,
-    store_too_large,
-    store_no_memory,
-    auth_cmds,
-    auth_errors,
-    idle_kicks,
-    bytes_read,
-    bytes_written,
-    conn_yields,
-    socket_writes,
+    /// One thread's relaxed counters, named as memcached names them in `stats`.
+    Counters, Totals {
+        counters: total_connections, rejected_connections, cmd_get, cmd_set, cmd_flush,
+            cmd_touch, cmd_meta, get_hits, get_misses, delete_hits, delete_misses, incr_hits,
+            incr_misses, decr_hits, decr_misses, touch_hits, touch_misses, store_too_large,
+            store_no_memory, auth_cmds, auth_errors, idle_kicks, bytes_read, bytes_written,
+            conn_yields;
+        gauges: curr_connections, socket_writes
+    }
 );
 
 impl Stats {
-    const GAUGES: &'static [&'static str] = &["curr_connections", "socket_writes"];
+    /// Counters with `prefixes` recording as given.
+    pub fn new(prefixes: PrefixStats) -> Self {
+        Self { per_worker: PerWorker::default(), prefixes }
+    }
+
+    /// The calling thread's counters, to bump.
+    #[inline]
+    pub fn local(&self) -> &Counters {
+        self.per_worker.local()
+    }
+
+    /// Every counter summed over the threads.
+    pub fn totals(&self) -> Totals {
+        Totals::of(&self.per_worker)
+    }
+
+    /// `stats reset`: zeroes the resettable counters (not gauges such as
+    /// `curr_connections`, which `reset` must not touch) and forgets prefixes.
+    pub fn reset(&self) {
+        self.per_worker.iter().for_each(Counters::reset);
+        self.prefixes.clear();
+    }
 
     /// Adds one to a counter.
     #[inline]
@@ -75,10 +71,11 @@ mod tests {
     #[test]
     fn reset_keeps_gauges() {
         let s = Stats::default();
-        Stats::incr(&s.cmd_get);
-        Stats::incr(&s.curr_connections);
+        Stats::incr(&s.local().cmd_get);
+        Stats::incr(&s.local().curr_connections);
         s.reset();
-        assert_eq!((Stats::read(&s.cmd_get), Stats::read(&s.curr_connections)), (0, 1));
+        let t = s.totals();
+        assert_eq!((t.cmd_get, t.curr_connections), (0, 1));
     }
 }
 

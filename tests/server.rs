@@ -3,7 +3,6 @@
 mod common;
 
 use std::io::Read;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use common::{spawn, spawn_with_clock};
@@ -27,7 +26,7 @@ fn a_batch_of_replies_is_one_write() {
     let srv = spawn(Config::for_tests());
     let mut c = srv.connect();
     c.roundtrip(b"set k 0 0 1\r\nv\r\n", b"STORED\r\n");
-    let before = srv.ctx.stats.socket_writes.load(Relaxed);
+    let before = srv.ctx.stats.totals().socket_writes;
     let mut req = Vec::new();
     let mut want = Vec::new();
     for _ in 0..50 {
@@ -35,7 +34,7 @@ fn a_batch_of_replies_is_one_write() {
         want.extend_from_slice(b"VALUE k 0 1\r\nv\r\nEND\r\n");
     }
     c.roundtrip(&req, &want);
-    assert_eq!(srv.ctx.stats.socket_writes.load(Relaxed) - before, 1, "50 replies, one write");
+    assert_eq!(srv.ctx.stats.totals().socket_writes - before, 1, "50 replies, one write");
 }
 
 #[test]
@@ -170,7 +169,7 @@ fn connections_past_the_limit_are_refused_and_counted() {
     drop(b);
     // The freed place is usable once the server has seen the close.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while srv.ctx.stats.curr_connections.load(Relaxed) > 1 {
+    while srv.ctx.stats.totals().curr_connections > 1 {
         assert!(Instant::now() < deadline, "close not noticed");
         std::thread::yield_now();
     }
@@ -342,7 +341,7 @@ fn stats_conns_lists_listener_and_clients() {
     assert_eq!(lines.iter().filter(|l| l.ends_with(&listen)).count(), 2, "{lines:?}");
     drop(idle);
     let deadline = Instant::now() + Duration::from_secs(5);
-    while srv.ctx.stats.curr_connections.load(Relaxed) > 1 {
+    while srv.ctx.stats.totals().curr_connections > 1 {
         assert!(Instant::now() < deadline, "close not noticed");
         std::thread::yield_now();
     }

@@ -57,12 +57,12 @@ pub fn shutdown(ctx: &Ctx, mode_ok: bool, out: &mut BytesMut) -> Flow {
 
 /// A `-Y` login: the credentials a client sent as a `set`'s data.
 pub fn login(ctx: &Ctx, user: &[u8], password: &[u8], out: &mut BytesMut) -> Flow {
-    Stats::incr(&ctx.stats.auth_cmds);
+    Stats::incr(&ctx.stats.local().auth_cmds);
     if ctx.config.auth.as_ref().is_some_and(|a| a.check(user, password)) {
         put_reply(out, Reply::Stored);
         return Flow::Authenticated;
     }
-    Stats::incr(&ctx.stats.auth_errors);
+    Stats::incr(&ctx.stats.local().auth_errors);
     put_reply(out, Reply::AuthFailure);
     Flow::Continue
 }

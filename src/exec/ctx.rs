@@ -44,8 +44,7 @@ impl Ctx {
             store.disable_cas();
         }
         let persist = config.memory_file.clone().map(Persist::new);
-        let stats =
-            Stats { prefixes: PrefixStats::new(config.prefix_delimiter, config.detail_enabled), ..Stats::default() };
+        let stats = Stats::new(PrefixStats::new(config.prefix_delimiter, config.detail_enabled));
         Self {
             config,
             store,

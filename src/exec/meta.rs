@@ -26,7 +26,7 @@ fn put_opaque_and_key(out: &mut BytesMut, m: &Meta, flag: &[u8], key_binary: boo
 
 /// `mg`.
 pub fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
-    let (store, stats) = (&ctx.store, &ctx.stats);
+    let (store, stats) = (&ctx.store, ctx.stats.local());
     let opts =
         Lookup { ttl: m.ttl, recache: m.recache, bump: !m.no_update, revalidate: true, key_binary: m.key_binary };
     let now = store.clock().now();
@@ -82,7 +82,7 @@ pub fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
 
 /// `ms`, once its data block has arrived.
 pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) {
-    Stats::incr(&ctx.stats.cmd_set);
+    Stats::incr(&ctx.stats.local().cmd_set);
     let mut mode = m.store_mode;
     let compare = m.cas.unwrap_or(0);
     // A CAS turns set and replace into cas, as in memcached.
@@ -106,7 +106,7 @@ pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) {
         StoreOutcome::Exists => MetaCode::Exists,
         StoreOutcome::NotFound => MetaCode::NotFound,
         StoreOutcome::NoMemory => {
-            Stats::incr(&ctx.stats.store_no_memory);
+            Stats::incr(&ctx.stats.local().store_no_memory);
             ctx.store.delete(&m.key, &DeleteOpts::default());
             return put_reply(out, Reply::OutOfMemoryStoring);
         }
@@ -124,7 +124,7 @@ pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) {
 
 /// `md`.
 pub fn delete(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
-    let stats = &ctx.stats;
+    let stats = ctx.stats.local();
     let exptime = m.ttl.touch.map(|(d, _)| d);
     let outcome = ctx.store.delete(&m.key, &DeleteOpts { compare_cas: m.cas, invalidate: m.invalidate, exptime });
     let code = match outcome {
@@ -154,7 +154,7 @@ pub fn delete(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
 
 /// `ma`.
 pub fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
-    let stats = &ctx.stats;
+    let stats = ctx.stats.local();
     let incr = !m.decr;
     let args = ArithArgs {
         incr,
@@ -207,7 +207,7 @@ pub fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
 
 /// `me`: memcached's debug line, sizes and slab class as memcached would count them.
 pub fn debug(ctx: &Ctx, key: &[u8], key_binary: bool, out: &mut BytesMut) {
-    Stats::incr(&ctx.stats.cmd_meta);
+    Stats::incr(&ctx.stats.local().cmd_meta);
     let now = ctx.store.clock().now();
     let found = ctx.store.lookup(key, &Lookup::PEEK, |f| {
         let it = f.item;

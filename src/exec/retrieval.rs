@@ -53,7 +53,7 @@ impl Retrieval {
 
     /// Looks up one key and appends its `VALUE` if it is there.
     fn key(&self, ctx: &Ctx, key: &[u8], out: &mut Output) {
-        let (store, stats) = (&ctx.store, &ctx.stats);
+        let (store, stats) = (&ctx.store, ctx.stats.local());
         // A small value is copied into the reply under the shard's lock (no allocation);
         // a large one is shared with the store and written from there.
         let with_cas = self.with_cas;
@@ -74,7 +74,7 @@ impl Retrieval {
         };
         Stats::incr(cmds);
         Stats::incr(if hit { hits } else { misses });
-        stats.prefixes.record(key, PrefixEvent::Get { hit });
+        ctx.stats.prefixes.record(key, PrefixEvent::Get { hit });
     }
 }
 

@@ -64,12 +64,11 @@ fn conn_stats(ctx: &Ctx, out: &mut BytesMut) {
 /// with memcached's field names so monitoring that parses them keeps working. Without the
 /// LRU maintainer (`-o no_lru_maintainer`) memcached leaves out its segments' fields.
 fn item_stats(ctx: &Ctx, out: &mut BytesMut) {
-    let (st, s) = (&ctx.store.stats, &ctx.stats);
+    let (st, s) = (ctx.store.stats.totals(), ctx.stats.totals());
     let items = ctx.store.len();
     if items == 0 {
         return;
     }
-    let r = Stats::read;
     let fields: [(&str, u64); 28] = [
         ("number", items as u64),
         ("number_hot", 0),
@@ -79,14 +78,14 @@ fn item_stats(ctx: &Ctx, out: &mut BytesMut) {
         ("age_warm", 0),
         ("age", 0),
         ("mem_requested", ctx.store.bytes() as u64),
-        ("evicted", r(&st.evictions)),
+        ("evicted", st.evictions),
         ("evicted_nonzero", 0),
         ("evicted_time", 0),
-        ("outofmemory", r(&s.store_no_memory)),
+        ("outofmemory", s.store_no_memory),
         ("tailrepairs", 0),
-        ("reclaimed", r(&st.reclaimed)),
-        ("expired_unfetched", r(&st.expired_unfetched)),
-        ("evicted_unfetched", r(&st.evicted_unfetched)),
+        ("reclaimed", st.reclaimed),
+        ("expired_unfetched", st.expired_unfetched),
+        ("evicted_unfetched", st.evicted_unfetched),
         ("evicted_active", 0),
         ("crawler_reclaimed", 0),
         ("crawler_items_checked", 0),
@@ -97,7 +96,7 @@ fn item_stats(ctx: &Ctx, out: &mut BytesMut) {
         ("direct_reclaims", 0),
         ("hits_to_hot", 0),
         ("hits_to_warm", 0),
-        ("hits_to_cold", r(&s.get_hits)),
+        ("hits_to_cold", s.get_hits),
         ("hits_to_temp", 0),
     ];
     for (name, v) in fields {
@@ -128,9 +127,8 @@ const MAINTAINER_ITEM_STATS: &[&str] = &[
 /// `stats slabs`: one class holding everything, sized by what items are charged.
 fn slab_stats(ctx: &Ctx, out: &mut BytesMut) {
     const PAGE: u64 = 1 << 20;
-    let (s, st) = (&ctx.stats, &ctx.store.stats);
+    let (s, st) = (ctx.stats.totals(), ctx.store.stats.totals());
     let (items, bytes) = (ctx.store.len() as u64, ctx.store.bytes() as u64);
-    let r = Stats::read;
     if items > 0 {
         let chunk = bytes.div_ceil(items).max(1);
         let fields: [(&str, u64); 15] = [
@@ -141,14 +139,14 @@ fn slab_stats(ctx: &Ctx, out: &mut BytesMut) {
             ("used_chunks", items),
             ("free_chunks", 0),
             ("free_chunks_end", 0),
-            ("get_hits", r(&s.get_hits)),
-            ("cmd_set", r(&s.cmd_set)),
-            ("delete_hits", r(&s.delete_hits)),
-            ("incr_hits", r(&s.incr_hits)),
-            ("decr_hits", r(&s.decr_hits)),
-            ("cas_hits", r(&st.cas_hits)),
-            ("cas_badval", r(&st.cas_badval)),
-            ("touch_hits", r(&s.touch_hits)),
+            ("get_hits", s.get_hits),
+            ("cmd_set", s.cmd_set),
+            ("delete_hits", s.delete_hits),
+            ("incr_hits", s.incr_hits),
+            ("decr_hits", s.decr_hits),
+            ("cas_hits", st.cas_hits),
+            ("cas_badval", st.cas_badval),
+            ("touch_hits", s.touch_hits),
         ];
         for (name, v) in fields {
             put_class_stat(out, "1:", name, v);
@@ -174,11 +172,9 @@ fn rusage() -> (Seconds, Seconds) {
 /// maintainer are left out with `-o no_lru_maintainer`, as memcached leaves them out.
 fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     let maintainer = ctx.config.lru_maintainer;
-    let (s, st, store) = (&ctx.stats, &ctx.store.stats, &ctx.store);
-    let r = Stats::read;
+    let (s, st, store) = (ctx.stats.totals(), ctx.store.stats.totals(), &ctx.store);
     let clock = store.clock();
     let (user, system) = rusage();
-    let cas_misses = st.cas_misses.load(Relaxed);
     put_stat(out, "pid", std::process::id());
     put_stat(out, "uptime", clock.uptime());
     put_stat(out, "time", clock.unix_now());
@@ -190,10 +186,10 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "max_connections", ctx.config.max_connections);
     // memcached counts its listening sockets among its connections, all but one of them
     // in curr_connections.
-    let (clients, listeners) = (r(&s.curr_connections), ctx.conns.listeners() as u64);
+    let (clients, listeners) = (s.curr_connections, ctx.conns.listeners() as u64);
     put_stat(out, "curr_connections", (clients + listeners).saturating_sub(1).max(clients));
-    put_stat(out, "total_connections", r(&s.total_connections));
-    put_stat(out, "rejected_connections", r(&s.rejected_connections));
+    put_stat(out, "total_connections", s.total_connections);
+    put_stat(out, "rejected_connections", s.rejected_connections);
     put_stat(out, "connection_structures", clients + listeners);
     put_zero_stats(
         out,
@@ -208,42 +204,42 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
             "reserved_fds",
         ],
     );
-    put_stat(out, "cmd_get", r(&s.cmd_get));
-    put_stat(out, "cmd_set", r(&s.cmd_set));
-    put_stat(out, "cmd_flush", r(&s.cmd_flush));
-    put_stat(out, "cmd_touch", r(&s.cmd_touch));
-    put_stat(out, "cmd_meta", r(&s.cmd_meta));
-    put_stat(out, "get_hits", r(&s.get_hits));
-    put_stat(out, "get_misses", r(&s.get_misses));
-    put_stat(out, "get_expired", r(&st.get_expired));
-    put_stat(out, "get_flushed", r(&st.get_flushed));
-    put_stat(out, "delete_misses", r(&s.delete_misses));
-    put_stat(out, "delete_hits", r(&s.delete_hits));
-    put_stat(out, "incr_misses", r(&s.incr_misses));
-    put_stat(out, "incr_hits", r(&s.incr_hits));
-    put_stat(out, "decr_misses", r(&s.decr_misses));
-    put_stat(out, "decr_hits", r(&s.decr_hits));
-    put_stat(out, "cas_misses", cas_misses);
-    put_stat(out, "cas_hits", r(&st.cas_hits));
-    put_stat(out, "cas_badval", r(&st.cas_badval));
-    put_stat(out, "touch_hits", r(&s.touch_hits));
-    put_stat(out, "touch_misses", r(&s.touch_misses));
-    put_stat(out, "store_too_large", r(&s.store_too_large));
-    put_stat(out, "store_no_memory", r(&s.store_no_memory));
-    put_stat(out, "auth_cmds", r(&s.auth_cmds));
-    put_stat(out, "auth_errors", r(&s.auth_errors));
+    put_stat(out, "cmd_get", s.cmd_get);
+    put_stat(out, "cmd_set", s.cmd_set);
+    put_stat(out, "cmd_flush", s.cmd_flush);
+    put_stat(out, "cmd_touch", s.cmd_touch);
+    put_stat(out, "cmd_meta", s.cmd_meta);
+    put_stat(out, "get_hits", s.get_hits);
+    put_stat(out, "get_misses", s.get_misses);
+    put_stat(out, "get_expired", st.get_expired);
+    put_stat(out, "get_flushed", st.get_flushed);
+    put_stat(out, "delete_misses", s.delete_misses);
+    put_stat(out, "delete_hits", s.delete_hits);
+    put_stat(out, "incr_misses", s.incr_misses);
+    put_stat(out, "incr_hits", s.incr_hits);
+    put_stat(out, "decr_misses", s.decr_misses);
+    put_stat(out, "decr_hits", s.decr_hits);
+    put_stat(out, "cas_misses", st.cas_misses);
+    put_stat(out, "cas_hits", st.cas_hits);
+    put_stat(out, "cas_badval", st.cas_badval);
+    put_stat(out, "touch_hits", s.touch_hits);
+    put_stat(out, "touch_misses", s.touch_misses);
+    put_stat(out, "store_too_large", s.store_too_large);
+    put_stat(out, "store_no_memory", s.store_no_memory);
+    put_stat(out, "auth_cmds", s.auth_cmds);
+    put_stat(out, "auth_errors", s.auth_errors);
     // memcached lists this one only when `-o idle_timeout` is set.
     if ctx.config.idle_timeout > 0 {
-        put_stat(out, "idle_kicks", r(&s.idle_kicks));
+        put_stat(out, "idle_kicks", s.idle_kicks);
     }
-    put_stat(out, "bytes_read", r(&s.bytes_read));
-    put_stat(out, "bytes_written", r(&s.bytes_written));
+    put_stat(out, "bytes_read", s.bytes_read);
+    put_stat(out, "bytes_written", s.bytes_written);
     put_stat(out, "limit_maxbytes", store.limit());
     put_stat(out, "accepting_conns", 1u32);
     put_stat(out, "listen_disabled_num", 0u32);
     put_stat(out, "time_in_listen_disabled_us", 0u32);
     put_stat(out, "threads", ctx.config.threads);
-    put_stat(out, "conn_yields", r(&s.conn_yields));
+    put_stat(out, "conn_yields", s.conn_yields);
     put_stat(out, "hash_power_level", 16u32);
     put_stat(out, "hash_bytes", 524288u32);
     put_stat(out, "hash_is_expanding", 0u32);
@@ -274,7 +270,7 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
                 tls_stats(ctx, out);
                 put_stat(out, name, 0u32);
             }
-            "slab_reassign_rescues" => put_stat(out, name, r(&store.stats.relocated)),
+            "slab_reassign_rescues" => put_stat(out, name, st.relocated),
             "slabs_moved" => put_stat(out, name, store.pages_moved()),
             "lru_maintainer_juggles" if !maintainer => {}
             _ => put_stat(out, name, 0u32),
@@ -282,15 +278,15 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     }
     put_stat(out, "bytes", store.bytes());
     put_stat(out, "curr_items", store.len());
-    put_stat(out, "total_items", r(&st.total_items));
+    put_stat(out, "total_items", st.total_items);
     put_stat(out, "slab_global_page_pool", 0u32);
-    put_stat(out, "expired_unfetched", r(&st.expired_unfetched));
-    put_stat(out, "evicted_unfetched", r(&st.evicted_unfetched));
+    put_stat(out, "expired_unfetched", st.expired_unfetched);
+    put_stat(out, "evicted_unfetched", st.evicted_unfetched);
     if maintainer {
         put_stat(out, "evicted_active", 0u32);
     }
-    put_stat(out, "evictions", r(&st.evictions));
-    put_stat(out, "reclaimed", r(&st.reclaimed));
+    put_stat(out, "evictions", st.evictions);
+    put_stat(out, "reclaimed", st.reclaimed);
     put_zero_stats(out, &["crawler_reclaimed", "crawler_items_checked", "lrutail_reflocked"]);
     if maintainer {
         put_zero_stats(

@@ -12,9 +12,9 @@ use crate::store::{ArithArgs, ArithOutcome, DeleteOpts, DeleteOutcome, Lookup, S
 /// A storage command with its data block.
 pub fn store(ctx: &Ctx, args: &StoreArgs<'_>, noreply: bool, out: &mut BytesMut) {
     let (key, mode) = (args.key, args.mode);
-    let (store, stats) = (&ctx.store, &ctx.stats);
+    let (store, stats) = (&ctx.store, ctx.stats.local());
     Stats::incr(&stats.cmd_set);
-    stats.prefixes.record(key, PrefixEvent::Set);
+    ctx.stats.prefixes.record(key, PrefixEvent::Set);
     let reply = match store.store(args).0 {
         StoreOutcome::Stored => Reply::Stored,
         StoreOutcome::NotStored => Reply::NotStored,
@@ -36,7 +36,7 @@ pub fn store(ctx: &Ctx, args: &StoreArgs<'_>, noreply: bool, out: &mut BytesMut)
 /// assumes the old value is gone: memcached makes it so for `set`, and so do we. The reply
 /// follows once the decoder has swallowed the data.
 pub fn too_large(ctx: &Ctx, key: &[u8], mode: StoreMode) {
-    Stats::incr(&ctx.stats.store_too_large);
+    Stats::incr(&ctx.stats.local().store_too_large);
     ctx.stats.prefixes.record(key, PrefixEvent::Set);
     if mode == StoreMode::Set {
         ctx.store.delete(key, &DeleteOpts::default());
@@ -44,15 +44,15 @@ pub fn too_large(ctx: &Ctx, key: &[u8], mode: StoreMode) {
 }
 
 pub fn delete(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut BytesMut) {
-    let stats = &ctx.stats;
-    stats.prefixes.record(key, PrefixEvent::Delete);
+    let stats = ctx.stats.local();
+    ctx.stats.prefixes.record(key, PrefixEvent::Delete);
     let hit = ctx.store.delete(key, &DeleteOpts::default()) == DeleteOutcome::Deleted;
     Stats::incr(if hit { &stats.delete_hits } else { &stats.delete_misses });
     put_reply_unless(out, noreply, if hit { Reply::Deleted } else { Reply::NotFound });
 }
 
 pub fn arith(ctx: &Ctx, key: &[u8], incr: bool, delta: u64, noreply: bool, out: &mut BytesMut) {
-    let stats = &ctx.stats;
+    let stats = ctx.stats.local();
     let (hits, misses) =
         if incr { (&stats.incr_hits, &stats.incr_misses) } else { (&stats.decr_hits, &stats.decr_misses) };
     match ctx.store.arith(key, &ArithArgs { incr, delta, ..ArithArgs::default() }) {
@@ -73,7 +73,7 @@ pub fn arith(ctx: &Ctx, key: &[u8], incr: bool, delta: u64, noreply: bool, out: 
 }
 
 pub fn touch(ctx: &Ctx, key: &[u8], exptime: i32, noreply: bool, out: &mut BytesMut) {
-    let (store, stats) = (&ctx.store, &ctx.stats);
+    let (store, stats) = (&ctx.store, ctx.stats.local());
     Stats::incr(&stats.cmd_touch);
     let hit = store.lookup(key, &Lookup::touch(store.clock().deadline(exptime)), |_| ()).is_some();
     Stats::incr(if hit { &stats.touch_hits } else { &stats.touch_misses });
@@ -82,7 +82,7 @@ pub fn touch(ctx: &Ctx, key: &[u8], exptime: i32, noreply: bool, out: &mut Bytes
 
 /// `flush_all`: counted even when `-F` refuses it, as memcached counts it.
 pub fn flush_all(ctx: &Ctx, delay: Option<i32>, noreply: bool, out: &mut BytesMut) {
-    Stats::incr(&ctx.stats.cmd_flush);
+    Stats::incr(&ctx.stats.local().cmd_flush);
     let reply = match delay {
         _ if !ctx.config.flush_enabled => Reply::FlushNotAllowed,
         None => Reply::BadExptime,

@@ -249,7 +249,7 @@ impl Connection {
         if now.saturating_duration_since(since) < t {
             return false;
         }
-        Stats::incr(&self.ctx.stats.idle_kicks);
+        Stats::incr(&self.ctx.stats.local().idle_kicks);
         if self.stalled_since.is_some() {
             debug!("closing connection: client reads no replies");
         } else {
@@ -311,7 +311,7 @@ impl Connection {
     /// Lets the worker's other connections go first with work still in hand, counted as
     /// memcached counts a connection that used up its requests per event (`conn_yields`).
     fn yield_turn(&self) -> Wait {
-        Stats::incr(&self.ctx.stats.conn_yields);
+        Stats::incr(&self.ctx.stats.local().conn_yields);
         Wait::Turn
     }
 
@@ -335,7 +335,7 @@ impl Connection {
         if n > 0 {
             self.unread = true;
             self.seen_input = true;
-            self.ctx.stats.bytes_read.fetch_add(n as u64, Relaxed);
+            self.ctx.stats.local().bytes_read.fetch_add(n as u64, Relaxed);
         }
         Ok(true)
     }
@@ -349,8 +349,8 @@ impl Connection {
         }
         if !self.counted {
             // Counted before writing, so a client that has the reply sees the count.
-            self.ctx.stats.bytes_written.fetch_add(total as u64, Relaxed);
-            self.ctx.stats.socket_writes.fetch_add(1, Relaxed);
+            self.ctx.stats.local().bytes_written.fetch_add(total as u64, Relaxed);
+            self.ctx.stats.local().socket_writes.fetch_add(1, Relaxed);
             self.counted = true;
         }
         while self.written < total {

@@ -112,7 +112,7 @@ pub async fn run<L: Into<Listener>>(
         }
     }
     // memcached counts its listening sockets as connections in total_connections.
-    ctx.stats.total_connections.fetch_add(ctx.conns.listeners() as u64, std::sync::atomic::Ordering::Relaxed);
+    ctx.stats.local().total_connections.fetch_add(ctx.conns.listeners() as u64, std::sync::atomic::Ordering::Relaxed);
     tokio::select! {
         () = shutdown => {}
         () = ctx.shutdown.cancelled() => {}
@@ -239,14 +239,14 @@ async fn accept_loop<L: Accept>(listener: L, loops: Loops, tls: Option<Arc<Tls>>
             },
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            Stats::incr(&ctx.stats.rejected_connections);
+            Stats::incr(&ctx.stats.local().rejected_connections);
             debug!(%peer, "connection refused: over the limit");
             tracker.spawn(async move {
                 let _ = socket.write_all(Reply::TooManyConnections.line()).await;
             });
             continue;
         };
-        Stats::incr(&ctx.stats.total_connections);
+        Stats::incr(&ctx.stats.local().total_connections);
         let fd = socket.as_raw_fd();
         let row = ctx.conns.add(fd, peer.clone(), local, ctx.store.clock().now());
         let slot = Slot::take(ctx.clone(), permit, fd);
@@ -285,7 +285,7 @@ struct Slot {
 
 impl Slot {
     fn take(ctx: Arc<Ctx>, permit: OwnedSemaphorePermit, fd: i32) -> Self {
-        Stats::incr(&ctx.stats.curr_connections);
+        Stats::incr(&ctx.stats.local().curr_connections);
         Self { ctx, _permit: permit, fd }
     }
 }
@@ -293,6 +293,6 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.ctx.conns.remove(self.fd);
-        self.ctx.stats.curr_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.ctx.stats.local().curr_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -60,7 +60,11 @@ impl Workers {
             let mut worker =
                 Worker { poll, rx, ctx: ctx.clone(), conns: Vec::new(), free: Vec::new(), turn: Vec::new() };
             let quit = started.quit.clone();
-            std::thread::Builder::new().name(format!("larder-worker-{i}")).spawn(move || worker.run(&quit))?;
+            std::thread::Builder::new().name(format!("larder-worker-{i}")).spawn(move || {
+                // This thread's counters are its own (see crate::per_worker).
+                crate::per_worker::enter(i);
+                worker.run(&quit);
+            })?;
             started.workers.push(Handle { tx, waker });
         }
         Ok(started)

@@ -138,9 +138,9 @@ impl Store {
 
     fn evict(&self, s: &mut Shard, i: usize, now: RelTime) {
         let it = self.remove(s, i, now);
-        self.stats.evictions.fetch_add(1, Relaxed);
+        self.stats.local().evictions.fetch_add(1, Relaxed);
         if it.access() & access::FETCHED == 0 {
-            self.stats.evicted_unfetched.fetch_add(1, Relaxed);
+            self.stats.local().evicted_unfetched.fetch_add(1, Relaxed);
         }
     }
 
@@ -154,8 +154,7 @@ impl Store {
     pub(super) fn evict_for_bucket(&self, s: &mut Shard, incoming: usize, now: RelTime) {
         let growth = s.table.num_buckets() * BUCKET_BYTES;
         let full_cache = self.used.load(Relaxed) + incoming + growth > self.limit.load(Relaxed);
-        let fair_share = s.table.len() * SHARDS >= self.stats.curr_items.load(Relaxed);
-        if !(self.evictions && full_cache && fair_share) {
+        if !(self.evictions && full_cache && s.table.len() * SHARDS >= self.len()) {
             return;
         }
         let mut looked = 0; // bounded by the four visits instead
@@ -208,7 +207,7 @@ impl Store {
                 if let Some(moved) = s.table.get_bucket(i).and_then(|it| it.relocated(&self.slab)) {
                     // Same length, same slot size: nothing to re-charge.
                     *s.item_mut(i) = moved;
-                    self.stats.relocated.fetch_add(1, Relaxed);
+                    self.stats.local().relocated.fetch_add(1, Relaxed);
                 }
             }
         }

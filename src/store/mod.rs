@@ -140,58 +140,37 @@ impl Default for StoreArgs<'_> {
     }
 }
 
-/// Counters the store keeps itself (the rest of `stats` lives in `crate::stats`).
+crate::per_worker::counters!(
+    /// Counters the store keeps itself, per worker thread (the rest of `stats` lives in
+    /// `crate::stats`). `relocated`: items moved out of sparse slab pages (memcached's
+    /// `slab_reassign_rescues`).
+    StoreCounters, StoreTotals {
+        counters: total_items, get_expired, get_flushed, reclaimed, expired_unfetched, evictions,
+            evicted_unfetched, cas_badval, cas_hits, cas_misses, relocated;
+        gauges: curr_items
+    }
+);
+
+/// The store's counters: a [`StoreCounters`] per worker thread.
 #[derive(Debug, Default)]
-pub struct StoreStats {
-    pub curr_items: AtomicUsize,
-    pub total_items: AtomicU64,
-    pub get_expired: AtomicU64,
-    pub get_flushed: AtomicU64,
-    pub reclaimed: AtomicU64,
-    pub expired_unfetched: AtomicU64,
-    pub evictions: AtomicU64,
-    pub evicted_unfetched: AtomicU64,
-    pub cas_badval: AtomicU64,
-    pub cas_hits: AtomicU64,
-    pub cas_misses: AtomicU64,
-    /// Items moved out of sparse slab pages (memcached's `slab_reassign_rescues`).
-    pub relocated: AtomicU64,
-}
+pub struct StoreStats(crate::per_worker::PerWorker<StoreCounters>);
 
 impl StoreStats {
+    /// The calling thread's counters, to bump.
+    #[inline]
+    pub fn local(&self) -> &StoreCounters {
+        self.0.local()
+    }
+
+    /// Every counter summed over the threads.
+    pub fn totals(&self) -> StoreTotals {
+        StoreTotals::of(&self.0)
+    }
+
     /// `stats reset`: zeroes every counter, as memcached's reset does; `curr_items` is a
     /// gauge and stays.
     fn reset(&self) {
-        // Named one by one, so a counter added to the struct must be placed here.
-        let Self {
-            curr_items: _,
-            total_items,
-            get_expired,
-            get_flushed,
-            reclaimed,
-            expired_unfetched,
-            evictions,
-            evicted_unfetched,
-            cas_badval,
-            cas_hits,
-            cas_misses,
-            relocated,
-        } = self;
-        for c in [
-            total_items,
-            get_expired,
-            get_flushed,
-            reclaimed,
-            expired_unfetched,
-            evictions,
-            evicted_unfetched,
-            cas_badval,
-            cas_hits,
-            cas_misses,
-            relocated,
-        ] {
-            c.store(0, Relaxed);
-        }
+        self.0.iter().for_each(StoreCounters::reset);
     }
 }
 
@@ -302,7 +281,7 @@ impl Store {
 
     /// Items currently held (live or not yet reaped).
     pub fn len(&self) -> usize {
-        self.stats.curr_items.load(Relaxed)
+        self.stats.totals().curr_items as usize
     }
 
     pub fn is_empty(&self) -> bool {
@@ -362,7 +341,7 @@ impl Store {
                     (StoreOutcome::Stored, cas)
                 }
                 StoreMode::Cas { .. } => {
-                    self.stats.cas_misses.fetch_add(1, Relaxed);
+                    self.stats.local().cas_misses.fetch_add(1, Relaxed);
                     (StoreOutcome::NotFound, 0)
                 }
                 StoreMode::Replace | StoreMode::Append | StoreMode::Prepend => (StoreOutcome::NotStored, 0),
@@ -380,12 +359,12 @@ impl Store {
             // memcached reads a CAS of 0 (all of them, with -C) as none given: no match.
             StoreMode::Cas { unique } if unique != old.cas() || !self.cas || unique == 0 => {
                 if !(a.stale_ok && unique < old.cas() && unique != 0) {
-                    self.stats.cas_badval.fetch_add(1, Relaxed);
+                    self.stats.local().cas_badval.fetch_add(1, Relaxed);
                     return (StoreOutcome::Exists, 0);
                 }
                 // An older CAS with `I`: stored, but marked stale, keeping the item's
                 // deadline and whether a recache token went out.
-                self.stats.cas_hits.fetch_add(1, Relaxed);
+                self.stats.local().cas_hits.fetch_add(1, Relaxed);
                 let kept = old.bits() & bit::TOKEN_SENT;
                 let f = Fields {
                     cas: self.next_cas(),
@@ -416,14 +395,14 @@ impl Store {
                 Item::new(&self.slab, key, &parts, f)
             }
             StoreMode::Cas { .. } => {
-                self.stats.cas_hits.fetch_add(1, Relaxed);
+                self.stats.local().cas_hits.fetch_add(1, Relaxed);
                 fresh(self.next_cas())
             }
             StoreMode::Set | StoreMode::Replace => fresh(self.next_cas()),
         };
         let cas = new.cas();
         self.replace(&mut s, i, new);
-        self.stats.total_items.fetch_add(1, Relaxed);
+        self.stats.local().total_items.fetch_add(1, Relaxed);
         (StoreOutcome::Stored, cas)
     }
 
@@ -517,7 +496,7 @@ impl Store {
         }
         if grows {
             // memcached writes a longer number into a new item, which counts as one.
-            self.stats.total_items.fetch_add(1, Relaxed);
+            self.stats.local().total_items.fetch_add(1, Relaxed);
         }
         ArithOutcome::Value { value, cas, exptime_before, created: false }
     }

@@ -71,7 +71,7 @@ impl Store {
             }
             None => {
                 let i = self.insert(&mut s, hash, it);
-                self.stats.total_items.fetch_sub(1, Relaxed);
+                self.stats.local().total_items.fetch_sub(1, Relaxed);
                 (i, Restored::Stored)
             }
         };

@@ -295,8 +295,8 @@ impl Store {
     /// Counts a lookup that found a dead item, as memcached's `do_item_get` does.
     pub(super) fn count_dead(&self, why: Dead) {
         match why {
-            Dead::Flushed => &self.stats.get_flushed,
-            Dead::Expired => &self.stats.get_expired,
+            Dead::Flushed => &self.stats.local().get_flushed,
+            Dead::Expired => &self.stats.local().get_expired,
         }
         .fetch_add(1, Relaxed);
     }
@@ -317,8 +317,8 @@ impl Store {
         }
         let charge = it.charge();
         self.charge(charge);
-        self.stats.curr_items.fetch_add(1, Relaxed);
-        self.stats.total_items.fetch_add(1, Relaxed);
+        self.stats.local().curr_items.fetch_add(1, Relaxed);
+        self.stats.local().total_items.fetch_add(1, Relaxed);
         // Bytes, not items: a cache of small items and one of large items both turn
         // over in 64 epochs, and a large item written now is as new as a small one.
         let epoch_bytes = (self.used.load(Relaxed) / 64).max(64 << 10);
@@ -347,8 +347,9 @@ impl Store {
     /// A reading that changes whenever an item is stored or removed (items stored so far,
     /// items held): while it stays the same, the slab's pages fill as well as they did
     /// and the tables need no compacting.
-    pub fn churn(&self) -> (u64, usize) {
-        (self.stats.total_items.load(Relaxed), self.stats.curr_items.load(Relaxed))
+    pub fn churn(&self) -> (u64, u64) {
+        let t = self.stats.totals();
+        (t.total_items, t.curr_items)
     }
 
     /// The current eviction epoch.
@@ -360,11 +361,11 @@ impl Store {
     pub(super) fn remove(&self, shard: &mut Shard, i: usize, now: RelTime) -> Item {
         let it = shard.take(i);
         self.refund(it.charge());
-        self.stats.curr_items.fetch_sub(1, Relaxed);
+        self.stats.local().curr_items.fetch_sub(1, Relaxed);
         if self.dead(&it, now).is_some() {
-            self.stats.reclaimed.fetch_add(1, Relaxed);
+            self.stats.local().reclaimed.fetch_add(1, Relaxed);
             if it.access() & access::FETCHED == 0 {
-                self.stats.expired_unfetched.fetch_add(1, Relaxed);
+                self.stats.local().expired_unfetched.fetch_add(1, Relaxed);
             }
         }
         it

@@ -1,7 +1,5 @@
 //! The store's unit tests: verbs against an injected clock, eviction, expiry, the walk.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use super::shard::read;
 use super::*;
 use crate::clock::Clock;
@@ -143,7 +141,7 @@ fn expiry_with_injected_clock() {
     c.advance(1);
     assert!(!s.touch(b"never", 0));
     assert_eq!(s.len(), 0, "expired items are reaped when found");
-    assert_eq!(s.stats.get_expired.load(Relaxed), 3);
+    assert_eq!(s.stats.totals().get_expired, 3);
 }
 
 #[test]
@@ -199,7 +197,7 @@ fn flush_all_now_and_later() {
     assert_eq!(get(&s, "c"), None, "written up to the flush time: flushed too");
     set(&s, "d", "1", 0);
     assert!(get(&s, "d").is_some());
-    assert_eq!(s.stats.get_flushed.load(Relaxed), 3);
+    assert_eq!(s.stats.totals().get_flushed, 3);
 }
 
 #[test]
@@ -220,7 +218,7 @@ fn eviction_keeps_under_the_limit_and_spares_read_items() {
     }
     // Exactly full: nothing evicted yet.
     s.set_limit(s.bytes());
-    assert_eq!((s.len(), s.stats.evictions.load(Relaxed)), (10_000, 0));
+    assert_eq!((s.len(), s.stats.totals().evictions), (10_000, 0));
     // A tenth of the items are read between floods of one-time keys (each a tenth of
     // the cache): the hand clears their bit, they are read again, they stay.
     let hot: Vec<String> = (0..10_000).step_by(10).map(|i| format!("k{i:05}")).collect();
@@ -233,8 +231,8 @@ fn eviction_keeps_under_the_limit_and_spares_read_items() {
             assert!(s.bytes() <= s.limit());
         }
     }
-    assert!(s.stats.evictions.load(Relaxed) >= 5000, "{}", s.stats.evictions.load(Relaxed));
-    assert!(s.stats.evicted_unfetched.load(Relaxed) >= 4000);
+    assert!(s.stats.totals().evictions >= 5000, "{}", s.stats.totals().evictions);
+    assert!(s.stats.totals().evicted_unfetched >= 4000);
     // An item larger than the whole limit can never be stored.
     assert_eq!(set(&s, "huge", &"x".repeat(s.limit()), 0), StoreOutcome::NoMemory);
     // Shrinking the limit evicts down to it.
@@ -254,10 +252,10 @@ fn without_evictions_a_full_cache_refuses_stores() {
     }
     s.set_limit(s.bytes());
     assert_eq!(set(&s, "new", &v, 0), StoreOutcome::NoMemory);
-    assert_eq!((s.len(), s.stats.evictions.load(Relaxed)), (100, 0));
+    assert_eq!((s.len(), s.stats.totals().evictions), (100, 0));
     c.advance(5);
     assert_eq!(set(&s, "new", &v, 0), StoreOutcome::Stored, "an expired item made room");
-    assert_eq!(s.stats.evictions.load(Relaxed), 0);
+    assert_eq!(s.stats.totals().evictions, 0);
     assert!(get(&s, "k50").is_some());
 }
 
@@ -275,8 +273,8 @@ fn background_reclaim_frees_expired_items() {
         freed += s.reclaim_expired(64);
     }
     assert_eq!((freed, s.len()), (1000, 1));
-    assert_eq!(s.stats.reclaimed.load(Relaxed), 1000);
-    assert_eq!(s.stats.expired_unfetched.load(Relaxed), 1000);
+    assert_eq!(s.stats.totals().reclaimed, 1000);
+    assert_eq!(s.stats.totals().expired_unfetched, 1000);
 }
 
 #[test]
@@ -368,7 +366,7 @@ fn dump_shows_every_item_there_throughout_while_tables_are_rebuilt() {
             s.reclaim_expired(16);
         }
     });
-    assert_eq!(s.stats.evictions.load(Relaxed), 0);
+    assert_eq!(s.stats.totals().evictions, 0);
     assert!(rebuilds(&s) > before + 64, "tables were rebuilt under the dump: {} -> {}", before, rebuilds(&s));
     let shown: std::collections::HashSet<_> = shown.into_iter().collect();
     let missing: Vec<_> = (0..2_000).map(|n| format!("keep:{n}")).filter(|k| !shown.contains(k)).collect();
@@ -457,7 +455,7 @@ fn deleting_an_expired_item_counts_it_expired() {
     set(&s, "k", "v", s.clock().deadline(1));
     s.clock().advance(1);
     assert!(!s.del(b"k"));
-    assert_eq!((s.stats.get_expired.load(Relaxed), s.len()), (1, 0));
+    assert_eq!((s.stats.totals().get_expired, s.len()), (1, 0));
 }
 
 #[test]
@@ -474,11 +472,11 @@ fn stats_reset_zeroes_counters_and_keeps_gauges() {
         s.store(&StoreArgs { mode: StoreMode::Cas { unique: 1 }, key: b"b", ..StoreArgs::default() }).0,
         StoreOutcome::NotFound
     );
-    let st = &s.stats;
-    let read = |c: &AtomicU64| c.load(Relaxed);
-    assert_eq!((read(&st.cas_hits), read(&st.cas_badval), read(&st.cas_misses), read(&st.total_items)), (1, 1, 1, 2));
+    let st = s.stats.totals();
+    assert_eq!((st.cas_hits, st.cas_badval, st.cas_misses, st.total_items), (1, 1, 1, 2));
     s.reset_stats();
-    assert_eq!((read(&st.cas_hits), read(&st.cas_badval), read(&st.cas_misses), read(&st.total_items)), (0, 0, 0, 0));
+    let st = s.stats.totals();
+    assert_eq!((st.cas_hits, st.cas_badval, st.cas_misses, st.total_items), (0, 0, 0, 0));
     assert_eq!((s.len(), s.pages_moved()), (1, 0), "curr_items is a gauge and stays");
 }
 
