@@ -189,6 +189,11 @@ pub struct Cli {
     #[arg(long = "warm-from-timeout", value_name = "SECONDS", default_value_t = 300)]
     pub warm_from_timeout: u64,
 
+    /// Serve HTTP on HOST:PORT: Prometheus metrics at /metrics, a live page at /, and
+    /// /healthz (off by default; 127.0.0.1:9150 is memcached_exporter's port).
+    #[arg(long = "http", value_name = "HOST:PORT")]
+    pub http: Option<String>,
+
     /// Extended options, memcached's `-o key=value[,key=value]`. Larder knows
     /// `idle_timeout=<seconds>` (0, the default, never closes idle connections),
     /// `snapshot_interval=<seconds>` (with -e: also save that often; 0, the default, only
@@ -695,6 +700,8 @@ pub struct Config {
     /// that may take.
     pub warm_from: Option<String>,
     pub warm_from_timeout: std::time::Duration,
+    /// `--http`: where to serve metrics and the live page.
+    pub http: Option<String>,
     /// `-o snapshot_interval`: seconds between saves of the state file while serving (0:
     /// only on stopping).
     pub snapshot_interval: u32,
@@ -829,6 +836,7 @@ impl Config {
             memory_file,
             warm_from: cli.warm_from.clone(),
             warm_from_timeout: std::time::Duration::from_secs(cli.warm_from_timeout),
+            http: cli.http.clone(),
             snapshot_interval: ext.snapshot_interval,
             ignored_options: ext.ignored,
             inert_flags,
@@ -867,6 +875,7 @@ impl Config {
             memory_file: None,
             warm_from: None,
             warm_from_timeout: std::time::Duration::from_secs(300),
+            http: None,
             snapshot_interval: 0,
             ignored_options: Vec::new(),
             inert_flags: Vec::new(),

@@ -22,6 +22,8 @@ pub mod config;
 pub mod conns;
 pub mod daemon;
 pub mod exec;
+pub mod http;
+pub mod latency;
 pub mod memcached;
 pub mod per_worker;
 pub mod persist;

@@ -73,6 +73,15 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
+    if let Some(addr) = &config.http {
+        match std::net::TcpListener::bind(addr.as_str()) {
+            Ok(l) => listeners.push(Bound::Http(l)),
+            Err(e) => {
+                eprintln!("larder: --http: cannot listen on {addr}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let _socket_file = match &config.unix_socket {
         Some(path) => match bind_unix(path, config.unix_mask, config.listen_backlog) {
             Ok(l) => {
@@ -168,6 +177,8 @@ fn deepen_backlog<L: std::os::fd::AsRawFd>(l: L, backlog: i32) -> std::io::Resul
 enum Bound {
     Tcp(std::net::TcpListener, bool),
     Unix(std::os::unix::net::UnixListener),
+    /// `--http`'s.
+    Http(std::net::TcpListener),
 }
 
 /// Binds the `-s` socket with `-a`'s permissions, replacing a stale socket file left by
@@ -203,6 +214,7 @@ async fn serve(
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     let mut listeners: Vec<Listener> = Vec::new();
+    let mut http = None;
     for b in bound {
         match b {
             Bound::Tcp(l, tls) => {
@@ -216,6 +228,12 @@ async fn serve(
                 let l = tokio::net::UnixListener::from_std(l)?;
                 info!(socket = ?l.local_addr()?.as_pathname(), "listening");
                 listeners.push(l.into());
+            }
+            Bound::Http(l) => {
+                l.set_nonblocking(true)?;
+                let l = TcpListener::from_std(l)?;
+                info!(http = %l.local_addr()?, "serving metrics and the live page");
+                http = Some(l);
             }
         }
     }
@@ -267,7 +285,11 @@ async fn serve(
             Err(e) => tracing::warn!(%e, items = ctx.store.len(), "warming stopped; serving what was copied"),
         }
     }
+    let http = http.map(|l| tokio::spawn(larder::http::serve(l, ctx.clone())));
     larder::server::run(listeners, ctx.clone(), shutdown).await;
+    if let Some(http) = http {
+        http.abort();
+    }
     if ctx.persist.is_some() {
         // Every connection is closed: the save holds every write a client was answered for.
         let c = ctx.clone();

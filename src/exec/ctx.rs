@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conns::Conns;
+use crate::latency::Latency;
 use crate::persist::Persist;
 use crate::stats::{PrefixStats, Stats};
 use crate::store::Store;
@@ -19,6 +20,8 @@ pub struct Ctx {
     pub config: Config,
     pub store: Store,
     pub stats: Stats,
+    /// Request latency per command group, per worker thread.
+    pub latency: Latency,
     /// `lru_crawler enable|disable` state (on by default, as in memcached).
     pub crawler: AtomicBool,
     /// Cancelled by the `shutdown` command (`-A`); the server stops as on SIGTERM.
@@ -49,6 +52,7 @@ impl Ctx {
             config,
             store,
             stats,
+            latency: Latency::default(),
             crawler: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
             conns: Conns::default(),

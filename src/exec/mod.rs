@@ -16,6 +16,7 @@ mod storage;
 
 pub use ctx::Ctx;
 
+use crate::latency::Command;
 use crate::protocol::Request;
 use crate::protocol::encode::{Reply, put_reply};
 use crate::store::{SharedValue, StoreArgs};
@@ -82,6 +83,18 @@ pub struct Caller {
 impl Caller {
     /// A caller without a socket: nothing waiting, no output bound.
     pub const DETACHED: Self = Self { replies_waiting: false, prefetched: false, out_limit: usize::MAX };
+}
+
+/// The group `req` is timed in (see [`crate::latency`]).
+pub fn command_group(req: &Request) -> Command {
+    match req {
+        Request::Get { .. } | Request::MetaGet(_) => Command::Get,
+        Request::Store { .. } | Request::TooLarge { .. } | Request::MetaSet { .. } => Command::Set,
+        Request::Delete { .. } | Request::MetaDelete(_) => Command::Delete,
+        Request::Arith { .. } | Request::MetaArith(_) => Command::Arith,
+        Request::Touch { .. } => Command::Touch,
+        _ => Command::Other,
+    }
 }
 
 /// Runs one request and appends its reply (if any) to `out`.

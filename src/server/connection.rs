@@ -16,6 +16,7 @@ use tracing::{debug, trace};
 use super::transport::{Received, Transport};
 use crate::conns::{ConnRow, ConnState};
 use crate::exec::{self, Caller, Ctx, Flow, Output, Work};
+use crate::latency::Tally;
 use crate::protocol::encode::{error_reply, put_reply};
 use crate::protocol::text::Limits;
 use crate::protocol::{Decoder, Framing};
@@ -80,6 +81,10 @@ impl Pending {
 struct Batch {
     pending: Pending,
     commands: bool,
+    /// When the batch's bytes were read, and its commands by group, for the latency
+    /// histograms.
+    started: Option<Instant>,
+    tally: Tally,
     prefetched: usize,
     work: Option<Work>,
 }
@@ -391,8 +396,14 @@ impl Connection {
             Step::Full => self.batch = Some(batch),
             Step::Done => {
                 self.shrink_input();
-                if batch.commands && self.idle_timeout.is_some() {
-                    self.last_active = Instant::now();
+                if batch.commands {
+                    let now = Instant::now();
+                    if let Some(started) = batch.started {
+                        self.ctx.latency.record(&batch.tally, now - started);
+                    }
+                    if self.idle_timeout.is_some() {
+                        self.last_active = now;
+                    }
                 }
             }
             Step::Close => {}
@@ -415,7 +426,7 @@ impl Connection {
         if let Some(prefetch) = prefetch {
             prefetch.finish();
         }
-        Batch { prefetched, ..Batch::default() }
+        Batch { prefetched, started: Some(Instant::now()), ..Batch::default() }
     }
 
     fn run_commands(&mut self, batch: &mut Batch) -> Step {
@@ -449,6 +460,7 @@ impl Connection {
                         prefetched: batch.pending.commands < batch.prefetched,
                         out_limit: MAX_PENDING_OUTPUT,
                     };
+                    batch.tally.add(exec::command_group(&req));
                     let flow = exec::execute(&self.ctx, req, &mut self.out, &caller);
                     if let Some(step) = self.command_done(batch, flow) {
                         return step;

@@ -1,0 +1,109 @@
+//! The HTTP listener of `--http`, on the server's tokio runtime (hyper, HTTP/1.1): `GET
+//! /metrics` (the Prometheus text format, [`metrics`]), `GET /` (the live page, [`page`]),
+//! `GET /live` (the page's figures as JSON, with the history [`live`] keeps) and `GET
+//! /healthz`. It shows nothing `stats` does not. It is bounded: at most
+//! [`MAX_CONNECTIONS`] at once (more are closed at accept), request heads of at most
+//! [`MAX_HEAD_BYTES`] read within [`HEAD_TIMEOUT`], a connection's life capped at
+//! [`MAX_LIFE`], only `GET` and `HEAD` served (others get 405), no body read. It shares
+//! nothing with the cache port but the counters it reads, so a bad HTTP request can only
+//! fail its own connection.
+
+pub mod live;
+pub mod metrics;
+pub mod page;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use crate::exec::Ctx;
+
+/// HTTP connections served at once; Prometheus needs one, a few browsers a few more.
+pub const MAX_CONNECTIONS: usize = 64;
+/// The largest request head read (hyper's read buffer).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Time allowed for a request head to arrive.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection is closed after this long, however busy (clients reconnect).
+pub const MAX_LIFE: Duration = Duration::from_secs(300);
+
+/// Serves `listener` until the runtime stops.
+pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+    let history = Arc::new(live::History::default());
+    tokio::spawn(live::sample(ctx.clone(), history.clone()));
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                warn!(%e, "http: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            debug!(%peer, "http: too many connections; closed");
+            continue;
+        };
+        let (ctx, history) = (ctx.clone(), history.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let reply = respond(&ctx, &history, &req);
+                async move { Ok::<_, Infallible>(reply) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Ok(Err(e)) = tokio::time::timeout(MAX_LIFE, conn).await {
+                debug!(%peer, %e, "http: connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The reply to one request.
+fn respond(ctx: &Ctx, history: &live::History, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET is served\n");
+        r.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let mut reply = match req.uri().path() {
+        "/metrics" => typed(metrics::render(ctx), metrics::CONTENT_TYPE),
+        "/" => typed(page::HTML, "text/html; charset=utf-8"),
+        "/live" => typed(live::json(ctx, history), "application/json"),
+        "/healthz" if ctx.stopping.load(Relaxed) => plain(StatusCode::SERVICE_UNAVAILABLE, "stopping\n"),
+        "/healthz" => plain(StatusCode::OK, "ok\n"),
+        _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    // hyper sends no body in reply to HEAD.
+    reply.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    reply
+}
+
+fn typed(body: impl Into<Bytes>, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = typed(text, "text/plain; charset=utf-8");
+    *r.status_mut() = status;
+    r
+}
