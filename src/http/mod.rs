@@ -1,10 +1,9 @@
 //! The HTTP listener of `--http`, on the server's tokio runtime (hyper, HTTP/1.1): `GET
 //! /metrics` (the Prometheus text format, [`metrics`]), `GET /` (the live page, [`page`]),
 //! `GET /live` (the page's figures as JSON, with the history [`live`] keeps) and `GET
-//! /healthz`. It shows nothing `stats` does not. It is bounded: at most
-//! [`MAX_CONNECTIONS`] at once (more are closed at accept), request heads of at most
-//! [`MAX_HEAD_BYTES`] read within [`HEAD_TIMEOUT`], a connection's life capped at
-//! [`MAX_LIFE`], only `GET` and `HEAD` served (others get 405), no body read. It shares
+//! /healthz`. It shows nothing `stats` does not. It is bounded ([`Limits`]): connections
+//! at once, the size of a request head and the time it may take, a connection's life;
+//! only `GET` and `HEAD` are served (others get 405) and no body is read. It shares
 //! nothing with the cache port but the counters it reads, so a bad HTTP request can only
 //! fail its own connection.
 
@@ -29,20 +28,41 @@ use tracing::{debug, warn};
 
 use crate::exec::Ctx;
 
-/// HTTP connections served at once; Prometheus needs one, a few browsers a few more.
-pub const MAX_CONNECTIONS: usize = 64;
-/// The largest request head read (hyper's read buffer).
-pub const MAX_HEAD_BYTES: usize = 16 * 1024;
-/// Time allowed for a request head to arrive.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection is closed after this long, however busy (clients reconnect).
-pub const MAX_LIFE: Duration = Duration::from_secs(300);
+/// The listener's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// HTTP connections served at once (more are closed at accept): Prometheus needs one,
+    /// a few browsers a few more.
+    pub connections: usize,
+    /// The largest request head read (hyper's read buffer); a longer one is refused.
+    pub head_bytes: usize,
+    /// Time allowed for a request head to arrive, so a slow client cannot hold a slot.
+    pub head_timeout: Duration,
+    /// A connection is closed after this long, however busy (clients reconnect).
+    pub life: Duration,
+}
 
-/// Serves `listener` until the runtime stops.
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            connections: 64,
+            head_bytes: 16 * 1024,
+            head_timeout: Duration::from_secs(10),
+            life: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Serves `listener` with the default [`Limits`] until the runtime stops.
 pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
+    serve_with(listener, ctx, Limits::default()).await;
+}
+
+/// Serves `listener` within `limits` until the runtime stops.
+pub async fn serve_with(listener: TcpListener, ctx: Arc<Ctx>, limits: Limits) {
     let history = Arc::new(live::History::default());
     tokio::spawn(live::sample(ctx.clone(), history.clone()));
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let permits = Arc::new(Semaphore::new(limits.connections));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -65,10 +85,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Ctx>) {
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEAD_TIMEOUT)
-                .max_buf_size(MAX_HEAD_BYTES)
+                .header_read_timeout(limits.head_timeout)
+                .max_buf_size(limits.head_bytes)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Ok(Err(e)) = tokio::time::timeout(MAX_LIFE, conn).await {
+            if let Ok(Err(e)) = tokio::time::timeout(limits.life, conn).await {
                 debug!(%peer, %e, "http: connection ended");
             }
             drop(permit);
