@@ -340,3 +340,65 @@ pub fn state(data: &[u8]) -> u64 {
         }
     }
 }
+
+/// `http`: arbitrary bytes at the `--http` listener's connection (hyper and Larder's
+/// routing over an in-memory stream, on a paused clock so the head timeout fires at
+/// once), cut into writes of 1 to 32 bytes by the first byte. Returns the replies'
+/// status codes. Checks: no panic, the connection ends, and what it sends is whole HTTP/1.1
+/// responses with a status line each.
+pub fn http(data: &[u8]) -> Vec<u16> {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let Some((&first, wire)) = data.split_first() else { return Vec::new() };
+    let chunk = usize::from(first % 32) + 1;
+    let ctx = Arc::new(Ctx::new(Config::for_tests(), Clock::starting_at(START)));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+    let reply = runtime.block_on(async move {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let history = Arc::new(larder::http::live::History::default());
+        let limits = larder::http::Limits { head_bytes: 8192, ..larder::http::Limits::default() };
+        let served = tokio::spawn(larder::http::serve_connection(server, ctx, history, limits));
+        let mut reply = Vec::new();
+        let (mut rd, mut wr) = tokio::io::split(&mut client);
+        let write = async {
+            for piece in wire.chunks(chunk) {
+                if wr.write_all(piece).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+        };
+        let read = rd.read_to_end(&mut reply);
+        let (_, read) = tokio::join!(write, read);
+        assert!(read.is_ok(), "reading the replies failed");
+        let _ = served.await.expect("the connection task panicked");
+        reply
+    });
+    statuses(&reply)
+}
+
+/// The status codes of the responses in `reply`, checking each has a status line and
+/// the head ends; bodies are skipped by their content-length.
+fn statuses(mut reply: &[u8]) -> Vec<u16> {
+    let mut codes = Vec::new();
+    while !reply.is_empty() {
+        assert!(
+            reply.starts_with(b"HTTP/1.1 "),
+            "not a status line: {:?}",
+            String::from_utf8_lossy(&reply[..reply.len().min(80)])
+        );
+        let head_end = reply.windows(4).position(|w| w == b"\r\n\r\n").expect("a response head ends") + 4;
+        let head = std::str::from_utf8(&reply[..head_end]).expect("a response head is text");
+        codes.push(head[9..12].parse().expect("a status code"));
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |n| n.trim().parse::<usize>().expect("a content length"));
+        // A reply to HEAD has a length but no body: the next response follows at once
+        // (no body Larder sends starts like a status line).
+        let rest = &reply[head_end..];
+        reply = if rest.starts_with(b"HTTP/1.1 ") { rest } else { &rest[length.min(rest.len())..] };
+    }
+    codes
+}

@@ -69,3 +69,16 @@ fn fuzz_corpus_replays_cleanly() {
 fn fuzz_regressions_replay_cleanly() {
     replay("fuzz/regressions");
 }
+
+#[test]
+fn http_fuzz_corpus_replays_cleanly() {
+    let files = inputs("fuzz/corpus/http");
+    let mut served = 0;
+    for (name, data) in &files {
+        let codes = std::panic::catch_unwind(|| harness::http(data));
+        assert!(codes.is_ok(), "fuzz/corpus/http/{name} fails");
+        served += codes.unwrap().iter().filter(|&&c| c == 200).count();
+    }
+    assert!(files.len() >= 5, "only {} HTTP corpus files", files.len());
+    assert!(served > 0, "no corpus file gets a page served");
+}

@@ -34,7 +34,8 @@ pub struct Limits {
     /// HTTP connections served at once (more are closed at accept): Prometheus needs one,
     /// a few browsers a few more.
     pub connections: usize,
-    /// The largest request head read (hyper's read buffer); a longer one is refused.
+    /// The largest request head read (hyper's read buffer, at least 8 KiB); a longer one
+    /// is refused.
     pub head_bytes: usize,
     /// Time allowed for a request head to arrive, so a slow client cannot hold a slot.
     pub head_timeout: Duration,
@@ -79,21 +80,35 @@ pub async fn serve_with(listener: TcpListener, ctx: Arc<Ctx>, limits: Limits) {
         };
         let (ctx, history) = (ctx.clone(), history.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let reply = respond(&ctx, &history, &req);
-                async move { Ok::<_, Infallible>(reply) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.head_timeout)
-                .max_buf_size(limits.head_bytes)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Ok(Err(e)) = tokio::time::timeout(limits.life, conn).await {
+            if let Err(e) = serve_connection(stream, ctx, history, limits).await {
                 debug!(%peer, %e, "http: connection ended");
             }
             drop(permit);
         });
     }
+}
+
+/// Serves one connection (a socket, or any byte stream: the fuzz target's) until it
+/// closes, fails, or has lived `limits.life`.
+pub async fn serve_connection<I>(
+    io: I,
+    ctx: Arc<Ctx>,
+    history: Arc<live::History>,
+    limits: Limits,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let reply = respond(&ctx, &history, &req);
+        async move { Ok::<_, Infallible>(reply) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.head_timeout)
+        .max_buf_size(limits.head_bytes)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::time::timeout(limits.life, conn).await.unwrap_or(Ok(()))
 }
 
 /// The reply to one request.
