@@ -15,7 +15,9 @@
 //! both. [`clock`], [`config`], [`conns`] and [`stats`] are small shared modules, [`tls`] the
 //! certificates and settings of `-Z`, [`persist`] the state file of `-e` (saved from the
 //! store and loaded into it at start, beside the request path); `daemon` serves the
-//! binary's `-d`, `-u` and `-P`. `docs/design.md` draws the same map.
+//! binary's `-d`, `-u` and `-P`. [`watch`] is the log of `watch` streams, a leaf that
+//! `exec`, `server` and `store` (for evictions) all log into. `docs/design.md` draws the
+//! same map.
 
 pub mod clock;
 pub mod config;
@@ -32,6 +34,7 @@ pub mod server;
 pub mod stats;
 pub mod store;
 pub mod tls;
+pub mod watch;
 
 pub use config::{Cli, Config};
 pub use exec::Ctx;

@@ -13,6 +13,7 @@ use crate::persist::Persist;
 use crate::stats::{PrefixStats, Stats};
 use crate::store::Store;
 use crate::tls::Tls;
+use crate::watch::Log;
 
 /// Everything a request can touch, shared by all connections.
 #[derive(Debug)]
@@ -35,6 +36,9 @@ pub struct Ctx {
     pub tls: Option<Arc<Tls>>,
     /// With `-e`: the state file, and what its saves and load did.
     pub persist: Option<Persist>,
+    /// `watch`: the attached watchers and memcached's `log_*` counters; the store holds
+    /// it too, for evictions.
+    pub watch: Arc<Log>,
 }
 
 impl Ctx {
@@ -46,6 +50,8 @@ impl Ctx {
         if !config.cas_enabled {
             store.disable_cas();
         }
+        let watch = Arc::new(Log::default());
+        store.set_log(watch.clone());
         let persist = config.memory_file.clone().map(Persist::new);
         let stats = Stats::new(PrefixStats::new(config.prefix_delimiter, config.detail_enabled));
         Self {
@@ -59,6 +65,7 @@ impl Ctx {
             stopping: AtomicBool::new(false),
             tls: None,
             persist,
+            watch,
         }
     }
 

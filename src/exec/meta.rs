@@ -80,8 +80,9 @@ pub fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     end_meta(out, start, m.noreply, None);
 }
 
-/// `ms`, once its data block has arrived.
-pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) {
+/// `ms`, once its data block has arrived: how it ended, and the mode it stored in (a
+/// CAS makes `set` and `replace` a `cas`).
+pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) -> (StoreOutcome, StoreMode) {
     Stats::incr(&ctx.stats.local().cmd_set);
     let mut mode = m.store_mode;
     let compare = m.cas.unwrap_or(0);
@@ -108,7 +109,8 @@ pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) {
         StoreOutcome::NoMemory => {
             Stats::incr(&ctx.stats.local().store_no_memory);
             ctx.store.delete(&m.key, &DeleteOpts::default());
-            return put_reply(out, Reply::OutOfMemoryStoring);
+            put_reply(out, Reply::OutOfMemoryStoring);
+            return (outcome, mode);
         }
     };
     let start = out.len();
@@ -120,6 +122,7 @@ pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) {
         }
     }
     end_meta(line, start, m.noreply && outcome == StoreOutcome::Stored, None);
+    (outcome, mode)
 }
 
 /// `md`.

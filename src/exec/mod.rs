@@ -13,6 +13,7 @@ mod meta;
 mod retrieval;
 mod stats;
 mod storage;
+mod watch;
 
 pub use ctx::Ctx;
 
@@ -42,6 +43,9 @@ pub enum Flow {
     Close,
     /// The output is full and the command is not done: write it out, then step the work.
     Resume(Work),
+    /// `watch`: from now on the connection sends this watcher's log lines (the first is
+    /// its `OK`) and runs no more commands.
+    Watch(std::sync::Arc<crate::watch::Watcher>),
 }
 
 /// A command that carries on over several writes, from where it stopped.
@@ -78,11 +82,13 @@ pub struct Caller {
     pub prefetched: bool,
     /// A long command stops once the output holds this many bytes.
     pub out_limit: usize,
+    /// The socket's descriptor, as `watch` lines name the connection (`cfd=`).
+    pub cfd: i32,
 }
 
 impl Caller {
     /// A caller without a socket: nothing waiting, no output bound.
-    pub const DETACHED: Self = Self { replies_waiting: false, prefetched: false, out_limit: usize::MAX };
+    pub const DETACHED: Self = Self { replies_waiting: false, prefetched: false, out_limit: usize::MAX, cfd: 0 };
 }
 
 /// The group `req` is timed in (see [`crate::latency`]).
@@ -99,6 +105,9 @@ pub fn command_group(req: &Request) -> Command {
 
 /// Runs one request and appends its reply (if any) to `out`.
 pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Flow {
+    if watch::wanted(ctx) {
+        watch::before(ctx, &req, caller.cfd);
+    }
     let buf = &mut out.buf;
     match req {
         Request::Get { keys, with_cas, touch } => {
@@ -110,17 +119,29 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
         }
         Request::Store { mode, key, flags, deadline, value, noreply } => {
             let args = StoreArgs { mode, key: &key, flags, exptime: deadline, value: &value, ..StoreArgs::default() };
-            storage::store(ctx, &args, noreply, buf);
+            let outcome = storage::store(ctx, &args, noreply, buf);
+            if watch::wanted(ctx) {
+                let s = watch::Stored { key: &key, mode, flags, exptime: deadline, value_len: value.len() };
+                watch::stored(ctx, &s, outcome, caller.cfd);
+            }
         }
-        Request::TooLarge { key, mode } => storage::too_large(ctx, &key, mode),
+        Request::TooLarge { key, mode } => {
+            if watch::wanted(ctx) {
+                watch::refused(ctx, &key, mode, crate::watch::StoreStatus::TooLarge, caller.cfd);
+                // memcached then looks the old item up to drop it (`set` and `ms`).
+                if ctx.watch.wants(crate::watch::kind::FETCHERS) {
+                    watch::fetched(ctx, &key, caller.cfd);
+                }
+            }
+            storage::too_large(ctx, &key, mode);
+        }
         Request::Delete { key, noreply } => storage::delete(ctx, &key, noreply, buf),
         Request::Arith { key, delta, incr, noreply } => storage::arith(ctx, &key, incr, delta, noreply, buf),
         Request::Touch { key, exptime, noreply } => storage::touch(ctx, &key, exptime, noreply, buf),
         Request::FlushAll { delay, noreply } => storage::flush_all(ctx, delay, noreply, buf),
         Request::Stats { group } => stats::write(ctx, group, buf),
         Request::Version => crate::protocol::encode::put_version(buf, VERSION),
-        // `watch` is not served yet; -W refuses it with memcached's words.
-        Request::Watch => put_reply(buf, if ctx.config.watch_enabled { Reply::Error } else { Reply::WatchNotAllowed }),
+        Request::Watch { kinds, noreply } => return watch::start(ctx, kinds, noreply, caller, buf),
         Request::Verbosity { noreply } => crate::protocol::encode::put_reply_unless(buf, noreply, Reply::Ok),
         Request::CacheMemlimit { mib, noreply } => admin::cache_memlimit(ctx, mib, noreply, buf),
         Request::Shutdown { mode_ok } => return admin::shutdown(ctx, mode_ok, buf),
@@ -132,7 +153,15 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
         Request::MetaGet(m) => meta::get(ctx, &m, buf),
         Request::MetaDelete(m) => meta::delete(ctx, &m, buf),
         Request::MetaArith(m) => meta::arith(ctx, &m, buf),
-        Request::MetaSet { meta, value } => meta::set(ctx, &meta, &value, buf),
+        Request::MetaSet { meta, value } => {
+            let (outcome, mode) = meta::set(ctx, &meta, &value, buf);
+            if watch::wanted(ctx) {
+                let exptime = meta.ttl.touch.map_or(0, |(d, _)| d);
+                let (key, flags) = (&meta.key[..], meta.client_flags);
+                let s = watch::Stored { key, mode, flags, exptime, value_len: value.len() };
+                watch::stored(ctx, &s, outcome, caller.cfd);
+            }
+        }
         Request::MetaDebug { key, key_binary } => meta::debug(ctx, &key, key_binary, buf),
         Request::NoOp { reply, noreply } => crate::protocol::encode::put_reply_unless(buf, noreply, reply),
         Request::CacheDump { args } => {

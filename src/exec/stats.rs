@@ -20,10 +20,11 @@ pub fn write(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
         StatsGroup::Sizes => put_stat(out, "sizes_status", "disabled"),
         StatsGroup::Conns => conn_stats(ctx, out),
         StatsGroup::Reset => {
-            // Everything memcached's reset zeroes: the server's, the store's and TLS's
-            // counters (the gauges and the state file's record stay).
+            // Everything memcached's reset zeroes: the server's, the store's, the log's
+            // and TLS's counters (the gauges and the state file's record stay).
             ctx.stats.reset();
             ctx.store.reset_stats();
+            ctx.watch.reset();
             if let Some(tls) = &ctx.tls {
                 tls.counters.reset();
             }
@@ -243,6 +244,7 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "hash_power_level", 16u32);
     put_stat(out, "hash_bytes", 524288u32);
     put_stat(out, "hash_is_expanding", 0u32);
+    let log = ctx.watch.stats();
     for name in [
         "slab_reassign_rescues",
         "slab_reassign_chunk_rescues",
@@ -273,6 +275,11 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
             "slab_reassign_rescues" => put_stat(out, name, st.relocated),
             "slabs_moved" => put_stat(out, name, store.pages_moved()),
             "lru_maintainer_juggles" if !maintainer => {}
+            "log_worker_dropped" => put_stat(out, name, log.worker_dropped),
+            "log_worker_written" => put_stat(out, name, log.worker_written),
+            "log_watcher_skipped" => put_stat(out, name, log.watcher_skipped),
+            "log_watcher_sent" => put_stat(out, name, log.watcher_sent),
+            "log_watchers" => put_stat(out, name, log.watchers),
             _ => put_stat(out, name, 0u32),
         }
     }

@@ -9,13 +9,14 @@ use crate::protocol::encode::{Reply, put_number, put_reply_unless};
 use crate::stats::{PrefixEvent, Stats};
 use crate::store::{ArithArgs, ArithOutcome, DeleteOpts, DeleteOutcome, Lookup, StoreArgs, StoreOutcome};
 
-/// A storage command with its data block.
-pub fn store(ctx: &Ctx, args: &StoreArgs<'_>, noreply: bool, out: &mut BytesMut) {
+/// A storage command with its data block; how it ended.
+pub fn store(ctx: &Ctx, args: &StoreArgs<'_>, noreply: bool, out: &mut BytesMut) -> StoreOutcome {
     let (key, mode) = (args.key, args.mode);
     let (store, stats) = (&ctx.store, ctx.stats.local());
     Stats::incr(&stats.cmd_set);
     ctx.stats.prefixes.record(key, PrefixEvent::Set);
-    let reply = match store.store(args).0 {
+    let outcome = store.store(args).0;
+    let reply = match outcome {
         StoreOutcome::Stored => Reply::Stored,
         StoreOutcome::NotStored => Reply::NotStored,
         StoreOutcome::Exists => Reply::Exists,
@@ -30,6 +31,7 @@ pub fn store(ctx: &Ctx, args: &StoreArgs<'_>, noreply: bool, out: &mut BytesMut)
         }
     };
     put_reply_unless(out, noreply, reply);
+    outcome
 }
 
 /// A storage command whose data is over the item size limit. A client that sees the error

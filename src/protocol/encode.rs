@@ -67,6 +67,8 @@ pub enum Reply {
     FlushNotAllowed,
     /// `-W`.
     WatchNotAllowed,
+    WatchPipelined,
+    WatcherTooMany,
     BadDelta,
     DeleteUsage,
     DuplicateFlag,
@@ -138,6 +140,8 @@ impl Reply {
             Self::BadExptime => b"CLIENT_ERROR invalid exptime argument\r\n",
             Self::FlushNotAllowed => b"CLIENT_ERROR flush_all not allowed\r\n",
             Self::WatchNotAllowed => b"CLIENT_ERROR watch commands not allowed\r\n",
+            Self::WatchPipelined => b"ERROR cannot pipeline other commands before watch\r\n",
+            Self::WatcherTooMany => b"WATCHER_TOO_MANY log watcher limit reached\r\n",
             Self::BadDelta => b"CLIENT_ERROR invalid numeric delta argument\r\n",
             Self::DeleteUsage => b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
             Self::DuplicateFlag => b"CLIENT_ERROR duplicate flag\r\n",

@@ -74,8 +74,12 @@ pub enum Request {
         delay: Option<i32>,
         noreply: bool,
     },
-    /// `watch [what...]`.
-    Watch,
+    /// `watch [what...]`: the event kinds asked for (`crate::watch::kind`), or `None`
+    /// if a word is not one memcached knows (`noreply` never is: it silences the reply).
+    Watch {
+        kinds: Option<u16>,
+        noreply: bool,
+    },
     Stats {
         group: StatsGroup,
     },
@@ -196,7 +200,7 @@ impl Request {
             Self::Arith { incr: false, .. } => "decr",
             Self::Touch { .. } => "touch",
             Self::FlushAll { .. } => "flush_all",
-            Self::Watch => "watch",
+            Self::Watch { .. } => "watch",
             Self::Stats { .. } => "stats",
             Self::Version => "version",
             Self::Verbosity { .. } => "verbosity",

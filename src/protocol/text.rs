@@ -332,7 +332,16 @@ impl Decoder {
                 Request::FlushAll { delay, noreply }
             }
             b"version" => Request::Version,
-            b"watch" => Request::Watch,
+            b"watch" => {
+                // Every word must be one memcached knows; none means fetchers.
+                let mut words = (1..toks.n).map(|i| crate::watch::kind_of(toks.get(&line, i)));
+                let kinds = if toks.n == 1 {
+                    Some(crate::watch::DEFAULT_KINDS)
+                } else {
+                    words.try_fold(0, |kinds, word| word.map(|w| kinds | w))
+                };
+                Request::Watch { kinds, noreply }
+            }
             b"quit" => Request::Quit,
             _ => {
                 if let Some(req) = admin::parse(cmd, &toks, &line, noreply)? {

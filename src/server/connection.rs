@@ -21,6 +21,7 @@ use crate::protocol::encode::{error_reply, put_reply};
 use crate::protocol::text::Limits;
 use crate::protocol::{Decoder, Framing};
 use crate::stats::Stats;
+use crate::watch::{CloseReason, Event, Origin, Watcher, kind};
 
 /// Read buffer capacity kept free before each read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -150,6 +151,12 @@ pub struct Connection {
     commands_run: usize,
     /// `-R`.
     reqs_per_event: usize,
+    /// Who the client is, for `watch connevents` (set by the accept loop).
+    origin: Option<Origin>,
+    /// Why the connection ends, once it does (`conn_close ... reason=`).
+    close_reason: CloseReason,
+    /// After `watch`: the log lines this connection sends instead of running commands.
+    watcher: Option<Arc<Watcher>>,
 }
 
 impl Connection {
@@ -183,7 +190,25 @@ impl Connection {
             seen_input: false,
             commands_run: 0,
             reqs_per_event: ctx_reqs.max(1),
+            origin: None,
+            close_reason: CloseReason::default(),
+            watcher: None,
         }
+    }
+
+    /// Names the client in `watch connevents` lines, and logs its `conn_new`.
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        if self.ctx.watch.wants(kind::CONNEVENTS) {
+            self.ctx.watch.log(&Event::ConnNew(&origin));
+        }
+        self.origin = Some(origin);
+        self
+    }
+
+    /// Whether the connection is a watcher: its worker drives it on a tick, to send the
+    /// lines that arrive.
+    pub fn is_watcher(&self) -> bool {
+        self.watcher.is_some()
     }
 
     /// Reports this connection's activity in `stats conns`.
@@ -244,8 +269,8 @@ impl Connection {
     /// With an idle timeout, whether the client has kept this connection waiting on it
     /// too long (for a command, or to take its replies) at `now`: if so, the kick is
     /// counted and logged, and the caller closes the connection.
-    pub fn idle_kick(&self, now: Instant) -> bool {
-        let Some(t) = self.idle_timeout else { return false };
+    pub fn idle_kick(&mut self, now: Instant) -> bool {
+        let Some(t) = self.idle_timeout.filter(|_| self.watcher.is_none()) else { return false };
         let since = match self.stalled_since {
             Some(stalled) => stalled,
             None if self.batch.is_none() => self.last_active,
@@ -255,6 +280,7 @@ impl Connection {
             return false;
         }
         Stats::incr(&self.ctx.stats.local().idle_kicks);
+        self.close_reason = CloseReason::IdleTimeout;
         if self.stalled_since.is_some() {
             debug!("closing connection: client reads no replies");
         } else {
@@ -278,6 +304,13 @@ impl Connection {
             if self.closing {
                 return Ok(Wait::Close);
             }
+            if self.watcher.is_some() {
+                if stopping {
+                    self.close_reason = CloseReason::Shutdown;
+                    return Ok(Wait::Close);
+                }
+                return self.stream_log();
+            }
             if self.batch.is_some() || self.unread {
                 match self.run_batch() {
                     Step::Done => {}
@@ -293,11 +326,12 @@ impl Connection {
                         continue;
                     }
                 }
-                if !self.out.is_empty() {
+                if !self.out.is_empty() || self.watcher.is_some() {
                     continue;
                 }
             }
             if stopping {
+                self.close_reason = CloseReason::Shutdown;
                 return Ok(Wait::Close);
             }
             if self.drained {
@@ -308,9 +342,35 @@ impl Connection {
             }
             steps += 1;
             if !self.read()? {
+                self.close_reason = CloseReason::Normal;
                 return Ok(Wait::Close);
             }
         }
+    }
+
+    /// A watcher's turn: input is read and ignored (as memcached's logger thread does;
+    /// the client hanging up ends the watch), and the lines logged since the last turn
+    /// are written. Called with the replies written out.
+    fn stream_log(&mut self) -> io::Result<Wait> {
+        if !self.drained {
+            if !self.read()? {
+                self.close_reason = CloseReason::Normal;
+                return Ok(Wait::Close);
+            }
+            self.rbuf.clear();
+            self.unread = false;
+        }
+        let Some(w) = &self.watcher else { return Ok(Wait::Read) };
+        let out = &mut self.out.buf;
+        if w.drain(|lines| out.extend_from_slice(lines)) {
+            // memcached's logger thread writes these; they are not in `bytes_written`.
+            self.counted = true;
+            if !self.write()? {
+                self.stalled_since.get_or_insert_with(Instant::now);
+                return Ok(Wait::Write);
+            }
+        }
+        Ok(Wait::Read)
     }
 
     /// Lets the worker's other connections go first with work still in hand, counted as
@@ -459,6 +519,7 @@ impl Connection {
                         // The walk in `start_batch` got to this command.
                         prefetched: batch.pending.commands < batch.prefetched,
                         out_limit: MAX_PENDING_OUTPUT,
+                        cfd: self.transport.fd(),
                     };
                     batch.tally.add(exec::command_group(&req));
                     let flow = exec::execute(&self.ctx, req, &mut self.out, &caller);
@@ -493,7 +554,19 @@ impl Connection {
     /// the next command.
     fn command_done(&mut self, batch: &mut Batch, flow: Flow) -> Option<Step> {
         match flow {
-            Flow::Close => return Some(Step::Close),
+            Flow::Close => {
+                // `quit`, or `shutdown` (which has cancelled the server's token).
+                let shutdown = self.ctx.shutdown.is_cancelled();
+                self.close_reason = if shutdown { CloseReason::Shutdown } else { CloseReason::Normal };
+                return Some(Step::Close);
+            }
+            Flow::Watch(w) => {
+                // What follows `watch` is never run.
+                self.watcher = Some(w);
+                self.rbuf.clear();
+                self.unread = false;
+                return Some(Step::Done);
+            }
             Flow::Resume(work) => {
                 batch.pending.committed = 0;
                 batch.work = Some(work);
@@ -517,6 +590,19 @@ impl Connection {
             let mut small = BytesMut::with_capacity(READ_CHUNK);
             small.extend_from_slice(&self.rbuf);
             self.rbuf = small;
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if let Some(w) = &self.watcher {
+            self.ctx.watch.remove(w);
+        }
+        if let Some(origin) = &self.origin
+            && self.ctx.watch.wants(kind::CONNEVENTS)
+        {
+            self.ctx.watch.log(&Event::ConnClose(origin, self.close_reason));
         }
     }
 }

@@ -270,7 +270,8 @@ async fn accept_loop<L: Accept>(listener: L, loops: Loops, tls: Option<Arc<Tls>>
                 }
             },
         };
-        let conn = Connection::new(transport, ctx.clone()).with_row(row);
+        let origin = crate::watch::Origin::from_conn_name(&peer, fd);
+        let conn = Connection::new(transport, ctx.clone()).with_row(row).with_origin(origin);
         // Shutdown waits for the tracker's tokens: one per open connection.
         workers.hand(NewConn { conn, hold: Box::new((slot, tracker.token())), peer, span });
     }

@@ -48,6 +48,10 @@ const WAKER: Token = Token(usize::MAX);
 /// counts in seconds).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// How often a worker with watchers sends them the lines logged since (memcached's
+/// logger thread polls every 1 ms to 1 s, backing off while nothing is logged).
+const WATCH_TICK: Duration = Duration::from_millis(10);
+
 impl Workers {
     pub fn start(threads: usize, ctx: &Arc<Ctx>) -> std::io::Result<Self> {
         // Should a later thread fail to start, dropping this stops the earlier ones.
@@ -57,8 +61,15 @@ impl Workers {
             let poll = Poll::new()?;
             let waker = Waker::new(poll.registry(), WAKER)?;
             let (tx, rx) = mpsc::channel();
-            let mut worker =
-                Worker { poll, rx, ctx: ctx.clone(), conns: Vec::new(), free: Vec::new(), turn: Vec::new() };
+            let mut worker = Worker {
+                poll,
+                rx,
+                ctx: ctx.clone(),
+                conns: Vec::new(),
+                free: Vec::new(),
+                turn: Vec::new(),
+                watchers: Vec::new(),
+            };
             let quit = started.quit.clone();
             std::thread::Builder::new().name(format!("larder-worker-{i}")).spawn(move || {
                 // This thread's counters are its own (see crate::per_worker).
@@ -117,6 +128,8 @@ struct Worker {
     free: Vec<usize>,
     /// Connections that let others go first and have more to do.
     turn: Vec<usize>,
+    /// Connections that are watchers (`watch`), driven every [`WATCH_TICK`].
+    watchers: Vec<usize>,
 }
 
 impl Worker {
@@ -127,6 +140,8 @@ impl Worker {
         loop {
             let timeout = if !self.turn.is_empty() {
                 Some(Duration::ZERO)
+            } else if !self.watchers.is_empty() {
+                Some(WATCH_TICK)
             } else if idle_timeout {
                 Some(SWEEP_EVERY)
             } else {
@@ -150,6 +165,9 @@ impl Worker {
                     let hung_up = ev.is_read_closed() || ev.is_error();
                     self.drive(ev.token().0, ev.is_readable(), hung_up, stopping);
                 }
+            }
+            for i in self.watchers.clone() {
+                self.drive(i, false, false, stopping);
             }
             for i in std::mem::take(&mut self.turn) {
                 if let Some(Some(e)) = self.conns.get_mut(i) {
@@ -175,7 +193,7 @@ impl Worker {
                 let now = Instant::now();
                 last_sweep = now;
                 for i in 0..self.conns.len() {
-                    if self.conns[i].as_ref().is_some_and(|e| e.conn.idle_kick(now)) {
+                    if self.conns[i].as_mut().is_some_and(|e| e.conn.idle_kick(now)) {
                         self.close(i);
                     }
                 }
@@ -208,7 +226,7 @@ impl Worker {
     /// Lets connection `i` do what it can, and closes it if it is done or panicked.
     fn drive(&mut self, i: usize, readable: bool, hung_up: bool, stopping: bool) {
         let Some(Some(e)) = self.conns.get_mut(i) else { return };
-        if e.wait == Wait::Read && !readable && !hung_up {
+        if e.wait == Wait::Read && !readable && !hung_up && !e.conn.is_watcher() {
             return; // room to write, and nothing to write: nothing to do
         }
         let _in = e.span.enter();
@@ -217,6 +235,9 @@ impl Worker {
             Ok(Wait::Close) => {}
             Ok(wait) => {
                 e.wait = wait;
+                if e.conn.is_watcher() && !self.watchers.contains(&i) {
+                    self.watchers.push(i);
+                }
                 if wait == Wait::Turn && !e.queued {
                     e.queued = true;
                     self.turn.push(i);
@@ -230,6 +251,7 @@ impl Worker {
     }
 
     fn close(&mut self, i: usize) {
+        self.watchers.retain(|&w| w != i);
         if let Some(e) = self.conns[i].take() {
             let _ = self.poll.registry().deregister(&mut SourceFd(&e.conn.fd()));
             e.span.in_scope(|| debug!("connection closed"));

@@ -15,6 +15,7 @@ use super::item::access;
 use super::walk::DUMP_QUIET;
 use super::{BUCKET_BYTES, Room, SHARDS, Shard, Store, write};
 use crate::clock::RelTime;
+use crate::watch;
 
 /// Buckets one visit to a shard looks at, at most.
 const BUCKETS_PER_VISIT: usize = 32;
@@ -139,8 +140,21 @@ impl Store {
     fn evict(&self, s: &mut Shard, i: usize, now: RelTime) {
         let it = self.remove(s, i, now);
         self.stats.local().evictions.fetch_add(1, Relaxed);
-        if it.access() & access::FETCHED == 0 {
+        let fetched = it.access() & access::FETCHED != 0;
+        if !fetched {
             self.stats.local().evicted_unfetched.fetch_add(1, Relaxed);
+        }
+        if self.log.wants(watch::kind::EVICTIONS) {
+            let (key, value) = (it.key(), it.value());
+            let size = crate::memcached::item_size(key.len(), it.flags(), value.len());
+            self.log.log(&watch::Event::Eviction {
+                key,
+                fetched,
+                ttl: if it.exptime() == 0 { -1 } else { i64::from(it.exptime().wrapping_sub(now) as i32) },
+                la: now.wrapping_sub(it.time()) as i32,
+                clsid: crate::memcached::slab_class(size, self.max_item_size),
+                size: value.len(),
+            });
         }
     }
 

@@ -83,6 +83,16 @@ impl Found<'_> {
     }
 }
 
+/// What a fetch would find under a key: the status memcached's `watch fetchers` line
+/// gives (`found`, `not_found`, `flushed`, `expired`) and the item's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    Missing,
+    Flushed,
+    Expired,
+    Live { flags: u32, value_len: usize, exptime: RelTime },
+}
+
 /// An item's state before a lookup changes it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Before {
@@ -166,6 +176,20 @@ impl Store {
             }
         }
         Some(result)
+    }
+
+    /// What a lookup of `key` would find now, changing nothing (a dead item is neither
+    /// reaped nor counted): for the `item_get` lines of `watch fetchers`.
+    pub fn probe(&self, key: &[u8]) -> Probe {
+        let (hash, lock) = self.locate(key);
+        let s = read(lock);
+        let Some(i) = s.find(hash, key) else { return Probe::Missing };
+        let it = s.item(i);
+        match self.dead(it, self.clock.now()) {
+            Some(super::shard::Dead::Flushed) => Probe::Flushed,
+            Some(super::shard::Dead::Expired) => Probe::Expired,
+            None => Probe::Live { flags: it.flags(), value_len: it.value().len(), exptime: it.exptime() },
+        }
     }
 
     /// [`Store::lookup`] under the write lock, for lookups that change the item.

@@ -8,7 +8,8 @@
 //! store's own `slab`), lazy and background expiry, CAS uniques from one counter, and
 //! sampled-LRU eviction under a byte-accurate memory limit (`evict`): no queue, no
 //! per-item list, table memory charged along with the items. Speaks no protocol: it
-//! imports only the clock and [`crate::memcached`]'s rules; `exec` drives it.
+//! imports only the clock, [`crate::memcached`]'s rules and the [`crate::watch`] log it
+//! tells of evictions; `exec` drives it.
 
 mod evict;
 mod item;
@@ -20,14 +21,14 @@ mod slab;
 mod tests;
 mod walk;
 
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
 
 use hashbrown::DefaultHashBuilder;
 
 pub use item::charge_for;
 pub use item::{Item, SharedValue};
-pub use lookup::{Found, Lookup};
+pub use lookup::{Found, Lookup, Probe};
 pub use restore::{Kept, Restored};
 pub use shard::Prefetch;
 pub use walk::{DumpCursor, Recent};
@@ -35,6 +36,7 @@ pub use walk::{DumpCursor, Recent};
 use crate::clock::{Clock, RelTime};
 use crate::memcached::number::parse_u64;
 use crate::memcached::{StoreMode, TtlFlags, item_too_large};
+use crate::watch::Log;
 use item::{Fields, access, bit};
 use shard::{PREFETCH_BATCH, Room, Shard, read, write};
 use slab::Slab;
@@ -206,6 +208,8 @@ pub struct Store {
     /// compacted for a while after, so a dump is seldom sent back to a shard's start.
     dumped_at: AtomicU32,
     pub stats: StoreStats,
+    /// `watch evictions`: the server's log, told of each item evicted.
+    log: Arc<Log>,
     /// Slots for small items' blocks, reserved for this store's limit. Declared last, so
     /// dropped after `shards`: the items free their blocks into it.
     slab: Slab,
@@ -232,6 +236,7 @@ impl Store {
             since_epoch: AtomicUsize::new(0),
             dumped_at: AtomicU32::new(0),
             stats: StoreStats::default(),
+            log: Arc::default(),
             slab: Slab::new(limit),
         }
     }
@@ -246,6 +251,11 @@ impl Store {
     /// memcached, while `md C0` and `ma C0` match an item's 0.
     pub fn disable_cas(&mut self) {
         self.cas = false;
+    }
+
+    /// Tells `log` of evictions (`watch evictions`).
+    pub fn set_log(&mut self, log: Arc<Log>) {
+        self.log = log;
     }
 
     pub fn clock(&self) -> &Clock {
