@@ -255,6 +255,9 @@ fn every_series_equals_its_stats_field_read_in_the_same_instant() {
 
     // The scrape, then the reports, nothing in between. `stats` sees its own 7 bytes read.
     let mut r = h.cache.connect();
+    // Served once, so the server has taken the connection in before the scrape.
+    r.send(b"version\r\n");
+    assert!(r.line().starts_with("VERSION "));
     let text = scrape(h.addr);
     let mut reports = stats(&mut r, "");
     let read_after = "stats\r\n".len() as f64;
