@@ -344,8 +344,8 @@ pub fn state(data: &[u8]) -> u64 {
 /// `http`: arbitrary bytes at the `--http` listener's connection (hyper and Larder's
 /// routing over an in-memory stream, on a paused clock so the head timeout fires at
 /// once), cut into writes of 1 to 32 bytes by the first byte. Returns the replies'
-/// status codes. Checks: no panic, the connection ends, and what it sends is whole HTTP/1.1
-/// responses with a status line each.
+/// status codes. Checks: no panic, the connection ends, and what it sends is whole
+/// responses (HTTP/1.1, or 1.0 to a 1.0 request) with a status line each.
 pub fn http(data: &[u8]) -> Vec<u16> {
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -378,13 +378,18 @@ pub fn http(data: &[u8]) -> Vec<u16> {
     statuses(&reply)
 }
 
+/// A response starts here (HTTP/1.0 answered as such).
+fn is_status_line(reply: &[u8]) -> bool {
+    reply.starts_with(b"HTTP/1.1 ") || reply.starts_with(b"HTTP/1.0 ")
+}
+
 /// The status codes of the responses in `reply`, checking each has a status line and
 /// the head ends; bodies are skipped by their content-length.
 fn statuses(mut reply: &[u8]) -> Vec<u16> {
     let mut codes = Vec::new();
     while !reply.is_empty() {
         assert!(
-            reply.starts_with(b"HTTP/1.1 "),
+            is_status_line(reply),
             "not a status line: {:?}",
             String::from_utf8_lossy(&reply[..reply.len().min(80)])
         );
@@ -398,7 +403,7 @@ fn statuses(mut reply: &[u8]) -> Vec<u16> {
         // A reply to HEAD has a length but no body: the next response follows at once
         // (no body Larder sends starts like a status line).
         let rest = &reply[head_end..];
-        reply = if rest.starts_with(b"HTTP/1.1 ") { rest } else { &rest[length.min(rest.len())..] };
+        reply = if is_status_line(rest) { rest } else { &rest[length.min(rest.len())..] };
     }
     codes
 }
