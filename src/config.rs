@@ -114,6 +114,27 @@ pub struct Cli {
     #[arg(short = 'D', long = "prefix-delimiter", value_name = "CHAR", value_parser = parse_delimiter)]
     pub prefix_delimiter: Option<u8>,
 
+    /// How many delimited segments form a `stats detail` prefix: 1 is memcached's rule;
+    /// 3 splits Django's `<KEY_PREFIX>:<version>:<key>` by what starts the key. A key with
+    /// fewer delimiters counts under what precedes its last one.
+    #[arg(long = "prefix-segments", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=250))]
+    pub prefix_segments: u16,
+
+    /// The most prefixes `stats detail` keeps; the rest are counted together in one OTHER
+    /// row.
+    #[arg(long = "prefix-limit", value_name = "N", default_value_t = crate::prefixes::DEFAULT_LIMIT as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub prefix_limit: u32,
+
+    /// Counters a worker thread keeps for the most requested keys (`stats hotkeys`); 0
+    /// turns hot-key counting off.
+    #[arg(long = "hot-keys", value_name = "K", default_value_t = crate::hot_keys::DEFAULT_K as u32, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub hot_keys: u32,
+
+    /// Count one fetch in N (on average, at random) for `stats hotkeys`; counts are scaled
+    /// back up. 1 counts every fetch.
+    #[arg(long = "hot-keys-sample", value_name = "N", default_value_t = crate::hot_keys::DEFAULT_SAMPLE, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub hot_keys_sample: u32,
+
     /// Commands one connection may run per turn before others get theirs.
     #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_reqs_per_event: u32,
@@ -723,6 +744,14 @@ pub struct Config {
     /// `-D`: the `stats detail` prefix delimiter, and whether counting starts on.
     pub prefix_delimiter: u8,
     pub detail_enabled: bool,
+    /// `--prefix-segments`: delimited segments a prefix is made of (1: memcached's rule).
+    pub prefix_segments: usize,
+    /// `--prefix-limit`: the most prefixes `stats detail` keeps.
+    pub prefix_limit: usize,
+    /// `--hot-keys`: counters per worker thread for `stats hotkeys` (0: off).
+    pub hot_keys: usize,
+    /// `--hot-keys-sample`: one fetch in this many is counted.
+    pub hot_keys_sample: u32,
     /// Not `-o no_lru_maintainer`: `stats` lists the LRU maintainer's counters.
     pub lru_maintainer: bool,
     /// `-f`, `-n` and `-N` as `stats settings` shows them.
@@ -847,11 +876,31 @@ impl Config {
             watch_enabled: !cli.disable_watch,
             prefix_delimiter: cli.prefix_delimiter.unwrap_or(b':'),
             detail_enabled: cli.prefix_delimiter.is_some(),
+            prefix_segments: usize::from(cli.prefix_segments),
+            prefix_limit: cli.prefix_limit as usize,
+            hot_keys: cli.hot_keys as usize,
+            hot_keys_sample: cli.hot_keys_sample,
             lru_maintainer: ext.lru_maintainer,
             growth_factor: cli.slab_growth_factor.unwrap_or(1.25),
             chunk_size: cli.slab_min_size.unwrap_or(48),
             napi_ids: cli.napi_ids,
         })
+    }
+
+    /// Whether `stats detail` counts from the start: with `-D`, as in memcached, and with
+    /// `--http`, whose page and `/metrics` show the prefix table (`stats detail off` still
+    /// turns it off).
+    pub fn prefixes_on_at_start(&self) -> bool {
+        self.detail_enabled || self.http.is_some()
+    }
+
+    /// Whether Larder's own `stats detail` and hot-key settings are all at their defaults;
+    /// `stats settings` then lists memcached's names only.
+    pub fn observability_defaults(&self) -> bool {
+        self.prefix_segments == 1
+            && self.prefix_limit == crate::prefixes::DEFAULT_LIMIT
+            && self.hot_keys == crate::hot_keys::DEFAULT_K
+            && self.hot_keys_sample == crate::hot_keys::DEFAULT_SAMPLE
     }
 
     /// Defaults for tests: an ephemeral port on 127.0.0.1, two threads.
@@ -886,6 +935,10 @@ impl Config {
             watch_enabled: true,
             prefix_delimiter: b':',
             detail_enabled: false,
+            prefix_segments: 1,
+            prefix_limit: crate::prefixes::DEFAULT_LIMIT,
+            hot_keys: crate::hot_keys::DEFAULT_K,
+            hot_keys_sample: crate::hot_keys::DEFAULT_SAMPLE,
             lru_maintainer: true,
             growth_factor: 1.25,
             chunk_size: 48,

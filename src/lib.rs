@@ -12,7 +12,9 @@
 //!
 //! One direction: `server` -> `protocol` and `exec` -> `store` -> [`memcached`] (the rules
 //! every layer shares). `protocol` and `store` never import each other; `exec` alone sees
-//! both. [`clock`], [`config`], [`conns`] and [`stats`] are small shared modules, [`tls`] the
+//! both. [`clock`], [`config`], [`conns`] and [`stats`] are small shared modules ([`stats`]
+//! holds [`prefixes`], the counters of `stats detail`, and [`hot_keys`], the top-K of
+//! `stats hotkeys`), [`tls`] the
 //! certificates and settings of `-Z`, [`persist`] the state file of `-e` (saved from the
 //! store and loaded into it at start, beside the request path); `daemon` serves the
 //! binary's `-d`, `-u` and `-P`. [`watch`] is the log of `watch` streams, a leaf that
@@ -24,11 +26,13 @@ pub mod config;
 pub mod conns;
 pub mod daemon;
 pub mod exec;
+pub mod hot_keys;
 pub mod http;
 pub mod latency;
 pub mod memcached;
 pub mod per_worker;
 pub mod persist;
+pub mod prefixes;
 pub mod protocol;
 pub mod server;
 pub mod stats;

@@ -10,6 +10,8 @@ use crate::config::Config;
 use crate::conns::Conns;
 use crate::latency::Latency;
 use crate::persist::Persist;
+use crate::hot_keys::HotKeys;
+use crate::prefixes::PrefixRule;
 use crate::stats::{PrefixStats, Stats};
 use crate::store::Store;
 use crate::tls::Tls;
@@ -53,7 +55,10 @@ impl Ctx {
         let watch = Arc::new(Log::default());
         store.set_log(watch.clone());
         let persist = config.memory_file.clone().map(Persist::new);
-        let stats = Stats::new(PrefixStats::new(config.prefix_delimiter, config.detail_enabled));
+        let rule = PrefixRule { delimiter: config.prefix_delimiter, segments: config.prefix_segments };
+        let prefixes = PrefixStats::new(rule, config.prefix_limit, config.prefixes_on_at_start());
+        let hot_keys = HotKeys::new(config.hot_keys, config.hot_keys_sample, !config.dump_enabled);
+        let stats = Stats::new(prefixes, hot_keys);
         Self {
             config,
             store,

@@ -60,6 +60,7 @@ pub fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
         }
         end_meta(out, start, false, m.value.then_some(it.value()));
     });
+    ctx.stats.hot_keys.record(&m.key);
     // memcached counts a hit with `T` as a touch, and every miss as a get miss.
     let touched = m.ttl.touch.is_some() && hit.is_some();
     let (cmds, hits, misses) = if touched {

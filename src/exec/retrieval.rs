@@ -75,6 +75,7 @@ impl Retrieval {
         Stats::incr(cmds);
         Stats::incr(if hit { hits } else { misses });
         ctx.stats.prefixes.record(key, PrefixEvent::Get { hit });
+        ctx.stats.hot_keys.record(key);
     }
 }
 

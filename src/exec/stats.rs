@@ -6,7 +6,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use bytes::BytesMut;
 
 use super::{Ctx, VERSION};
-use crate::protocol::encode::{Reply, Seconds, put_class_stat, put_conn_stat, put_prefix_stat, put_reply, put_stat};
+use crate::protocol::encode::{
+    Reply, Seconds, put_class_stat, put_conn_stat, put_hot_key, put_other_prefix_stat, put_prefix_stat, put_reply,
+    put_stat,
+};
 use crate::protocol::{DetailCmd, StatsGroup};
 use crate::stats::Stats;
 
@@ -37,14 +40,38 @@ pub fn write(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
             return;
         }
         StatsGroup::Detail(DetailCmd::Dump) => {
-            ctx.stats.prefixes.each(|prefix, counts| put_prefix_stat(out, prefix, counts));
+            for row in ctx.stats.prefixes.snapshot() {
+                if row.other {
+                    put_other_prefix_stat(out, row.counts());
+                } else {
+                    put_prefix_stat(out, &row.prefix, row.counts());
+                }
+            }
             put_reply(out, Reply::End);
             return;
         }
+        StatsGroup::HotKeys => return hot_keys(ctx, out),
         StatsGroup::DetailUsage => {
             put_reply(out, Reply::DetailUsage);
             return;
         }
+    }
+    put_reply(out, Reply::End);
+}
+
+/// `stats hotkeys`: `STAT <key> <estimated fetches>`, the most fetched first (see
+/// [`crate::hot_keys`] for the bound); refused under `-X` as `stats cachedump` is, and
+/// `STAT hotkeys_status disabled` with `--hot-keys 0` (as `stats sizes` says it is off).
+fn hot_keys(ctx: &Ctx, out: &mut BytesMut) {
+    let hot = &ctx.stats.hot_keys;
+    if !ctx.config.dump_enabled {
+        return put_reply(out, Reply::HotkeysNotAllowed);
+    }
+    if !hot.enabled() {
+        put_stat(out, "hotkeys_status", "disabled");
+    }
+    for row in hot.top(hot.capacity()) {
+        put_hot_key(out, &row.key, row.count);
     }
     put_reply(out, Reply::End);
 }
@@ -438,5 +465,13 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "memory_file", path(&c.memory_file, "(null)"));
     if c.memory_file.is_some() {
         put_stat(out, "snapshot_interval", c.snapshot_interval);
+    }
+    // Larder's own, listed once any differs from its default (so that by default the
+    // names are memcached's).
+    if !c.observability_defaults() {
+        put_stat(out, "detail_prefix_segments", c.prefix_segments);
+        put_stat(out, "detail_prefix_limit", c.prefix_limit);
+        put_stat(out, "hot_keys", c.hot_keys);
+        put_stat(out, "hot_keys_sample", c.hot_keys_sample);
     }
 }

@@ -81,6 +81,7 @@ fn stats_group(toks: &Tokens, line: &[u8]) -> Result<StatsGroup, Rejection> {
             _ => StatsGroup::DetailUsage,
         },
         b"detail" => StatsGroup::DetailUsage,
+        b"hotkeys" => StatsGroup::HotKeys,
         _ => return Err(ProtocolError::UnknownCommand.into()),
     })
 }

@@ -38,6 +38,8 @@ pub enum Reply {
     ShutdownMode,
     AuthFailure,
     CachedumpNotAllowed,
+    /// `stats hotkeys` under `-X`, worded as `stats cachedump`'s refusal.
+    HotkeysNotAllowed,
     CrawlerStartFailed,
     CrawlerStopFailed,
     CrawlUnknownError,
@@ -113,6 +115,7 @@ impl Reply {
             Self::ShutdownMode => b"CLIENT_ERROR invalid shutdown mode\r\n",
             Self::AuthFailure => b"CLIENT_ERROR authentication failure\r\n",
             Self::CachedumpNotAllowed => b"CLIENT_ERROR stats cachedump not allowed\r\n",
+            Self::HotkeysNotAllowed => b"CLIENT_ERROR stats hotkeys not allowed\r\n",
             Self::CrawlerStartFailed => b"ERROR failed to start lru crawler thread\r\n",
             Self::CrawlerStopFailed => b"ERROR failed to stop lru crawler thread\r\n",
             Self::CrawlUnknownError => b"ERROR an unknown error happened\r\n",
@@ -279,14 +282,41 @@ pub fn put_conn_stat(out: &mut BytesMut, fd: i32, name: &str, value: impl StatVa
 }
 
 /// `PREFIX <prefix> get <n> hit <n> set <n> del <n>\r\n`: a line of `stats detail dump`.
-pub fn put_prefix_stat(out: &mut BytesMut, prefix: &[u8], [gets, hits, sets, deletes]: [u64; 4]) {
-    let mut n = itoa::Buffer::new();
+pub fn put_prefix_stat(out: &mut BytesMut, prefix: &[u8], counts: [u64; 4]) {
     out.put_slice(b"PREFIX ");
     out.put_slice(prefix);
+    put_prefix_counts(out, counts);
+}
+
+/// ` get <n> hit <n> set <n> del <n>\r\n`.
+fn put_prefix_counts(out: &mut BytesMut, [gets, hits, sets, deletes]: [u64; 4]) {
+    let mut n = itoa::Buffer::new();
     for (label, v) in [(" get ", gets), (" hit ", hits), (" set ", sets), (" del ", deletes)] {
         out.put_slice(label.as_bytes());
         out.put_slice(n.format(v).as_bytes());
     }
+    out.put_slice(b"\r\n");
+}
+
+/// `OTHER get <n> hit <n> set <n> del <n>\r\n`: the last line of `stats detail dump` when
+/// there were more prefixes than `--prefix-limit`: what the others did, together. Not a
+/// `PREFIX` line, so that it cannot be read as a prefix's.
+pub fn put_other_prefix_stat(out: &mut BytesMut, counts: [u64; 4]) {
+    out.put_slice(b"OTHER");
+    put_prefix_counts(out, counts);
+}
+
+/// `STAT <key> <count>\r\n`: a line of `stats hotkeys`. A key with a byte a text line
+/// cannot carry (space, control) is written in base64, as `mg`'s `k` writes binary keys.
+pub fn put_hot_key(out: &mut BytesMut, key: &[u8], count: u64) {
+    out.put_slice(b"STAT ");
+    if key.iter().any(|&b| b <= b' ' || b == 0x7f) {
+        put_base64(out, key);
+    } else {
+        out.put_slice(key);
+    }
+    out.put_u8(b' ');
+    out.put_slice(itoa::Buffer::new().format(count).as_bytes());
     out.put_slice(b"\r\n");
 }
 

@@ -176,6 +176,8 @@ pub enum StatsGroup {
     DetailUsage,
     /// `stats detail on|off|dump`.
     Detail(DetailCmd),
+    /// `stats hotkeys` (Larder's): the most requested keys.
+    HotKeys,
 }
 
 /// `stats detail` subcommands.
