@@ -24,6 +24,12 @@
 //! @2 > TEXT   any send line or expect_close may start with `@N ` (N = 1..16) to use the
 //!             session's N-th connection (opened on first use; default 1); buffers, syncs
 //!             and partial sends are per connection, `$CAS` values are shared
+//! lines N [FIELD...]  send what is buffered, then read until N more lines have come (a
+//!             `watch` connection's log stream: no `mn` sentinel, which a watcher ignores).
+//!             In those lines the values of `ts= gid= cfd= rport=`, and of each FIELD
+//!             named (`key la`), are masked as `*`; lines beyond the N are kept for the
+//!             next `lines`. Counts as a synced step. Start a watcher with
+//!             `>| watch fetchers\r\n` and `lines 1` (its `OK`)
 //! ```
 //!
 //! TEXT escapes: `\r \n \t \0 \s`(space) `\\ \{ \$ \xNN`; `{STR*N}` repeats STR N times
@@ -87,6 +93,9 @@ enum Action {
     },
     Sleep(Duration),
     ExpectClose,
+    /// Read this many log lines from a watcher, masking these fields' values as well as
+    /// the ones that always differ.
+    Lines(usize, Vec<String>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -169,6 +178,10 @@ fn parse_corpus_file(file: &str, text: &str) -> Vec<Session> {
             Action::Sleep(Duration::from_secs_f64(s.trim().parse().unwrap_or_else(|_| panic!("{}: bad sleep", here()))))
         } else if l.trim_end() == "expect_close" {
             Action::ExpectClose
+        } else if let Some(rest) = l.strip_prefix("lines ") {
+            let mut words = rest.split_whitespace();
+            let n = words.next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{}: bad lines", here()));
+            Action::Lines(n, words.map(String::from).collect())
         } else {
             let (prefix, body) = match l.find(' ') {
                 Some(sp) => (&l[..sp], &l[sp + 1..]),
@@ -193,7 +206,7 @@ fn parse_corpus_file(file: &str, text: &str) -> Vec<Session> {
         for c in 1..=16 {
             let last_send = s.steps.iter().rev().filter(|st| st.conn == c).find_map(|st| match &st.action {
                 Action::Send { then, .. } => Some(*then),
-                Action::ExpectClose => Some(Then::Sync),
+                Action::ExpectClose | Action::Lines(..) => Some(Then::Sync),
                 Action::Sleep(_) => None,
             });
             assert!(
@@ -506,6 +519,56 @@ impl Conn {
     }
 }
 
+/// Fields of `watch` lines whose values differ between any two runs.
+const LOG_MASKED: [&str; 4] = ["ts", "gid", "cfd", "rport"];
+
+impl Conn {
+    /// Reads until `n` more `\n`-terminated lines have come (or EOF / timeout); returns
+    /// them with the values of [`LOG_MASKED`] and of `mask` replaced by `*`. Lines beyond
+    /// the `n` stay for the next call.
+    fn read_lines(&mut self, n: usize, mask: &[String]) -> Vec<u8> {
+        let count = |acc: &[u8]| acc.iter().filter(|&&b| b == b'\n').count();
+        let end = self.read_until(Instant::now() + READ_TIMEOUT, |acc| count(acc) >= n);
+        let nth_line_end = |k: usize| self.acc.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(k);
+        let cut = match end {
+            ReadEnd::Done => n.checked_sub(1).and_then(nth_line_end).map_or(0, |(i, _)| i + 1),
+            _ => self.acc.len(),
+        };
+        let rest = self.acc.split_off(cut);
+        let raw = std::mem::replace(&mut self.acc, rest);
+        let mut out = Vec::new();
+        for line in raw.split_inclusive(|&b| b == b'\n') {
+            let mut first = true;
+            for token in line.split(|&b| b == b' ') {
+                if !first {
+                    out.push(b' ');
+                }
+                first = false;
+                let name = token.iter().position(|&b| b == b'=').map(|i| &token[..i]);
+                match name {
+                    Some(name)
+                        if LOG_MASKED.iter().any(|m| m.as_bytes() == name)
+                            || mask.iter().any(|m| m.as_bytes() == name) =>
+                    {
+                        out.extend_from_slice(name);
+                        out.extend_from_slice(b"=*");
+                        if token.ends_with(b"\n") {
+                            out.push(b'\n');
+                        }
+                    }
+                    _ => out.extend_from_slice(token),
+                }
+            }
+        }
+        match end {
+            ReadEnd::Done => {}
+            ReadEnd::Closed => out.extend_from_slice(b"<closed>"),
+            ReadEnd::TimedOut => out.extend_from_slice(b"<timeout>"),
+        }
+        out
+    }
+}
+
 #[derive(PartialEq)]
 enum ReadEnd {
     Done,
@@ -647,6 +710,12 @@ fn run_session(kind: Kind, session: &Session, tls: Option<&common::tls::Certs>) 
                 let bytes = std::mem::take(&mut conn.pending);
                 conn.write(&bytes);
                 Some(conn.expect_close(&mut cas))
+            }
+            Action::Lines(n, mask) => {
+                let bytes = std::mem::take(&mut conn.pending);
+                conn.write(&bytes);
+                conn.unsynced.clear();
+                Some(conn.read_lines(*n, mask))
             }
         };
         if let Some(reply) = reply {
