@@ -8,8 +8,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::per_worker::{PerWorker, counters};
 pub use crate::hot_keys::HotKeys;
+use crate::per_worker::{PerWorker, counters};
 pub use crate::prefixes::{PrefixEvent, PrefixStats};
 
 /// The server's counters: one [`Counters`] per worker thread, the prefix table and the
@@ -85,4 +85,3 @@ mod tests {
         assert_eq!((t.cmd_get, t.curr_connections), (0, 1));
     }
 }
-
