@@ -105,7 +105,9 @@ pub fn command_group(req: &Request) -> Command {
 
 /// Runs one request and appends its reply (if any) to `out`.
 pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Flow {
-    if watch::wanted(ctx) {
+    // With no watcher, this load is all `watch` costs a request.
+    let watching = watch::wanted(ctx);
+    if watching {
         watch::before(ctx, &req, caller.cfd);
     }
     let buf = &mut out.buf;
@@ -120,13 +122,13 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
         Request::Store { mode, key, flags, deadline, value, noreply } => {
             let args = StoreArgs { mode, key: &key, flags, exptime: deadline, value: &value, ..StoreArgs::default() };
             let outcome = storage::store(ctx, &args, noreply, buf);
-            if watch::wanted(ctx) {
+            if watching {
                 let s = watch::Stored { key: &key, mode, flags, exptime: deadline, value_len: value.len() };
                 watch::stored(ctx, &s, outcome, caller.cfd);
             }
         }
         Request::TooLarge { key, mode } => {
-            if watch::wanted(ctx) {
+            if watching {
                 watch::refused(ctx, &key, mode, crate::watch::StoreStatus::TooLarge, caller.cfd);
                 // memcached then looks the old item up to drop it (`set` and `ms`).
                 if ctx.watch.wants(crate::watch::kind::FETCHERS) {
@@ -155,7 +157,7 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
         Request::MetaArith(m) => meta::arith(ctx, &m, buf),
         Request::MetaSet { meta, value } => {
             let (outcome, mode) = meta::set(ctx, &meta, &value, buf);
-            if watch::wanted(ctx) {
+            if watching {
                 let exptime = meta.ttl.touch.map_or(0, |(d, _)| d);
                 let (key, flags) = (&meta.key[..], meta.client_flags);
                 let s = watch::Stored { key, mode, flags, exptime, value_len: value.len() };
@@ -187,6 +189,10 @@ pub fn run(ctx: &Ctx, req: Request, out: &mut Output) -> Flow {
     let mut flow = execute(ctx, req, out, &Caller::DETACHED);
     while let Flow::Resume(work) = flow {
         flow = work.resume(ctx, out, usize::MAX);
+    }
+    // No socket to stream to: the watcher goes at once.
+    if let Flow::Watch(w) = &flow {
+        ctx.watch.remove(w);
     }
     flow
 }
