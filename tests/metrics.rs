@@ -317,3 +317,108 @@ fn an_empty_cache_has_no_slab_series_and_every_latency_histogram_is_whole() {
         assert_eq!(inf, got[&format!("larder_request_duration_seconds_count{{command=\"{g}\"}}")]);
     }
 }
+
+/// A label value as the exposition writes it: bytes that are not UTF-8 as `\xNN`, then
+/// `\`, `"` and newline escaped.
+fn wire_label(bytes: &[u8]) -> String {
+    let mut text = String::new();
+    for chunk in bytes.utf8_chunks() {
+        text.push_str(chunk.valid());
+        chunk.invalid().iter().for_each(|b| text.push_str(&format!("\\x{b:02x}")));
+    }
+    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The lines of a `stats` subcommand's reply, up to `END`, as bytes.
+fn raw_lines(c: &mut Client, cmd: &[u8]) -> Vec<Vec<u8>> {
+    c.send(cmd);
+    let mut out = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let mut b = [0u8; 1];
+        while !line.ends_with(b"\r\n") {
+            c.s.read_exact(&mut b).unwrap();
+            line.push(b[0]);
+        }
+        line.truncate(line.len() - 2);
+        if line == b"END" {
+            return out;
+        }
+        out.push(line);
+    }
+}
+
+#[test]
+fn prefix_and_hot_key_series_equal_stats_detail_dump_and_stats_hotkeys() {
+    let mut config = Config::for_tests();
+    config.prefix_limit = 3;
+    config.hot_keys_sample = 1;
+    let h = start(config);
+    let mut c = h.cache.connect();
+    c.roundtrip(b"stats detail on\r\n", b"OK\r\n");
+    // Prefixes with a quote and a backslash, one that is not UTF-8, one in base64 holding
+    // a newline (meta protocol), and more prefixes than the limit.
+    let keys: &[&[u8]] = &[b"user:1", b"user:2", b"q\"b\\s:1", b"\xff\xfe:1", b"a:1", b"b:1", b"c:1"];
+    for (i, k) in keys.iter().enumerate() {
+        for _ in 0..=i {
+            c.send(b"set ");
+            c.send(k);
+            c.send(b" 0 0 1\r\nv\r\n");
+            c.expect(b"STORED\r\n");
+        }
+        for n in 0..(keys.len() - i) * 2 {
+            c.send(b"get ");
+            c.send(k);
+            c.send(if n % 2 == 0 { b"\r\n" as &[u8] } else { b"x\r\n" });
+            let reply = c.line();
+            if reply.starts_with("VALUE") {
+                c.expect(b"v\r\nEND\r\n");
+            }
+        }
+    }
+    c.roundtrip(b"delete user:1\r\n", b"DELETED\r\n");
+    // "new\nline:k" in base64.
+    c.roundtrip(b"ms bmV3CmxpbmU6aw== 1 b\r\nv\r\n", b"HD\r\n");
+    c.roundtrip(b"mg bmV3CmxpbmU6aw== b v\r\n", b"VA 1\r\nv\r\n");
+
+    let mut r = h.cache.connect();
+    let got = samples(&scrape(h.addr));
+    let dump = raw_lines(&mut r, b"stats detail dump\r\n");
+    let hot = raw_lines(&mut r, b"stats hotkeys\r\n");
+
+    assert!(dump.iter().any(|l| l.starts_with(b"OTHER ")), "more prefixes than the limit");
+    let mut rows = 0;
+    for line in &dump {
+        let (label, counts) = match line.strip_prefix(b"PREFIX ") {
+            Some(rest) => {
+                let at = rest.windows(5).position(|w| w == b" get ").unwrap();
+                (wire_label(&rest[..at]), &rest[at + 1..])
+            }
+            None => ("(all others)".to_owned(), line.strip_prefix(b"OTHER ").unwrap()),
+        };
+        let words: Vec<&str> = std::str::from_utf8(counts).unwrap().split(' ').collect();
+        for (field, name) in [("get", "gets"), ("hit", "hits"), ("set", "sets"), ("del", "deletes")] {
+            let at = words.iter().position(|w| *w == field).unwrap();
+            let series = format!("larder_prefix_{name}_total{{prefix=\"{label}\"}}");
+            let v = got.get(&series).unwrap_or_else(|| panic!("{series} missing"));
+            assert_eq!(*v, words[at + 1].parse::<f64>().unwrap(), "{series}");
+        }
+        rows += 1;
+    }
+    assert_eq!(got.keys().filter(|s| s.starts_with("larder_prefix_gets_total{")).count(), rows);
+    assert!(got.contains_key("larder_prefix_gets_total{prefix=\"q\\\"b\\\\s\"}"), "{got:?}");
+    assert!(got.contains_key("larder_prefix_gets_total{prefix=\"\\\\xff\\\\xfe\"}"), "{got:?}");
+
+    assert_eq!(hot.len(), 2 * keys.len() + 1, "every key fetched is listed, missed ones too");
+    for line in &hot {
+        let line = line.strip_prefix(b"STAT ").unwrap();
+        let at = line.iter().rposition(|&b| b == b' ').unwrap();
+        let (key, count) = (&line[..at], std::str::from_utf8(&line[at + 1..]).unwrap());
+        // stats hotkeys writes a key a line cannot carry in base64.
+        let key = if key == b"bmV3CmxpbmU6aw==" { b"new\nline:k".to_vec() } else { key.to_vec() };
+        let series = format!("larder_hot_key_requests{{key=\"{}\"}}", wire_label(&key));
+        assert_eq!(got.get(&series), Some(&count.parse::<f64>().unwrap()), "{series}");
+    }
+    assert_eq!(got["larder_hot_key_requests{key=\"user:1\"}"], 7.0, "every fetch counted");
+    assert_eq!(got["larder_hot_key_requests{key=\"new\\nline:k\"}"], 1.0);
+}

@@ -18,10 +18,20 @@
 //! values are printed as `stats` prints them (integers exactly, not as floats).
 //!
 //! **Larder's own series** are prefixed `larder_`: request latency per command group
-//! ([`crate::latency`]).
+//! ([`crate::latency`]); what each key prefix did, as `stats detail dump` counts it
+//! (`larder_prefix_{gets,hits,sets,deletes}_total{prefix}`, at most `--prefix-limit`
+//! prefixes and the rest together as `prefix="(all others)"`, which no text-protocol
+//! key's prefix can be, as it holds a space); and the most requested keys as `stats hotkeys` estimates them
+//! (`larder_hot_key_requests{key}`, at most `--hot-keys` of them; names hashed under
+//! `-X`, as the page shows them).
 //!
 //! **Format**: each family's `# HELP` and `# TYPE` once, then all its samples; families
-//! in name order. Label values escape `\`, `"` and newline, as the format asks.
+//! in name order. Label values escape `\`, `"` and newline, as the format asks. Keys and
+//! prefixes are bytes and label values UTF-8: a byte that is not part of valid UTF-8 is
+//! written `\xNN` (so `\\xNN` on the wire, `\xNN` once Prometheus has read it), valid
+//! UTF-8 as it is. Two rows whose labels would then be the same (a key spelled like
+//! another's escape, a base64 key's prefix spelled like the others' row) are one series with their counts added, so a scrape never holds a
+//! duplicate series, which Prometheus would refuse whole.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Display, Write};
@@ -39,6 +49,8 @@ pub fn render(ctx: &Ctx) -> String {
     let ok = memcached(&report, &mut x);
     x.sample(&UP, &[], u8::from(ok));
     latency(ctx, &mut x);
+    prefixes(ctx, &mut x);
+    hot_keys(ctx, &mut x);
     x.finish()
 }
 
@@ -98,6 +110,36 @@ const LATENCY: Def = def(
     "larder_request_duration_seconds",
     Kind::Histogram,
     "Time from reading a request to queueing its reply, by command group.",
+);
+
+const PREFIX_COUNTS: [Def; 4] = [
+    def(
+        "larder_prefix_gets_total",
+        Counter,
+        "Fetches of keys with this prefix (stats detail dump's get), since the prefix was last counted apart.",
+    ),
+    def(
+        "larder_prefix_hits_total",
+        Counter,
+        "Fetches of keys with this prefix that hit (stats detail dump's hit), since the prefix was last counted apart.",
+    ),
+    def(
+        "larder_prefix_sets_total",
+        Counter,
+        "Stores of keys with this prefix (stats detail dump's set), since the prefix was last counted apart.",
+    ),
+    def(
+        "larder_prefix_deletes_total",
+        Counter,
+        "Deletes of keys with this prefix (stats detail dump's del), since the prefix was last counted apart.",
+    ),
+];
+/// The `prefix` label of the row counting the prefixes past `--prefix-limit`.
+pub const OTHER_PREFIXES: &str = "(all others)";
+const HOT_KEY: Def = def(
+    "larder_hot_key_requests",
+    Gauge,
+    "Estimated fetches of each of the most requested keys since the last stats reset (stats hotkeys: an overestimate by at most fetches / --hot-keys).",
 );
 
 /// `stats` fields (with `stats slabs`' global lines) and their unlabelled series.
@@ -507,6 +549,66 @@ fn latency(ctx: &Ctx, x: &mut Exposition) {
     }
 }
 
+/// `larder_prefix_*_total{prefix}`: the rows of `stats detail dump`.
+fn prefixes(ctx: &Ctx, x: &mut Exposition) {
+    let mut rows = Rows::default();
+    for r in ctx.stats.prefixes.snapshot() {
+        let label = if r.other { OTHER_PREFIXES.into() } else { label_text(&r.prefix) };
+        rows.add(label, r.counts());
+    }
+    for (prefix, counts) in rows.0 {
+        for (d, n) in PREFIX_COUNTS.iter().zip(counts) {
+            x.sample(d, &[("prefix", &prefix)], n);
+        }
+    }
+}
+
+/// `larder_hot_key_requests{key}`: the rows of `stats hotkeys`.
+fn hot_keys(ctx: &Ctx, x: &mut Exposition) {
+    let hot = &ctx.stats.hot_keys;
+    let mut rows = Rows::default();
+    for k in hot.top(hot.capacity()) {
+        rows.add(label_text(&k.key), [k.count]);
+    }
+    for (key, [n]) in rows.0 {
+        x.sample(&HOT_KEY, &[("key", &key)], n);
+    }
+}
+
+/// Rows by label, in the order first seen; a label seen again adds its counts.
+#[derive(Debug)]
+struct Rows<const N: usize>(Vec<(String, [u64; N])>, HashMap<String, usize>);
+
+impl<const N: usize> Default for Rows<N> {
+    fn default() -> Self {
+        Self(Vec::new(), HashMap::new())
+    }
+}
+
+impl<const N: usize> Rows<N> {
+    fn add(&mut self, label: String, counts: [u64; N]) {
+        match self.1.get(&label) {
+            Some(&i) => self.0[i].1.iter_mut().zip(counts).for_each(|(c, n)| *c += n),
+            None => {
+                self.1.insert(label.clone(), self.0.len());
+                self.0.push((label, counts));
+            }
+        }
+    }
+}
+
+/// Bytes as a label value: valid UTF-8 as it is, other bytes as `\xNN`.
+fn label_text(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        s.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(s, "\\x{b:02x}");
+        }
+    }
+    s
+}
+
 /// The `STAT` lines of one scrape's reports, split as memcached_exporter's client splits
 /// memcached's.
 #[derive(Debug, Default)]
@@ -714,6 +816,17 @@ mod tests {
         let mut h = String::new();
         escape_help("a\\b\"c\nd", &mut h);
         assert_eq!(h, "a\\\\b\"c\\nd");
+    }
+
+    #[test]
+    fn key_bytes_become_label_text_and_a_shared_label_adds_up() {
+        assert_eq!(label_text(b"user:\xff\xfe:\"x\"\\"), "user:\\xff\\xfe:\"x\"\\");
+        assert_eq!(label_text("é:1".as_bytes()), "é:1");
+        let mut rows = Rows::default();
+        rows.add(label_text(b"\xff"), [1, 2]);
+        rows.add(label_text(b"a"), [5, 5]);
+        rows.add(label_text(b"\\xff"), [3, 4]);
+        assert_eq!(rows.0, [("\\xff".to_owned(), [4, 6]), ("a".to_owned(), [5, 5])]);
     }
 
     #[test]

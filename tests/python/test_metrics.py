@@ -80,7 +80,8 @@ CPU = {"rusage_user", "rusage_system"}
 @pytest.fixture
 def server():
     http_port = harness.free_port()
-    srv = harness.start_server(extra_args=["--http", f"127.0.0.1:{http_port}"])
+    # Every fetch counted in the hot keys, so their counts are exact.
+    srv = harness.start_server(extra_args=["--http", f"127.0.0.1:{http_port}", "--hot-keys-sample", "1"])
     srv.http = f"127.0.0.1:{http_port}"
     deadline = time.monotonic() + 10
     while True:
@@ -129,7 +130,15 @@ def traffic(port: int) -> None:
     c.cas("m2", b"y", token)
     c.touch("m3", 100)
     c.touch("nope", 100)
+    # Keys whose prefixes and names need escaping in a label: a quote and a backslash,
+    # bytes that are not UTF-8, and (in base64, meta protocol) a newline.
+    for k in (b'q"b\\s:1', b"\xff\xfe:1"):
+        c.set(k, b"v")
+        c.get(k)
     c.close()
+    reply = harness.raw("127.0.0.1", port, b"ms bmV3CmxpbmU6aw== 1 b\r\nv\r\nmg bmV3CmxpbmU6aw== b v\r\n",
+                        until=b"v\r\n")
+    assert reply == b"HD\r\nVA 1\r\nv\r\n", reply
 
 
 def expected(source: str, reports: dict[str, str]) -> float:
@@ -192,8 +201,13 @@ def test_every_family_parses_and_every_counter_equals_its_stats_field(server):
     assert {n for n, _ in COUNTERS} <= seen
     assert "memcached_slab_commands_total" in seen and "memcached_slab_lru_hits_total" in seen
     by_name = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families for s in f.samples}
-    assert by_name[("memcached_commands_total", (("command", "get"), ("status", "hit")))] == 21  # 20 + gets
+    assert by_name[("memcached_commands_total", (("command", "get"), ("status", "hit")))] == 21 + 3
     assert by_name[("memcached_commands_total", (("command", "get"), ("status", "miss")))] == 10
+    # Larder's own, their labels read back as the bytes were (not UTF-8: \xNN).
+    assert by_name[("larder_prefix_gets_total", (("prefix", 'q"b\\s'),))] == 1
+    assert by_name[("larder_prefix_sets_total", (("prefix", "\\xff\\xfe"),))] == 1
+    assert by_name[("larder_hot_key_requests", (("key", "new\nline:k"),))] == 1
+    assert by_name[("larder_hot_key_requests", (("key", "\\xff\\xfe:1"),))] == 1
     assert by_name[("memcached_version", (("version", reports["version"]),))] == 1
 
 
