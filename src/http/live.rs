@@ -96,7 +96,10 @@ pub async fn sample(ctx: Arc<Ctx>, history: Arc<History>) {
     }
 }
 
-/// `GET /live`: the history, the figures now, and the server's settings the page names.
+/// Rows of each table the page shows.
+const TABLE_ROWS: usize = 20;
+
+/// `GET /live`: the history, the figures now, the busiest prefixes and the hottest keys.
 pub fn json(ctx: &Ctx, history: &History) -> String {
     let samples: Vec<Value> = history.samples().into_iter().map(Sample::to_json).collect();
     let doc = json!({
@@ -105,8 +108,55 @@ pub fn json(ctx: &Ctx, history: &History) -> String {
         "fields": SAMPLE_FIELDS,
         "now": Sample::read(ctx).to_json(),
         "history": samples,
+        "prefixes": prefixes(ctx),
+        "hot_keys": hot_keys(ctx),
     });
     doc.to_string()
+}
+
+/// The prefixes of `stats detail dump` with the most gets (the rest together last).
+fn prefixes(ctx: &Ctx) -> Value {
+    let p = &ctx.stats.prefixes;
+    let mut rows = p.snapshot();
+    rows.sort_by_key(|r| (r.other, std::cmp::Reverse(r.gets + r.sets + r.deletes)));
+    let shown = rows.len().min(TABLE_ROWS);
+    let rows: Vec<Value> = rows[..shown]
+        .iter()
+        .map(|r| {
+            let prefix = if r.other { "(all others)".into() } else { String::from_utf8_lossy(&r.prefix).into_owned() };
+            json!({ "prefix": prefix, "gets": r.gets, "hits": r.hits, "sets": r.sets, "deletes": r.deletes })
+        })
+        .collect();
+    let note = if !p.enabled() {
+        "Counting by prefix is off: `stats detail on` (or -D, or --http at start) turns it on.".to_string()
+    } else if rows.is_empty() {
+        "No key with a prefix yet.".to_string()
+    } else {
+        format!("Prefixes counted by their first {} segment(s); at most {} kept.", p.rule().segments, p.limit())
+    };
+    json!({ "rows": rows, "note": note })
+}
+
+/// The hottest keys of `stats hotkeys` (names hashed under -X).
+fn hot_keys(ctx: &Ctx) -> Value {
+    let h = &ctx.stats.hot_keys;
+    let rows: Vec<Value> = h
+        .top(TABLE_ROWS)
+        .into_iter()
+        .map(|k| json!({ "key": String::from_utf8_lossy(&k.key), "count": k.count, "error": k.error }))
+        .collect();
+    let note = if !h.enabled() {
+        "Hot keys are off (--hot-keys 0).".to_string()
+    } else if h.names_hidden() {
+        "Key names are hidden (-X): each key is shown by a hash.".to_string()
+    } else {
+        format!(
+            "Estimated by a Space-Saving sketch of {} keys per thread, one fetch in {} sampled.",
+            h.capacity(),
+            h.sample()
+        )
+    };
+    json!({ "rows": rows, "note": note })
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 from Larder after traffic with a known hit ratio. The page must load with no console
 message at all (errors, uncaught exceptions, failed requests), and its DOM must show the
 data: the hit-ratio plot drawn from the server's history, the ratio the client saw, the
-items stored. A screenshot is kept as a test artifact under $LARDER_ARTIFACTS (default
+items stored, the prefixes' hit ratios and the hottest keys. A screenshot is kept as a test artifact under $LARDER_ARTIFACTS (default
 target/test-artifacts), never in the repository."""
 
 from __future__ import annotations
@@ -66,15 +66,15 @@ def test_the_page_plots_the_hit_ratio_the_clients_saw(server):
 
     c = Client(("127.0.0.1", server.port))
     for i in range(50):
-        c.set(f"k{i}", b"v" * 100)
+        c.set(f"page:k{i}", b"v" * 100)
     # Three seconds of gets, 3 hits to 1 miss, so the server's once-a-second history has
     # several samples with gets in them.
     end = time.monotonic() + 3.2
     while time.monotonic() < end:
         for i in range(30):
-            c.get(f"k{i % 50}")
+            c.get(f"page:k{i % 10}")
             if i % 3 == 2:
-                c.get(f"missing{i}")
+                c.get(f"gone:{i}")
         time.sleep(0.01)
     st = server.stats()
     hits, misses = int(st["get_hits"]), int(st["get_misses"])
@@ -93,6 +93,12 @@ def test_the_page_plots_the_hit_ratio_the_clients_saw(server):
     items = re.search(r'id="items">([^<]*)<', dom).group(1)
     assert items == "50"
     assert re.search(r'<span [^>]*id="status"[^>]*>live<', dom), "the page reached /live"
+    # --http counts by prefix from the start: "page" always hits, "gone" never does.
+    prefixes = dict(re.findall(r'<tr><td>([^<]*)</td><td>[^<]*</td><td>([^<]*)</td>',
+                               dom.split('id="prefixes"')[1].split("</table>")[0]))
+    assert prefixes.get("page") == "100.0%" and prefixes.get("gone") == "0.0%", prefixes
+    hot = re.findall(r'<tr><td>([^<]*)</td>', dom.split('id="hot-keys"')[1].split("</table>")[0])
+    assert hot and set(hot[:10]) <= {f"page:k{i}" for i in range(10)}, hot
 
     artifacts = Path(os.environ.get("LARDER_ARTIFACTS") or harness.REPO_ROOT / "target" / "test-artifacts")
     artifacts.mkdir(parents=True, exist_ok=True)
