@@ -182,7 +182,7 @@ pub struct Cli {
     pub enable_shutdown: bool,
 
     /// Refuse the commands that list the cache's keys (`lru_crawler metadump`,
-    /// `stats cachedump`).
+    /// `stats cachedump`, `stats hotkeys`).
     #[arg(short = 'X', long = "disable-dumping")]
     pub disable_dumping: bool,
 
@@ -1047,6 +1047,22 @@ mod tests {
         assert_eq!((cli.extended.clone(), cli.disable_cas), (vec!["idle_timeout=5".to_string()], true));
         assert_eq!(cli.log_file.as_deref(), Some(std::path::Path::new("/tmp/y.log")));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn prefix_and_hot_key_flags() {
+        let config = |args: &[&str]| Cli::try_parse_from([&["larder"], args].concat()).map(|c| Config::from_cli(&c));
+        let c = config(&[]).unwrap().unwrap();
+        assert_eq!((c.prefix_segments, c.prefix_limit, c.hot_keys, c.hot_keys_sample), (1, 100, 100, 8));
+        assert!(c.observability_defaults() && !c.prefixes_on_at_start());
+        let args = ["--prefix-segments", "3", "--prefix-limit", "5", "--hot-keys", "0", "--hot-keys-sample", "1"];
+        let c = config(&args).unwrap().unwrap();
+        assert_eq!((c.prefix_segments, c.prefix_limit, c.hot_keys, c.hot_keys_sample), (3, 5, 0, 1));
+        assert!(!c.observability_defaults());
+        assert!(config(&["--http", "127.0.0.1:0"]).unwrap().unwrap().prefixes_on_at_start());
+        for bad in [&["--prefix-segments", "0"][..], &["--prefix-limit", "0"], &["--hot-keys-sample", "0"]] {
+            assert!(config(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
