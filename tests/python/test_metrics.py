@@ -249,6 +249,19 @@ HIT_RATE = ('sum(rate(memcached_commands_total{command="get", status="hit"}[1m])
             'sum(rate(memcached_commands_total{command="get"}[1m]))')
 
 
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, query) for every query of contrib/grafana-larder.json, with Grafana's
+    variables as this test's Prometheus sees them."""
+    board = json.loads((harness.REPO_ROOT / "contrib" / "grafana-larder.json").read_text())
+    queries = []
+    for panel in board["panels"]:
+        for target in panel.get("targets", []):
+            expr = target["expr"].replace("$__rate_interval", "1m").replace('"$instance"', '".*"')
+            queries.append((panel["title"], expr))
+    assert len(queries) >= 8, queries
+    return queries
+
+
 def test_a_real_prometheus_reads_the_hit_ratio_the_client_saw(server, tmp_path: Path):
     from pymemcache.client.base import Client
 
@@ -280,14 +293,15 @@ def test_a_real_prometheus_reads_the_hit_ratio_the_client_saw(server, tmp_path: 
 
         c = Client(("127.0.0.1", server.port))
         for i in range(100):
-            c.set(f"h{i}", b"v" * 50)
+            c.set(f"h:{i}", b"v" * 50)
         hits = misses = 0
         end = time.monotonic() + 15
         i = 0
         while time.monotonic() < end:
             # Three hits, then a miss.
             for _ in range(24):
-                if c.get(f"h{i % 100}" if i % 4 != 3 else f"miss{i}") is None:
+                # Keys with prefixes ("h", "miss") for the dashboard's prefix panels.
+                if c.get(f"h:{i % 100}" if i % 4 != 3 else f"miss:{i}") is None:
                     misses += 1
                 else:
                     hits += 1
@@ -305,6 +319,11 @@ def test_a_real_prometheus_reads_the_hit_ratio_the_client_saw(server, tmp_path: 
         # And the counters themselves, as Prometheus stored them.
         got = api(base, 'sum by (status) (memcached_commands_total{command="get"})')
         assert {r["metric"]["status"]: float(r["value"][1]) for r in got} == {"hit": hits, "miss": misses}
+        # Every query of contrib/grafana-larder.json runs, and finds data: the dashboard
+        # reads series that exist under the names they have.
+        for title, expr in dashboard_queries():
+            found = api(base, expr)
+            assert found, f"panel {title!r}: no data for {expr}"
     finally:
         proc.terminate()  # this PID only
         try:
