@@ -18,7 +18,11 @@
 //! certificates and settings of `-Z`, [`persist`] the state file of `-e` (saved from the
 //! store and loaded into it at start, beside the request path); `daemon` serves the
 //! binary's `-d`, `-u` and `-P`. [`watch`] is the log of `watch` streams, a leaf that
-//! `exec`, `server` and `store` (for evictions) all log into. `docs/design.md` draws the
+//! `exec`, `server` and `store` (for evictions) all log into. [`per_worker`] gives every
+//! counter, histogram and sketch a copy per worker thread (requests write only their own
+//! thread's cache lines; readers sum), [`latency`] times requests per command group, and
+//! [`http`] is `--http`'s listener (`/metrics`, the live page, `/healthz`), beside the
+//! cache port on the same runtime, reading what `stats` reads. `docs/design.md` draws the
 //! same map.
 
 pub mod clock;
