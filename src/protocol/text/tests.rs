@@ -224,3 +224,25 @@ fn long_lines() {
     line.extend_from_slice(b"\r\n");
     assert_eq!(err(&line), (ProtocolError::UnknownCommand, false));
 }
+
+/// `watch`'s words as memcached 1.6.18 takes them: none means fetchers, every word must be
+/// one it knows (`noreply` is none, and silences the ERROR).
+#[test]
+fn watch_words() {
+    use crate::watch::kind;
+    let cases: &[(&[u8], Option<u16>, bool)] = &[
+        (b"watch\r\n", Some(kind::FETCHERS), false),
+        (b"watch mutations evictions\r\n", Some(kind::MUTATIONS | kind::EVICTIONS), false),
+        (b"watch  connevents  fetchers \r\n", Some(kind::CONNEVENTS | kind::FETCHERS), false),
+        (b"watch sysevents rawcmds proxyreqs proxyevents proxyuser\r\n", Some(0x1e02), false),
+        (b"watch fetchers bogus\r\n", None, false),
+        (b"watch Fetchers\r\n", None, false),
+        (b"watch noreply\r\n", None, true),
+    ];
+    for &(wire, kinds, noreply) in cases {
+        match one(wire) {
+            Ok(Request::Watch { kinds: k, noreply: n }) => assert_eq!((k, n), (kinds, noreply), "{wire:?}"),
+            other => panic!("{wire:?}: {other:?}"),
+        }
+    }
+}
