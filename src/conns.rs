@@ -38,10 +38,13 @@ pub enum ConnState {
     Swallow,
     /// Waiting for the client to take its replies (`conn_mwrite`).
     Write,
+    /// A `watch` log stream (`conn_watch`).
+    Watch,
 }
 
 impl ConnState {
-    const ALL: [Self; 6] = [Self::New, Self::Read, Self::Parse, Self::DataBlock, Self::Swallow, Self::Write];
+    const ALL: [Self; 7] =
+        [Self::New, Self::Read, Self::Parse, Self::DataBlock, Self::Swallow, Self::Write, Self::Watch];
 
     /// memcached's name for the state.
     pub fn name(self) -> &'static str {
@@ -52,6 +55,7 @@ impl ConnState {
             Self::DataBlock => "conn_nread",
             Self::Swallow => "conn_swallow",
             Self::Write => "conn_mwrite",
+            Self::Watch => "conn_watch",
         }
     }
 }

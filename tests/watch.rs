@@ -180,6 +180,35 @@ fn connevents_log_opens_and_closes_with_their_reason() {
             format!("type=conn_close rip=127.0.0.1 rport={port2} transport=tcp reason=normal cfd={fd2}"),
         ]
     );
+    // A watcher is shown as memcached shows one, and its end is `reason=error`, as
+    // memcached's logger thread gives none.
+    let w2 = watcher(&srv, "fetchers");
+    let port3 = w2.s.local_addr().unwrap().port();
+    let mut c = srv.connect();
+    c.send(b"stats conns\r\n");
+    let mut state = String::new();
+    let mut fd3 = String::new();
+    loop {
+        let l = c.line();
+        if l == "END" {
+            break;
+        }
+        if l.ends_with(&format!(":addr tcp:127.0.0.1:{port3}")) {
+            fd3 = l["STAT ".len()..l.find(':').unwrap()].to_string();
+        }
+        if !fd3.is_empty() && l.starts_with(&format!("STAT {fd3}:state ")) {
+            state = l.rsplit(' ').next().unwrap().to_string();
+        }
+    }
+    assert_eq!(state, "conn_watch");
+    drop(w2);
+    let got = lines(&mut w, 3);
+    assert!(
+        got[0].starts_with(&format!("type=conn_new rip=127.0.0.1 rport={port3} transport=tcp cfd={fd3}")),
+        "{got:?}"
+    );
+    assert!(got[1].starts_with("type=conn_new"), "{got:?}");
+    assert_eq!(got[2], format!("type=conn_close rip=127.0.0.1 rport={port3} transport=tcp reason=error cfd={fd3}"));
 }
 
 #[test]

@@ -249,6 +249,7 @@ impl Connection {
     fn show_state(&mut self, wait: Wait) {
         let state = match wait {
             Wait::Close => return,
+            _ if self.watcher.is_some() => ConnState::Watch,
             Wait::Write => ConnState::Write,
             Wait::Turn => ConnState::Parse,
             Wait::Read => match self.decoder.framing() {
@@ -354,7 +355,8 @@ impl Connection {
     fn stream_log(&mut self) -> io::Result<Wait> {
         if !self.drained {
             if !self.read()? {
-                self.close_reason = CloseReason::Normal;
+                // memcached's logger thread closes a watcher with no reason given:
+                // `reason=error`, as for any other end of a watch.
                 return Ok(Wait::Close);
             }
             self.rbuf.clear();
