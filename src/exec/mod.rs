@@ -121,10 +121,11 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
         }
         Request::Store { mode, key, flags, deadline, value, noreply } => {
             let args = StoreArgs { mode, key: &key, flags, exptime: deadline, value: &value, ..StoreArgs::default() };
+            let old = watching.then(|| watch::look(ctx, &key));
             let outcome = storage::store(ctx, &args, noreply, buf);
-            if watching {
+            if let Some(old) = old {
                 let s = watch::Stored { key: &key, mode, flags, exptime: deadline, value_len: value.len() };
-                watch::stored(ctx, &s, outcome, caller.cfd);
+                watch::ended(ctx, &s, outcome, old, mode == crate::memcached::StoreMode::Set, caller.cfd);
             }
         }
         Request::TooLarge { key, mode } => {
@@ -154,14 +155,22 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
         }
         Request::MetaGet(m) => meta::get(ctx, &m, buf),
         Request::MetaDelete(m) => meta::delete(ctx, &m, buf),
-        Request::MetaArith(m) => meta::arith(ctx, &m, buf),
+        Request::MetaArith(m) => {
+            // `ma N` creating the item logs as memcached's add of it does.
+            let vivifies = watching && m.ttl.vivify.is_some() && !ctx.store.probe(&m.key).is_live();
+            meta::arith(ctx, &m, buf);
+            if vivifies {
+                watch::vivified(ctx, &m.key, caller.cfd);
+            }
+        }
         Request::MetaSet { meta, value } => {
+            let old = watching.then(|| watch::look(ctx, &meta.key));
             let (outcome, mode) = meta::set(ctx, &meta, &value, buf);
-            if watching {
+            if let Some(old) = old {
                 let exptime = meta.ttl.touch.map_or(0, |(d, _)| d);
                 let (key, flags) = (&meta.key[..], meta.client_flags);
                 let s = watch::Stored { key, mode, flags, exptime, value_len: value.len() };
-                watch::stored(ctx, &s, outcome, caller.cfd);
+                watch::ended(ctx, &s, outcome, old, true, caller.cfd);
             }
         }
         Request::MetaDebug { key, key_binary } => meta::debug(ctx, &key, key_binary, buf),

@@ -51,26 +51,47 @@ pub fn before(ctx: &Ctx, req: &Request, cfd: i32) {
     }
     match req {
         Request::Get { keys, .. } => keys.iter().for_each(|k| fetched(ctx, k, cfd)),
-        Request::Store { key, .. }
-        | Request::Delete { key, .. }
+        // A store's look at the old item is logged with its end (see `stored`).
+        Request::Delete { key, .. }
         | Request::Arith { key, .. }
         | Request::Touch { key, .. }
         | Request::MetaDebug { key, .. } => fetched(ctx, key, cfd),
         Request::MetaGet(m) | Request::MetaDelete(m) | Request::MetaArith(m) => fetched(ctx, &m.key, cfd),
-        Request::MetaSet { meta, .. } => fetched(ctx, &meta.key, cfd),
         _ => {}
     }
 }
 
 /// An `item_get` line for what a fetch of `key` finds now.
 pub fn fetched(ctx: &Ctx, key: &[u8], cfd: i32) {
+    look(ctx, key).log(ctx, key, cfd);
+}
+
+/// What a fetch found, to log as an `item_get` line now or after the command.
+#[derive(Debug, Clone, Copy)]
+pub struct Looked {
+    status: GetStatus,
+    clsid: u32,
+    size: usize,
+}
+
+impl Looked {
+    fn log(self, ctx: &Ctx, key: &[u8], cfd: i32) {
+        if ctx.watch.wants(kind::FETCHERS) {
+            let Self { status, clsid, size } = self;
+            ctx.watch.log(&Event::ItemGet { key, status, clsid, cfd, size });
+        }
+    }
+}
+
+/// What a fetch of `key` finds now.
+pub fn look(ctx: &Ctx, key: &[u8]) -> Looked {
     let (status, clsid, size) = match ctx.store.probe(key) {
         Probe::Missing => (GetStatus::NotFound, 0, 0),
         Probe::Flushed => (GetStatus::Flushed, 0, 0),
         Probe::Expired => (GetStatus::Expired, 0, 0),
         Probe::Live { flags, value_len, .. } => (GetStatus::Found, class(ctx, key, flags, value_len), value_len),
     };
-    ctx.watch.log(&Event::ItemGet { key, status, clsid, cfd, size });
+    Looked { status, clsid, size }
 }
 
 /// The slab class memcached would give the item.
@@ -87,9 +108,26 @@ pub struct Stored<'a> {
     pub value_len: usize,
 }
 
-/// The `item_store` line of a storage command that ended in `outcome`: the item as
-/// stored (an append's whole value), or as sent when it was not.
-pub fn stored(ctx: &Ctx, s: &Stored<'_>, outcome: StoreOutcome, cfd: i32) {
+/// The lines of a storage command that ended in `outcome`, `old` being what it found
+/// under the key before: memcached's look at the old item (`item_get`), then the
+/// `item_store` with the item as stored (an append's whole value), or as sent when it
+/// was not. A store that found no memory for its item never looked: memcached logs the
+/// refusal, then (when it drops the old value: `set`, and `ms` whatever its mode,
+/// `drops_old`) its look at the old item.
+pub fn ended(ctx: &Ctx, s: &Stored<'_>, outcome: StoreOutcome, old: Looked, drops_old: bool, cfd: i32) {
+    if outcome == StoreOutcome::NoMemory {
+        refused(ctx, s.key, s.mode, StoreStatus::NoMemory, cfd);
+        if drops_old {
+            old.log(ctx, s.key, cfd);
+        }
+        return;
+    }
+    old.log(ctx, s.key, cfd);
+    stored(ctx, s, outcome, cfd);
+}
+
+/// The `item_store` line of a storage command that ended in `outcome` (not `NoMemory`).
+fn stored(ctx: &Ctx, s: &Stored<'_>, outcome: StoreOutcome, cfd: i32) {
     if !ctx.watch.wants(kind::MUTATIONS) {
         return;
     }
@@ -98,7 +136,7 @@ pub fn stored(ctx: &Ctx, s: &Stored<'_>, outcome: StoreOutcome, cfd: i32) {
         StoreOutcome::NotStored => StoreStatus::NotStored,
         StoreOutcome::Exists => StoreStatus::Exists,
         StoreOutcome::NotFound => StoreStatus::NotFound,
-        StoreOutcome::NoMemory => return refused(ctx, s.key, s.mode, StoreStatus::NoMemory, cfd),
+        StoreOutcome::NoMemory => StoreStatus::NoMemory,
     };
     let (mut flags, mut exptime, mut value_len) = (s.flags, s.exptime, s.value_len);
     if outcome == StoreOutcome::Stored
@@ -117,6 +155,17 @@ pub fn stored(ctx: &Ctx, s: &Stored<'_>, outcome: StoreOutcome, cfd: i32) {
         cfd,
         size: value_len,
     });
+}
+
+/// The lines of `ma N` creating its item: memcached stores it as an `add`, which looks
+/// the key up again first.
+pub fn vivified(ctx: &Ctx, key: &[u8], cfd: i32) {
+    let Probe::Live { flags, value_len, exptime } = ctx.store.probe(key) else { return };
+    if ctx.watch.wants(kind::FETCHERS) {
+        ctx.watch.log(&Event::ItemGet { key, status: GetStatus::NotFound, clsid: 0, cfd, size: 0 });
+    }
+    let s = Stored { key, mode: StoreMode::Add, flags, exptime, value_len };
+    stored(ctx, &s, StoreOutcome::Stored, cfd);
 }
 
 /// The `item_store` line of a store refused before it began (too large, or no memory for

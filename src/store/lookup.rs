@@ -93,6 +93,12 @@ pub enum Probe {
     Live { flags: u32, value_len: usize, exptime: RelTime },
 }
 
+impl Probe {
+    pub fn is_live(&self) -> bool {
+        matches!(self, Self::Live { .. })
+    }
+}
+
 /// An item's state before a lookup changes it.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Before {
