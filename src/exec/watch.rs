@@ -51,7 +51,7 @@ pub fn before(ctx: &Ctx, req: &Request, cfd: i32) {
     }
     match req {
         Request::Get { keys, .. } => keys.iter().for_each(|k| fetched(ctx, k, cfd)),
-        // A store's look at the old item is logged with its end (see `stored`).
+        // A store's look at the old item is logged with its end (see `ended`).
         Request::Delete { key, .. }
         | Request::Arith { key, .. }
         | Request::Touch { key, .. }
