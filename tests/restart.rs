@@ -327,6 +327,8 @@ fn warm_from_memcached_copies_every_item_intact() {
     src.roundtrip(b"ms AAEC/w== 2 b F9\r\nhi\r\n", b"HD\r\n"); // key 00 01 02 ff
     let b = start(&Dir::new("warm").state(), &["-m", "256", "--warm-from", &mc.addr.to_string()], &[]);
     let mut c = b.client();
+    // The first reply waits for the copy (a debug build on a busy machine takes a while).
+    c.s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
     assert_eq!(src.stat("curr_items"), (N + 1).to_string(), "the source evicted nothing");
     assert_eq!(c.stat("curr_items"), (N + 1).to_string());
     for start in (0..N).step_by(1000) {
