@@ -98,6 +98,8 @@ class Server:
     kind: str = field(default_factory=server_kind)
     # With a TLS server: the client context .stats() and .raw() connect with.
     tls: Optional[ssl.SSLContext] = None
+    # With --http: "127.0.0.1:<port>" of the HTTP listener.
+    http: Optional[str] = None
 
     @property
     def address(self) -> str:
@@ -179,6 +181,24 @@ def _wait_accepting(proc: subprocess.Popen, port: int, deadline: float) -> bool:
         except OSError:
             time.sleep(0.05)
     return False
+
+
+def start_http_server(extra_args: Sequence[str] = ()) -> Server:
+    """Starts Larder with `--http` on a free port of 127.0.0.1 (and `extra_args`), and waits
+    until `/healthz` answers; the Server's `http` is the listener's address."""
+    import urllib.request
+
+    http_port = free_port()
+    srv = start_server(extra_args=["--http", f"127.0.0.1:{http_port}", *extra_args])
+    srv.http = f"127.0.0.1:{http_port}"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            urllib.request.urlopen(f"http://{srv.http}/healthz", timeout=2).read()
+            return srv
+        except OSError:
+            assert time.monotonic() < deadline, f"--http never answered; log:\n{srv.log()}"
+            time.sleep(0.05)
 
 
 def start_server(memory_mib: int = 64, attempts: int = 5, extra_args: Sequence[str] = (),

@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -36,17 +35,7 @@ def chromium() -> str:
 
 @pytest.fixture
 def server():
-    http_port = harness.free_port()
-    srv = harness.start_server(extra_args=["--http", f"127.0.0.1:{http_port}"])
-    srv.http = f"127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            urllib.request.urlopen(f"http://{srv.http}/healthz", timeout=2).read()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, f"--http never answered; log:\n{srv.log()}"
-            time.sleep(0.05)
+    srv = harness.start_http_server()
     yield srv
     srv.stop()
 

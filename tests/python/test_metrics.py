@@ -79,18 +79,8 @@ CPU = {"rusage_user", "rusage_system"}
 
 @pytest.fixture
 def server():
-    http_port = harness.free_port()
     # Every fetch counted in the hot keys, so their counts are exact.
-    srv = harness.start_server(extra_args=["--http", f"127.0.0.1:{http_port}", "--hot-keys-sample", "1"])
-    srv.http = f"127.0.0.1:{http_port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            urllib.request.urlopen(f"http://{srv.http}/healthz", timeout=2).read()
-            break
-        except OSError:
-            assert time.monotonic() < deadline, f"--http never answered; log:\n{srv.log()}"
-            time.sleep(0.05)
+    srv = harness.start_http_server(["--hot-keys-sample", "1"])
     yield srv
     srv.stop()
 
