@@ -16,7 +16,7 @@ use tracing::{debug, trace};
 use super::transport::{Received, Transport};
 use crate::conns::{ConnRow, ConnState};
 use crate::exec::{self, Caller, Ctx, Flow, Output, Work};
-use crate::latency::Tally;
+use crate::latency::{self, Tally};
 use crate::protocol::encode::{error_reply, put_reply};
 use crate::protocol::text::Limits;
 use crate::protocol::{Decoder, Framing};
@@ -84,7 +84,7 @@ struct Batch {
     commands: bool,
     /// When the batch's bytes were read, and its commands by group, for the latency
     /// histograms.
-    started: Option<Instant>,
+    started: u64,
     tally: Tally,
     prefetched: usize,
     work: Option<Work>,
@@ -459,12 +459,9 @@ impl Connection {
             Step::Done => {
                 self.shrink_input();
                 if batch.commands {
-                    let now = Instant::now();
-                    if let Some(started) = batch.started {
-                        self.ctx.latency.record(&batch.tally, now - started);
-                    }
+                    self.ctx.latency.record(&batch.tally, latency::now_nanos().saturating_sub(batch.started));
                     if self.idle_timeout.is_some() {
-                        self.last_active = now;
+                        self.last_active = Instant::now();
                     }
                 }
             }
@@ -488,7 +485,7 @@ impl Connection {
         if let Some(prefetch) = prefetch {
             prefetch.finish();
         }
-        Batch { prefetched, started: Some(Instant::now()), ..Batch::default() }
+        Batch { prefetched, started: latency::now_nanos(), ..Batch::default() }
     }
 
     fn run_commands(&mut self, batch: &mut Batch) -> Step {
