@@ -102,6 +102,19 @@ impl TtlFlags {
     }
 }
 
+/// memcached's `uriencode` (keys in `lru_crawler metadump`, `watch` lines): ASCII letters,
+/// digits and `-._~` as they are, every other byte as `%XX` (upper-case hex).
+pub fn uri_encode(key: &[u8], out: &mut impl bytes::BufMut) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in key {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.put_u8(b);
+        } else {
+            out.put_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,9 @@
 //! `item_store`, `eviction`, `conn_new`, `conn_close` lines. This module owns those
 //! bytes, the watchers' buffers and memcached's `log_*` counters.
 //!
-//! A leaf: it imports nothing of the crate, so [`crate::exec::Ctx`] (requests, connection
-//! events) and [`crate::store::Store`] (evictions, deep below exec) can both hold an
-//! `Arc<Log>` and log into it.
+//! A leaf: it imports nothing of the crate but [`crate::memcached`]'s key encoding, so
+//! [`crate::exec::Ctx`] (requests, connection events) and [`crate::store::Store`]
+//! (evictions, deep below exec) can both hold an `Arc<Log>` and log into it.
 //!
 //! Cost: with no watcher attached, asking whether to log is one relaxed atomic load
 //! ([`Log::wants`]); nothing is formatted and no lock is taken. With watchers, a line is
@@ -23,6 +23,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU16, AtomicU64};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::memcached::uri_encode;
 
 /// Event kinds a watcher asks for, memcached's `LOG_*` bits.
 pub mod kind {
@@ -231,7 +233,7 @@ impl Event<'_> {
         match *self {
             Self::ItemGet { key, status, clsid, cfd, size } => {
                 out.extend_from_slice(b" type=item_get key=");
-                uri_encode(out, key);
+                uri_encode(key, out);
                 word(out, b"status", status.word());
                 num(out, b"clsid", &clsid);
                 num(out, b"cfd", &cfd);
@@ -239,7 +241,7 @@ impl Event<'_> {
             }
             Self::ItemStore { key, status, cmd, ttl, clsid, cfd, size } => {
                 out.extend_from_slice(b" type=item_store key=");
-                uri_encode(out, key);
+                uri_encode(key, out);
                 word(out, b"status", status.word());
                 word(out, b"cmd", cmd.as_bytes());
                 num(out, b"ttl", &ttl);
@@ -249,7 +251,7 @@ impl Event<'_> {
             }
             Self::Eviction { key, fetched, ttl, la, clsid, size } => {
                 out.extend_from_slice(b" type=eviction key=");
-                uri_encode(out, key);
+                uri_encode(key, out);
                 word(out, b"fetch", if fetched { b"yes" } else { b"no" });
                 num(out, b"ttl", &ttl);
                 num(out, b"la", &la);
@@ -291,19 +293,6 @@ mod itoa_any {
         )*};
     }
     num!(u16 u32 i32 i64 u64 usize);
-}
-
-/// memcached's `uriencode`: ASCII letters, digits and `-._~` as they are, every other
-/// byte as `%XX` (upper-case hex).
-pub fn uri_encode(out: &mut Vec<u8>, key: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in key {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-        }
-    }
 }
 
 /// One watcher's lines waiting for its connection to send them.
@@ -537,7 +526,7 @@ mod tests {
     #[test]
     fn uri_encoding_keeps_only_unreserved_bytes() {
         let mut out = Vec::new();
-        uri_encode(&mut out, b"Az09-._~ /:%\xff");
+        uri_encode(b"Az09-._~ /:%\xff", &mut out);
         assert_eq!(out, b"Az09-._~%20%2F%3A%25%FF");
     }
 

@@ -12,6 +12,7 @@ use bytes::{BufMut, BytesMut};
 use super::ProtocolError;
 use super::meta::base64_encode;
 use super::output::Output;
+use crate::memcached::uri_encode;
 
 /// Every reply that is one fixed line, named for what it says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -543,18 +544,6 @@ pub fn cachedump_item_len(key: &[u8], bytes: usize, expiry: u64) -> usize {
 /// Bytes of `stats cachedump` lines memcached sends at most: its reply buffer is 2 MB,
 /// and a line goes in only if `END\r\n` and a NUL still fit after it.
 pub const CACHEDUMP_ROOM: usize = 2 * 1024 * 1024 - 6;
-
-/// memcached's `uriencode`: bytes other than letters, digits and `-._~` as `%XX`.
-fn uri_encode(key: &[u8], out: &mut BytesMut) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in key {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.put_u8(b);
-        } else {
-            out.put_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
