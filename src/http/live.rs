@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use crate::exec::Ctx;
 use crate::latency::Command;
 
+use super::metrics::OTHER_PREFIXES;
+
 /// Seconds of history kept (15 minutes).
 pub const KEEP: usize = 900;
 
@@ -123,7 +125,7 @@ fn prefixes(ctx: &Ctx) -> Value {
     let rows: Vec<Value> = rows[..shown]
         .iter()
         .map(|r| {
-            let prefix = if r.other { "(all others)".into() } else { String::from_utf8_lossy(&r.prefix).into_owned() };
+            let prefix = if r.other { OTHER_PREFIXES.into() } else { String::from_utf8_lossy(&r.prefix).into_owned() };
             json!({ "prefix": prefix, "gets": r.gets, "hits": r.hits, "sets": r.sets, "deletes": r.deletes })
         })
         .collect();

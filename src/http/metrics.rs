@@ -134,7 +134,8 @@ const PREFIX_COUNTS: [Def; 4] = [
         "Deletes of keys with this prefix (stats detail dump's del), since the prefix was last counted apart.",
     ),
 ];
-/// The `prefix` label of the row counting the prefixes past `--prefix-limit`.
+/// The `prefix` label of the row counting the prefixes past `--prefix-limit` (the live
+/// page names it so too).
 pub const OTHER_PREFIXES: &str = "(all others)";
 const HOT_KEY: Def = def(
     "larder_hot_key_requests",
