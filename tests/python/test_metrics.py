@@ -145,6 +145,13 @@ def test_every_family_parses_and_every_counter_equals_its_stats_field(server):
         # Served once, so the server has taken the connection in before the scrape.
         sock.sendall(b"version\r\n")
         assert harness.read_until(sock, b"\r\n").startswith(b"VERSION ")
+        # traffic()'s connections are closed, but their worker may not have seen the close
+        # yet: wait until this one is the only connection counted, so that the scrape and
+        # `stats` count the same.
+        deadline = time.monotonic() + 10
+        while stats_on(sock, "")["curr_connections"] != "1":
+            assert time.monotonic() < deadline, "traffic()'s connections never closed"
+            time.sleep(0.01)
         text = scrape(server)
         reports = stats_on(sock, "")
         for group in ("settings", "items", "slabs"):
