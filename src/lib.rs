@@ -38,6 +38,7 @@ pub mod per_worker;
 pub mod persist;
 pub mod prefixes;
 pub mod protocol;
+pub mod sasl;
 pub mod server;
 pub mod stats;
 pub mod store;
