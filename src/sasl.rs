@@ -21,9 +21,9 @@ use std::ptr::{self, NonNull};
 use std::sync::OnceLock;
 
 use sasl2_sys::prelude::{
-    SASL_CB_GETCONFPATH, SASL_CB_LIST_END, SASL_CB_LOG, SASL_CONTINUE, SASL_FAIL, SASL_LOG_FAIL,
-    SASL_LOG_NONE, SASL_LOG_WARN, SASL_OK, sasl_callback_t, sasl_conn_t, sasl_dispose, sasl_listmech,
-    sasl_server_init, sasl_server_new, sasl_server_start, sasl_server_step, sasl_set_mutex,
+    SASL_CB_GETCONFPATH, SASL_CB_LIST_END, SASL_CB_LOG, SASL_CONTINUE, SASL_FAIL, SASL_LOG_FAIL, SASL_LOG_NONE,
+    SASL_LOG_WARN, SASL_OK, sasl_callback_t, sasl_conn_t, sasl_dispose, sasl_listmech, sasl_server_init,
+    sasl_server_new, sasl_server_start, sasl_server_step, sasl_set_mutex,
 };
 
 /// memcached's `MAX_SASL_MECH_LEN`: a SASL_AUTH/SASL_STEP whose key (the mechanism name) is
@@ -250,16 +250,7 @@ impl Session {
         // process-lived); NULL is allowed for the others; `conn` is a valid out-pointer.
         // Before `init`, libsasl2 returns SASL_NOTINIT.
         let code = unsafe {
-            sasl_server_new(
-                APP_NAME.as_ptr(),
-                ptr::null(),
-                realm,
-                ptr::null(),
-                ptr::null(),
-                ptr::null(),
-                0,
-                &mut conn,
-            )
+            sasl_server_new(APP_NAME.as_ptr(), ptr::null(), realm, ptr::null(), ptr::null(), ptr::null(), 0, &mut conn)
         };
         match NonNull::new(conn) {
             Some(conn) if code == SASL_OK => Ok(Session { conn, started: false }),
@@ -337,8 +328,7 @@ impl Session {
         let mut out: *const c_char = ptr::null();
         let mut out_len: c_uint = 0;
         // SAFETY: as in `start`: a live connection, readable input, valid out-pointers.
-        let code =
-            unsafe { sasl_server_step(self.conn.as_ptr(), data_ptr(data), len, &mut out, &mut out_len) };
+        let code = unsafe { sasl_server_step(self.conn.as_ptr(), data_ptr(data), len, &mut out, &mut out_len) };
         // SAFETY: `out`/`out_len` are what libsasl2 returned for this call.
         unsafe { outcome(code, out, out_len) }
     }

@@ -34,9 +34,10 @@ fn missing(what: &str) -> bool {
 }
 
 fn saslpasswd2() -> Option<PathBuf> {
-    ["saslpasswd2", "/usr/sbin/saslpasswd2"].into_iter().map(PathBuf::from).find(|p| {
-        Command::new(p).arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
-    })
+    ["saslpasswd2", "/usr/sbin/saslpasswd2"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| Command::new(p).arg("-v").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok())
 }
 
 /// What `gethostname` says: memcached's (and `Session`'s) realm for a bare user name.
