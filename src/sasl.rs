@@ -398,6 +398,13 @@ mod tests {
     }
 
     #[test]
+    fn sasl_errors_say_what_memcached_says() {
+        assert_eq!(Error::Init { code: SASL_FAIL }.to_string(), "Error initializing sasl.");
+        assert_eq!(Error::Connection { code: SASL_FAIL }.to_string(), "Failed to initialize SASL conn.");
+        assert_eq!(Error::ListMechanisms { code: SASL_FAIL }.to_string(), "Failed to list SASL mechanisms.");
+    }
+
+    #[test]
     fn sasl_empty_data_is_passed_as_null() {
         assert!(data_ptr(b"").is_null());
         assert!(!data_ptr(b"x").is_null());
