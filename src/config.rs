@@ -147,11 +147,12 @@ pub struct Cli {
     #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
     pub listen_backlog: i32,
 
-    /// Protocol: ascii (the text and meta protocols).
+    /// Protocol: auto (each connection by its first byte), ascii (the text and meta
+    /// protocols) or binary. Default: auto; binary with -S, ascii with -Y.
     #[arg(short = 'B', long = "protocol", value_name = "NAME")]
     pub protocol: Option<String>,
 
-    /// SASL authentication (not supported yet; -Y authenticates text clients).
+    /// SASL authentication of binary-protocol clients (through libsasl2; implies -B binary).
     #[arg(short = 'S', long = "enable-sasl")]
     pub enable_sasl: bool,
 
@@ -707,6 +708,10 @@ pub struct Config {
     pub dump_enabled: bool,
     /// `-M`: a full cache refuses stores instead of evicting.
     pub disable_evictions: bool,
+    /// `-B`: the protocols a connection may speak.
+    pub protocol: Protocol,
+    /// `-S`: binary clients log in through SASL before anything else.
+    pub sasl: bool,
     /// `-Y`: clients must authenticate.
     pub auth: Option<AuthFile>,
     /// `-o idle_timeout`: seconds a connection may wait on its client before it is closed
@@ -760,6 +765,26 @@ pub struct Config {
     pub napi_ids: Option<u32>,
 }
 
+/// `-B`: which protocols a connection may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Each connection by its first byte: binary if it is the binary magic, else text.
+    Auto,
+    Ascii,
+    Binary,
+}
+
+impl Protocol {
+    /// The name `stats settings` gives it (`binding_protocol`), as memcached's `prot_text`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto-negotiate",
+            Self::Ascii => "ascii",
+            Self::Binary => "binary",
+        }
+    }
+}
+
 impl Config {
     /// Checks a parsed command line and resolves its addresses.
     pub fn from_cli(cli: &Cli) -> Result<Self, String> {
@@ -770,23 +795,33 @@ impl Config {
                 cli.udp_port
             ));
         }
-        if cli.enable_sasl {
-            return Err("-S: SASL is not supported yet (it comes with the binary protocol); -Y authenticates \
-                        text protocol clients"
-                .into());
-        }
-        match cli.protocol.as_deref() {
-            None | Some("ascii") => {}
-            Some(p @ ("binary" | "auto")) => {
-                return Err(format!(
-                    "-B {p}: the binary protocol is not supported yet; Larder serves the text and meta \
-                     protocols (-B ascii)"
-                ));
-            }
+        let mut protocol = match cli.protocol.as_deref() {
+            None | Some("auto") => Protocol::Auto,
+            Some("ascii") => Protocol::Ascii,
+            Some("binary") => Protocol::Binary,
             Some(p) => {
                 return Err(format!(
                     "Invalid value for binding protocol: {p} -- should be one of auto, binary, or ascii"
                 ));
+            }
+        };
+        // memcached's rules, in its order: -S speaks binary, -Y text; a -B that says
+        // otherwise is refused, and with neither given, -Y has the last word.
+        let specified = cli.protocol.is_some();
+        if cli.enable_sasl {
+            if !specified {
+                protocol = Protocol::Binary;
+            } else if protocol != Protocol::Binary {
+                return Err("ERROR: You cannot allow the ASCII protocol while using SASL.".into());
+            }
+        }
+        if cli.auth_file.is_some() {
+            if !specified {
+                protocol = Protocol::Ascii;
+            } else if protocol != Protocol::Ascii {
+                return Err(
+                    "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.".into()
+                );
             }
         }
         // Repeated -l add addresses, each once, as memcached joins them.
@@ -853,6 +888,8 @@ impl Config {
             enable_shutdown: cli.enable_shutdown,
             dump_enabled: !cli.disable_dumping,
             disable_evictions: cli.disable_evictions,
+            protocol,
+            sasl: cli.enable_sasl,
             auth: match &cli.auth_file {
                 Some(path) => {
                     let text = std::fs::read(path).map_err(|e| format!("-Y {}: {e}", path.display()))?;
@@ -918,6 +955,8 @@ impl Config {
             enable_shutdown: false,
             dump_enabled: true,
             disable_evictions: false,
+            protocol: Protocol::Auto,
+            sasl: false,
             auth: None,
             idle_timeout: 0,
             tls: TlsSettings::default(),
@@ -1077,8 +1116,19 @@ mod tests {
         assert_eq!(c.listen_arg, "127.0.0.1,127.0.0.2", "repeated -l add up, each once");
         assert!(!config(&["-o", "no_lru_maintainer"]).unwrap().lru_maintainer);
         assert!(config(&["-U", "1"]).unwrap_err().contains("Larder serves no UDP"));
-        assert!(config(&["-S"]).unwrap_err().contains("SASL is not supported yet"));
-        assert!(config(&["-B", "auto"]).unwrap_err().contains("binary protocol is not supported yet"));
+        assert_eq!(config(&[]).unwrap().protocol, Protocol::Auto);
+        assert_eq!(config(&["-S"]).unwrap().protocol, Protocol::Binary, "-S alone speaks binary");
+        assert!(
+            config(&["-S", "-B", "auto"]).unwrap_err().contains("cannot allow the ASCII protocol while using SASL")
+        );
+        let auth = std::env::temp_dir().join(format!("larder-config-auth-{}", std::process::id()));
+        std::fs::write(&auth, "u:p\n").unwrap();
+        let y = auth.to_str().unwrap();
+        assert_eq!(config(&["-Y", y]).unwrap().protocol, Protocol::Ascii, "-Y alone speaks text");
+        assert!(config(&["-Y", y, "-B", "binary"]).unwrap_err().contains("BINARY protocol while using ascii auth"));
+        assert_eq!(config(&["-Y", y, "-S"]).unwrap().protocol, Protocol::Ascii, "as memcached: -Y has the last word");
+        assert!(config(&["-Y", y, "-S", "-B", "ascii"]).unwrap_err().contains("ASCII protocol while using SASL"));
+        std::fs::remove_file(&auth).unwrap();
         assert!(config(&["-o", "proxy_config=a"]).unwrap_err().contains("not memcached's proxy"));
         assert_eq!(Cli::try_parse_from(["larder", "-m", "16", "-m", "32"]).unwrap().memory_limit, 32, "last wins");
         assert!(Cli::try_parse_from(["larder", "-f", "1"]).is_err());

@@ -55,6 +55,13 @@ fn main() -> anyhow::Result<()> {
         eprintln!("larder: -e {}: {e}", path.display());
         std::process::exit(2);
     }
+    // -S: libsasl2 finds its configuration as memcached's does, or the server does not start.
+    if config.sasl
+        && let Err(e) = larder::sasl::init()
+    {
+        eprintln!("{e}");
+        std::process::exit(1);
+    }
     // A source that cannot be reached is one line on the terminal, not a cold start.
     if let Some(source) = &config.warm_from
         && let Err(e) = larder::persist::warm::connect(source)

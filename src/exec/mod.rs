@@ -8,6 +8,7 @@
 //! targets all run commands through this same path.
 
 mod admin;
+pub mod binary;
 mod ctx;
 mod meta;
 mod retrieval;

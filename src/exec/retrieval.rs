@@ -53,7 +53,7 @@ impl Retrieval {
 
     /// Looks up one key and appends its `VALUE` if it is there.
     fn key(&self, ctx: &Ctx, key: &[u8], out: &mut Output) {
-        let (store, stats) = (&ctx.store, ctx.stats.local());
+        let store = &ctx.store;
         // A small value is copied into the reply under the shard's lock (no allocation);
         // a large one is shared with the store and written from there.
         let with_cas = self.with_cas;
@@ -67,16 +67,22 @@ impl Retrieval {
                 }
             })
             .is_some();
-        let (cmds, hits, misses) = if self.deadline.is_some() {
-            (&stats.cmd_touch, &stats.touch_hits, &stats.touch_misses)
-        } else {
-            (&stats.cmd_get, &stats.get_hits, &stats.get_misses)
-        };
-        Stats::incr(cmds);
-        Stats::incr(if hit { hits } else { misses });
-        ctx.stats.prefixes.record(key, PrefixEvent::Get { hit });
-        ctx.stats.hot_keys.record(key);
+        count(ctx, key, hit, self.deadline.is_some());
     }
+}
+
+/// Counts a retrieval of `key`, whatever its protocol: a get, or with `touched` a gat.
+pub fn count(ctx: &Ctx, key: &[u8], hit: bool, touched: bool) {
+    let stats = ctx.stats.local();
+    let (cmds, hits, misses) = if touched {
+        (&stats.cmd_touch, &stats.touch_hits, &stats.touch_misses)
+    } else {
+        (&stats.cmd_get, &stats.get_hits, &stats.get_misses)
+    };
+    Stats::incr(cmds);
+    Stats::incr(if hit { hits } else { misses });
+    ctx.stats.prefixes.record(key, PrefixEvent::Get { hit });
+    ctx.stats.hot_keys.record(key);
 }
 
 impl Keys {

@@ -397,8 +397,8 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "reqs_per_event", c.reqs_per_event);
     put_stat(out, "cas_enabled", c.cas_enabled);
     put_stat(out, "tcp_backlog", c.listen_backlog);
-    put_stat(out, "binding_protocol", "ascii");
-    put_stat(out, "auth_enabled_sasl", false);
+    put_stat(out, "binding_protocol", c.protocol.name());
+    put_stat(out, "auth_enabled_sasl", c.sasl);
     put_stat(out, "auth_enabled_ascii", c.auth.is_some());
     put_stat(out, "item_size_max", c.max_item_size);
     put_stat(out, "maxconns_fast", true);

@@ -11,27 +11,34 @@ use crate::store::{ArithArgs, ArithOutcome, DeleteOpts, DeleteOutcome, Lookup, S
 
 /// A storage command with its data block; how it ended.
 pub fn store(ctx: &Ctx, args: &StoreArgs<'_>, noreply: bool, out: &mut BytesMut) -> StoreOutcome {
-    let (key, mode) = (args.key, args.mode);
-    let (store, stats) = (&ctx.store, ctx.stats.local());
-    Stats::incr(&stats.cmd_set);
-    ctx.stats.prefixes.record(key, PrefixEvent::Set);
-    let outcome = store.store(args).0;
+    let outcome = store_counted(ctx, args).0;
     let reply = match outcome {
         StoreOutcome::Stored => Reply::Stored,
         StoreOutcome::NotStored => Reply::NotStored,
         StoreOutcome::Exists => Reply::Exists,
         StoreOutcome::NotFound => Reply::NotFound,
-        StoreOutcome::NoMemory => {
-            Stats::incr(&stats.store_no_memory);
-            // As for a too-large item, memcached drops the stale value of a failed set.
-            if mode == StoreMode::Set {
-                store.delete(key, &DeleteOpts::default());
-            }
-            Reply::OutOfMemoryStoring
-        }
+        StoreOutcome::NoMemory => Reply::OutOfMemoryStoring,
     };
     put_reply_unless(out, noreply, reply);
     outcome
+}
+
+/// Stores, counting it as memcached counts a storage command, whatever its protocol: how
+/// it ended and the item's new CAS.
+pub fn store_counted(ctx: &Ctx, args: &StoreArgs<'_>) -> (StoreOutcome, u64) {
+    let (key, mode) = (args.key, args.mode);
+    let (store, stats) = (&ctx.store, ctx.stats.local());
+    Stats::incr(&stats.cmd_set);
+    ctx.stats.prefixes.record(key, PrefixEvent::Set);
+    let result = store.store(args);
+    if result.0 == StoreOutcome::NoMemory {
+        Stats::incr(&stats.store_no_memory);
+        // As for a too-large item, memcached drops the stale value of a failed set.
+        if mode == StoreMode::Set {
+            store.delete(key, &DeleteOpts::default());
+        }
+    }
+    result
 }
 
 /// A storage command whose data is over the item size limit. A client that sees the error
@@ -46,11 +53,21 @@ pub fn too_large(ctx: &Ctx, key: &[u8], mode: StoreMode) {
 }
 
 pub fn delete(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut BytesMut) {
+    let hit = delete_counted(ctx, key, None) == DeleteOutcome::Deleted;
+    put_reply_unless(out, noreply, if hit { Reply::Deleted } else { Reply::NotFound });
+}
+
+/// Deletes (if the item's CAS is `compare_cas`, when given), counting a hit or a miss.
+pub fn delete_counted(ctx: &Ctx, key: &[u8], compare_cas: Option<u64>) -> DeleteOutcome {
     let stats = ctx.stats.local();
     ctx.stats.prefixes.record(key, PrefixEvent::Delete);
-    let hit = ctx.store.delete(key, &DeleteOpts::default()) == DeleteOutcome::Deleted;
-    Stats::incr(if hit { &stats.delete_hits } else { &stats.delete_misses });
-    put_reply_unless(out, noreply, if hit { Reply::Deleted } else { Reply::NotFound });
+    let outcome = ctx.store.delete(key, &DeleteOpts { compare_cas, ..DeleteOpts::default() });
+    match outcome {
+        DeleteOutcome::Deleted => Stats::incr(&stats.delete_hits),
+        DeleteOutcome::NotFound => Stats::incr(&stats.delete_misses),
+        DeleteOutcome::Exists | DeleteOutcome::Invalidated => {}
+    }
+    outcome
 }
 
 pub fn arith(ctx: &Ctx, key: &[u8], incr: bool, delta: u64, noreply: bool, out: &mut BytesMut) {

@@ -4,6 +4,7 @@
 //! an `output`). No I/O and no store types live here: `exec` runs the requests.
 
 mod admin;
+pub mod binary;
 pub mod encode;
 pub mod meta;
 pub mod output;

@@ -14,9 +14,11 @@ use bytes::BytesMut;
 use tracing::{debug, trace};
 
 use super::transport::{Received, Transport};
+use crate::config::Protocol;
 use crate::conns::{ConnRow, ConnState};
 use crate::exec::{self, Caller, Ctx, Flow, Output, Work};
 use crate::latency::{self, Tally};
+use crate::protocol::binary;
 use crate::protocol::encode::{error_reply, put_reply};
 use crate::protocol::text::Limits;
 use crate::protocol::{Decoder, Framing};
@@ -157,18 +159,31 @@ pub struct Connection {
     close_reason: CloseReason,
     /// After `watch`: the log lines this connection sends instead of running commands.
     watcher: Option<Arc<Watcher>>,
+    /// `-B auto`: the protocol is not chosen yet (the first byte chooses it).
+    negotiating: bool,
+    /// A binary-protocol connection's decoder and session.
+    binary: Option<Box<Binary>>,
+}
+
+/// What a connection speaking the binary protocol keeps.
+struct Binary {
+    decoder: binary::Decoder,
+    session: exec::binary::Session,
 }
 
 impl Connection {
     /// A connection on `transport`'s socket, which must be in non-blocking mode.
     pub fn new(transport: Transport, ctx: Arc<Ctx>) -> Self {
-        let mut decoder = Decoder::new(Limits { max_item_size: ctx.config.max_item_size }, ctx.store.clock().clone());
+        let limits = Limits { max_item_size: ctx.config.max_item_size };
+        let mut decoder = Decoder::new(limits, ctx.store.clock().clone());
         if ctx.config.auth.is_some() {
             decoder = decoder.require_auth();
         }
         let idle_timeout =
             (ctx.config.idle_timeout > 0).then(|| Duration::from_secs(u64::from(ctx.config.idle_timeout)));
         let ctx_reqs = ctx.config.reqs_per_event as usize;
+        let protocol = ctx.config.protocol;
+        let binary = (protocol == Protocol::Binary).then(|| Binary::new(&ctx));
         Self {
             transport,
             ctx,
@@ -193,6 +208,8 @@ impl Connection {
             origin: None,
             close_reason: CloseReason::default(),
             watcher: None,
+            negotiating: protocol == Protocol::Auto,
+            binary,
         }
     }
 
@@ -252,7 +269,7 @@ impl Connection {
             _ if self.watcher.is_some() => ConnState::Watch,
             Wait::Write => ConnState::Write,
             Wait::Turn => ConnState::Parse,
-            Wait::Read => match self.decoder.framing() {
+            Wait::Read => match self.binary.as_ref().map_or_else(|| self.decoder.framing(), |b| b.decoder.framing()) {
                 Framing::Data => ConnState::DataBlock,
                 Framing::Swallow => ConnState::Swallow,
                 Framing::Line if self.seen_input => ConnState::Read,
@@ -472,6 +489,13 @@ impl Connection {
 
     fn start_batch(&mut self) -> Batch {
         self.unread = false;
+        if self.negotiating && !self.rbuf.is_empty() {
+            // memcached's `-B auto`: the first byte chooses, once.
+            self.negotiating = false;
+            if self.rbuf[0] == binary::REQUEST_MAGIC {
+                self.binary = Some(Binary::new(&self.ctx));
+            }
+        }
         if let Some(row) = &self.row {
             row.set_parsing(self.ctx.store.clock().now());
             self.shown = ConnState::Parse;
@@ -479,6 +503,9 @@ impl Connection {
         // A pipeline of gets: start loading their items now, so the lookups below do
         // not each wait on memory in turn.
         let mut prefetch = None;
+        if self.binary.is_some() {
+            return Batch { started: latency::now_nanos(), ..Batch::default() };
+        }
         let prefetched = crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| {
             prefetch.get_or_insert_with(|| self.ctx.store.prefetch()).add(k);
         });
@@ -489,6 +516,9 @@ impl Connection {
     }
 
     fn run_commands(&mut self, batch: &mut Batch) -> Step {
+        if self.binary.is_some() {
+            return self.run_packets(batch);
+        }
         if let Some(work) = batch.work.take() {
             let flow = work.resume(&self.ctx, &mut self.out, MAX_PENDING_OUTPUT);
             if let Some(step) = self.command_done(batch, flow) {
@@ -548,6 +578,35 @@ impl Connection {
         }
     }
 
+    /// [`Self::run_commands`] for a connection speaking the binary protocol.
+    fn run_packets(&mut self, batch: &mut Batch) -> Step {
+        loop {
+            let Some(bin) = self.binary.as_mut() else { return Step::Done };
+            match bin.decoder.decode(&mut self.rbuf) {
+                Ok(Some(packet)) => {
+                    trace!(opcode = packet.echo.opcode, "binary request");
+                    batch.commands = true;
+                    batch.tally.add(exec::binary::command_group(&packet));
+                    let flow = exec::binary::execute(&self.ctx, packet, &mut self.out, &mut bin.session);
+                    if let Some(step) = self.command_done(batch, flow) {
+                        return step;
+                    }
+                }
+                Ok(None) => return Step::Done,
+                Err(fatal) => {
+                    batch.commands = true;
+                    debug!(opcode = fatal.echo.opcode, status = ?fatal.status, "closing binary connection");
+                    match fatal.status {
+                        // Bad magic: memcached closes at once, its unsent replies with it.
+                        None => self.out.truncate(batch.pending.committed),
+                        Some(status) => binary::put_error(&mut self.out.buf, fatal.echo, status, None),
+                    }
+                    return Step::Close;
+                }
+            }
+        }
+    }
+
     /// Where a command left the connection: `Some(step)` ends the batch for now (the
     /// replies must be written out first, or the connection closes), `None` goes on to
     /// the next command.
@@ -571,7 +630,10 @@ impl Connection {
                 batch.work = Some(work);
                 return Some(Step::Full);
             }
-            Flow::Authenticated => self.decoder.authenticated(),
+            Flow::Authenticated => match &mut self.binary {
+                Some(bin) => bin.decoder.authenticated(),
+                None => self.decoder.authenticated(),
+            },
             Flow::Continue | Flow::Transmit => {}
         }
         self.commands_run += 1;
@@ -590,6 +652,17 @@ impl Connection {
             small.extend_from_slice(&self.rbuf);
             self.rbuf = small;
         }
+    }
+}
+
+impl Binary {
+    fn new(ctx: &Ctx) -> Box<Self> {
+        let limits = Limits { max_item_size: ctx.config.max_item_size };
+        let mut decoder = binary::Decoder::new(limits, ctx.store.clock().clone());
+        if ctx.config.sasl {
+            decoder = decoder.require_sasl();
+        }
+        Box::new(Self { decoder, session: exec::binary::Session::default() })
     }
 }
 

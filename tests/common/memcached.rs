@@ -50,6 +50,11 @@ pub fn memcached_available(what: &str) -> bool {
 static SPAWN_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 pub fn start_memcached(opts: &[String]) -> Memcached {
+    start_memcached_with_env(opts, &[])
+}
+
+/// [`start_memcached`] with environment variables set for it (`SASL_CONF_PATH`).
+pub fn start_memcached_with_env(opts: &[String], env: &[(&str, &std::path::Path)]) -> Memcached {
     let dir = std::env::temp_dir().join(format!(
         "larder-diff-{}-{}",
         std::process::id(),
@@ -66,6 +71,7 @@ pub fn start_memcached(opts: &[String]) -> Memcached {
         .args(["-p", "-1", "-U", "0", "-l", "127.0.0.1", "-t", "1", "-u", "root"])
         .args(opts)
         .env("MEMCACHED_PORT_FILENAME", &port_file)
+        .envs(env.iter().map(|&(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod memcached;
+pub mod sasl;
 pub mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
