@@ -10,6 +10,13 @@ import uuid
 
 import pytest
 
+# pylibmc's wheel bundles a libsasl2 that looks for its mechanism plugins where CentOS
+# keeps them: point it at Debian's (libsasl2-modules) before anything imports pylibmc,
+# whose import starts the SASL client library. (A pylibmc built here finds them anyway.)
+_DEBIAN_SASL_PLUGINS = "/usr/lib/x86_64-linux-gnu/sasl2"
+if os.path.isdir(_DEBIAN_SASL_PLUGINS):
+    os.environ.setdefault("SASL_PATH", _DEBIAN_SASL_PLUGINS)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)  # harness, cacheapp and the URLconf modules
@@ -61,15 +68,16 @@ def stats(server):
 
 # ---- Django: configured once per process; CACHES is overridden per test. ----
 
-from django_setup import DJANGO_BACKENDS, setup_django  # noqa: E402
+from django_setup import DJANGO_BACKENDS, DJANGO_PYLIBMC_BINARY, setup_django  # noqa: E402
 
 
-@pytest.fixture(params=sorted(DJANGO_BACKENDS))
+@pytest.fixture(params=[*sorted(DJANGO_BACKENDS), "pylibmc-binary"])
 def django_cache(request, server, key):
-    """Django's default cache pointed at the test server, once per memcached backend."""
+    """Django's default cache pointed at the test server, once per memcached backend (and
+    pylibmc once more over the binary protocol)."""
     setup_django()
-    backend, options = DJANGO_BACKENDS[request.param]
-    harness.require_module(request.param)
+    backend, options = DJANGO_BACKENDS.get(request.param, DJANGO_PYLIBMC_BINARY)
+    harness.require_module(request.param.removesuffix("-binary"))
     from django.core.cache import caches
     from django.test import override_settings
 

@@ -26,6 +26,14 @@ DJANGO_BACKENDS = {
 }
 
 
+# Django's documented binary-protocol setup for pylibmc (test_sasl.py adds its
+# "username" and "password").
+DJANGO_PYLIBMC_BINARY = ("django.core.cache.backends.memcached.PyLibMCCache",
+                         {"binary": True, "behaviors": {"connect_timeout": 5000,
+                                                        "receive_timeout": 10_000_000,
+                                                        "send_timeout": 10_000_000}})
+
+
 def setup_django():
     """Configures Django once per process (fails under CI / skips if it is missing)."""
     django = harness.require_module("django")

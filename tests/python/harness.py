@@ -203,14 +203,16 @@ def start_http_server(extra_args: Sequence[str] = ()) -> Server:
 
 def start_server(memory_mib: int = 64, attempts: int = 5, extra_args: Sequence[str] = (),
                  listen: Union[str, Callable[[int], str]] = "127.0.0.1",
-                 tls: Optional[ssl.SSLContext] = None, port: Optional[int] = None) -> Server:
+                 tls: Optional[ssl.SSLContext] = None, port: Optional[int] = None,
+                 env: Optional[dict[str, str]] = None) -> Server:
     """Starts the server under test on a free port, retrying on another port if it
     does not come up (for example because the port was taken in between).
 
     `extra_args` are appended to the command line; `listen` is `-l`'s value, or a
     function of the chosen port that returns it (called once per attempt); `tls` is the
     client context the returned Server's .stats() and .raw() use; `port`, if given, is
-    used instead of a free one (every attempt), to restart a server where it was."""
+    used instead of a free one (every attempt), to restart a server where it was; `env`
+    adds variables to the server's environment (`SASL_CONF_PATH`)."""
     binary = server_binary()
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
         hint = "" if server_kind() == "memcached" else " (run `cargo build` or set LARDER_BIN)"
@@ -225,6 +227,7 @@ def start_server(memory_mib: int = 64, attempts: int = 5, extra_args: Sequence[s
             proc = subprocess.Popen(server_command(port, memory_mib, listen_arg, extra_args),
                                     stdin=subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT,
+                                    env={**os.environ, **(env or {})},
                                     preexec_fn=_die_with_parent)
         server = Server("127.0.0.1", port, proc, log_path, tls=tls)
         _started.append(server)
@@ -245,6 +248,16 @@ def _connect(host: str, port: int, tls: Optional[ssl.SSLContext] = None) -> sock
     except BaseException:
         sock.close()
         raise
+
+
+def read_exactly(sock: socket.socket, n: int) -> bytes:
+    """Reads exactly `n` bytes (fails if the connection closes first)."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        assert chunk, f"connection closed after {len(buf)} of {n} bytes"
+        buf += chunk
+    return buf
 
 
 def read_until(sock: socket.socket, until: bytes) -> bytes:

@@ -24,6 +24,11 @@ def backend_name(cache) -> str:
     return "pylibmc" if type(cache).__name__ == "PyLibMCCache" else "pymemcache"
 
 
+def binary(cache) -> bool:
+    """Whether the cache speaks the binary protocol (PyLibMCCache with "binary": True)."""
+    return bool(getattr(cache, "_options", {}).get("binary"))
+
+
 def test_set_get(django_cache):
     c = django_cache
     c.set("str", "hello")
@@ -98,6 +103,13 @@ def test_incr_non_numeric(django_cache):
     c.set("s", "abc")
     if backend_name(c) == "pymemcache":
         from pymemcache.exceptions import MemcacheClientError as expected
+    elif binary(c):
+        import pylibmc
+        # libmemcached reads the binary protocol's status 6 as an unknown read failure,
+        # and then takes the server for down until its retry timeout (memcached too).
+        with pytest.raises(pylibmc.UnknownReadFailure):
+            c.incr("s")
+        return
     else:
         import pylibmc
         expected = pylibmc.ClientError
@@ -154,6 +166,10 @@ def test_versions(django_cache):
 ])
 def test_timeouts(django_cache, timeout, present):
     c = django_cache
+    if binary(c) and timeout in (0, -10):
+        # Django sends -1 for "expire now"; the binary protocol's expiration is unsigned,
+        # so memcached (and Larder) read it as a time far in the future.
+        present = True
     c.set("old", "old value")
     c.set("old", "new value", timeout=timeout)  # overwrites even when expired
     c.set("k", "v", timeout=timeout)
@@ -167,6 +183,9 @@ def test_timeouts(django_cache, timeout, present):
 def test_add_with_timeout_zero(django_cache):
     c = django_cache
     c.add("k", "v", timeout=0)
+    if binary(c):
+        assert c.get("k") == "v"  # -1, unsigned in the binary protocol: see test_timeouts
+        return
     assert c.get("k") is None
     assert c.add("k", "v2") is True  # the expired item does not block add
     assert c.get("k") == "v2"
@@ -197,7 +216,8 @@ def test_too_large_value(django_cache, server):
         expected = pylibmc.TooBig
     with pytest.raises(expected):
         c.set("big", os.urandom(MiB + 100))
-    assert int(server.stats()["store_too_large"]) == before + 1
+    # memcached counts only the text protocol's refusals.
+    assert int(server.stats()["store_too_large"]) == before + (0 if binary(c) else 1)
     assert c.get("big") is None  # the server dropped the old value
     c.set("big", "fine")
     assert c.get("big") == "fine"
