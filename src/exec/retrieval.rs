@@ -72,6 +72,7 @@ impl Retrieval {
 }
 
 /// Counts a retrieval of `key`, whatever its protocol: a get, or with `touched` a gat.
+#[inline]
 pub fn count(ctx: &Ctx, key: &[u8], hit: bool, touched: bool) {
     let stats = ctx.stats.local();
     let (cmds, hits, misses) = if touched {
