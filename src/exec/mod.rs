@@ -138,7 +138,14 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
             }
             storage::too_large(ctx, &key, mode);
         }
-        Request::Delete { key, noreply } => storage::delete(ctx, &key, noreply, buf),
+        Request::Delete { key, noreply } => {
+            let old = watch::deleting(ctx, &key);
+            if storage::delete(ctx, &key, noreply, buf)
+                && let Some(old) = old
+            {
+                watch::deleted(ctx, &key, "delete", old);
+            }
+        }
         Request::Arith { key, delta, incr, noreply } => storage::arith(ctx, &key, incr, delta, noreply, buf),
         Request::Touch { key, exptime, noreply } => storage::touch(ctx, &key, exptime, noreply, buf),
         Request::FlushAll { delay, noreply } => storage::flush_all(ctx, delay, noreply, buf),
@@ -154,7 +161,16 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
             return Flow::Transmit;
         }
         Request::MetaGet(m) => meta::get(ctx, &m, buf),
-        Request::MetaDelete(m) => meta::delete(ctx, &m, buf),
+        Request::MetaDelete(m) => {
+            let old = watch::deleting(ctx, &m.key);
+            if meta::delete(ctx, &m, buf) == crate::store::DeleteOutcome::Deleted
+                && let Some(old) = old
+            {
+                // `md x` leaves an empty item, which is what memcached logs.
+                let left = if m.remove_value { watch::deleting(ctx, &m.key).unwrap_or(old) } else { old };
+                watch::deleted(ctx, &m.key, "md", left);
+            }
+        }
         Request::MetaArith(m) => {
             // `ma N` creating the item logs as memcached's add of it does.
             let vivifies = watching && m.ttl.vivify.is_some() && !ctx.store.probe(&m.key).is_live();
@@ -181,11 +197,13 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
             }
         }
         Request::Crawler { enable } => admin::crawler(ctx, enable, buf),
-        Request::Crawl { classes, dump: false } => admin::crawl(ctx, classes, buf),
-        Request::Crawl { classes, dump: true } => match admin::metadump(ctx, classes, caller.replies_waiting) {
-            Ok(dump) => return Work::Dump(dump).resume(ctx, out, caller.out_limit),
-            Err(refused) => put_reply(buf, refused),
-        },
+        Request::Crawl { classes, dump: None } => admin::crawl(ctx, classes, buf),
+        Request::Crawl { classes, dump: Some(format) } => {
+            match admin::dump(ctx, classes, format, caller.replies_waiting) {
+                Ok(dump) => return Work::Dump(dump).resume(ctx, out, caller.out_limit),
+                Err(refused) => put_reply(buf, refused),
+            }
+        }
         Request::RefreshCerts { noreply } => admin::refresh_certs(ctx, noreply, buf),
         Request::Quit => return Flow::Close,
     }

@@ -45,12 +45,14 @@ pub fn too_large(ctx: &Ctx, key: &[u8], mode: StoreMode) {
     }
 }
 
-pub fn delete(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut BytesMut) {
+/// `delete`: whether it removed an item.
+pub fn delete(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut BytesMut) -> bool {
     let stats = ctx.stats.local();
     ctx.stats.prefixes.record(key, PrefixEvent::Delete);
     let hit = ctx.store.delete(key, &DeleteOpts::default()) == DeleteOutcome::Deleted;
     Stats::incr(if hit { &stats.delete_hits } else { &stats.delete_misses });
     put_reply_unless(out, noreply, if hit { Reply::Deleted } else { Reply::NotFound });
+    hit
 }
 
 pub fn arith(ctx: &Ctx, key: &[u8], incr: bool, delta: u64, noreply: bool, out: &mut BytesMut) {
