@@ -249,7 +249,7 @@ pub fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
 }
 
 /// `me`: memcached's debug line, sizes and slab class as memcached would count them.
-pub fn debug(ctx: &Ctx, key: &[u8], key_binary: bool, out: &mut BytesMut) {
+pub fn debug(ctx: &Ctx, key: &[u8], out: &mut BytesMut) {
     Stats::incr(&ctx.stats.local().cmd_meta);
     let now = ctx.store.clock().now();
     let found = ctx.store.lookup(key, &Lookup::PEEK, |f| {
@@ -265,7 +265,9 @@ pub fn debug(ctx: &Ctx, key: &[u8], key_binary: bool, out: &mut BytesMut) {
             class: slab_class(size, ctx.config.max_item_size),
             size,
         };
-        put_debug_line(out, key, key_binary || f.key_binary(), &line);
+        // The key as stored: base64 only for an item stored under a base64 key (an
+        // `md x` tombstone is not), whether or not this request sent it so.
+        put_debug_line(out, key, f.key_binary(), &line);
     });
     if found.is_none() {
         put_reply(out, Reply::MetaMiss);

@@ -189,7 +189,7 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
                 watch::ended(ctx, &s, outcome, old, true, caller.cfd);
             }
         }
-        Request::MetaDebug { key, key_binary } => meta::debug(ctx, &key, key_binary, buf),
+        Request::MetaDebug { key, .. } => meta::debug(ctx, &key, buf),
         Request::NoOp { reply, noreply } => crate::protocol::encode::put_reply_unless(buf, noreply, reply),
         Request::CacheDump { args } => {
             if let Some(dump) = admin::cachedump(ctx, args, buf) {

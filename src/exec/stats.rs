@@ -34,6 +34,11 @@ pub fn write(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
             put_reply(out, Reply::Reset);
             return;
         }
+        // memcached 1.6.45: `-X` refuses `stats detail` too (a dump of key prefixes).
+        StatsGroup::Detail(_) | StatsGroup::DetailUsage if !ctx.config.dump_enabled => {
+            put_reply(out, Reply::DetailNotAllowed);
+            return;
+        }
         StatsGroup::Detail(cmd @ (DetailCmd::On | DetailCmd::Off)) => {
             ctx.stats.prefixes.set_enabled(cmd == DetailCmd::On);
             put_reply(out, Reply::Ok);

@@ -447,11 +447,10 @@ impl Store {
         }
         let cas_in = opts.cas_in.filter(|_| self.cas);
         if let Some((flags, exptime)) = opts.remove_value {
-            // memcached 1.6.45 stores a new, empty item over the old one.
-            let old = s.item(i);
-            let bits = old.bits() & bit::KEY_BINARY;
-            let cas = cas_in.unwrap_or(old.cas());
-            let it = Item::new(&self.slab, key, &[], Fields { cas, exptime, time: now, flags, bits });
+            // memcached 1.6.45 stores a new, empty item over the old one (which does not
+            // keep the mark of a base64 key: replies then give the key as it is).
+            let cas = cas_in.unwrap_or(s.item(i).cas());
+            let it = Item::new(&self.slab, key, &[], Fields { cas, exptime, time: now, flags, bits: 0 });
             self.replace(&mut s, i, it);
             self.stats.local().total_items.fetch_add(1, Relaxed);
             if !opts.invalidate {
