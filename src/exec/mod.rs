@@ -18,9 +18,10 @@ mod watch;
 pub use ctx::Ctx;
 
 use crate::latency::Command;
+use crate::memcached::StoreMode;
 use crate::protocol::Request;
 use crate::protocol::encode::{Reply, put_reply};
-use crate::store::{SharedValue, StoreArgs};
+use crate::store::{SharedValue, StoreArgs, StoreOutcome};
 
 /// The version `version` and `stats` report: the memcached release whose behaviour Larder
 /// reproduces, then Larder's own. Clients and tools read the leading numbers to decide
@@ -125,7 +126,7 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
             let outcome = storage::store(ctx, &args, noreply, buf);
             if let Some(old) = old {
                 let s = watch::Stored { key: &key, mode, flags, exptime: deadline, value_len: value.len() };
-                watch::ended(ctx, &s, outcome, old, mode == crate::memcached::StoreMode::Set, caller.cfd);
+                watch::ended(ctx, &s, outcome, old, mode == StoreMode::Set, caller.cfd);
             }
         }
         Request::TooLarge { key, mode } => {
@@ -162,8 +163,21 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
         }
         Request::MetaGet(m) => meta::get(ctx, &m, buf),
         Request::MetaDelete(m) => {
+            use crate::store::DeleteOutcome::{Deleted, Invalidated};
             let old = watch::deleting(ctx, &m.key);
-            if meta::delete(ctx, &m, buf) == crate::store::DeleteOutcome::Deleted
+            // `md x` stores an empty item as a `set` does: memcached logs its look at
+            // the old item and the store.
+            let emptied = (watching && m.remove_value).then(|| watch::look(ctx, &m.key));
+            let outcome = meta::delete(ctx, &m, buf);
+            if let Some(looked) = emptied
+                && matches!(outcome, Deleted | Invalidated)
+            {
+                let exptime = m.ttl.touch.map_or(0, |(d, _)| d);
+                let s =
+                    watch::Stored { key: &m.key, mode: StoreMode::Set, flags: m.client_flags, exptime, value_len: 0 };
+                watch::ended(ctx, &s, StoreOutcome::Stored, looked, false, caller.cfd);
+            }
+            if outcome == Deleted
                 && let Some(old) = old
             {
                 // `md x` leaves an empty item, which is what memcached logs.
