@@ -230,10 +230,10 @@ impl Dump {
             let (key, it) = (f.item.key(), f.item);
             let size = item_size(key.len(), it.flags(), it.value().len());
             let class = slab_class(size, max_item_size);
-            if self.classes & (1 << class) == 0 {
-            } else if keys {
+            let shown = self.classes & (1 << class) != 0;
+            if shown && keys {
                 put_mgdump_line(buf, key, f.key_binary());
-            } else {
+            } else if shown {
                 // memcached's format: absolute times.
                 let exp = if it.exptime() == 0 { -1 } else { epoch + i64::from(it.exptime()) };
                 let la = epoch + i64::from(it.time());

@@ -66,7 +66,7 @@ impl Meta {
 #[derive(Debug)]
 pub enum SetLine {
     /// Read `len` bytes of data, then store.
-    Data { meta: Meta, len: usize },
+    Data { meta: Box<Meta>, len: usize },
     /// Swallow `len + 2` bytes, then answer with `error`.
     Refuse { len: usize, error: ProtocolError },
 }
@@ -190,7 +190,7 @@ pub fn parse(line: &Bytes, tokens: &[(u32, u32)], clock: &Clock) -> Result<Parse
                     }));
                 }
             };
-            Parsed::Set(SetLine::Data { meta: m, len: set_len })
+            Parsed::Set(SetLine::Data { meta: Box::new(m), len: set_len })
         }
         MetaCmd::Arith => {
             m.decr = match mode {
