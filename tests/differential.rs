@@ -30,6 +30,10 @@
 //!             named (`key la`), are masked as `*`; lines beyond the N are kept for the
 //!             next `lines`. Counts as a synced step. Start a watcher with
 //!             `>| watch fetchers\r\n` and `lines 1` (its `OK`)
+//! reference 1.6.45  the session is judged by memcached 1.6.45 (see below), not 1.6.18
+//! cas_masked  (with `reference`) CAS values in meta replies (`c123`, `cas=123`) compare
+//!             as `<cas>`: 1.6.45's CAS counter runs one ahead of 1.6.18's, which Larder
+//!             keeps; sessions of 1.6.45's additions name CAS values with `E` instead
 //! ```
 //!
 //! TEXT escapes: `\r \n \t \0 \s`(space) `\\ \{ \$ \xNN`; `{STR*N}` repeats STR N times
@@ -51,6 +55,23 @@
 //! data (`set k 0 0 5\r\n`, then `first\r\nmn\r\n`: `STORED`, and no `MN` until the
 //! client sends more; over TCP it answers). Sessions where memcached so stalls are not
 //! compared; Larder must answer every step of them.
+//!
+//! # Sessions judged by memcached 1.6.45
+//!
+//! Larder follows memcached 1.6.45 where it answers a client otherwise than Debian's
+//! 1.6.18 (its meta flags `E`, `x`, `mg C`, `ms s` and `N`, `lru_crawler mgdump`, `watch
+//! deletions`, changed errors: `tests/corpus/since_1.6.18.txt`, and the 1.6.18 sessions
+//! renamed "... (1.6.45 answers otherwise than 1.6.18)"). CI has no 1.6.45, so its
+//! replies are kept in `tests/corpus/1.6.45.golden`, recorded from a build of it. For a
+//! `reference 1.6.45` session, Larder (also over TLS) must answer byte for byte as the
+//! transcript says, and Debian's memcached must not (or the mark is not needed).
+//!
+//! - `LARDER_REF_MEMCACHED=$(../shared/reference/build-memcached)` also plays each such
+//!   session against that live 1.6.45 binary and fails if it no longer answers as its
+//!   transcript says.
+//! - With `LARDER_REF_RECORD=1` as well, the transcripts are recorded (all of them, or
+//!   those `DIFF_FILTER` selects) into the golden file instead. A session whose steps no
+//!   longer match its transcript fails until recorded again.
 //!
 //! # Environment
 //!
