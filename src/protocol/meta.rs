@@ -376,4 +376,56 @@ mod tests {
         assert_eq!(base64_decode(b"Zm!v"), None);
         assert_eq!(base64_decode(b""), None);
     }
+
+    #[test]
+    fn numbers_are_memcached_1_6_45s() {
+        assert_eq!(tok_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(tok_u64(b"18446744073709551616"), None);
+        assert_eq!(tok_u64(b"0000000000000000000001"), Some(1));
+        assert_eq!(tok_u64(b"00000000000000000000001"), None);
+        for bad in [&b"+1"[..], b"-1", b" 1", b"1x", b"\t1"] {
+            assert_eq!(tok_u64(bad), None, "{bad:?}");
+        }
+        assert_eq!(tok_u64(b""), Some(0));
+        assert_eq!(tok_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(tok_u32(b"4294967296"), None);
+        assert_eq!(tok_i32(b"-2147483648"), Some(i32::MIN));
+        assert_eq!(tok_i32(b"2147483647"), Some(i32::MAX));
+        assert_eq!(tok_i32(b"2147483648"), None);
+        assert_eq!(tok_i32(b"-2147483649"), None);
+        assert_eq!(tok_i32(b"4294967295"), None);
+        assert_eq!(flag_arg(b"T"), None);
+        assert_eq!(flag_arg(b"T5"), Some(&b"5"[..]));
+    }
+
+    fn parse_line(line: &'static [u8]) -> Result<Parsed, ProtocolError> {
+        let line = Bytes::from_static(line);
+        let mut tokens = Vec::new();
+        let mut start = 0;
+        for (i, &b) in line.iter().chain(b" ").enumerate() {
+            if b == b' ' {
+                if i > start {
+                    tokens.push((start as u32, i as u32));
+                }
+                start = i + 1;
+            }
+        }
+        parse(&line, &tokens, &Clock::starting_at(1_800_000_000))
+    }
+
+    #[test]
+    fn the_flags_added_since_1_6_18() {
+        let Ok(Parsed::Delete(m)) = parse_line(b"md k x E5 F3") else { panic!() };
+        assert!(m.remove_value);
+        assert_eq!((m.cas_in, m.client_flags), (Some(5), 3));
+        let Ok(Parsed::Set(SetLine::Data { meta, len: 1 })) = parse_line(b"ms k 1 MEE") else { panic!() };
+        assert_eq!(meta.store_mode, StoreMode::Add);
+        let Ok(Parsed::Set(SetLine::Refuse { len: 1, error })) = parse_line(b"ms k 1 M") else { panic!() };
+        assert_eq!(error, ProtocolError::Refused(Reply::MsMode));
+        assert_eq!(parse_line(b"mg k E").unwrap_err(), ProtocolError::Refused(Reply::BadToken));
+        assert_eq!(parse_line(b"md k Z").unwrap_err(), ProtocolError::Refused(Reply::InvalidFlag));
+        assert_eq!(parse_line(b"ma k Z").unwrap_err(), ProtocolError::Refused(Reply::InvalidOrDuplicateFlag));
+        assert_eq!(parse_line(b"mg k !").unwrap_err(), ProtocolError::BadFormat);
+        assert_eq!(parse_line(b"mg").unwrap_err(), ProtocolError::BadFormat);
+    }
 }
