@@ -37,11 +37,13 @@ pub mod kind {
     pub const PROXYREQS: u16 = 1 << 10;
     pub const PROXYEVENTS: u16 = 1 << 11;
     pub const PROXYUSER: u16 = 1 << 12;
+    /// memcached 1.6.45's `deletions`: items removed by `delete` or `md`.
+    pub const DELETIONS: u16 = 1 << 13;
 }
 
-/// The words `watch` takes (memcached 1.6.18's `process_watch_command`). Larder logs
-/// fetchers, mutations, evictions and connevents; the rest are accepted, as memcached
-/// accepts them, and produce nothing (Larder has no LRU crawler or slab mover to report,
+/// The words `watch` takes (memcached 1.6.45's `process_watch_command`). Larder logs
+/// fetchers, mutations, evictions, connevents and deletions; the rest are accepted, as
+/// memcached accepts them, and produce nothing (Larder has no LRU crawler or slab mover to report,
 /// no proxy, and memcached 1.6.18 itself never logs `rawcmds`).
 pub fn kind_of(word: &[u8]) -> Option<u16> {
     Some(match word {
@@ -54,6 +56,7 @@ pub fn kind_of(word: &[u8]) -> Option<u16> {
         b"proxyreqs" => kind::PROXYREQS,
         b"proxyevents" => kind::PROXYEVENTS,
         b"proxyuser" => kind::PROXYUSER,
+        b"deletions" => kind::DELETIONS,
         _ => return None,
     })
 }
@@ -195,6 +198,14 @@ pub enum Event<'a> {
     },
     ConnNew(&'a Origin),
     ConnClose(&'a Origin, CloseReason),
+    /// An item removed by `delete` (`cmd` "delete") or `md` ("md"), or emptied by `md x`
+    /// (logged as the empty item left). 1.6.45.
+    Deleted {
+        key: &'a [u8],
+        cmd: &'a str,
+        clsid: u32,
+        size: usize,
+    },
 }
 
 impl Event<'_> {
@@ -205,6 +216,7 @@ impl Event<'_> {
             Self::ItemStore { .. } => kind::MUTATIONS,
             Self::Eviction { .. } => kind::EVICTIONS,
             Self::ConnNew(_) | Self::ConnClose(..) => kind::CONNEVENTS,
+            Self::Deleted { .. } => kind::DELETIONS,
         }
     }
 
@@ -255,6 +267,13 @@ impl Event<'_> {
                 word(out, b"fetch", if fetched { b"yes" } else { b"no" });
                 num(out, b"ttl", &ttl);
                 num(out, b"la", &la);
+                num(out, b"clsid", &clsid);
+                num(out, b"size", &size);
+            }
+            Self::Deleted { key, cmd, clsid, size } => {
+                out.extend_from_slice(b" type=deleted key=");
+                uri_encode(key, out);
+                word(out, b"cmd", cmd.as_bytes());
                 num(out, b"clsid", &clsid);
                 num(out, b"size", &size);
             }

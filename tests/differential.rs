@@ -30,6 +30,10 @@
 //!             named (`key la`), are masked as `*`; lines beyond the N are kept for the
 //!             next `lines`. Counts as a synced step. Start a watcher with
 //!             `>| watch fetchers\r\n` and `lines 1` (its `OK`)
+//! reference 1.6.45  the session is judged by memcached 1.6.45 (see below), not 1.6.18
+//! cas_masked  (with `reference`) CAS values in meta replies (`c123`, `cas=123`) compare
+//!             as `<cas>`: 1.6.45's CAS counter runs one ahead of 1.6.18's, which Larder
+//!             keeps; sessions of 1.6.45's additions name CAS values with `E` instead
 //! ```
 //!
 //! TEXT escapes: `\r \n \t \0 \s`(space) `\\ \{ \$ \xNN`; `{STR*N}` repeats STR N times
@@ -52,6 +56,24 @@
 //! client sends more; over TCP it answers). Sessions where memcached so stalls are not
 //! compared; Larder must answer every step of them.
 //!
+//! # Sessions judged by memcached 1.6.45
+//!
+//! Larder follows memcached 1.6.45 where it answers a client otherwise than Debian's
+//! 1.6.18 (its meta flags `E`, `x`, `mg C`, `ms s` and `N`, `lru_crawler mgdump`, `watch
+//! deletions`, changed errors: `tests/corpus/since_1.6.18.txt`, and the 1.6.18 sessions
+//! renamed "... (1.6.45 answers otherwise than 1.6.18)"). CI has no 1.6.45, so its
+//! replies are kept in `tests/corpus/1.6.45.golden`, recorded from a build of it. For a
+//! `reference 1.6.45` session, Larder (also over TLS) must answer byte for byte as the
+//! transcript says, and Debian's memcached must not (or the mark is not needed). Over
+//! TLS the transcripts that list `stats` are not compared (TLS adds counters of its own).
+//!
+//! - `LARDER_REF_MEMCACHED=$(../shared/reference/build-memcached)` also plays each such
+//!   session against that live 1.6.45 binary and fails if it no longer answers as its
+//!   transcript says.
+//! - With `LARDER_REF_RECORD=1` as well, the transcripts are recorded (all of them, or
+//!   those `DIFF_FILTER` selects) into the golden file instead. A session whose steps no
+//!   longer match its transcript fails until recorded again.
+//!
 //! # Environment
 //!
 //! - `DIFF_AGAINST=memcached` compares memcached with a second memcached instead of Larder
@@ -64,8 +86,8 @@
 mod common;
 
 use clap::Parser as _;
-use common::memcached::{Memcached, memcached_available, start_memcached};
-use std::collections::VecDeque;
+use common::memcached::{Memcached, memcached_available, start_memcached, start_memcached_bin};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -122,6 +144,12 @@ struct Session {
     opts: Vec<String>,
     /// `stat_values`: the `STAT` names whose values are compared, not normalised.
     stat_values: Vec<String>,
+    /// `reference 1.6.45`: the session is judged by memcached 1.6.45's recorded replies
+    /// (its golden transcript), not by Debian's memcached (which must answer otherwise).
+    reference: bool,
+    /// `cas_masked`: CAS values in meta replies (`c123`, `cas=123`) are compared as
+    /// `<cas>`: 1.6.45's counter starts one higher than 1.6.18's, which Larder keeps.
+    cas_masked: bool,
     steps: Vec<Step>,
 }
 
@@ -156,6 +184,8 @@ fn parse_corpus_file(file: &str, text: &str) -> Vec<Session> {
                 name,
                 opts,
                 stat_values: Vec::new(),
+                reference: false,
+                cas_masked: false,
                 steps: Vec::new(),
             });
             continue;
@@ -163,6 +193,20 @@ fn parse_corpus_file(file: &str, text: &str) -> Vec<Session> {
         let session = sessions.last_mut().unwrap_or_else(|| panic!("{}: step before the first `===` header", here()));
         if let Some(names) = l.strip_prefix("stat_values ") {
             session.stat_values.extend(names.split_whitespace().map(String::from));
+            continue;
+        }
+        if let Some(version) = l.strip_prefix("reference ") {
+            assert_eq!(
+                version.trim(),
+                REFERENCE_VERSION,
+                "{}: the one reference release is {REFERENCE_VERSION}",
+                here()
+            );
+            session.reference = true;
+            continue;
+        }
+        if l.trim_end() == "cas_masked" {
+            session.cas_masked = true;
             continue;
         }
         let (conn, l) = match l.strip_prefix('@') {
@@ -353,6 +397,20 @@ impl Server {
 enum Kind {
     Memcached,
     Larder,
+    /// memcached 1.6.45 built from source (`LARDER_REF_MEMCACHED`).
+    Reference,
+}
+
+/// The newer memcached release whose behaviour Larder follows where it differs from
+/// Debian's 1.6.18: sessions marked `reference 1.6.45` are judged by its replies.
+const REFERENCE_VERSION: &str = "1.6.45";
+
+/// Where the reference release's replies to the `reference` sessions are kept.
+const GOLDEN: &str = "tests/corpus/1.6.45.golden";
+
+/// The reference binary, when this run may start it (`LARDER_REF_MEMCACHED=path`).
+fn reference_bin() -> Option<String> {
+    std::env::var("LARDER_REF_MEMCACHED").ok().filter(|v| !v.is_empty())
 }
 
 impl Kind {
@@ -363,6 +421,11 @@ impl Kind {
             (Kind::Memcached, Some(certs)) => {
                 Server::Memcached(start_memcached(&[&certs.memcached_args(), opts].concat()))
             }
+            (Kind::Reference, None) => {
+                let bin = reference_bin().expect("LARDER_REF_MEMCACHED names the reference memcached");
+                Server::Memcached(start_memcached_bin(&bin, opts, &[]))
+            }
+            (Kind::Reference, Some(_)) => unreachable!("the reference release is played over TCP only"),
             (Kind::Larder, None) => Server::Larder(common::spawn(larder_config(opts))),
             (Kind::Larder, Some(certs)) => {
                 let config = larder::config::Config { tls: certs.settings(), ..larder_config(opts) };
@@ -732,6 +795,143 @@ fn run_session(kind: Kind, session: &Session, tls: Option<&common::tls::Certs>) 
 }
 
 // ---------------------------------------------------------------------------------------
+// Golden transcripts of the reference release
+//
+// `tests/corpus/1.6.45.golden` holds memcached 1.6.45's (normalised) replies to every
+// session marked `reference 1.6.45`, recorded by playing them against a 1.6.45 build:
+//
+//     === <file>: <session name>
+//     > <the step's corpus lines, escaped, joined by \n>
+//     < <the reply, escaped>
+//
+// Escapes are the corpus's (`\r \n \t \0 \\ \{ \} \$ \* \xNN`, `{C*N}` for a run of
+// one byte), so a reply reads back through `expand`. A session whose steps no longer
+// match its transcript fails until it is recorded again.
+
+type Golden = BTreeMap<String, Vec<(String, Vec<u8>)>>;
+
+fn golden_key(s: &Session) -> String {
+    format!("{}: {}", s.file, s.name)
+}
+
+fn golden_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN)
+}
+
+fn load_golden() -> Golden {
+    let path = golden_path();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Golden::new(),
+        Err(e) => panic!("reading {}: {e}", path.display()),
+    };
+    let mut golden = Golden::new();
+    let mut current: Option<String> = None;
+    let mut src: Option<String> = None;
+    for (i, l) in text.lines().enumerate() {
+        let here = || format!("{GOLDEN}:{}", i + 1);
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if let Some(key) = l.strip_prefix("=== ") {
+            current = Some(key.to_string());
+            golden.insert(key.to_string(), Vec::new());
+        } else if let Some(text) = l.strip_prefix("> ") {
+            let bytes = expand(text, &[]).unwrap_or_else(|e| panic!("{}: {e}", here()));
+            src = Some(String::from_utf8(bytes).unwrap_or_else(|_| panic!("{}: not UTF-8", here())));
+        } else if let Some(text) = l.strip_prefix("< ").or_else(|| (l == "<").then_some("")) {
+            let key = current.as_ref().unwrap_or_else(|| panic!("{}: reply before a session", here()));
+            let src = src.take().unwrap_or_else(|| panic!("{}: reply without its step", here()));
+            let reply = expand(text, &[]).unwrap_or_else(|e| panic!("{}: {e}", here()));
+            golden.get_mut(key).unwrap().push((src, reply));
+        } else {
+            panic!("{}: cannot parse {l:?}", here());
+        }
+    }
+    golden
+}
+
+fn save_golden(golden: &Golden) {
+    let mut out = String::from(
+        "# memcached 1.6.45's replies to the corpus sessions marked `reference 1.6.45`, recorded\n\
+         # by tests/differential.rs (LARDER_REF_MEMCACHED=<1.6.45 binary> LARDER_REF_RECORD=1).\n\
+         # Do not edit by hand: record again.\n",
+    );
+    for (key, records) in golden {
+        let _ = write!(out, "\n=== {key}\n");
+        for (src, reply) in records {
+            let _ = writeln!(out, "> {}", golden_escape(src.as_bytes()));
+            let _ = writeln!(out, "< {}", golden_escape(reply));
+        }
+    }
+    std::fs::write(golden_path(), out).unwrap_or_else(|e| panic!("writing {GOLDEN}: {e}"));
+}
+
+/// Bytes as one line that `expand` reads back.
+fn golden_escape(b: &[u8]) -> String {
+    let one = |c: u8| match c {
+        b'\r' => "\\r".to_string(),
+        b'\n' => "\\n".to_string(),
+        b'\t' => "\\t".to_string(),
+        0 => "\\0".to_string(),
+        b'\\' | b'{' | b'}' | b'$' | b'*' => format!("\\{}", c as char),
+        0x21..=0x7e | b' ' => (c as char).to_string(),
+        _ => format!("\\x{c:02x}"),
+    };
+    let mut s = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let run = b[i..].iter().take_while(|&&x| x == b[i]).count();
+        if run > 8 {
+            let _ = write!(s, "{{{}*{run}}}", one(b[i]));
+            i += run;
+        } else {
+            s.push_str(&one(b[i]));
+            i += 1;
+        }
+    }
+    // A trailing space would not survive editors: write it as \s.
+    if s.ends_with(' ') {
+        s.pop();
+        s.push_str("\\s");
+    }
+    s
+}
+
+/// The golden transcript as records of `session`'s steps (`None`: missing or stale).
+fn golden_records(session: &Session, golden: &Golden) -> Result<Vec<Record>, String> {
+    let record_again = "record it again: LARDER_REF_MEMCACHED=$(../shared/reference/build-memcached) \
+                        LARDER_REF_RECORD=1 cargo test --test differential differential_corpus_vs_memcached";
+    let Some(recs) = golden.get(&golden_key(session)) else {
+        return Err(format!("no 1.6.45 transcript in {GOLDEN}; {record_again}"));
+    };
+    // The steps that produce a record, in order, as `run_session` joins their lines.
+    let mut srcs = Vec::new();
+    let mut pending: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for step in &session.steps {
+        if let Action::Sleep(_) = step.action {
+            for v in pending.values_mut() {
+                v.push(step.src.clone());
+            }
+            continue;
+        }
+        let lines = pending.entry(step.conn).or_default();
+        lines.push(step.src.clone());
+        let synced = match &step.action {
+            Action::Send { then, .. } => *then == Then::Sync,
+            _ => true,
+        };
+        if synced {
+            srcs.push((step.line, std::mem::take(lines).join("\n")));
+        }
+    }
+    if srcs.len() != recs.len() || srcs.iter().zip(recs).any(|((_, a), (b, _))| a != b) {
+        return Err(format!("the 1.6.45 transcript in {GOLDEN} is for other steps; {record_again}"));
+    }
+    Ok(srcs.into_iter().zip(recs).map(|((line, src), (_, reply))| Record { line, src, reply: reply.clone() }).collect())
+}
+
+// ---------------------------------------------------------------------------------------
 // Reporting
 
 /// Shows bytes with escapes visible; long runs of one byte are shown as `{c*N}`.
@@ -863,6 +1063,116 @@ fn differential_corpus_over_tls_vs_memcached() {
     differential(Some(&common::tls::Certs::new()));
 }
 
+/// How the sessions marked `reference 1.6.45` are judged: Larder (over TLS too) against
+/// the golden transcript; with `LARDER_REF_MEMCACHED`, the live 1.6.45 build against it
+/// as well (or recorded into it, with `LARDER_REF_RECORD`); and Debian's memcached must
+/// answer otherwise, or the mark is not needed.
+struct Reference<'a> {
+    golden: &'a Golden,
+    live: bool,
+    record: bool,
+    recorded: Mutex<Golden>,
+    /// Larder, unless the run plays memcached alone or against itself.
+    other: Option<Kind>,
+    tls: Option<&'a common::tls::Certs>,
+    /// Sessions not compared over TLS: their transcript lists `stats`, which over TLS
+    /// has TLS's own counters (the transcripts are recorded over TCP).
+    tls_skipped: AtomicUsize,
+}
+
+/// `cas_masked`: the CAS values of meta reply lines as `<cas>`.
+fn mask_cas(records: &[Record]) -> Vec<Record> {
+    let mask_line = |line: &[u8]| -> Vec<u8> {
+        let meta = [&b"HD"[..], b"VA ", b"EX", b"NS", b"NF", b"EN", b"ME "].iter().any(|p| line.starts_with(p));
+        if !meta {
+            return line.to_vec();
+        }
+        let mut out = Vec::new();
+        for (i, tok) in line.split(|&b| b == b' ').enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            let (body, end) = match tok.iter().position(|&b| b == b'\r' || b == b'\n') {
+                Some(p) => tok.split_at(p),
+                None => (tok, &b""[..]),
+            };
+            let digits = |d: &[u8]| !d.is_empty() && d.iter().all(u8::is_ascii_digit);
+            if i > 0 && body.first() == Some(&b'c') && digits(&body[1..]) {
+                out.extend_from_slice(b"c<cas>");
+            } else if body.starts_with(b"cas=") && digits(&body[4..]) {
+                out.extend_from_slice(b"cas=<cas>");
+            } else {
+                out.extend_from_slice(body);
+            }
+            out.extend_from_slice(end);
+        }
+        out
+    };
+    records
+        .iter()
+        .map(|r| Record { reply: r.reply.split_inclusive(|&b| b == b'\n').flat_map(mask_line).collect(), ..r.clone() })
+        .collect()
+}
+
+impl Reference<'_> {
+    fn judge(&self, s: &Session, do_dump: bool) -> (Option<String>, String) {
+        let mut text = String::new();
+        let mut problems = String::new();
+        let mut expected = golden_records(s, self.golden);
+        let masked = |recs: Vec<Record>| if s.cas_masked { mask_cas(&recs) } else { recs };
+
+        if self.live {
+            let live = run_session(Kind::Reference, s, None);
+            if do_dump {
+                text.push_str(&dump(s, "memcached-1.6.45", &live));
+            }
+            if self.record {
+                let recs = live.iter().map(|r| (r.src.clone(), r.reply.clone())).collect();
+                self.recorded.lock().unwrap().insert(golden_key(s), recs);
+                expected = Ok(live);
+            } else if let Ok(golden) = &expected
+                && let Some(d) = compare(s, "1.6.45 live", &masked(live.clone()), "golden", &masked(golden.clone()))
+            {
+                problems.push_str(&d.replacen("DIFF ", "the live 1.6.45 build differs from its transcript: ", 1));
+            }
+        }
+        let expected = match expected {
+            Ok(e) if s.cas_masked => mask_cas(&e),
+            Ok(e) => e,
+            Err(e) => return (Some(format!("DIFF {}\n  {e}\n", s.label())), text),
+        };
+        let lists_stats =
+            || expected.iter().any(|r| r.reply.starts_with(b"STAT ") || r.reply.windows(6).any(|w| w == b"\nSTAT "));
+        if self.tls.is_some() && lists_stats() {
+            self.tls_skipped.fetch_add(1, Ordering::Relaxed);
+            return (None, text);
+        }
+        if let Some(kind) = self.other {
+            let got = masked(run_session(kind, s, self.tls));
+            if do_dump {
+                text.push_str(&dump(s, "larder", &got));
+            }
+            if let Some(d) = compare(s, "1.6.45", &expected, "larder", &got) {
+                problems.push_str(&d);
+            }
+        }
+        if self.tls.is_none() {
+            let debian = masked(run_session(Kind::Memcached, s, None));
+            if do_dump {
+                text.push_str(&dump(s, "memcached", &debian));
+            }
+            if debian.iter().zip(&expected).all(|(a, b)| a.reply == b.reply) {
+                let _ = writeln!(
+                    problems,
+                    "DIFF {}\n  Debian's memcached answers as {REFERENCE_VERSION} does: drop `reference`",
+                    s.label()
+                );
+            }
+        }
+        ((!problems.is_empty()).then_some(problems), text)
+    }
+}
+
 fn differential(tls: Option<&common::tls::Certs>) {
     if !memcached_available("the differential test") {
         return;
@@ -885,6 +1195,17 @@ fn differential(tls: Option<&common::tls::Certs>) {
         .collect();
     assert!(!corpus.is_empty(), "no sessions selected");
     let started = Instant::now();
+    let golden = load_golden();
+    let reference = Reference {
+        golden: &golden,
+        live: tls.is_none() && reference_bin().is_some(),
+        record: env("LARDER_REF_RECORD").is_some_and(|v| v != "0"),
+        recorded: Mutex::new(Golden::new()),
+        other: (!only_memcached && other == Kind::Larder).then_some(other),
+        tls,
+        tls_skipped: AtomicUsize::new(0),
+    };
+    assert!(!reference.record || reference.live, "LARDER_REF_RECORD needs LARDER_REF_MEMCACHED (and no TLS)");
     let queue: Mutex<VecDeque<usize>> = Mutex::new((0..corpus.len()).collect());
     let results: Mutex<Vec<(usize, Option<String>, String)>> = Mutex::new(Vec::new());
     let stalled = AtomicUsize::new(0);
@@ -894,6 +1215,11 @@ fn differential(tls: Option<&common::tls::Certs>) {
                 loop {
                     let Some(i) = queue.lock().unwrap().pop_front() else { break };
                     let s = &corpus[i];
+                    if s.reference {
+                        let (diff, text) = reference.judge(s, do_dump);
+                        results.lock().unwrap().push((i, diff, text));
+                        continue;
+                    }
                     let (mc, ot) = std::thread::scope(|inner| {
                         let h = (!only_memcached).then(|| inner.spawn(|| run_session(other, s, tls)));
                         let mc = run_session(Kind::Memcached, s, tls);
@@ -928,6 +1254,17 @@ fn differential(tls: Option<&common::tls::Certs>) {
             });
         }
     });
+    if reference.record {
+        let recorded = reference.recorded.into_inner().unwrap();
+        let mut golden = golden.clone();
+        if filter.is_none() {
+            // Sessions no longer marked (or gone) leave the file.
+            golden.retain(|k, _| recorded.contains_key(k));
+        }
+        golden.extend(recorded);
+        save_golden(&golden);
+        println!("recorded the 1.6.45 transcripts in {GOLDEN}");
+    }
     let mut results = results.into_inner().unwrap();
     results.sort_by_key(|r| r.0);
     let mut failed = 0;
@@ -941,8 +1278,17 @@ fn differential(tls: Option<&common::tls::Certs>) {
         }
     }
     let versus = if only_memcached { "memcached only".to_string() } else { format!("memcached vs {other_name}") };
+    let references = corpus.iter().filter(|s| s.reference).count();
+    let versus = format!(
+        "{versus}; {references} of them judged by memcached {REFERENCE_VERSION}'s transcripts{}",
+        if reference.live { ", re-verified against the live build" } else { "" }
+    );
     let versus = match tls {
-        Some(_) => format!("{versus}, over TLS; {} sessions where memcached stalled", stalled.load(Ordering::Relaxed)),
+        Some(_) => format!(
+            "{versus}, over TLS; {} sessions where memcached stalled, {} transcripts listing stats not compared",
+            stalled.load(Ordering::Relaxed),
+            reference.tls_skipped.load(Ordering::Relaxed)
+        ),
         None => versus,
     };
     println!(

@@ -291,7 +291,7 @@ fn auth_file_gates_every_command_until_login() {
 #[test]
 fn shutdown_only_when_enabled() {
     let srv = spawn(Config::for_tests());
-    srv.connect().roundtrip(b"shutdown\r\n", b"ERROR: shutdown not enabled\r\n");
+    srv.connect().roundtrip(b"shutdown\r\n", b"SERVER_ERROR: shutdown not enabled\r\n");
 
     let srv = spawn(Config { enable_shutdown: true, ..Config::for_tests() });
     let mut c = srv.connect();
@@ -524,8 +524,10 @@ fn lru_crawler_metadump_lists_live_items_as_memcached_does() {
     clock.advance(2);
     // Lines end in a bare \n and come in no set order; the expired item is left out. Times
     // are Unix times, keys URI-encoded, sizes and classes memcached's (checked against
-    // memcached 1.6.18 by hand with these commands).
+    // memcached 1.6.18 by hand with these commands), then 1.6.45's client flags and space,
+    // after its `OK`.
     c.send(b"lru_crawler metadump all\r\n");
+    assert_eq!(c.line(), "OK");
     let dump = c.line();
     let mut lines: Vec<&str> = dump.split('\n').collect();
     lines.sort_unstable();
@@ -533,11 +535,11 @@ fn lru_crawler_metadump_lists_live_items_as_memcached_does() {
         lines,
         [
             "END",
-            "key=plain exp=-1 la=1800000000 cas=1 fetch=yes cls=1 size=65",
-            "key=t%25%2F%C3%A9 exp=1800000100 la=1800000000 cas=2 fetch=no cls=1 size=70",
+            "key=plain exp=-1 la=1800000000 cas=1 fetch=yes cls=1 size=65 flags=0 ",
+            "key=t%25%2F%C3%A9 exp=1800000100 la=1800000000 cas=2 fetch=no cls=1 size=70 flags=5 ",
         ]
     );
-    c.roundtrip(b"lru_crawler metadump 2,3\r\n", b"END\r\n");
+    c.roundtrip(b"lru_crawler metadump 2,3\r\n", b"OK\r\nEND\r\n");
     // Not behind replies that have not gone out; after a get's, which memcached sends
     // before reading on, it is.
     c.roundtrip(
@@ -546,10 +548,33 @@ fn lru_crawler_metadump_lists_live_items_as_memcached_does() {
     );
     c.send(b"get gone\r\nlru_crawler metadump 1\r\n");
     assert_eq!(c.line(), "END");
+    assert_eq!(c.line(), "OK");
     assert_eq!(c.line().lines().count(), 3);
     c.roundtrip(
         b"lru_crawler disable\r\nlru_crawler crawl 63\r\nlru_crawler metadump all\r\n",
         b"OK\r\nCLIENT_ERROR lru crawler disabled\r\nCLIENT_ERROR lru crawler disabled\r\n",
     );
     c.roundtrip(b"lru_crawler enable\r\nlru_crawler crawl 63\r\nlru_crawler crawl 1,\r\n", b"OK\r\nOK\r\nOK\r\n");
+}
+
+#[test]
+fn lru_crawler_mgdump_lists_keys_as_memcached_1_6_45_does() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.roundtrip(b"set plain 0 0 1\r\na\r\nms Zm9v 1 b\r\nx\r\nset gone 0 -1 1\r\nc\r\n", b"STORED\r\nHD\r\nSTORED\r\n");
+    // `OK`, a line to send back for each live item (binary keys in base64 with `b`), in
+    // no set order, then `EN`.
+    c.send(b"lru_crawler mgdump all\r\n");
+    assert_eq!(c.line(), "OK");
+    let mut keys = [c.line(), c.line()];
+    keys.sort_unstable();
+    assert_eq!(keys, ["mg Zm9v b", "mg plain"]);
+    assert_eq!(c.line(), "EN");
+    c.roundtrip(b"lru_crawler mgdump 2\r\n", b"OK\r\nEN\r\n");
+    c.roundtrip(
+        b"mg plain v\r\nlru_crawler mgdump hash\r\n",
+        b"VA 1\r\na\r\nERROR cannot pipeline other commands before mgdump\r\n",
+    );
+    let srv = spawn(Config { dump_enabled: false, ..Config::for_tests() });
+    srv.connect().roundtrip(b"lru_crawler mgdump all\r\n", b"ERROR key dump not allowed\r\n");
 }

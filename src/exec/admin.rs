@@ -11,9 +11,9 @@ use super::{Ctx, Flow, Output};
 use crate::memcached::{item_size, slab_class};
 use crate::protocol::encode::{
     CACHEDUMP_ROOM, DumpLine, Reply, cachedump_item_len, put_cachedump_item, put_dump_end, put_dump_line,
-    put_refresh_failed, put_reply, put_reply_unless,
+    put_dump_start, put_mgdump_line, put_refresh_failed, put_reply, put_reply_unless,
 };
-use crate::protocol::{CacheDumpArgs, CrawlClasses};
+use crate::protocol::{CacheDumpArgs, CrawlClasses, DumpFormat};
 use crate::stats::Stats;
 use crate::store::{DumpCursor, Recent};
 
@@ -165,19 +165,20 @@ pub fn crawl(ctx: &Ctx, classes: CrawlClasses, out: &mut BytesMut) {
     put_reply(out, reply);
 }
 
-/// Why memcached would not start an `lru_crawler crawl` (`dump` None) or a `metadump` of
-/// `classes`, in the order it checks. `dump`: whether replies to earlier commands are still
-/// waiting to go out, which memcached refuses to mix with a dump.
-fn crawl_refusal(ctx: &Ctx, classes: CrawlClasses, dump: Option<bool>) -> Option<Reply> {
+/// Why memcached would not start an `lru_crawler crawl` (`dump` None) or a dump of
+/// `classes`, in the order it checks. `dump`: the dump's format, and whether replies to
+/// earlier commands are still waiting to go out, which memcached refuses to mix with a dump.
+fn crawl_refusal(ctx: &Ctx, classes: CrawlClasses, dump: Option<(DumpFormat, bool)>) -> Option<Reply> {
     if !ctx.crawler.load(Relaxed) {
         return Some(Reply::CrawlerDisabled);
     }
-    if let Some(waiting) = dump {
+    if let Some((format, waiting)) = dump {
+        let keys = format == DumpFormat::Keys;
         if !ctx.config.dump_enabled {
-            return Some(Reply::MetadumpNotAllowed);
+            return Some(if keys { Reply::MgdumpNotAllowed } else { Reply::MetadumpNotAllowed });
         }
         if waiting {
-            return Some(Reply::MetadumpPipelined);
+            return Some(if keys { Reply::MgdumpPipelined } else { Reply::MetadumpPipelined });
         }
     }
     match classes {
@@ -187,21 +188,24 @@ fn crawl_refusal(ctx: &Ctx, classes: CrawlClasses, dump: Option<bool>) -> Option
     }
 }
 
-/// `lru_crawler metadump`: the walk over the items of the slab classes it shows, or
-/// memcached's reply refusing it (`replies_waiting`: see [`crawl_refusal`]).
-pub fn metadump(ctx: &Ctx, classes: CrawlClasses, replies_waiting: bool) -> Result<Dump, Reply> {
-    match (crawl_refusal(ctx, classes, Some(replies_waiting)), classes) {
+/// `lru_crawler metadump|mgdump`: the walk over the items of the slab classes it shows,
+/// or memcached's reply refusing it (`replies_waiting`: see [`crawl_refusal`]).
+pub fn dump(ctx: &Ctx, classes: CrawlClasses, format: DumpFormat, replies_waiting: bool) -> Result<Dump, Reply> {
+    let dump = |classes| Dump { classes, format, started: false, at: DumpCursor::default() };
+    match (crawl_refusal(ctx, classes, Some((format, replies_waiting))), classes) {
         (Some(refused), _) => Err(refused),
-        (None, CrawlClasses::List(mask)) => Ok(Dump { classes: mask, at: DumpCursor::default() }),
-        (None, _) => Ok(Dump { classes: u64::MAX, at: DumpCursor::default() }),
+        (None, CrawlClasses::List(mask)) => Ok(dump(mask)),
+        (None, _) => Ok(dump(u64::MAX)),
     }
 }
 
-/// A metadump under way: the classes it shows (a bit per slab class id, the class
-/// memcached would use) and where the walk carries on.
+/// A dump under way: the classes it shows (a bit per slab class id, the class memcached
+/// would use), its lines' format, whether its `OK` went out, and where the walk carries on.
 #[derive(Debug)]
 pub struct Dump {
     classes: u64,
+    format: DumpFormat,
+    started: bool,
     at: DumpCursor,
 }
 
@@ -214,17 +218,27 @@ impl Dump {
         // Grown here, not line by line while the walk holds a shard's lock.
         buf.reserve(room.min(DUMP_RESERVE_MAX) + DUMP_LINE_SLACK);
         let stop = buf.len().saturating_add(room);
+        if !self.started {
+            // memcached 1.6.45 starts every dump with `OK`.
+            put_dump_start(buf);
+            self.started = true;
+        }
+        let keys = self.format == DumpFormat::Keys;
         let epoch = ctx.store.clock().epoch();
         let max_item_size = ctx.config.max_item_size;
         let next = ctx.store.dump(self.at, |f| {
             let (key, it) = (f.item.key(), f.item);
             let size = item_size(key.len(), it.flags(), it.value().len());
             let class = slab_class(size, max_item_size);
-            if self.classes & (1 << class) != 0 {
+            let shown = self.classes & (1 << class) != 0;
+            if shown && keys {
+                put_mgdump_line(buf, key, f.key_binary());
+            } else if shown {
                 // memcached's format: absolute times.
                 let exp = if it.exptime() == 0 { -1 } else { epoch + i64::from(it.exptime()) };
                 let la = epoch + i64::from(it.time());
-                put_dump_line(buf, key, &DumpLine { exp, la, cas: it.cas(), fetched: f.fetched_before, class, size });
+                let line = DumpLine { exp, la, cas: it.cas(), fetched: f.fetched_before, class, size };
+                put_dump_line(buf, key, &line, it.flags());
             }
             buf.len() < stop
         });
@@ -234,7 +248,7 @@ impl Dump {
                 None
             }
             None => {
-                put_dump_end(buf);
+                put_dump_end(buf, keys);
                 Some(Flow::Transmit)
             }
         }

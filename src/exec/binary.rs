@@ -118,6 +118,7 @@ pub fn execute(ctx: &Ctx, packet: Packet, out: &mut Output, session: &mut Sessio
                 compare_cas: cas,
                 initial: create.map(|(v, _)| v),
                 ttl: TtlFlags { touch: None, vivify: create.map(|(_, deadline)| (deadline, 0)) },
+                ..ArithArgs::default()
             };
             let stats = ctx.stats.local();
             let (hits, misses) =

@@ -1,6 +1,7 @@
 //! The meta commands (`mg ms md ma me`): store calls, and replies with return flags
-//! echoed in request order, `q` silencing only the uninteresting codes, as memcached 1.6
-//! answers them.
+//! echoed in request order, `q` silencing only the uninteresting codes, as memcached
+//! 1.6.45 answers them (with its additions since 1.6.18: `E` naming the new CAS, `mg C`
+//! withholding an unchanged value, `ms s` and `ms MA N`, `md x`).
 
 use bytes::{Bytes, BytesMut};
 
@@ -12,7 +13,7 @@ use crate::protocol::encode::{
     put_meta_mark, put_meta_ttl, put_reply,
 };
 use crate::stats::Stats;
-use crate::store::{ArithArgs, ArithOutcome, DeleteOpts, DeleteOutcome, Lookup, StoreArgs, StoreOutcome};
+use crate::store::{ArithArgs, ArithOutcome, DeleteOpts, DeleteOutcome, Lookup, Probe, StoreArgs, StoreOutcome};
 
 /// Echoes the flags every reply carries: `O` (opaque, as sent) and `k`.
 fn put_opaque_and_key(out: &mut BytesMut, m: &Meta, flag: &[u8], key_binary: bool) -> bool {
@@ -27,14 +28,22 @@ fn put_opaque_and_key(out: &mut BytesMut, m: &Meta, flag: &[u8], key_binary: boo
 /// `mg`.
 pub fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     let (store, stats) = (&ctx.store, ctx.stats.local());
-    let opts =
-        Lookup { ttl: m.ttl, recache: m.recache, bump: !m.no_update, revalidate: true, key_binary: m.key_binary };
+    let opts = Lookup {
+        ttl: m.ttl,
+        recache: m.recache,
+        bump: !m.no_update,
+        revalidate: true,
+        key_binary: m.key_binary,
+        cas_in: m.cas_in,
+    };
     let now = store.clock().now();
     let start = out.len();
     // The reply is written under the shard's lock, straight from the item.
     let hit = store.lookup(&m.key, &opts, |f| {
         let it = f.item;
-        put_meta_code(out, if m.value { MetaCode::Value(it.value().len()) } else { MetaCode::Done });
+        // `C` with `v` (1.6.45): an item whose CAS matches goes without its value.
+        let value = m.value && m.cas != Some(it.cas());
+        put_meta_code(out, if value { MetaCode::Value(it.value().len()) } else { MetaCode::Done });
         for (pos, flag) in m.flags() {
             if put_opaque_and_key(out, m, flag, f.key_binary()) {
                 continue;
@@ -58,7 +67,7 @@ pub fn get(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
         if f.won {
             put_meta_mark(out, b'W');
         }
-        end_meta(out, start, false, m.value.then_some(it.value()));
+        end_meta(out, start, false, value.then_some(it.value()));
     });
     ctx.stats.hot_keys.record(&m.key);
     // memcached counts a hit with `T` as a touch, and every miss as a get miss.
@@ -87,6 +96,11 @@ pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) -> (StoreOutc
     Stats::incr(&ctx.stats.local().cmd_set);
     let mut mode = m.store_mode;
     let compare = m.cas.unwrap_or(0);
+    let appends = matches!(mode, StoreMode::Append | StoreMode::Prepend);
+    // `N` with append or prepend (1.6.45): a miss stores the data as a new item, with
+    // `N`'s deadline rather than `T`'s.
+    let vivify = appends && m.ttl.vivify.is_some();
+    let deadline = if vivify { m.ttl.vivify } else { m.ttl.touch };
     // A CAS turns set and replace into cas, as in memcached.
     if m.cas.is_some() && matches!(mode, StoreMode::Set | StoreMode::Replace) {
         mode = StoreMode::Cas { unique: compare };
@@ -95,11 +109,13 @@ pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) -> (StoreOutc
         mode,
         key: &m.key,
         flags: m.client_flags,
-        exptime: m.ttl.touch.map_or(0, |(d, _)| d),
+        exptime: deadline.map_or(0, |(d, _)| d),
         value,
         stale_ok: m.invalidate && matches!(mode, StoreMode::Cas { .. }),
         key_binary: m.key_binary,
-        compare_cas: if matches!(mode, StoreMode::Append | StoreMode::Prepend) { compare } else { 0 },
+        compare_cas: if appends { compare } else { 0 },
+        cas_in: m.cas_in,
+        vivify,
     };
     let (outcome, cas) = ctx.store.store(&args);
     let code = match outcome {
@@ -118,19 +134,40 @@ pub fn set(ctx: &Ctx, m: &Meta, value: &Bytes, out: &mut BytesMut) -> (StoreOutc
     let line = &mut *out;
     put_meta_code(line, code);
     for (_, f) in m.flags() {
-        if !put_opaque_and_key(line, m, f, m.key_binary) && f[0] == b'c' {
-            put_meta_flag(line, b'c', cas);
+        if put_opaque_and_key(line, m, f, m.key_binary) {
+            continue;
+        }
+        match f[0] {
+            b'c' => put_meta_flag(line, b'c', cas),
+            // `s` (1.6.45): the item's size as stored (an append's whole value), or
+            // the data's when nothing was stored.
+            b's' => {
+                let stored_len = match ctx.store.probe(&m.key) {
+                    Probe::Live { value_len, .. } if outcome == StoreOutcome::Stored && appends => value_len,
+                    _ => value.len(),
+                };
+                put_meta_flag(line, b's', stored_len);
+            }
+            _ => {}
         }
     }
     end_meta(line, start, m.noreply && outcome == StoreOutcome::Stored, None);
     (outcome, mode)
 }
 
-/// `md`.
-pub fn delete(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
+/// `md`: how it ended.
+pub fn delete(ctx: &Ctx, m: &Meta, out: &mut BytesMut) -> DeleteOutcome {
     let stats = ctx.stats.local();
     let exptime = m.ttl.touch.map(|(d, _)| d);
-    let outcome = ctx.store.delete(&m.key, &DeleteOpts { compare_cas: m.cas, invalidate: m.invalidate, exptime });
+    let opts = DeleteOpts {
+        compare_cas: m.cas,
+        invalidate: m.invalidate,
+        exptime,
+        cas_in: m.cas_in,
+        // `x` (1.6.45): an empty value with `F`'s flags and `T`'s deadline (or none).
+        remove_value: m.remove_value.then(|| (m.client_flags, exptime.unwrap_or(0))),
+    };
+    let outcome = ctx.store.delete(&m.key, &opts);
     let code = match outcome {
         DeleteOutcome::Deleted => {
             Stats::incr(&stats.delete_hits);
@@ -154,6 +191,7 @@ pub fn delete(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
     }
     let quiet = m.noreply && matches!(outcome, DeleteOutcome::Deleted | DeleteOutcome::Invalidated);
     end_meta(line, start, quiet, None);
+    outcome
 }
 
 /// `ma`.
@@ -166,6 +204,7 @@ pub fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
         compare_cas: m.cas.unwrap_or(0),
         initial: m.ttl.vivify.map(|_| m.initial),
         ttl: m.ttl,
+        cas_in: m.cas_in,
     };
     let (hits, misses) =
         if incr { (&stats.incr_hits, &stats.incr_misses) } else { (&stats.decr_hits, &stats.decr_misses) };
@@ -205,12 +244,12 @@ pub fn arith(ctx: &Ctx, m: &Meta, out: &mut BytesMut) {
             _ => {}
         }
     }
-    // memcached silences a successful ma under q, but not one that created the item.
-    end_meta(line, start, m.noreply && !created, m.value.then_some(digits));
+    // memcached 1.6.45 silences a successful ma under q, one that created the item too.
+    end_meta(line, start, m.noreply, m.value.then_some(digits));
 }
 
 /// `me`: memcached's debug line, sizes and slab class as memcached would count them.
-pub fn debug(ctx: &Ctx, key: &[u8], key_binary: bool, out: &mut BytesMut) {
+pub fn debug(ctx: &Ctx, key: &[u8], out: &mut BytesMut) {
     Stats::incr(&ctx.stats.local().cmd_meta);
     let now = ctx.store.clock().now();
     let found = ctx.store.lookup(key, &Lookup::PEEK, |f| {
@@ -218,14 +257,17 @@ pub fn debug(ctx: &Ctx, key: &[u8], key_binary: bool, out: &mut BytesMut) {
         let size = item_size(key.len(), it.flags(), it.value().len());
         let exptime = it.exptime();
         let line = DumpLine {
-            exp: if exptime == 0 { -1 } else { i64::from(now.wrapping_sub(exptime) as i32) },
+            // Seconds left (1.6.18 printed them with the sign inverted).
+            exp: if exptime == 0 { -1 } else { i64::from(exptime.wrapping_sub(now) as i32) },
             la: i64::from(now.wrapping_sub(it.time())),
             cas: it.cas(),
             fetched: f.fetched_before,
             class: slab_class(size, ctx.config.max_item_size),
             size,
         };
-        put_debug_line(out, key, key_binary || f.key_binary(), &line);
+        // The key as stored: base64 only for an item stored under a base64 key (an
+        // `md x` tombstone is not), whether or not this request sent it so.
+        put_debug_line(out, key, f.key_binary(), &line);
     });
     if found.is_none() {
         put_reply(out, Reply::MetaMiss);

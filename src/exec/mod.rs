@@ -19,9 +19,10 @@ mod watch;
 pub use ctx::Ctx;
 
 use crate::latency::Command;
+use crate::memcached::StoreMode;
 use crate::protocol::Request;
 use crate::protocol::encode::{Reply, put_reply};
-use crate::store::{SharedValue, StoreArgs};
+use crate::store::{SharedValue, StoreArgs, StoreOutcome};
 
 /// The version `version` and `stats` report: the memcached release whose behaviour Larder
 /// reproduces, then Larder's own. Clients and tools read the leading numbers to decide
@@ -126,7 +127,7 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
             let outcome = storage::store(ctx, &args, noreply, buf);
             if let Some(old) = old {
                 let s = watch::Stored { key: &key, mode, flags, exptime: deadline, value_len: value.len() };
-                watch::ended(ctx, &s, outcome, old, mode == crate::memcached::StoreMode::Set, caller.cfd);
+                watch::ended(ctx, &s, outcome, old, mode == StoreMode::Set, caller.cfd);
             }
         }
         Request::TooLarge { key, mode } => {
@@ -139,7 +140,14 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
             }
             storage::too_large(ctx, &key, mode);
         }
-        Request::Delete { key, noreply } => storage::delete(ctx, &key, noreply, buf),
+        Request::Delete { key, noreply } => {
+            let old = watch::deleting(ctx, &key);
+            if storage::delete(ctx, &key, noreply, buf)
+                && let Some(old) = old
+            {
+                watch::deleted(ctx, &key, "delete", old);
+            }
+        }
         Request::Arith { key, delta, incr, noreply } => storage::arith(ctx, &key, incr, delta, noreply, buf),
         Request::Touch { key, exptime, noreply } => storage::touch(ctx, &key, exptime, noreply, buf),
         Request::FlushAll { delay, noreply } => storage::flush_all(ctx, delay, noreply, buf),
@@ -155,7 +163,29 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
             return Flow::Transmit;
         }
         Request::MetaGet(m) => meta::get(ctx, &m, buf),
-        Request::MetaDelete(m) => meta::delete(ctx, &m, buf),
+        Request::MetaDelete(m) => {
+            use crate::store::DeleteOutcome::{Deleted, Invalidated};
+            let old = watch::deleting(ctx, &m.key);
+            // `md x` stores an empty item as a `set` does: memcached logs its look at
+            // the old item and the store.
+            let emptied = (watching && m.remove_value).then(|| watch::look(ctx, &m.key));
+            let outcome = meta::delete(ctx, &m, buf);
+            if let Some(looked) = emptied
+                && matches!(outcome, Deleted | Invalidated)
+            {
+                let exptime = m.ttl.touch.map_or(0, |(d, _)| d);
+                let s =
+                    watch::Stored { key: &m.key, mode: StoreMode::Set, flags: m.client_flags, exptime, value_len: 0 };
+                watch::ended(ctx, &s, StoreOutcome::Stored, looked, false, caller.cfd);
+            }
+            if outcome == Deleted
+                && let Some(old) = old
+            {
+                // `md x` leaves an empty item, which is what memcached logs.
+                let left = if m.remove_value { watch::deleting(ctx, &m.key).unwrap_or(old) } else { old };
+                watch::deleted(ctx, &m.key, "md", left);
+            }
+        }
         Request::MetaArith(m) => {
             // `ma N` creating the item logs as memcached's add of it does.
             let vivifies = watching && m.ttl.vivify.is_some() && !ctx.store.probe(&m.key).is_live();
@@ -174,7 +204,7 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
                 watch::ended(ctx, &s, outcome, old, true, caller.cfd);
             }
         }
-        Request::MetaDebug { key, key_binary } => meta::debug(ctx, &key, key_binary, buf),
+        Request::MetaDebug { key, .. } => meta::debug(ctx, &key, buf),
         Request::NoOp { reply, noreply } => crate::protocol::encode::put_reply_unless(buf, noreply, reply),
         Request::CacheDump { args } => {
             if let Some(dump) = admin::cachedump(ctx, args, buf) {
@@ -182,11 +212,13 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
             }
         }
         Request::Crawler { enable } => admin::crawler(ctx, enable, buf),
-        Request::Crawl { classes, dump: false } => admin::crawl(ctx, classes, buf),
-        Request::Crawl { classes, dump: true } => match admin::metadump(ctx, classes, caller.replies_waiting) {
-            Ok(dump) => return Work::Dump(dump).resume(ctx, out, caller.out_limit),
-            Err(refused) => put_reply(buf, refused),
-        },
+        Request::Crawl { classes, dump: None } => admin::crawl(ctx, classes, buf),
+        Request::Crawl { classes, dump: Some(format) } => {
+            match admin::dump(ctx, classes, format, caller.replies_waiting) {
+                Ok(dump) => return Work::Dump(dump).resume(ctx, out, caller.out_limit),
+                Err(refused) => put_reply(buf, refused),
+            }
+        }
         Request::RefreshCerts { noreply } => admin::refresh_certs(ctx, noreply, buf),
         Request::Quit => return Flow::Close,
     }

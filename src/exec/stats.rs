@@ -34,6 +34,11 @@ pub fn write(ctx: &Ctx, group: StatsGroup, out: &mut BytesMut) {
             put_reply(out, Reply::Reset);
             return;
         }
+        // memcached 1.6.45: `-X` refuses `stats detail` too (a dump of key prefixes).
+        StatsGroup::Detail(_) | StatsGroup::DetailUsage if !ctx.config.dump_enabled => {
+            put_reply(out, Reply::DetailNotAllowed);
+            return;
+        }
         StatsGroup::Detail(cmd @ (DetailCmd::On | DetailCmd::Off)) => {
             ctx.stats.prefixes.set_enabled(cmd == DetailCmd::On);
             put_reply(out, Reply::Ok);
@@ -275,10 +280,12 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     for name in [
         "slab_reassign_rescues",
         "slab_reassign_chunk_rescues",
-        "slab_reassign_evictions_nomem",
         "slab_reassign_inline_reclaim",
         "slab_reassign_busy_items",
         "slab_reassign_busy_deletes",
+        // memcached 1.6.45's names (1.6.18 had slab_reassign_evictions_nomem instead).
+        "slab_reassign_busy_nomem",
+        "slab_reassign_last_busy_status",
         "slab_reassign_running",
         "slabs_moved",
         "lru_crawler_running",
@@ -307,6 +314,7 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
             "log_watcher_skipped" => put_stat(out, name, log.watcher_skipped),
             "log_watcher_sent" => put_stat(out, name, log.watcher_sent),
             "log_watchers" => put_stat(out, name, log.watchers),
+            "slab_reassign_last_busy_status" => put_stat(out, name, "none"),
             _ => put_stat(out, name, 0u32),
         }
     }
@@ -463,6 +471,9 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
         None => put_stat(out, "num_napi_ids", "(null)"),
     }
     put_stat(out, "memory_file", path(&c.memory_file, "(null)"));
+    // memcached 1.6.45: the bytes of client flags an item keeps (4 without
+    // --enable-large-client-flags).
+    put_stat(out, "client_flags_size", 4u32);
     if c.memory_file.is_some() {
         put_stat(out, "snapshot_interval", c.snapshot_interval);
     }

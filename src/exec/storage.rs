@@ -52,9 +52,11 @@ pub fn too_large(ctx: &Ctx, key: &[u8], mode: StoreMode) {
     }
 }
 
-pub fn delete(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut BytesMut) {
+/// `delete`: whether it removed an item.
+pub fn delete(ctx: &Ctx, key: &[u8], noreply: bool, out: &mut BytesMut) -> bool {
     let hit = delete_counted(ctx, key, None) == DeleteOutcome::Deleted;
     put_reply_unless(out, noreply, if hit { Reply::Deleted } else { Reply::NotFound });
+    hit
 }
 
 /// Deletes (if the item's CAS is `compare_cas`, when given), counting a hit or a miss.

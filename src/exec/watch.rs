@@ -157,6 +157,23 @@ fn stored(ctx: &Ctx, s: &Stored<'_>, outcome: StoreOutcome, cfd: i32) {
     });
 }
 
+/// What `watch deletions` will say of `key` if a delete removes it now: its slab class
+/// and value size (`None`: no deletions watcher, or nothing there).
+pub fn deleting(ctx: &Ctx, key: &[u8]) -> Option<(u32, usize)> {
+    if !ctx.watch.wants(kind::DELETIONS) {
+        return None;
+    }
+    match ctx.store.probe(key) {
+        Probe::Live { flags, value_len, .. } => Some((class(ctx, key, flags, value_len), value_len)),
+        _ => None,
+    }
+}
+
+/// The `type=deleted` line of a delete that removed (or `md x` emptied) an item.
+pub fn deleted(ctx: &Ctx, key: &[u8], cmd: &str, (clsid, size): (u32, usize)) {
+    ctx.watch.log(&Event::Deleted { key, cmd, clsid, size });
+}
+
 /// The lines of `ma N` creating its item: memcached stores it as an `add`, which looks
 /// the key up again first.
 pub fn vivified(ctx: &Ctx, key: &[u8], cfd: i32) {

@@ -95,6 +95,10 @@ fn one_pass(store: &Store, source: &str, until: Instant, again: bool, warmed: &m
             keys.get_mut().write_all(b"lru_crawler metadump all\r\n").map_err(io_err)?;
             continue;
         }
+        if text == b"OK" {
+            // memcached 1.6.45 (and Larder) start a dump with `OK`; 1.6.18 does not.
+            continue;
+        }
         let end = text == b"END";
         if !end {
             let Some(listed) = parse_dump_line(text) else {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::encode::Reply;
 use super::text::Tokens;
-use super::{CacheDumpArgs, CrawlClasses, DetailCmd, ProtocolError, Rejection, Request, StatsGroup};
+use super::{CacheDumpArgs, CrawlClasses, DetailCmd, DumpFormat, ProtocolError, Rejection, Request, StatsGroup};
 use crate::memcached::number::{parse_i32_truncating, parse_u32_truncating};
 use crate::memcached::{LARGEST_SLAB_CLASS, MAX_SLAB_CLASSES};
 
@@ -54,8 +54,13 @@ pub(super) fn parse(cmd: &[u8], toks: &Tokens, line: &Bytes, noreply: bool) -> R
         b"lru_crawler" if ntokens == 3 && matches!(toks.get(line, 1), b"enable" | b"disable") => {
             Request::Crawler { enable: toks.get(line, 1) == b"enable" }
         }
-        b"lru_crawler" if ntokens == 4 && matches!(toks.get(line, 1), b"crawl" | b"metadump") => {
-            Request::Crawl { classes: crawl_classes(toks.get(line, 2)), dump: toks.get(line, 1) == b"metadump" }
+        b"lru_crawler" if ntokens == 4 && matches!(toks.get(line, 1), b"crawl" | b"metadump" | b"mgdump") => {
+            let dump = match toks.get(line, 1) {
+                b"metadump" => Some(DumpFormat::Meta),
+                b"mgdump" => Some(DumpFormat::Keys),
+                _ => None,
+            };
+            Request::Crawl { classes: crawl_classes(toks.get(line, 2)), dump }
         }
         b"lru_crawler" => Request::NoOp { reply: lru_crawler_reply(toks, line, ntokens), noreply: false },
         b"refresh_certs" => Request::RefreshCerts { noreply },

@@ -47,6 +47,9 @@ pub enum Reply {
     CrawlerDisabled,
     MetadumpNotAllowed,
     MetadumpPipelined,
+    MgdumpNotAllowed,
+    DetailNotAllowed,
+    MgdumpPipelined,
     BadClass,
     NotStarted,
     DetailUsage,
@@ -78,13 +81,11 @@ pub enum Reply {
     InvalidFlag,
     BadToken,
     KeyDecode,
-    MetaModeLength,
     BadInitial,
     BadMetaDelta,
     OpaqueTooLong,
     InvalidOrDuplicateFlag,
     MgFlagsTooLong,
-    FlagsTooLong,
     MsMode,
     MaMode,
     TooManyConnections,
@@ -112,7 +113,7 @@ impl Reply {
             Self::NonNumeric => b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
             Self::MemlimitTooSmall => b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
             Self::MemlimitAdjustFailed => b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n",
-            Self::ShutdownDisabled => b"ERROR: shutdown not enabled\r\n",
+            Self::ShutdownDisabled => b"SERVER_ERROR: shutdown not enabled\r\n",
             Self::ShutdownMode => b"CLIENT_ERROR invalid shutdown mode\r\n",
             Self::AuthFailure => b"CLIENT_ERROR authentication failure\r\n",
             Self::CachedumpNotAllowed => b"CLIENT_ERROR stats cachedump not allowed\r\n",
@@ -123,6 +124,9 @@ impl Reply {
             Self::CrawlerDisabled => b"CLIENT_ERROR lru crawler disabled\r\n",
             Self::MetadumpNotAllowed => b"ERROR metadump not allowed\r\n",
             Self::MetadumpPipelined => b"ERROR cannot pipeline other commands before metadump\r\n",
+            Self::MgdumpNotAllowed => b"ERROR key dump not allowed\r\n",
+            Self::DetailNotAllowed => b"CLIENT_ERROR stats detail not allowed\r\n",
+            Self::MgdumpPipelined => b"ERROR cannot pipeline other commands before mgdump\r\n",
             Self::BadClass => b"BADCLASS invalid class id\r\n",
             Self::NotStarted => b"NOTSTARTED no items to crawl\r\n",
             Self::DetailUsage => b"CLIENT_ERROR usage: stats detail on|off|dump\r\n",
@@ -152,13 +156,11 @@ impl Reply {
             Self::InvalidFlag => b"CLIENT_ERROR invalid flag\r\n",
             Self::BadToken => b"CLIENT_ERROR bad token in command line format\r\n",
             Self::KeyDecode => b"CLIENT_ERROR error decoding key\r\n",
-            Self::MetaModeLength => b"CLIENT_ERROR incorrect length for M token\r\n",
             Self::BadInitial => b"CLIENT_ERROR invalid numeric initial value\r\n",
             Self::BadMetaDelta => b"CLIENT_ERROR invalid numeric delta value\r\n",
             Self::OpaqueTooLong => b"CLIENT_ERROR opaque token too long\r\n",
             Self::InvalidOrDuplicateFlag => b"CLIENT_ERROR invalid or duplicate flag\r\n",
             Self::MgFlagsTooLong => b"CLIENT_ERROR options flags are too long\r\n",
-            Self::FlagsTooLong => b"CLIENT_ERROR options flags too long\r\n",
             Self::MsMode => b"CLIENT_ERROR invalid mode for ms M token\r\n",
             Self::MaMode => b"CLIENT_ERROR invalid mode for ma M token\r\n",
             Self::TooManyConnections => b"ERROR Too many open connections\r\n",
@@ -509,17 +511,37 @@ pub fn put_debug_line(out: &mut BytesMut, key: &[u8], binary: bool, line: &DumpL
     out.put_slice(b"\r\n");
 }
 
-/// One metadump line: `key=<uri-encoded key> exp=..`, ending in `\n` as memcached's do.
-pub fn put_dump_line(out: &mut BytesMut, key: &[u8], line: &DumpLine) {
+/// One metadump line: `key=<uri-encoded key> exp=..`, then (memcached 1.6.45) the
+/// client flags and a space, ending in `\n` as memcached's do.
+pub fn put_dump_line(out: &mut BytesMut, key: &[u8], line: &DumpLine, flags: u32) {
     out.put_slice(b"key=");
     uri_encode(key, out);
     line.put(out);
-    out.put_u8(b'\n');
+    out.put_slice(b" flags=");
+    out.put_slice(itoa::Buffer::new().format(flags).as_bytes());
+    out.put_slice(b" \n");
 }
 
-/// The end of a metadump.
-pub fn put_dump_end(out: &mut BytesMut) {
-    put_reply(out, Reply::End);
+/// One `lru_crawler mgdump` line (1.6.45): `mg <key>`, or `mg <base64 key> b`.
+pub fn put_mgdump_line(out: &mut BytesMut, key: &[u8], binary: bool) {
+    out.put_slice(b"mg ");
+    if binary {
+        put_base64(out, key);
+        out.put_slice(b" b\r\n");
+    } else {
+        out.put_slice(key);
+        out.put_slice(b"\r\n");
+    }
+}
+
+/// The start of a metadump or mgdump (1.6.45 sends `OK` first).
+pub fn put_dump_start(out: &mut BytesMut) {
+    put_reply(out, Reply::Ok);
+}
+
+/// The end of a metadump (`END`) or an mgdump (`EN`).
+pub fn put_dump_end(out: &mut BytesMut, keys: bool) {
+    put_reply(out, if keys { Reply::MetaMiss } else { Reply::End });
 }
 
 /// One `stats cachedump` line: `ITEM <key> [<value bytes> b; <expiry> s]`, the expiry a

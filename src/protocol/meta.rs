@@ -1,16 +1,17 @@
-//! Meta command lines (`mg ms md ma me`): flag parsing with memcached 1.6's rules and
-//! refusals, base64 keys, and the token walk replies use to echo return flags in request
-//! order.
+//! Meta command lines (`mg ms md ma me`): flag parsing with memcached 1.6.45's rules and
+//! refusals (its `proto_parser.c`: strict numbers, the flags added since 1.6.18: `E`,
+//! `x`, `mg C`, `ms s` and `N`), base64 keys, and the token walk replies use to echo
+//! return flags in request order.
 
 use bytes::Bytes;
 
 use super::ProtocolError;
 use super::encode::Reply;
 use crate::clock::{Clock, RelTime};
-use crate::memcached::number::{parse_i32_truncating, parse_u32_truncating, parse_u64};
 use crate::memcached::{KEY_MAX_LENGTH, StoreMode, TtlFlags};
 
-/// memcached refuses meta lines with more tokens than this (`MFLAG_MAX_OPT_LENGTH`).
+/// memcached refuses meta lines with more tokens than this (`MFLAG_MAX_OPT_LENGTH`,
+/// compared in 1.6.45 with the tokens themselves, command and key included).
 const MAX_META_TOKENS: usize = 20;
 
 /// Longest opaque (`O`) token, flag letter included (`MFLAG_MAX_OPAQUE_LENGTH`).
@@ -48,6 +49,10 @@ pub struct Meta {
     pub delta: u64,
     pub initial: u64,
     pub invalidate: bool,
+    /// `E<cas>` (1.6.45): the CAS a changed or created item gets, instead of the next.
+    pub cas_in: Option<u64>,
+    /// `md x` (1.6.45): empty the item's value instead of removing it.
+    pub remove_value: bool,
 }
 
 impl Meta {
@@ -61,7 +66,7 @@ impl Meta {
 #[derive(Debug)]
 pub enum SetLine {
     /// Read `len` bytes of data, then store.
-    Data { meta: Meta, len: usize },
+    Data { meta: Box<Meta>, len: usize },
     /// Swallow `len + 2` bytes, then answer with `error`.
     Refuse { len: usize, error: ProtocolError },
 }
@@ -85,7 +90,6 @@ pub enum Parsed {
 /// Parses a meta line; `tokens` are the line's space-separated tokens (at most 23) and
 /// `ntokens` memcached's count (tokens + 1).
 pub fn parse(line: &Bytes, tokens: &[(u32, u32)], clock: &Clock) -> Result<Parsed, ProtocolError> {
-    let ntokens = tokens.len() + 1;
     let span = |i: usize| tokens[i].0 as usize..tokens[i].1 as usize;
     let tok = |i: usize| if i < tokens.len() { &line[span(i)] } else { &[][..] };
     let cmd = match tok(0)[1] {
@@ -95,43 +99,46 @@ pub fn parse(line: &Bytes, tokens: &[(u32, u32)], clock: &Clock) -> Result<Parse
         b'a' => MetaCmd::Arith,
         b'n' => return Ok(Parsed::Noop),
         b'e' => {
-            let key = tok(1);
-            if ntokens < 3 || key.len() > KEY_MAX_LENGTH {
+            if !flags_tokenize(line, tokens, 2) || tokens.len() < 2 || tok(1).len() > KEY_MAX_LENGTH {
                 return Err(ProtocolError::BadFormat);
             }
-            if ntokens >= 4 && tok(2) == b"b" {
-                let key = base64_decode(key).ok_or(ProtocolError::BadFormat)?;
+            // 1.6.45 counts tokens without the terminal one here, yet kept 1.6.18's
+            // `ntokens >= 4`: `b` decodes the key only with a token after it.
+            if tokens.len() >= 4 && tok(2) == b"b" {
+                let key = base64_decode(tok(1)).ok_or(ProtocolError::BadFormat)?;
                 return Ok(Parsed::Debug { key: key.into(), key_binary: true });
             }
             return Ok(Parsed::Debug { key: line.slice(span(1)), key_binary: false });
         }
         _ => return Err(ProtocolError::UnknownCommand),
     };
-    if ntokens < 3 {
-        return Err(ProtocolError::UnknownCommand);
-    }
-    if tok(1).len() > KEY_MAX_LENGTH {
+    let first_flag = if cmd == MetaCmd::Set { 3 } else { 2 };
+    // memcached's tokenizer gives up on a flag that starts with neither a letter nor a
+    // digit, and the line is then too short: a bad format, with no data swallowed.
+    if tokens.len() < first_flag || !flags_tokenize(line, tokens, first_flag) {
         return Err(ProtocolError::BadFormat);
-    }
-    if cmd == MetaCmd::Set && ntokens == 3 {
-        return Err(ProtocolError::BadFormat);
-    }
-    if ntokens > MAX_META_TOKENS {
-        return Err(ProtocolError::Refused(if cmd == MetaCmd::Get {
-            Reply::MgFlagsTooLong
-        } else {
-            Reply::FlagsTooLong
-        }));
     }
     let mut set_len = 0usize;
     if cmd == MetaCmd::Set {
-        let len = parse_i32_truncating(tok(2)).ok_or(ProtocolError::BadFormat)?;
+        let len = tok_i32(tok(2)).ok_or(ProtocolError::BadFormat)?;
         if !(0..=i32::MAX - 2).contains(&len) {
             return Err(ProtocolError::BadFormat);
         }
         set_len = len as usize;
     }
-    let first_flag = if cmd == MetaCmd::Set { 3 } else { 2 };
+    let refuse = |error: Reply| -> Result<Parsed, ProtocolError> {
+        match cmd {
+            MetaCmd::Set => Ok(Parsed::Set(SetLine::Refuse { len: set_len, error: ProtocolError::Refused(error) })),
+            MetaCmd::Get | MetaCmd::Delete => Err(ProtocolError::Refused(error)),
+            MetaCmd::Arith => Err(ProtocolError::Refused(Reply::InvalidOrDuplicateFlag)),
+        }
+    };
+    if tok(1).len() > KEY_MAX_LENGTH {
+        return refuse(Reply::BadCommandLineFormat);
+    }
+    if tokens.len() > MAX_META_TOKENS {
+        return refuse(Reply::MgFlagsTooLong);
+    }
     let flag_tokens = match tokens.get(first_flag) {
         Some(&(s, _)) => line.slice(s as usize..tokens[tokens.len() - 1].1 as usize),
         None => Bytes::new(),
@@ -152,13 +159,8 @@ pub fn parse(line: &Bytes, tokens: &[(u32, u32)], clock: &Clock) -> Result<Parse
         delta: 1,
         initial: 0,
         invalidate: false,
-    };
-    let refuse = |error: Reply| -> Result<Parsed, ProtocolError> {
-        match cmd {
-            MetaCmd::Set => Ok(Parsed::Set(SetLine::Refuse { len: set_len, error: ProtocolError::Refused(error) })),
-            MetaCmd::Get => Err(ProtocolError::Refused(error)),
-            MetaCmd::Delete | MetaCmd::Arith => Err(ProtocolError::Refused(Reply::InvalidOrDuplicateFlag)),
-        }
+        cas_in: None,
+        remove_value: false,
     };
     let mode = match preparse(&mut m, clock) {
         Ok(mode) => mode,
@@ -188,7 +190,7 @@ pub fn parse(line: &Bytes, tokens: &[(u32, u32)], clock: &Clock) -> Result<Parse
                     }));
                 }
             };
-            Parsed::Set(SetLine::Data { meta: m, len: set_len })
+            Parsed::Set(SetLine::Data { meta: Box::new(m), len: set_len })
         }
         MetaCmd::Arith => {
             m.decr = match mode {
@@ -202,6 +204,47 @@ pub fn parse(line: &Bytes, tokens: &[(u32, u32)], clock: &Clock) -> Result<Parse
         MetaCmd::Get => Parsed::Get(m),
         MetaCmd::Delete => Parsed::Delete(m),
     })
+}
+
+/// Whether memcached's tokenizer takes the line: from `first_flag` on, each token must
+/// start with a byte from `A` to `z` or a digit (`_mcmc_tokenize_meta`).
+fn flags_tokenize(line: &[u8], tokens: &[(u32, u32)], first_flag: usize) -> bool {
+    tokens.iter().skip(first_flag).all(|&(s, _)| {
+        let c = line[s as usize];
+        (b'A'..=b'z').contains(&c) || c.is_ascii_digit()
+    })
+}
+
+/// memcached 1.6.45's numbers (`mcmc_tokto*`): decimal digits only, an optional `-` for
+/// the signed ones, no overflow, at most 11 (32-bit) or 22 (64-bit) characters.
+fn tok_u64(t: &[u8]) -> Option<u64> {
+    if t.len() > 22 {
+        return None;
+    }
+    t.iter()
+        .try_fold(0u64, |sum, &c| c.is_ascii_digit().then(|| sum.checked_mul(10)?.checked_add(u64::from(c - b'0')))?)
+}
+
+fn tok_u32(t: &[u8]) -> Option<u32> {
+    if t.len() > 11 {
+        return None;
+    }
+    tok_u64(t).and_then(|v| u32::try_from(v).ok())
+}
+
+fn tok_i32(t: &[u8]) -> Option<i32> {
+    if t.len() > 11 {
+        return None;
+    }
+    match t.strip_prefix(b"-") {
+        Some(digits) => tok_u64(digits).and_then(|v| i32::try_from(-i64::try_from(v).ok()?).ok()),
+        None => tok_u64(t).and_then(|v| i32::try_from(v).ok()),
+    }
+}
+
+/// A flag's argument (`T30` -> `30`): memcached wants at least one byte after the flag.
+fn flag_arg(t: &[u8]) -> Option<&[u8]> {
+    (t.len() > 1).then(|| &t[1..])
 }
 
 /// memcached's `_meta_flag_preparse`: every flag once; bad values noted and parsing goes
@@ -221,8 +264,7 @@ fn preparse(m: &mut Meta, clock: &Clock) -> Result<Option<u8>, Reply> {
             return Err(Reply::DuplicateFlag);
         }
         seen[usize::from(o)] = true;
-        let arg = &t[1..];
-        let deadline = |error: &mut Option<Reply>| match parse_i32_truncating(arg) {
+        let deadline = |error: &mut Option<Reply>| match flag_arg(t).and_then(tok_i32) {
             Some(e) => Some((clock.deadline(e), pos)),
             None => {
                 *error = Some(Reply::BadToken);
@@ -244,26 +286,27 @@ fn preparse(m: &mut Meta, clock: &Clock) -> Result<Option<u8>, Reply> {
             b'v' => m.value = true,
             b'u' => m.no_update = true,
             b'q' => m.noreply = true,
-            b'F' => match parse_u32_truncating(arg) {
+            b'x' => m.remove_value = true,
+            b'F' => match flag_arg(t).and_then(tok_u32) {
                 Some(f) => m.client_flags = f,
                 None => failed = true,
             },
-            b'C' => match parse_u64(arg) {
+            b'C' => match flag_arg(t).and_then(tok_u64) {
                 Some(c) => m.cas = Some(c),
                 None => error = Some(Reply::BadToken),
             },
-            b'M' => {
-                if t.len() != 2 {
-                    error = Some(Reply::MetaModeLength);
-                } else {
-                    mode = Some(t[1]);
-                }
-            }
-            b'J' => match parse_u64(arg) {
+            b'E' => match flag_arg(t).and_then(tok_u64) {
+                Some(c) => m.cas_in = Some(c),
+                None => error = Some(Reply::BadToken),
+            },
+            // 1.6.45 takes the byte after `M`, whatever the token's length: a lone `M`
+            // names the separator that follows, which no command takes as a mode.
+            b'M' => mode = Some(t.get(1).copied().unwrap_or(b' ')),
+            b'J' => match flag_arg(t).and_then(tok_u64) {
                 Some(v) => m.initial = v,
                 None => error = Some(Reply::BadInitial),
             },
-            b'D' => match parse_u64(arg) {
+            b'D' => match flag_arg(t).and_then(tok_u64) {
                 Some(v) => m.delta = v,
                 None => error = Some(Reply::BadMetaDelta),
             },
@@ -332,5 +375,57 @@ mod tests {
         assert_eq!(base64_decode(b"Zm9"), None);
         assert_eq!(base64_decode(b"Zm!v"), None);
         assert_eq!(base64_decode(b""), None);
+    }
+
+    #[test]
+    fn numbers_are_memcached_1_6_45s() {
+        assert_eq!(tok_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(tok_u64(b"18446744073709551616"), None);
+        assert_eq!(tok_u64(b"0000000000000000000001"), Some(1));
+        assert_eq!(tok_u64(b"00000000000000000000001"), None);
+        for bad in [&b"+1"[..], b"-1", b" 1", b"1x", b"\t1"] {
+            assert_eq!(tok_u64(bad), None, "{bad:?}");
+        }
+        assert_eq!(tok_u64(b""), Some(0));
+        assert_eq!(tok_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(tok_u32(b"4294967296"), None);
+        assert_eq!(tok_i32(b"-2147483648"), Some(i32::MIN));
+        assert_eq!(tok_i32(b"2147483647"), Some(i32::MAX));
+        assert_eq!(tok_i32(b"2147483648"), None);
+        assert_eq!(tok_i32(b"-2147483649"), None);
+        assert_eq!(tok_i32(b"4294967295"), None);
+        assert_eq!(flag_arg(b"T"), None);
+        assert_eq!(flag_arg(b"T5"), Some(&b"5"[..]));
+    }
+
+    fn parse_line(line: &'static [u8]) -> Result<Parsed, ProtocolError> {
+        let line = Bytes::from_static(line);
+        let mut tokens = Vec::new();
+        let mut start = 0;
+        for (i, &b) in line.iter().chain(b" ").enumerate() {
+            if b == b' ' {
+                if i > start {
+                    tokens.push((start as u32, i as u32));
+                }
+                start = i + 1;
+            }
+        }
+        parse(&line, &tokens, &Clock::starting_at(1_800_000_000))
+    }
+
+    #[test]
+    fn the_flags_added_since_1_6_18() {
+        let Ok(Parsed::Delete(m)) = parse_line(b"md k x E5 F3") else { panic!() };
+        assert!(m.remove_value);
+        assert_eq!((m.cas_in, m.client_flags), (Some(5), 3));
+        let Ok(Parsed::Set(SetLine::Data { meta, len: 1 })) = parse_line(b"ms k 1 MEE") else { panic!() };
+        assert_eq!(meta.store_mode, StoreMode::Add);
+        let Ok(Parsed::Set(SetLine::Refuse { len: 1, error })) = parse_line(b"ms k 1 M") else { panic!() };
+        assert_eq!(error, ProtocolError::Refused(Reply::MsMode));
+        assert_eq!(parse_line(b"mg k E").unwrap_err(), ProtocolError::Refused(Reply::BadToken));
+        assert_eq!(parse_line(b"md k Z").unwrap_err(), ProtocolError::Refused(Reply::InvalidFlag));
+        assert_eq!(parse_line(b"ma k Z").unwrap_err(), ProtocolError::Refused(Reply::InvalidOrDuplicateFlag));
+        assert_eq!(parse_line(b"mg k !").unwrap_err(), ProtocolError::BadFormat);
+        assert_eq!(parse_line(b"mg").unwrap_err(), ProtocolError::BadFormat);
     }
 }

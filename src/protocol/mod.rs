@@ -137,11 +137,11 @@ pub enum Request {
         enable: bool,
     },
     /// `lru_crawler crawl <classes>` (answered as memcached answers it; expired items are
-    /// reclaimed anyway) or `lru_crawler metadump <classes>`: a line of bookkeeping for
-    /// every live item, the connection writing it out as it goes.
+    /// reclaimed anyway), or `lru_crawler metadump|mgdump <classes>`: a line for every
+    /// live item, the connection writing it out as it goes.
     Crawl {
         classes: CrawlClasses,
-        dump: bool,
+        dump: Option<DumpFormat>,
     },
     /// `refresh_certs`: read the TLS certificate and key files again (`-Z`). `noreply`
     /// silences its `OK` only, as in memcached.
@@ -151,7 +151,16 @@ pub enum Request {
     Quit,
 }
 
-/// The slab classes an `lru_crawler crawl|metadump` names.
+/// What an `lru_crawler` dump lists for each item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// `metadump`: `key=.. exp=.. la=.. cas=.. fetch=.. cls=.. size=.. flags=..`.
+    Meta,
+    /// `mgdump` (memcached 1.6.45): `mg <key>`, or `mg <base64 key> b`, ready to send.
+    Keys,
+}
+
+/// The slab classes an `lru_crawler crawl|metadump|mgdump` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CrawlClasses {
     All,

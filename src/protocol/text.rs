@@ -229,7 +229,7 @@ impl Decoder {
                             self.state = State::Swallow { left: len + 2, error: ProtocolError::TooLarge, noreply };
                             return Ok(Some(Request::TooLarge { key, mode }));
                         }
-                        Line::MetaData(meta, len) => self.state = State::MetaData { meta: Box::new(meta), len },
+                        Line::MetaData(meta, len) => self.state = State::MetaData { meta, len },
                         Line::MetaRefused { len, error } => {
                             self.state = State::Swallow { left: len + 2, error, noreply: false };
                         }
@@ -437,7 +437,7 @@ enum Line {
         len: usize,
         noreply: bool,
     },
-    MetaData(Meta, usize),
+    MetaData(Box<Meta>, usize),
     /// An `ms` refused before its data: swallow it, then answer.
     MetaRefused {
         len: usize,

@@ -28,6 +28,8 @@ pub struct Lookup {
     pub revalidate: bool,
     /// The key came in base64 (kept on an item created on a miss).
     pub key_binary: bool,
+    /// `mg E` (memcached 1.6.45): the CAS an item created on a miss gets.
+    pub cas_in: Option<u64>,
 }
 
 impl Lookup {
@@ -38,6 +40,7 @@ impl Lookup {
         bump: true,
         revalidate: false,
         key_binary: false,
+        cas_in: None,
     };
     /// `me`: the item as it is, changing nothing.
     pub const PEEK: Self = Self { bump: false, ..Self::GET };
@@ -228,7 +231,10 @@ impl Store {
             return Some(f(before.found(s.item(i), won)));
         }
         opts.ttl.vivify?;
-        let cas = self.next_cas();
+        let cas = match opts.cas_in {
+            Some(c) if self.cas => c,
+            _ => self.next_cas(),
+        };
         let bits = bit::TOKEN_SENT | if opts.key_binary { bit::KEY_BINARY } else { 0 };
         let exptime = opts.ttl.exptime_at(usize::MAX, 0, true);
         let i = self.insert(

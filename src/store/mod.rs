@@ -58,6 +58,12 @@ pub struct DeleteOpts {
     pub invalidate: bool,
     /// `md T` with `I`: the stale item's new deadline.
     pub exptime: Option<RelTime>,
+    /// `md E` (memcached 1.6.45): the CAS the invalidated or emptied item gets.
+    pub cas_in: Option<u64>,
+    /// `md x` (1.6.45): instead of removing the item, replace it with an empty value
+    /// with these client flags (`F`) and this deadline (`T`, or none), keeping its CAS
+    /// (or taking `E`'s).
+    pub remove_value: Option<(u32, RelTime)>,
 }
 
 /// What a delete did.
@@ -81,6 +87,8 @@ pub struct ArithArgs {
     /// `N`/`J`: on a miss, create the item with this initial value.
     pub initial: Option<u64>,
     pub ttl: TtlFlags,
+    /// `ma E` (memcached 1.6.45): the CAS the changed or created item gets.
+    pub cas_in: Option<u64>,
 }
 
 /// What an arithmetic command did.
@@ -125,6 +133,11 @@ pub struct StoreArgs<'a> {
     pub key_binary: bool,
     /// `ms C` with append or prepend: stored only if the item's CAS matches (0 = no check).
     pub compare_cas: u64,
+    /// `ms E` (memcached 1.6.45): the stored item's CAS, instead of the next unique.
+    pub cas_in: Option<u64>,
+    /// `ms MA N` / `MP N` (1.6.45): append and prepend store the value as a new item
+    /// (`flags`, `exptime`) when the key is missing.
+    pub vivify: bool,
 }
 
 impl Default for StoreArgs<'_> {
@@ -138,6 +151,8 @@ impl Default for StoreArgs<'_> {
             stale_ok: false,
             key_binary: false,
             compare_cas: 0,
+            cas_in: None,
+            vivify: false,
         }
     }
 }
@@ -343,10 +358,20 @@ impl Store {
             None => fresh(cas),
         };
         let mut s = write(lock);
+        // `E` names the CAS the stored item gets (none, as any CAS, with -C).
+        let next_cas = || match a.cas_in {
+            Some(c) if self.cas => c,
+            _ => self.next_cas(),
+        };
         let Some(i) = self.find_live(&mut s, hash, key, now) else {
             return match mode {
+                StoreMode::Append | StoreMode::Prepend if a.vivify => {
+                    let cas = next_cas();
+                    self.insert(&mut s, hash, fresh(cas));
+                    (StoreOutcome::Stored, cas)
+                }
                 StoreMode::Set | StoreMode::Add => {
-                    let cas = self.next_cas();
+                    let cas = next_cas();
                     self.insert(&mut s, hash, fresh(cas));
                     (StoreOutcome::Stored, cas)
                 }
@@ -377,7 +402,7 @@ impl Store {
                 self.stats.local().cas_hits.fetch_add(1, Relaxed);
                 let kept = old.bits() & bit::TOKEN_SENT;
                 let f = Fields {
-                    cas: self.next_cas(),
+                    cas: next_cas(),
                     exptime: old.exptime(),
                     time: now,
                     flags: a.flags,
@@ -393,22 +418,16 @@ impl Store {
                     return (StoreOutcome::NotStored, 0);
                 }
                 // Append and prepend keep the item's flags and deadline.
-                let f = Fields {
-                    cas: self.next_cas(),
-                    exptime: old.exptime(),
-                    time: now,
-                    flags: old.flags(),
-                    bits: binary,
-                };
+                let f = Fields { cas: next_cas(), exptime: old.exptime(), time: now, flags: old.flags(), bits: binary };
                 let parts: [&[u8]; 2] =
                     if mode == StoreMode::Append { [old.value(), value] } else { [value, old.value()] };
                 Item::new(&self.slab, key, &parts, f)
             }
             StoreMode::Cas { .. } => {
                 self.stats.local().cas_hits.fetch_add(1, Relaxed);
-                fresh(self.next_cas())
+                fresh(next_cas())
             }
-            StoreMode::Set | StoreMode::Replace => fresh(self.next_cas()),
+            StoreMode::Set | StoreMode::Replace => fresh(next_cas()),
         };
         let cas = new.cas();
         self.replace(&mut s, i, new);
@@ -426,8 +445,20 @@ impl Store {
         if opts.compare_cas.is_some_and(|c| c != s.item(i).cas()) {
             return DeleteOutcome::Exists;
         }
+        let cas_in = opts.cas_in.filter(|_| self.cas);
+        if let Some((flags, exptime)) = opts.remove_value {
+            // memcached 1.6.45 stores a new, empty item over the old one (which does not
+            // keep the mark of a base64 key: replies then give the key as it is).
+            let cas = cas_in.unwrap_or(s.item(i).cas());
+            let it = Item::new(&self.slab, key, &[], Fields { cas, exptime, time: now, flags, bits: 0 });
+            self.replace(&mut s, i, it);
+            self.stats.local().total_items.fetch_add(1, Relaxed);
+            if !opts.invalidate {
+                return DeleteOutcome::Deleted;
+            }
+        }
         if opts.invalidate {
-            let cas = self.next_cas();
+            let cas = cas_in.unwrap_or_else(|| self.next_cas());
             let it = s.item_mut(i);
             if let Some(t) = opts.exptime {
                 self.note_deadline(t);
@@ -461,7 +492,7 @@ impl Store {
             let Some(initial) = a.initial else { return ArithOutcome::NotFound };
             let mut n = itoa::Buffer::new();
             let digits = n.format(initial).as_bytes();
-            let cas = self.next_cas();
+            let cas = a.cas_in.filter(|_| self.cas).unwrap_or_else(|| self.next_cas());
             let exptime = a.ttl.exptime_at(usize::MAX, 0, true);
             self.insert(
                 &mut s,
@@ -485,7 +516,7 @@ impl Store {
         let old_len = old.value().len();
         let exptime_before = old.exptime();
         let mut f = old.fields();
-        f.cas = self.next_cas();
+        f.cas = a.cas_in.filter(|_| self.cas).unwrap_or_else(|| self.next_cas());
         f.exptime = a.ttl.exptime_at(usize::MAX, exptime_before, false);
         let grows = digits.len() > old_len;
         let new = if !grows {

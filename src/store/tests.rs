@@ -571,3 +571,44 @@ fn recent_items_are_gathered_in_bounded_steps() {
     assert!(calls > 1, "{n} items in one call");
     assert_eq!((offered, recent.held().0), (n, n));
 }
+
+#[test]
+fn explicit_cas_names_the_stored_items_cas() {
+    let s = store();
+    let args =
+        |mode, value: &'static [u8], cas_in| StoreArgs { mode, key: b"k", value, cas_in, ..StoreArgs::default() };
+    assert_eq!(s.store(&args(StoreMode::Set, b"a", Some(100))), (StoreOutcome::Stored, 100));
+    assert_eq!(s.store(&args(StoreMode::Append, b"b", Some(7))), (StoreOutcome::Stored, 7));
+    assert_eq!(s.get(b"k"), Some(Hit { value: b"ab".to_vec(), flags: 0, cas: 7 }));
+    // A store that does not store leaves the item's CAS.
+    assert_eq!(s.store(&args(StoreMode::Add, b"c", Some(9))), (StoreOutcome::NotStored, 0));
+    assert_eq!(s.get(b"k").unwrap().cas, 7);
+    let a = ArithArgs { incr: true, delta: 1, cas_in: Some(55), ..ArithArgs::default() };
+    s.store(&args(StoreMode::Set, b"1", None));
+    assert!(matches!(s.arith(b"k", &a), ArithOutcome::Value { value: 2, cas: 55, .. }));
+}
+
+#[test]
+fn append_with_vivify_stores_on_a_miss() {
+    let s = store();
+    let args = |mode, vivify| StoreArgs { mode, key: b"k", value: b"xy", flags: 3, vivify, ..StoreArgs::default() };
+    assert_eq!(s.store(&args(StoreMode::Append, false)).0, StoreOutcome::NotStored);
+    assert_eq!(s.store(&args(StoreMode::Prepend, true)).0, StoreOutcome::Stored);
+    assert_eq!(s.store(&args(StoreMode::Append, true)).0, StoreOutcome::Stored);
+    let hit = s.get(b"k").unwrap();
+    assert_eq!((hit.value, hit.flags), (b"xyxy".to_vec(), 3));
+}
+
+#[test]
+fn delete_remove_value_leaves_an_empty_item() {
+    let s = store();
+    s.put(StoreMode::Set, b"k", 5, 0, b"abc");
+    let cas = s.get(b"k").unwrap().cas;
+    let x = |invalidate, cas_in| DeleteOpts { remove_value: Some((7, 0)), invalidate, cas_in, ..DeleteOpts::default() };
+    assert_eq!(s.delete(b"k", &x(false, None)), DeleteOutcome::Deleted);
+    // The value goes, the item stays with the new flags and its CAS.
+    assert_eq!(s.get(b"k"), Some(Hit { value: Vec::new(), flags: 7, cas }));
+    assert_eq!(s.delete(b"k", &x(true, Some(42))), DeleteOutcome::Invalidated);
+    assert_eq!(s.get(b"k").unwrap().cas, 42);
+    assert_eq!(s.delete(b"nokey", &x(false, None)), DeleteOutcome::NotFound);
+}

@@ -50,11 +50,12 @@ pub fn memcached_available(what: &str) -> bool {
 static SPAWN_SEQ: AtomicUsize = AtomicUsize::new(0);
 
 pub fn start_memcached(opts: &[String]) -> Memcached {
-    start_memcached_with_env(opts, &[])
+    start_memcached_bin(&memcached_bin(), opts, &[])
 }
 
-/// [`start_memcached`] with environment variables set for it (`SASL_CONF_PATH`).
-pub fn start_memcached_with_env(opts: &[String], env: &[(&str, &std::path::Path)]) -> Memcached {
+/// [`start_memcached`] with another memcached binary (a newer release built from source)
+/// and environment variables set for it (`SASL_CONF_PATH`).
+pub fn start_memcached_bin(bin: &str, opts: &[String], env: &[(&str, &std::path::Path)]) -> Memcached {
     let dir = std::env::temp_dir().join(format!(
         "larder-diff-{}-{}",
         std::process::id(),
@@ -67,7 +68,7 @@ pub fn start_memcached_with_env(opts: &[String], env: &[(&str, &std::path::Path)
     // `-p -1` = ephemeral port (`-p 0` disables TCP); memcached writes "TCP INET: <port>"
     // to a `.lck` file and renames it to MEMCACHED_PORT_FILENAME once it listens. `-u root`
     // is only consulted when running as root (memcached refuses root without it).
-    let child = Command::new(memcached_bin())
+    let child = Command::new(bin)
         .args(["-p", "-1", "-U", "0", "-l", "127.0.0.1", "-t", "1", "-u", "root"])
         .args(opts)
         .env("MEMCACHED_PORT_FILENAME", &port_file)

@@ -36,10 +36,14 @@ def test_keys_lists_every_item_with_its_expiry(server, key, tool):
     for i in range(300):
         store(server, key(f"k{i}"), b"v", exptime=far if i % 2 else 0)
     out = run_tool(tool, server.address, "keys").decode()
-    # key=<uri-encoded> exp=<unix time or -1> la=<unix time> cas=<n> fetch=<yes|no> cls=<n> size=<n>
-    line = re.compile(r"^key=(\S+) exp=(-?\d+) la=(\d+) cas=(\d+) fetch=(yes|no) cls=(\d+) size=(\d+)$")
+    # key=<uri-encoded> exp=<unix time or -1> la=<unix time> cas=<n> fetch=<yes|no> cls=<n> size=<n>,
+    # then (memcached 1.6.45, and Larder) ` flags=<n> `; 1.6.45 and Larder also start the
+    # dump with `OK`, which memcached-tool prints as it prints every line.
+    line = re.compile(r"^key=(\S+) exp=(-?\d+) la=(\d+) cas=(\d+) fetch=(yes|no) cls=(\d+) size=(\d+)( flags=\d+ )?$")
     seen = {}
     for text in out.splitlines():
+        if text == "OK":
+            continue
         m = line.match(text)
         assert m, text
         if m.group(1).startswith(key.prefix.replace(":", "%3A")):
