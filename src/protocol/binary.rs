@@ -508,16 +508,23 @@ impl Decoder {
 
 /// Writes a response header.
 pub fn put_header(out: &mut BytesMut, echo: Echo, status: u16, extlen: u8, keylen: u16, bodylen: u32, cas: u64) {
-    out.reserve(HEADER_LEN);
-    out.put_u8(RESPONSE_MAGIC);
-    out.put_u8(echo.opcode);
-    out.put_u16(keylen);
-    out.put_u8(extlen);
-    out.put_u8(0); // raw bytes
-    out.put_u16(status);
-    out.put_u32(bodylen);
-    out.put_u32_ne(echo.opaque);
-    out.put_u64(cas);
+    // Built whole and appended once: one capacity check instead of one per field.
+    out.extend_from_slice(&header(echo, status, extlen, keylen, bodylen, cas));
+}
+
+/// A response header's bytes.
+fn header(echo: Echo, status: u16, extlen: u8, keylen: u16, bodylen: u32, cas: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0] = RESPONSE_MAGIC;
+    h[1] = echo.opcode;
+    h[2..4].copy_from_slice(&keylen.to_be_bytes());
+    h[4] = extlen;
+    // h[5]: the data type, raw bytes (0).
+    h[6..8].copy_from_slice(&status.to_be_bytes());
+    h[8..12].copy_from_slice(&bodylen.to_be_bytes());
+    h[12..16].copy_from_slice(&echo.opaque.to_ne_bytes());
+    h[16..24].copy_from_slice(&cas.to_be_bytes());
+    h
 }
 
 /// A success response with a body of `value` only (no extras, no key).
@@ -543,8 +550,11 @@ pub fn put_miss_with_key(out: &mut BytesMut, echo: Echo, key: &[u8]) {
 /// value (`value_len` bytes) is for the caller to add.
 pub fn put_hit_head(out: &mut BytesMut, echo: Echo, cas: u64, flags: u32, key: Option<&[u8]>, value_len: usize) {
     let keylen = key.map_or(0, <[u8]>::len);
-    put_header(out, echo, 0, 4, keylen as u16, (4 + keylen + value_len) as u32, cas);
-    out.put_u32(flags);
+    // The header and the flags, appended at once.
+    let mut head = [0u8; HEADER_LEN + 4];
+    head[..HEADER_LEN].copy_from_slice(&header(echo, 0, 4, keylen as u16, (4 + keylen + value_len) as u32, cas));
+    head[HEADER_LEN..].copy_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&head);
     if let Some(key) = key {
         out.extend_from_slice(key);
     }
