@@ -506,6 +506,39 @@ impl Decoder {
     }
 }
 
+/// Calls `f` with the keys the first `max_packets` packets of a pipelined batch will look
+/// up (the `get` and `gat` families), stepping over each packet by its body length, when
+/// more than one packet is there: a hint for prefetching, as
+/// [`super::pipelined_get_keys`] is for text (a libmemcached multi-get is a pipeline of
+/// `getkq`s and a `noop`). A header not all here, or one without the request magic, ends
+/// the walk; nothing it does changes what the decoder sees. Returns how many packets it
+/// walked (0 for a batch of one).
+pub fn pipelined_get_keys(buf: &[u8], max_packets: usize, mut f: impl FnMut(&[u8])) -> usize {
+    let mut rest = buf;
+    for n in 0..max_packets {
+        let Some(h) = rest.get(..HEADER_LEN) else { return n };
+        if h[0] != REQUEST_MAGIC {
+            return n;
+        }
+        let keylen = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        let extlen = usize::from(h[4]);
+        let total = HEADER_LEN + u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        if n == 0 && rest.len() <= total {
+            return 0; // one packet: nothing to overlap
+        }
+        let retrieval =
+            matches!(h[1], op::GET | op::GETQ | op::GETK | op::GETKQ | op::GAT | op::GATQ | op::GATK | op::GATKQ);
+        if retrieval && keylen > 0 && HEADER_LEN + extlen + keylen <= total {
+            if let Some(key) = rest.get(HEADER_LEN + extlen..HEADER_LEN + extlen + keylen) {
+                f(key);
+            }
+        }
+        let Some(after) = rest.get(total..) else { return n + 1 };
+        rest = after;
+    }
+    max_packets
+}
+
 /// Writes a response header.
 pub fn put_header(out: &mut BytesMut, echo: Echo, status: u16, extlen: u8, keylen: u16, bodylen: u32, cas: u64) {
     // Built whole and appended once: one capacity check instead of one per field.
