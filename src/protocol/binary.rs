@@ -528,10 +528,12 @@ pub fn pipelined_get_keys(buf: &[u8], max_packets: usize, mut f: impl FnMut(&[u8
         }
         let retrieval =
             matches!(h[1], op::GET | op::GETQ | op::GETK | op::GETKQ | op::GAT | op::GATQ | op::GATK | op::GATKQ);
-        if retrieval && keylen > 0 && HEADER_LEN + extlen + keylen <= total {
-            if let Some(key) = rest.get(HEADER_LEN + extlen..HEADER_LEN + extlen + keylen) {
-                f(key);
-            }
+        if retrieval
+            && keylen > 0
+            && HEADER_LEN + extlen + keylen <= total
+            && let Some(key) = rest.get(HEADER_LEN + extlen..HEADER_LEN + extlen + keylen)
+        {
+            f(key);
         }
         let Some(after) = rest.get(total..) else { return n + 1 };
         rest = after;
