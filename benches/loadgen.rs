@@ -1,4 +1,4 @@
-//! End-to-end load generator for any server speaking memcached's text protocol.
+//! End-to-end load generator for any server speaking memcached's text or binary protocol.
 //!
 //! N connections (tokio tasks), each a closed loop: write a batch of `--pipeline` requests
 //! in one write, read and parse every reply, repeat. A request is a `get` of
@@ -7,6 +7,15 @@
 //! are parsed and checked, not counted by bytes: a `VALUE` must name a key that was asked
 //! for, in order, with the right length, the value's spot-checked contents and its
 //! `\r\n`; a `set` must get `STORED`. Anything else is an error (the first few are printed).
+//!
+//! With `--protocol binary` the same requests go as memcached's binary packets: a get of
+//! one key is a `GET`, a multi-get is a `GETKQ` per key and a `NOOP` (as libmemcached
+//! sends it: misses are silent, the `NOOP`'s answer ends the reply), a set is a `SET`
+//! with flags 0 and no expiry. Each request's opaque is its key's place in the batch.
+//! Replies are read by their 24-byte header (magic 0x81, the request's opcode and opaque,
+//! then `bodylen` bytes of extras, key and value) and checked as in text: a hit must carry
+//! 4 bytes of flags and the value of the key asked for (a `GETKQ`'s key, in order), a set
+//! must get status 0; a get's "Not found" is a miss, any other status an error.
 //!
 //! With `--rate R` the connections send R requests per second between them, each batch
 //! when it is due (not before its previous batch is answered: one batch in flight per
@@ -73,6 +82,7 @@ usage: loadgen --server HOST:PORT [options]
   --zipf-s S         Zipf exponent (0.99)
   --value-size N     bytes per value (100)
   --key-prefix P     key prefix (key:)
+  --protocol P       text | binary (text)
   --duration S       seconds measured after warm-up (10)
   --warmup S         seconds before measuring (1)
   --requests N       stop after N requests instead of a duration (no warm-up)
@@ -99,6 +109,7 @@ struct Args {
     zipf: Option<f64>,
     value_size: usize,
     key_prefix: String,
+    binary: bool,
     duration: f64,
     warmup: f64,
     requests: Option<u64>,
@@ -126,6 +137,7 @@ fn parse_args() -> Result<Option<Args>, String> {
         zipf: None,
         value_size: 100,
         key_prefix: "key:".into(),
+        binary: false,
         duration: 10.0,
         warmup: 1.0,
         requests: None,
@@ -172,6 +184,13 @@ fn parse_args() -> Result<Option<Args>, String> {
             "--zipf-s" => zipf_s = num(&name, value()?)?,
             "--value-size" => a.value_size = num(&name, value()?)?,
             "--key-prefix" => a.key_prefix = value()?,
+            "--protocol" => {
+                a.binary = match value()?.as_str() {
+                    "text" => false,
+                    "binary" => true,
+                    v => return Err(format!("--protocol: '{v}' is neither text nor binary")),
+                }
+            }
             "--duration" => a.duration = num(&name, value()?)?,
             "--warmup" => a.warmup = num(&name, value()?)?,
             "--requests" => a.requests = Some(num(&name, value()?)?),
@@ -480,6 +499,9 @@ impl<S: Wire> Conn<S> {
     }
 
     fn add_get(&mut self, sh: &Shared, rng: &mut Rng) {
+        if sh.args.binary {
+            return self.add_get_binary(sh, rng);
+        }
         let start = self.keys.len();
         self.wbuf.extend_from_slice(b"get");
         for _ in 0..sh.args.multiget {
@@ -493,6 +515,9 @@ impl<S: Wire> Conn<S> {
     }
 
     fn add_set(&mut self, sh: &Shared, k: u64) {
+        if sh.args.binary {
+            return self.add_set_binary(sh, k);
+        }
         let start = self.keys.len();
         self.wbuf.extend_from_slice(b"set ");
         self.put_key(&sh.args.key_prefix, k);
@@ -501,6 +526,64 @@ impl<S: Wire> Conn<S> {
         self.wbuf.extend_from_slice(b"\r\n");
         self.wbuf.extend_from_slice(sh.value_of(k));
         self.wbuf.extend_from_slice(b"\r\n");
+        self.keys.push(k);
+        self.pending.push(Pending { get: false, keys: start..start + 1 });
+    }
+
+    /// Starts a binary request packet: its header, with the key length and body length
+    /// left for [`Self::end_packet`]. Returns where the packet starts.
+    fn begin_packet(&mut self, opcode: u8, extlen: u8, opaque: u32) -> usize {
+        let start = self.wbuf.len();
+        self.wbuf.extend_from_slice(&[REQUEST_MAGIC, opcode, 0, 0, extlen, 0, 0, 0, 0, 0, 0, 0]);
+        self.wbuf.extend_from_slice(&opaque.to_be_bytes());
+        self.wbuf.extend_from_slice(&[0; 8]); // CAS
+        start
+    }
+
+    /// Fills in the key and body lengths of the packet begun at `start`, now that its
+    /// extras, key (`keylen` bytes) and value are written.
+    fn end_packet(&mut self, start: usize, keylen: usize) {
+        let body = self.wbuf.len() - start - HEADER_LEN;
+        self.wbuf[start + 2..start + 4].copy_from_slice(&(keylen as u16).to_be_bytes());
+        self.wbuf[start + 8..start + 12].copy_from_slice(&(body as u32).to_be_bytes());
+    }
+
+    /// A binary packet of a key and nothing else; the opaque is the key's place in the batch.
+    fn key_packet(&mut self, sh: &Shared, opcode: u8, k: u64) {
+        let start = self.begin_packet(opcode, 0, self.keys.len() as u32);
+        self.put_key(&sh.args.key_prefix, k);
+        let keylen = self.wbuf.len() - start - HEADER_LEN;
+        self.end_packet(start, keylen);
+        self.keys.push(k);
+    }
+
+    /// A get of one key is a `GET`; of several, a `GETKQ` each and a `NOOP`, as
+    /// libmemcached's multi-get.
+    fn add_get_binary(&mut self, sh: &Shared, rng: &mut Rng) {
+        let start = self.keys.len();
+        if sh.args.multiget == 1 {
+            let k = sh.pick_key(rng);
+            self.key_packet(sh, bin::GET, k);
+        } else {
+            for _ in 0..sh.args.multiget {
+                let k = sh.pick_key(rng);
+                self.key_packet(sh, bin::GETKQ, k);
+            }
+            let noop = self.begin_packet(bin::NOOP, 0, NOOP_OPAQUE);
+            self.end_packet(noop, 0);
+        }
+        self.pending.push(Pending { get: true, keys: start..self.keys.len() });
+    }
+
+    /// A `SET` with flags 0 and no expiry.
+    fn add_set_binary(&mut self, sh: &Shared, k: u64) {
+        let start = self.keys.len();
+        let packet = self.begin_packet(bin::SET, 8, start as u32);
+        self.wbuf.extend_from_slice(&[0; 8]); // flags, expiry
+        self.put_key(&sh.args.key_prefix, k);
+        let keylen = self.wbuf.len() - packet - HEADER_LEN - 8;
+        self.wbuf.extend_from_slice(sh.value_of(k));
+        self.end_packet(packet, keylen);
         self.keys.push(k);
         self.pending.push(Pending { get: false, keys: start..start + 1 });
     }
@@ -528,6 +611,9 @@ impl<S: Wire> Conn<S> {
 
     /// Parses as many replies as `rbuf` holds. `Err` means the stream cannot be followed.
     fn parse(&mut self, sh: &Shared, sent: Instant, now: Instant) -> Result<Parsed, String> {
+        if sh.args.binary {
+            return self.parse_binary(sh, sent, now);
+        }
         while self.next < self.pending.len() {
             let Some(nl) = memchr::memchr(b'\n', &self.rbuf) else { return Ok(Parsed::NeedMore) };
             let line_end = if nl > 0 && self.rbuf[nl - 1] == b'\r' { nl - 1 } else { nl };
@@ -580,6 +666,97 @@ impl<S: Wire> Conn<S> {
                 self.finish(sh, sent, now);
             } else {
                 return Err(format!("unexpected reply line {:?}", String::from_utf8_lossy(line)));
+            }
+        }
+        Ok(Parsed::Done)
+    }
+
+    /// [`Self::parse`] for `--protocol binary`: response packets, each read whole by its
+    /// header's `bodylen` and checked against the request its opaque names.
+    fn parse_binary(&mut self, sh: &Shared, sent: Instant, now: Instant) -> Result<Parsed, String> {
+        while self.next < self.pending.len() {
+            let Some(h) = self.rbuf.get(..HEADER_LEN) else { return Ok(Parsed::NeedMore) };
+            let opcode = h[1];
+            let keylen = usize::from(u16::from_be_bytes([h[2], h[3]]));
+            let extlen = usize::from(h[4]);
+            let status = u16::from_be_bytes([h[6], h[7]]);
+            let bodylen = u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+            let opaque = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+            // For messages only: formatted when something is wrong.
+            let head = move || {
+                format!(
+                    "opcode {opcode:#04x} status {status:#06x} opaque {opaque} key {keylen} extras {extlen} body {bodylen}"
+                )
+            };
+            if h[0] != RESPONSE_MAGIC {
+                return Err(format!("bad response magic {:#04x} ({})", h[0], head()));
+            }
+            if keylen + extlen > bodylen {
+                return Err(format!("key and extras longer than the body ({})", head()));
+            }
+            let total = HEADER_LEN + bodylen;
+            if self.rbuf.len() < total {
+                self.rbuf.reserve(total - self.rbuf.len());
+                return Ok(Parsed::NeedMore);
+            }
+            let p = self.pending[self.next].clone();
+            let multi = p.get && sh.args.multiget > 1;
+            let expected = match (p.get, multi) {
+                (false, _) => bin::SET,
+                (true, false) => bin::GET,
+                (true, true) => bin::GETKQ,
+            };
+            if multi && opcode == bin::NOOP {
+                if status != 0 || opaque != NOOP_OPAQUE || bodylen != 0 {
+                    self.error("wrong NOOP reply", head().as_bytes());
+                }
+                self.rbuf.advance(total);
+                self.finish(sh, sent, now);
+                continue;
+            }
+            if opcode != expected {
+                return Err(format!("reply with opcode {opcode:#04x} where {expected:#04x} was due ({})", head()));
+            }
+            // The requests the reply may answer: a multi-get's keys not passed yet, or the
+            // request itself.
+            let idx = opaque as usize;
+            let lo = p.keys.start + if multi { self.key_pos } else { 0 };
+            let hi = if multi { p.keys.end } else { p.keys.start + 1 };
+            if !(lo..hi).contains(&idx) {
+                self.error("reply for a key not asked for (or out of order)", head().as_bytes());
+            } else if !p.get {
+                if status != 0 {
+                    let body = self.rbuf[HEADER_LEN + extlen + keylen..total].to_vec();
+                    self.error(&format!("set not stored ({})", head()), &body);
+                }
+            } else if status == 0 {
+                let k = self.keys[idx];
+                let body = &self.rbuf[HEADER_LEN..total];
+                let key_ok = if multi {
+                    parse_key(&body[extlen..extlen + keylen], &sh.args.key_prefix) == Some(k)
+                } else {
+                    keylen == 0
+                };
+                let data = &body[extlen + keylen..];
+                let ok = extlen == 4 && key_ok && data.len() == sh.args.value_size && spot_check(data, sh.value_of(k));
+                if ok {
+                    self.hits_in_get += 1;
+                } else {
+                    self.error("wrong value (flags, key, length or contents)", head().as_bytes());
+                }
+                if multi {
+                    self.key_pos = idx - p.keys.start + 1;
+                }
+            } else if status == STATUS_NOT_FOUND && !multi {
+                // A miss; a GETKQ's is not answered at all.
+            } else {
+                let body = self.rbuf[HEADER_LEN + extlen + keylen..total].to_vec();
+                self.error(&format!("error reply ({})", head()), &body);
+            }
+            self.tally.bytes_in += total as u64;
+            self.rbuf.advance(total);
+            if !multi {
+                self.finish(sh, sent, now);
             }
         }
         Ok(Parsed::Done)
@@ -649,6 +826,21 @@ impl<S: Wire> Conn<S> {
             }
         }
     }
+}
+
+/// memcached's binary protocol, as much as the load generator speaks of it.
+const REQUEST_MAGIC: u8 = 0x80;
+const RESPONSE_MAGIC: u8 = 0x81;
+const HEADER_LEN: usize = 24;
+const STATUS_NOT_FOUND: u16 = 0x0001;
+/// The opaque of a multi-get's closing `NOOP` (a key's place in the batch is below it).
+const NOOP_OPAQUE: u32 = u32::MAX;
+
+mod bin {
+    pub const GET: u8 = 0x00;
+    pub const SET: u8 = 0x01;
+    pub const NOOP: u8 = 0x0a;
+    pub const GETKQ: u8 = 0x0d;
 }
 
 fn is_error_reply(line: &[u8]) -> bool {

@@ -506,18 +506,60 @@ impl Decoder {
     }
 }
 
+/// Calls `f` with the keys the first `max_packets` packets of a pipelined batch will look
+/// up (the `get` and `gat` families), stepping over each packet by its body length, when
+/// more than one packet is there: a hint for prefetching, as
+/// [`super::pipelined_get_keys`] is for text (a libmemcached multi-get is a pipeline of
+/// `getkq`s and a `noop`). A header not all here, or one without the request magic, ends
+/// the walk; nothing it does changes what the decoder sees. Returns how many packets it
+/// walked (0 for a batch of one).
+pub fn pipelined_get_keys(buf: &[u8], max_packets: usize, mut f: impl FnMut(&[u8])) -> usize {
+    let mut rest = buf;
+    for n in 0..max_packets {
+        let Some(h) = rest.get(..HEADER_LEN) else { return n };
+        if h[0] != REQUEST_MAGIC {
+            return n;
+        }
+        let keylen = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        let extlen = usize::from(h[4]);
+        let total = HEADER_LEN + u32::from_be_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        if n == 0 && rest.len() <= total {
+            return 0; // one packet: nothing to overlap
+        }
+        let retrieval =
+            matches!(h[1], op::GET | op::GETQ | op::GETK | op::GETKQ | op::GAT | op::GATQ | op::GATK | op::GATKQ);
+        if retrieval
+            && keylen > 0
+            && HEADER_LEN + extlen + keylen <= total
+            && let Some(key) = rest.get(HEADER_LEN + extlen..HEADER_LEN + extlen + keylen)
+        {
+            f(key);
+        }
+        let Some(after) = rest.get(total..) else { return n + 1 };
+        rest = after;
+    }
+    max_packets
+}
+
 /// Writes a response header.
 pub fn put_header(out: &mut BytesMut, echo: Echo, status: u16, extlen: u8, keylen: u16, bodylen: u32, cas: u64) {
-    out.reserve(HEADER_LEN);
-    out.put_u8(RESPONSE_MAGIC);
-    out.put_u8(echo.opcode);
-    out.put_u16(keylen);
-    out.put_u8(extlen);
-    out.put_u8(0); // raw bytes
-    out.put_u16(status);
-    out.put_u32(bodylen);
-    out.put_u32_ne(echo.opaque);
-    out.put_u64(cas);
+    // Built whole and appended once: one capacity check instead of one per field.
+    out.extend_from_slice(&header(echo, status, extlen, keylen, bodylen, cas));
+}
+
+/// A response header's bytes.
+fn header(echo: Echo, status: u16, extlen: u8, keylen: u16, bodylen: u32, cas: u64) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0] = RESPONSE_MAGIC;
+    h[1] = echo.opcode;
+    h[2..4].copy_from_slice(&keylen.to_be_bytes());
+    h[4] = extlen;
+    // h[5]: the data type, raw bytes (0).
+    h[6..8].copy_from_slice(&status.to_be_bytes());
+    h[8..12].copy_from_slice(&bodylen.to_be_bytes());
+    h[12..16].copy_from_slice(&echo.opaque.to_ne_bytes());
+    h[16..24].copy_from_slice(&cas.to_be_bytes());
+    h
 }
 
 /// A success response with a body of `value` only (no extras, no key).
@@ -543,8 +585,11 @@ pub fn put_miss_with_key(out: &mut BytesMut, echo: Echo, key: &[u8]) {
 /// value (`value_len` bytes) is for the caller to add.
 pub fn put_hit_head(out: &mut BytesMut, echo: Echo, cas: u64, flags: u32, key: Option<&[u8]>, value_len: usize) {
     let keylen = key.map_or(0, <[u8]>::len);
-    put_header(out, echo, 0, 4, keylen as u16, (4 + keylen + value_len) as u32, cas);
-    out.put_u32(flags);
+    // The header and the flags, appended at once.
+    let mut head = [0u8; HEADER_LEN + 4];
+    head[..HEADER_LEN].copy_from_slice(&header(echo, 0, 4, keylen as u16, (4 + keylen + value_len) as u32, cas));
+    head[HEADER_LEN..].copy_from_slice(&flags.to_be_bytes());
+    out.extend_from_slice(&head);
     if let Some(key) = key {
         out.extend_from_slice(key);
     }

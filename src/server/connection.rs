@@ -63,7 +63,7 @@ struct Pending {
     login_reply: Option<usize>,
 }
 
-/// Lines of a pipelined batch looked at for get keys to prefetch.
+/// Commands of a pipelined batch (lines, or binary packets) looked at for get keys to prefetch.
 const PREFETCH_LINES: usize = 32;
 
 impl Pending {
@@ -503,7 +503,15 @@ impl Connection {
         // A pipeline of gets: start loading their items now, so the lookups below do
         // not each wait on memory in turn.
         let mut prefetch = None;
-        if self.binary.is_some() {
+        if let Some(bin) = &self.binary {
+            if bin.decoder.framing() == Framing::Line {
+                binary::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| {
+                    prefetch.get_or_insert_with(|| self.ctx.store.prefetch()).add(k);
+                });
+                if let Some(prefetch) = prefetch {
+                    prefetch.finish();
+                }
+            }
             return Batch { started: latency::now_nanos(), ..Batch::default() };
         }
         let prefetched = crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| {

@@ -179,3 +179,29 @@ fn response_headers_are_memcacheds() {
     assert_eq!(&out[..12], &[0x81, op::GETK, 0, 1, 4, 0, 0, 0, 0, 0, 0, 8]);
     assert_eq!(&out[16..], &[0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 7, b'k']);
 }
+
+#[test]
+fn prefetch_hint_walks_a_pipeline_of_packets() {
+    let keys = |buf: &[u8], max: usize| {
+        let mut v = Vec::new();
+        pipelined_get_keys(buf, max, |k| v.push(String::from_utf8_lossy(k).into_owned()));
+        v
+    };
+    let getkq = |k: &[u8]| packet(op::GETKQ, k, b"", b"", 0, 0);
+    let mut batch = getkq(b"a");
+    batch.extend(packet(op::SET, b"s", &[0; 8], &getkq(b"fake"), 0, 0));
+    batch.extend(packet(op::GAT, b"b", &[0; 4], b"", 0, 0));
+    batch.extend(packet(op::DELETE, b"d", b"", b"", 0, 0));
+    batch.extend(packet(op::GET, b"c", b"", b"", 0, 0));
+    batch.extend(packet(op::NOOP, b"", b"", b"", 0, 0));
+    assert_eq!(keys(&batch, 32), ["a", "b", "c"], "a value that looks like a get is stepped over");
+    assert_eq!(keys(&batch, 3), ["a", "b"]);
+    assert!(keys(&getkq(b"a"), 32).is_empty(), "one packet: nothing to overlap");
+    let mut cut = getkq(b"a");
+    cut.extend(&getkq(b"b")[..HEADER_LEN]);
+    assert_eq!(keys(&cut, 32), ["a"], "a key not all here is not looked at");
+    let mut bad = getkq(b"a");
+    bad.push(0x81);
+    bad.extend(&getkq(b"b")[1..]);
+    assert_eq!(keys(&bad, 32), ["a"], "nor anything after a header without the request magic");
+}
