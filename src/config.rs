@@ -366,6 +366,8 @@ struct Extended {
     tls: TlsSettings,
     /// Not `-o no_lru_maintainer`: `stats` lists the LRU maintainer's counters.
     lru_maintainer: bool,
+    /// `-o read_buf_mem_limit`, in bytes (given in MiB; 0: no limit).
+    read_buf_mem_limit: Option<usize>,
     /// memcached tuning options accepted without effect.
     ignored: Vec<String>,
 }
@@ -377,6 +379,7 @@ impl Default for Extended {
             snapshot_interval: 0,
             tls: TlsSettings::default(),
             lru_maintainer: true,
+            read_buf_mem_limit: None,
             ignored: Vec::new(),
         }
     }
@@ -523,6 +526,15 @@ fn parse_extended(opts: &[String]) -> Result<Extended, String> {
                     .and_then(|v| v.parse().ok())
                     .ok_or_else(|| "-o: missing numeric argument for snapshot_interval".to_string())?;
             }
+            "read_buf_mem_limit" => {
+                let mib: usize = value
+                    .ok_or_else(|| "Missing read_buf_mem_limit argument".to_string())?
+                    .parse()
+                    .map_err(|_| "could not parse argument to read_buf_mem_limit".to_string())?;
+                let bytes = mib.checked_mul(1 << 20).filter(|&b| u32::try_from(b).is_ok());
+                ext.read_buf_mem_limit =
+                    Some(bytes.ok_or_else(|| "could not parse argument to read_buf_mem_limit".to_string())?);
+            }
             k if parse_ssl_option(&mut ext.tls, k, value)? => {}
             k if k.starts_with("proxy_") => {
                 return Err(format!("-o {k}: Larder is a cache server, not memcached's proxy"));
@@ -565,7 +577,6 @@ const MEMCACHED_TUNING: &[&str] = &[
     "warm_max_factor",
     "temporary_ttl",
     "temp_lru",
-    "read_buf_mem_limit",
     "slab_chunk_max",
     "slab_reassign",
     "no_slab_reassign",
@@ -754,6 +765,9 @@ pub struct Config {
     pub hot_keys_sample: u32,
     /// Not `-o no_lru_maintainer`: `stats` lists the LRU maintainer's counters.
     pub lru_maintainer: bool,
+    /// `-o read_buf_mem_limit`: bytes all connections' buffers may hold past their base
+    /// (0: no limit). Not given: [`crate::budget::Budget::default_limit`].
+    pub read_buf_mem_limit: usize,
     /// `-f`, `-n` and `-N` as `stats settings` shows them.
     pub growth_factor: f64,
     pub chunk_size: u32,
@@ -881,6 +895,9 @@ impl Config {
             hot_keys: cli.hot_keys as usize,
             hot_keys_sample: cli.hot_keys_sample,
             lru_maintainer: ext.lru_maintainer,
+            read_buf_mem_limit: ext
+                .read_buf_mem_limit
+                .unwrap_or_else(|| crate::budget::Budget::default_limit(cli.max_item_size)),
             growth_factor: cli.slab_growth_factor.unwrap_or(1.25),
             chunk_size: cli.slab_min_size.unwrap_or(48),
             napi_ids: cli.napi_ids,
@@ -940,6 +957,7 @@ impl Config {
             hot_keys: crate::hot_keys::DEFAULT_K,
             hot_keys_sample: crate::hot_keys::DEFAULT_SAMPLE,
             lru_maintainer: true,
+            read_buf_mem_limit: crate::budget::DEFAULT_LIMIT,
             growth_factor: 1.25,
             chunk_size: 48,
             napi_ids: None,

@@ -22,9 +22,6 @@ pub const MAX_LINE: usize = 2048;
 /// 250 bytes fit with room to spare.
 pub const MAX_GET_LINE: usize = 4 << 20;
 
-/// How far ahead of the data received a data block's buffer may be grown.
-const MAX_RESERVE_AHEAD: usize = 64 * 1024;
-
 /// memcached's `MAX_TOKENS`: the tokenizer stops after 23 tokens plus a terminal one.
 const MAX_TOKENS: usize = 24;
 
@@ -105,6 +102,18 @@ impl Decoder {
         }
     }
 
+    /// In a data block, the bytes of it (its `\r\n` included) not yet in `buf`: the
+    /// connection grows its buffer with the data to that end, not with the declared
+    /// length, so that a header alone does not make it allocate a whole item.
+    pub fn block_left(&self, buf: &BytesMut) -> Option<usize> {
+        let total = match &self.state {
+            State::Data(p) => p.len + 2,
+            State::MetaData { len, .. } | State::AuthData(len) => len + 2,
+            State::Line | State::Swallow { .. } => return None,
+        };
+        Some(total.saturating_sub(buf.len()))
+    }
+
     /// Whether a login is still awaited.
     pub fn awaiting_auth(&self) -> bool {
         self.unauthenticated
@@ -134,7 +143,6 @@ impl Decoder {
                 State::MetaData { len, .. } => {
                     let total = *len + 2;
                     if buf.len() < total {
-                        buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD));
                         return Ok(None);
                     }
                     let State::MetaData { meta, len } = std::mem::replace(&mut self.state, State::Line) else {
@@ -150,9 +158,6 @@ impl Decoder {
                 State::Data(pending) => {
                     let total = pending.len + 2;
                     if buf.len() < total {
-                        // Grow with the data, not with the declared length: a header alone
-                        // must not make a connection allocate a whole item.
-                        buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD));
                         return Ok(None);
                     }
                     let State::Data(p) = std::mem::replace(&mut self.state, State::Line) else { unreachable!() };

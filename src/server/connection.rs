@@ -14,23 +14,26 @@ use bytes::BytesMut;
 use tracing::{debug, trace};
 
 use super::transport::{Received, Transport};
+use crate::budget::{self, Held};
 use crate::conns::{ConnRow, ConnState};
 use crate::exec::{self, Caller, Ctx, Flow, Output, Work};
 use crate::latency::{self, Tally};
-use crate::protocol::encode::{error_reply, put_reply};
+use crate::protocol::encode::{Reply, error_reply, put_reply};
 use crate::protocol::text::Limits;
 use crate::protocol::{Decoder, Framing};
 use crate::stats::Stats;
 use crate::watch::{CloseReason, Event, Origin, Watcher, kind};
 
-/// Read buffer capacity kept free before each read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Read buffer capacity kept free before each read; also the size of a new connection's
+/// buffers, which the buffer budget does not count.
+const READ_CHUNK: usize = budget::BASE;
 /// Room below which the read buffer is topped up to [`READ_CHUNK`] before a read.
 const MIN_READ_ROOM: usize = 4 * 1024;
 
 /// Most bytes taken from the socket by one read. Input is decoded before the next read, so
 /// with the decoder's limits a connection buffers at most one unfinished request (a line of
-/// 2 KiB, a `get` line of 4 MiB, or a data block up to `-I`) plus one read.
+/// 2 KiB, a `get` line of 4 MiB, or a data block up to `-I`) plus one read; past
+/// [`budget::BASE`] only if the buffer budget has room.
 const MAX_READ: usize = 64 * 1024;
 
 /// Reads (of up to 16 KiB) and full reply buffers (of 1 MiB) one readiness event may take
@@ -88,6 +91,9 @@ struct Batch {
     tally: Tally,
     prefetched: usize,
     work: Option<Work>,
+    /// How much output the batch builds before it must be written out:
+    /// [`MAX_PENDING_OUTPUT`], or [`budget::BASE`] while the buffer budget is spent.
+    out_limit: usize,
 }
 
 /// What a connection waits for after [`Connection::on_ready`].
@@ -157,6 +163,10 @@ pub struct Connection {
     close_reason: CloseReason,
     /// After `watch`: the log lines this connection sends instead of running commands.
     watcher: Option<Arc<Watcher>>,
+    /// What the read buffer's allocation and the reply buffer hold of the buffer budget
+    /// (`-o read_buf_mem_limit`): their bytes past [`budget::BASE`].
+    held_in: Held,
+    held_out: Held,
 }
 
 impl Connection {
@@ -193,6 +203,8 @@ impl Connection {
             origin: None,
             close_reason: CloseReason::default(),
             watcher: None,
+            held_in: Held::default(),
+            held_out: Held::default(),
         }
     }
 
@@ -384,12 +396,14 @@ impl Connection {
 
     /// Reads once into the read buffer; false when the client has gone.
     fn read(&mut self) -> io::Result<bool> {
-        // Requests split off the front shrink the room behind them. Between requests it
-        // is made again (by taking the whole buffer back, once they are dropped) only when
-        // little is left, not after every request; a request still arriving (a large
-        // value) always gets a full chunk to read into.
-        if !self.rbuf.is_empty() || self.rbuf.capacity() < MIN_READ_ROOM {
-            self.rbuf.reserve(READ_CHUNK);
+        if !self.make_room() {
+            // memcached's reply when it cannot grow a read buffer; it closes after it.
+            debug!("closing connection: the buffer budget is spent");
+            self.rbuf = BytesMut::with_capacity(READ_CHUNK);
+            self.ctx.budget.release(&mut self.held_in);
+            put_reply(&mut self.out.buf, Reply::OutOfMemoryReading);
+            self.closing = true;
+            return Ok(true);
         }
         let len = self.rbuf.spare_capacity_mut().len().min(MAX_READ);
         let (n, drained) = match self.transport.recv(&mut self.rbuf, len, self.hung_up)? {
@@ -405,6 +419,47 @@ impl Connection {
             self.ctx.stats.local().bytes_read.fetch_add(n as u64, Relaxed);
         }
         Ok(true)
+    }
+
+    /// Makes room in the read buffer for the next read; false if that needs more of the
+    /// buffer budget than is left.
+    ///
+    /// Requests split off the front shrink the room behind them. Between requests it is
+    /// made again (by taking the whole buffer back, once they are dropped) only when little
+    /// is left, not after every request; a line still arriving gets the rest of the base
+    /// buffer or a full chunk to read into, and a data block up to [`MAX_READ`] of what it
+    /// still lacks. The buffer is
+    /// grown here only, by a new allocation whose size the budget is asked for first:
+    /// doubling, but never past the end of the data block it waits for.
+    fn make_room(&mut self) -> bool {
+        let len = self.rbuf.len();
+        if len == 0 && self.rbuf.capacity() >= MIN_READ_ROOM {
+            return true;
+        }
+        let left = self.decoder.block_left(&self.rbuf);
+        let room = match left {
+            Some(left) => left.clamp(MIN_READ_ROOM, MAX_READ),
+            // A line begun: the base buffer's worth, while that leaves a fair read.
+            None if len + MIN_READ_ROOM <= budget::BASE => budget::BASE - len,
+            None => READ_CHUNK,
+        };
+        if self.rbuf.capacity() - len >= room || self.rbuf.try_reclaim(room) {
+            return true;
+        }
+        let (alloc, want) = (budget::BASE + self.held_in.bytes(), len + room);
+        let cap = if want <= alloc {
+            alloc
+        } else {
+            let doubled = (alloc * 2).max(want);
+            left.map_or(doubled, |left| doubled.min(len + left).max(want))
+        };
+        if !self.ctx.budget.resize(&mut self.held_in, cap.saturating_sub(budget::BASE)) {
+            return false;
+        }
+        let mut grown = BytesMut::with_capacity(cap);
+        grown.extend_from_slice(&self.rbuf);
+        self.rbuf = grown;
+        true
     }
 
     /// Writes the pending replies while the socket takes them; false if it stopped
@@ -428,22 +483,38 @@ impl Connection {
                     self.stalled_since = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(self.hold_output()),
                 Err(e) => return Err(e),
             }
         }
         if !self.transport.flush()? {
-            return Ok(false);
+            return Ok(self.hold_output());
         }
         (self.written, self.counted) = (0, false);
         self.out.clear();
-        if self.out.buf.capacity() > KEEP_CAPACITY {
+        if self.out.buf.capacity() > KEEP_CAPACITY || (self.held_out.bytes() > 0 && self.ctx.budget.spent()) {
             self.out.buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        if self.held_out.bytes() > 0 {
+            self.ctx.budget.release(&mut self.held_out);
         }
         if self.idle_timeout.is_some() {
             self.last_active = Instant::now();
         }
         Ok(true)
+    }
+
+    /// Replies the client is not taking stay in memory until it does: what they hold past
+    /// [`budget::BASE`] (their buffer, and the values spliced in, which may have left the
+    /// cache since) is charged to the buffer budget until they are written. It is memory
+    /// already taken, so the charge may go past the limit; while it is, connections build
+    /// no more than [`budget::BASE`] of replies before writing them. Returns false.
+    fn hold_output(&mut self) -> bool {
+        let held = (self.out.buf.capacity() + self.out.len() - self.out.buf.len()).saturating_sub(budget::BASE);
+        if held != self.held_out.bytes() {
+            self.ctx.budget.force(&mut self.held_out, held);
+        }
+        false
     }
 
     /// Runs the complete commands in the read buffer (or goes on with the batch that
@@ -485,12 +556,13 @@ impl Connection {
         if let Some(prefetch) = prefetch {
             prefetch.finish();
         }
-        Batch { prefetched, started: latency::now_nanos(), ..Batch::default() }
+        let out_limit = if self.ctx.budget.spent() { budget::BASE } else { MAX_PENDING_OUTPUT };
+        Batch { prefetched, started: latency::now_nanos(), out_limit, ..Batch::default() }
     }
 
     fn run_commands(&mut self, batch: &mut Batch) -> Step {
         if let Some(work) = batch.work.take() {
-            let flow = work.resume(&self.ctx, &mut self.out, MAX_PENDING_OUTPUT);
+            let flow = work.resume(&self.ctx, &mut self.out, batch.out_limit);
             if let Some(step) = self.command_done(batch, flow) {
                 return step;
             }
@@ -517,7 +589,7 @@ impl Connection {
                         replies_waiting: self.out.buf.len() > batch.pending.committed,
                         // The walk in `start_batch` got to this command.
                         prefetched: batch.pending.commands < batch.prefetched,
-                        out_limit: MAX_PENDING_OUTPUT,
+                        out_limit: batch.out_limit,
                         cfd: self.transport.fd(),
                     };
                     batch.tally.add(exec::command_group(&req));
@@ -576,25 +648,30 @@ impl Connection {
         }
         self.commands_run += 1;
         batch.pending.after_command(&flow, self.out.buf.len(), self.reqs_per_event);
-        if self.out.len() >= MAX_PENDING_OUTPUT {
+        if self.out.len() >= batch.out_limit {
             batch.pending.committed = 0;
             return Some(Step::Full);
         }
         None
     }
 
-    /// Gives back a read buffer that grew for a large request, keeping what it still holds.
+    /// Gives back a read buffer that grew for a large request, keeping what it still holds
+    /// (and its share of the buffer budget).
     fn shrink_input(&mut self) {
-        if self.rbuf.capacity() > KEEP_CAPACITY && self.rbuf.len() <= READ_CHUNK {
+        let keep = if self.ctx.budget.spent() { 0 } else { KEEP_CAPACITY - budget::BASE };
+        if self.held_in.bytes() > keep && self.rbuf.len() <= READ_CHUNK {
             let mut small = BytesMut::with_capacity(READ_CHUNK);
             small.extend_from_slice(&self.rbuf);
             self.rbuf = small;
+            self.ctx.budget.release(&mut self.held_in);
         }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.ctx.budget.release(&mut self.held_in);
+        self.ctx.budget.release(&mut self.held_out);
         if let Some(w) = &self.watcher {
             self.ctx.watch.remove(w);
         }
