@@ -4,9 +4,9 @@
 //! Each connection keeps a read buffer and a reply buffer of [`BASE`] bytes, which the
 //! budget does not count (that is the fixed overhead per connection). A buffer that must
 //! grow past its base (a value arriving whose data block is larger, a long `get` line, a
-//! pipeline of replies) asks the budget first, for the whole growth; the bytes go back when
-//! the buffer is given back. Only growth touches the shared counter: small requests and
-//! their replies never do.
+//! pipeline of replies) asks the budget first, for all of its new size; the bytes go back
+//! when the buffer is given back. Only growth touches the shared counter: small requests
+//! and their replies never do.
 //!
 //! Read buffers are refused growth past the limit: the connection gets memcached's
 //! `SERVER_ERROR out of memory reading request` and is closed, its buffer freed. Nothing
@@ -38,8 +38,8 @@ pub struct Budget {
     refused: AtomicUsize,
 }
 
-/// What one buffer holds of the budget: its bytes past [`BASE`]. Give it back with
-/// [`Budget::release`] (or resize it to 0) when the buffer goes.
+/// What one buffer holds of the budget: its size once it is past [`BASE`], 0 while it is
+/// not. Give it back with [`Budget::release`] when the buffer goes.
 #[derive(Debug, Default)]
 pub struct Held(usize);
 
@@ -47,6 +47,16 @@ impl Held {
     pub fn bytes(&self) -> usize {
         self.0
     }
+
+    /// The buffer's size: what it holds, or [`BASE`].
+    pub fn size(&self) -> usize {
+        self.0.max(BASE)
+    }
+}
+
+/// What a buffer of `size` bytes holds of the budget: all of it past [`BASE`], else none.
+pub fn charge(size: usize) -> usize {
+    if size > BASE { size } else { 0 }
 }
 
 impl Budget {
@@ -98,9 +108,9 @@ impl Budget {
             return true;
         }
         let more = bytes - held.0;
-        let grew = self.used.fetch_update(Relaxed, Relaxed, |used| {
-            used.checked_add(more).filter(|&after| after <= self.limit)
-        });
+        let grew = self
+            .used
+            .fetch_update(Relaxed, Relaxed, |used| used.checked_add(more).filter(|&after| after <= self.limit));
         if grew.is_err() {
             self.refused.fetch_add(1, Relaxed);
             return false;

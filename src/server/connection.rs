@@ -36,6 +36,12 @@ const MIN_READ_ROOM: usize = 4 * 1024;
 /// [`budget::BASE`] only if the buffer budget has room.
 const MAX_READ: usize = 64 * 1024;
 
+/// The process's `M_MMAP_THRESHOLD` (set in `main`): allocations this large are mapped,
+/// their pages resident only once written, and given back to the system when freed, where
+/// the heap's freed memory stays resident. A read buffer for a data block this large is
+/// one such mapping, of the block's size.
+const MAPPED: usize = 128 << 10;
+
 /// Reads (of up to 16 KiB) and full reply buffers (of 1 MiB) one readiness event may take
 /// before the connection lets its worker's other connections have a turn: a client that
 /// pipelines without pause, or asks for a huge multi-get, cannot hold the thread.
@@ -164,7 +170,7 @@ pub struct Connection {
     /// After `watch`: the log lines this connection sends instead of running commands.
     watcher: Option<Arc<Watcher>>,
     /// What the read buffer's allocation and the reply buffer hold of the buffer budget
-    /// (`-o read_buf_mem_limit`): their bytes past [`budget::BASE`].
+    /// (`-o read_buf_mem_limit`): all their bytes once past [`budget::BASE`].
     held_in: Held,
     held_out: Held,
 }
@@ -184,7 +190,9 @@ impl Connection {
             ctx,
             decoder,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
-            out: Output::new(BytesMut::with_capacity(READ_CHUNK)),
+            // The reply buffer comes with the first batch: a client that only sends (a slow
+            // large set) holds none.
+            out: Output::new(BytesMut::new()),
             written: 0,
             counted: false,
             batch: None,
@@ -399,7 +407,7 @@ impl Connection {
         if !self.make_room() {
             // memcached's reply when it cannot grow a read buffer; it closes after it.
             debug!("closing connection: the buffer budget is spent");
-            self.rbuf = BytesMut::with_capacity(READ_CHUNK);
+            self.rbuf = BytesMut::new();
             self.ctx.budget.release(&mut self.held_in);
             put_reply(&mut self.out.buf, Reply::OutOfMemoryReading);
             self.closing = true;
@@ -427,10 +435,14 @@ impl Connection {
     /// Requests split off the front shrink the room behind them. Between requests it is
     /// made again (by taking the whole buffer back, once they are dropped) only when little
     /// is left, not after every request; a line still arriving gets the rest of the base
-    /// buffer or a full chunk to read into, and a data block up to [`MAX_READ`] of what it
-    /// still lacks. The buffer is
-    /// grown here only, by a new allocation whose size the budget is asked for first:
-    /// doubling, but never past the end of the data block it waits for.
+    /// buffer or a full chunk to read into, and a data block what it still lacks, up to
+    /// [`MAX_READ`]. The buffer is
+    /// grown here only, by a new allocation whose size the budget is asked for first (while
+    /// the data is copied, for both buffers): doubling, but never past the end of the data
+    /// block it waits for, and for a block of [`MAPPED`] or more its whole size at once.
+    /// That charges the budget with the block's declared size, as memcached takes an item
+    /// from `-m` for a header, but the process's memory grows only with the data, and a
+    /// large value costs the budget its size, never twice.
     fn make_room(&mut self) -> bool {
         let len = self.rbuf.len();
         if len == 0 && self.rbuf.capacity() >= MIN_READ_ROOM {
@@ -438,7 +450,7 @@ impl Connection {
         }
         let left = self.decoder.block_left(&self.rbuf);
         let room = match left {
-            Some(left) => left.clamp(MIN_READ_ROOM, MAX_READ),
+            Some(left) => left.clamp(1, MAX_READ),
             // A line begun: the base buffer's worth, while that leaves a fair read.
             None if len + MIN_READ_ROOM <= budget::BASE => budget::BASE - len,
             None => READ_CHUNK,
@@ -446,19 +458,28 @@ impl Connection {
         if self.rbuf.capacity() - len >= room || self.rbuf.try_reclaim(room) {
             return true;
         }
-        let (alloc, want) = (budget::BASE + self.held_in.bytes(), len + room);
+        let (alloc, want) = (self.held_in.size(), len + room);
         let cap = if want <= alloc {
             alloc
         } else {
             let doubled = (alloc * 2).max(want);
-            left.map_or(doubled, |left| doubled.min(len + left).max(want))
+            match left.map(|left| len + left) {
+                // A large block gets its whole size at once: the mapping's pages become
+                // resident only as the data comes, and it is never copied again.
+                Some(end) if end >= MAPPED => end.max(want),
+                Some(end) => doubled.min(end).max(want),
+                None => doubled,
+            }
         };
-        if !self.ctx.budget.resize(&mut self.held_in, cap.saturating_sub(budget::BASE)) {
+        // While the data is copied both buffers are held: the budget covers both.
+        let kept = budget::charge(cap);
+        if !self.ctx.budget.resize(&mut self.held_in, kept + alloc) {
             return false;
         }
         let mut grown = BytesMut::with_capacity(cap);
         grown.extend_from_slice(&self.rbuf);
         self.rbuf = grown;
+        self.ctx.budget.resize(&mut self.held_in, kept);
         true
     }
 
@@ -504,13 +525,13 @@ impl Connection {
         Ok(true)
     }
 
-    /// Replies the client is not taking stay in memory until it does: what they hold past
+    /// Replies the client is not taking stay in memory until it does: once they are past
     /// [`budget::BASE`] (their buffer, and the values spliced in, which may have left the
-    /// cache since) is charged to the buffer budget until they are written. It is memory
+    /// cache since), they are charged to the buffer budget until they are written. It is memory
     /// already taken, so the charge may go past the limit; while it is, connections build
     /// no more than [`budget::BASE`] of replies before writing them. Returns false.
     fn hold_output(&mut self) -> bool {
-        let held = (self.out.buf.capacity() + self.out.len() - self.out.buf.len()).saturating_sub(budget::BASE);
+        let held = budget::charge(self.out.buf.capacity() + self.out.len() - self.out.buf.len());
         if held != self.held_out.bytes() {
             self.ctx.budget.force(&mut self.held_out, held);
         }
@@ -543,6 +564,9 @@ impl Connection {
 
     fn start_batch(&mut self) -> Batch {
         self.unread = false;
+        if self.out.buf.capacity() == 0 {
+            self.out.buf.reserve(READ_CHUNK);
+        }
         if let Some(row) = &self.row {
             row.set_parsing(self.ctx.store.clock().now());
             self.shown = ConnState::Parse;
@@ -658,7 +682,7 @@ impl Connection {
     /// Gives back a read buffer that grew for a large request, keeping what it still holds
     /// (and its share of the buffer budget).
     fn shrink_input(&mut self) {
-        let keep = if self.ctx.budget.spent() { 0 } else { KEEP_CAPACITY - budget::BASE };
+        let keep = if self.ctx.budget.spent() { 0 } else { KEEP_CAPACITY };
         if self.held_in.bytes() > keep && self.rbuf.len() <= READ_CHUNK {
             let mut small = BytesMut::with_capacity(READ_CHUNK);
             small.extend_from_slice(&self.rbuf);
