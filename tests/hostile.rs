@@ -441,7 +441,16 @@ fn the_buffer_budget_refuses_growth_past_it_and_comes_back() {
     assert_eq!((srv.ctx.budget.used(), srv.ctx.budget.grown()), (0, 0), "the budget comes back");
     assert_eq!(stat(&srv, "read_buf_count"), 0);
 
-    // With it back, a large set goes through on a new connection.
+    // With it back, a large set goes through on a new connection, however many clients
+    // have declared large values they do not send: a buffer is charged what its data
+    // makes resident, not what a header declares.
+    let headers: Vec<Client> = (0..20)
+        .map(|_| {
+            let mut c = srv.connect();
+            c.send(b"set declared 0 0 1000000\r\nab");
+            c
+        })
+        .collect();
     let mut again = srv.connect();
     set(&mut again, "again", &value);
     again.send(b"get again\r\n");
@@ -449,4 +458,5 @@ fn the_buffer_budget_refuses_growth_past_it_and_comes_back() {
     again.s.read_exact(&mut got).unwrap();
     assert!(got.ends_with(b"v\r\nEND\r\n"));
     assert_eq!(stat(&srv, "read_buf_oom"), 1);
+    drop(headers);
 }

@@ -219,16 +219,9 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "total_connections", s.total_connections);
     put_stat(out, "rejected_connections", s.rejected_connections);
     put_stat(out, "connection_structures", clients + listeners);
-    put_zero_stats(
-        out,
-        &[
-            "response_obj_oom",
-            "response_obj_count",
-            "response_obj_bytes",
-        ],
-    );
-    // The connection buffer budget: buffers grown past their base, the bytes they hold
-    // past it, none kept free (memcached's count its cache of 16 KiB buffers), refusals.
+    put_zero_stats(out, &["response_obj_oom", "response_obj_count", "response_obj_bytes"]);
+    // The connection buffer budget: buffers grown past their base, the bytes they hold,
+    // none kept free (memcached counts its cache of 16 KiB buffers here), refusals.
     let budget = &ctx.budget;
     put_stat(out, "read_buf_count", budget.grown() as u64);
     put_stat(out, "read_buf_bytes", budget.used() as u64);

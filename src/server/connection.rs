@@ -30,6 +30,12 @@ const READ_CHUNK: usize = budget::BASE;
 /// Room below which the read buffer is topped up to [`READ_CHUNK`] before a read.
 const MIN_READ_ROOM: usize = 4 * 1024;
 
+/// A new connection's read buffer: enough for the requests of most clients. It grows to
+/// [`READ_CHUNK`] (still uncounted by the buffer budget) the first time a request spans
+/// two reads; a client that sends a large value at once leaves for a buffer of its size
+/// from here, so that 1,000 such clients hold 4 MiB of base buffers, not 16.
+const FIRST_READ: usize = MIN_READ_ROOM;
+
 /// Most bytes taken from the socket by one read. Input is decoded before the next read, so
 /// with the decoder's limits a connection buffers at most one unfinished request (a line of
 /// 2 KiB, a `get` line of 4 MiB, or a data block up to `-I`) plus one read; past
@@ -39,8 +45,14 @@ const MAX_READ: usize = 64 * 1024;
 /// The process's `M_MMAP_THRESHOLD` (set in `main`): allocations this large are mapped,
 /// their pages resident only once written, and given back to the system when freed, where
 /// the heap's freed memory stays resident. A read buffer for a data block this large is
-/// one such mapping, of the block's size.
+/// one such mapping, of the block's size, charged to the buffer budget as it fills.
 const MAPPED: usize = 128 << 10;
+
+/// What a read buffer of `cap` bytes holds resident once `len` bytes are written to it:
+/// all of it from the heap, the pages written of a mapping.
+fn resident(cap: usize, len: usize) -> usize {
+    if cap >= MAPPED { cap.min(len.next_multiple_of(4096)) } else { cap }
+}
 
 /// Reads (of up to 16 KiB) and full reply buffers (of 1 MiB) one readiness event may take
 /// before the connection lets its worker's other connections have a turn: a client that
@@ -170,9 +182,13 @@ pub struct Connection {
     /// After `watch`: the log lines this connection sends instead of running commands.
     watcher: Option<Arc<Watcher>>,
     /// What the read buffer's allocation and the reply buffer hold of the buffer budget
-    /// (`-o read_buf_mem_limit`): all their bytes once past [`budget::BASE`].
+    /// (`-o read_buf_mem_limit`): all their bytes once past [`budget::BASE`] (of a mapped
+    /// read buffer, those resident).
     held_in: Held,
     held_out: Held,
+    /// The read buffer's allocation (its `capacity` counts only what is past the requests
+    /// split off its front).
+    in_cap: usize,
 }
 
 impl Connection {
@@ -189,7 +205,7 @@ impl Connection {
             transport,
             ctx,
             decoder,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf: BytesMut::with_capacity(FIRST_READ),
             // The reply buffer comes with the first batch: a client that only sends (a slow
             // large set) holds none.
             out: Output::new(BytesMut::new()),
@@ -213,6 +229,7 @@ impl Connection {
             watcher: None,
             held_in: Held::default(),
             held_out: Held::default(),
+            in_cap: FIRST_READ,
         }
     }
 
@@ -407,7 +424,7 @@ impl Connection {
         if !self.make_room() {
             // memcached's reply when it cannot grow a read buffer; it closes after it.
             debug!("closing connection: the buffer budget is spent");
-            self.rbuf = BytesMut::new();
+            (self.rbuf, self.in_cap) = (BytesMut::new(), 0);
             self.ctx.budget.release(&mut self.held_in);
             put_reply(&mut self.out.buf, Reply::OutOfMemoryReading);
             self.closing = true;
@@ -421,6 +438,7 @@ impl Connection {
         // Once the socket is empty, the next read waits for the next event instead of
         // asking the kernel to say it has nothing.
         self.drained = drained;
+        self.settle_input();
         if n > 0 {
             self.unread = true;
             self.seen_input = true;
@@ -436,13 +454,13 @@ impl Connection {
     /// made again (by taking the whole buffer back, once they are dropped) only when little
     /// is left, not after every request; a line still arriving gets the rest of the base
     /// buffer or a full chunk to read into, and a data block what it still lacks, up to
-    /// [`MAX_READ`]. The buffer is
-    /// grown here only, by a new allocation whose size the budget is asked for first (while
-    /// the data is copied, for both buffers): doubling, but never past the end of the data
-    /// block it waits for, and for a block of [`MAPPED`] or more its whole size at once.
-    /// That charges the budget with the block's declared size, as memcached takes an item
-    /// from `-m` for a header, but the process's memory grows only with the data, and a
-    /// large value costs the budget its size, never twice.
+    /// [`MAX_READ`]. The buffer is grown here only, by a new allocation: doubling, but
+    /// never past the end of the data block it waits for, and for a block of [`MAPPED`] or
+    /// more its whole size at once (never copied again). Past [`budget::BASE`] the budget
+    /// is asked first for what the buffer may hold after the read: all of a heap buffer,
+    /// and of a mapping, whose pages become resident only as they are written, the data
+    /// plus one read (brought down to the data after the read: a header alone costs
+    /// nothing). While the data is copied to a new buffer, it is asked for both.
     fn make_room(&mut self) -> bool {
         let len = self.rbuf.len();
         if len == 0 && self.rbuf.capacity() >= MIN_READ_ROOM {
@@ -451,36 +469,48 @@ impl Connection {
         let left = self.decoder.block_left(&self.rbuf);
         let room = match left {
             Some(left) => left.clamp(1, MAX_READ),
-            // A line begun: the base buffer's worth, while that leaves a fair read.
+            // A line begun: the rest of the buffer, or of a base buffer, while that leaves
+            // a fair read.
+            None if len + MIN_READ_ROOM <= self.in_cap => self.in_cap - len,
             None if len + MIN_READ_ROOM <= budget::BASE => budget::BASE - len,
             None => READ_CHUNK,
         };
-        if self.rbuf.capacity() - len >= room || self.rbuf.try_reclaim(room) {
+        if self.rbuf.capacity() - len < room && !self.rbuf.try_reclaim(room) {
+            let want = len + room;
+            let cap = if want <= self.in_cap {
+                self.in_cap
+            } else {
+                let doubled = (self.in_cap * 2).max(want);
+                match left.map(|left| len + left) {
+                    Some(end) if end >= MAPPED => end.max(want),
+                    Some(end) => doubled.min(end).max(want),
+                    None => doubled,
+                }
+            };
+            let kept = budget::charge(resident(cap, len + MAX_READ));
+            let old = self.held_in.size();
+            if !self.ctx.budget.resize(&mut self.held_in, kept + old) {
+                return false;
+            }
+            let mut grown = BytesMut::with_capacity(cap);
+            grown.extend_from_slice(&self.rbuf);
+            (self.rbuf, self.in_cap) = (grown, cap);
+            self.ctx.budget.resize(&mut self.held_in, kept);
             return true;
         }
-        let (alloc, want) = (self.held_in.size(), len + room);
-        let cap = if want <= alloc {
-            alloc
-        } else {
-            let doubled = (alloc * 2).max(want);
-            match left.map(|left| len + left) {
-                // A large block gets its whole size at once: the mapping's pages become
-                // resident only as the data comes, and it is never copied again.
-                Some(end) if end >= MAPPED => end.max(want),
-                Some(end) => doubled.min(end).max(want),
-                None => doubled,
+        // A mapping's charge follows its data.
+        let kept = budget::charge(resident(self.in_cap, len + MAX_READ));
+        kept <= self.held_in.bytes() || self.ctx.budget.resize(&mut self.held_in, kept)
+    }
+
+    /// After a read into a mapping: its charge down to what the data made resident.
+    fn settle_input(&mut self) {
+        if self.in_cap >= MAPPED {
+            let kept = budget::charge(resident(self.in_cap, self.rbuf.len()));
+            if kept < self.held_in.bytes() {
+                self.ctx.budget.resize(&mut self.held_in, kept);
             }
-        };
-        // While the data is copied both buffers are held: the budget covers both.
-        let kept = budget::charge(cap);
-        if !self.ctx.budget.resize(&mut self.held_in, kept + alloc) {
-            return false;
         }
-        let mut grown = BytesMut::with_capacity(cap);
-        grown.extend_from_slice(&self.rbuf);
-        self.rbuf = grown;
-        self.ctx.budget.resize(&mut self.held_in, kept);
-        true
     }
 
     /// Writes the pending replies while the socket takes them; false if it stopped
@@ -682,11 +712,11 @@ impl Connection {
     /// Gives back a read buffer that grew for a large request, keeping what it still holds
     /// (and its share of the buffer budget).
     fn shrink_input(&mut self) {
-        let keep = if self.ctx.budget.spent() { 0 } else { KEEP_CAPACITY };
-        if self.held_in.bytes() > keep && self.rbuf.len() <= READ_CHUNK {
+        let keep = if self.ctx.budget.spent() { READ_CHUNK } else { KEEP_CAPACITY };
+        if self.in_cap > keep && self.rbuf.len() <= READ_CHUNK {
             let mut small = BytesMut::with_capacity(READ_CHUNK);
             small.extend_from_slice(&self.rbuf);
-            self.rbuf = small;
+            (self.rbuf, self.in_cap) = (small, READ_CHUNK);
             self.ctx.budget.release(&mut self.held_in);
         }
     }
