@@ -42,18 +42,6 @@ const FIRST_READ: usize = MIN_READ_ROOM;
 /// [`budget::BASE`] only if the buffer budget has room.
 const MAX_READ: usize = 64 * 1024;
 
-/// The process's `M_MMAP_THRESHOLD` (set in `main`): allocations this large are mapped,
-/// their pages resident only once written, and given back to the system when freed, where
-/// the heap's freed memory stays resident. A read buffer for a data block this large is
-/// one such mapping, of the block's size, charged to the buffer budget as it fills.
-const MAPPED: usize = 128 << 10;
-
-/// What a read buffer of `cap` bytes holds resident once `len` bytes are written to it:
-/// all of it from the heap, the pages written of a mapping.
-fn resident(cap: usize, len: usize) -> usize {
-    if cap >= MAPPED { cap.min(len.next_multiple_of(4096)) } else { cap }
-}
-
 /// Reads (of up to 16 KiB) and full reply buffers (of 1 MiB) one readiness event may take
 /// before the connection lets its worker's other connections have a turn: a client that
 /// pipelines without pause, or asks for a huge multi-get, cannot hold the thread.
@@ -447,72 +435,6 @@ impl Connection {
         Ok(true)
     }
 
-    /// Makes room in the read buffer for the next read; false if that needs more of the
-    /// buffer budget than is left.
-    ///
-    /// Requests split off the front shrink the room behind them. Between requests it is
-    /// made again (by taking the whole buffer back, once they are dropped) only when little
-    /// is left, not after every request; a line still arriving gets the rest of the base
-    /// buffer or a full chunk to read into, and a data block what it still lacks, up to
-    /// [`MAX_READ`]. The buffer is grown here only, by a new allocation: doubling, but
-    /// never past the end of the data block it waits for, and for a block of [`MAPPED`] or
-    /// more its whole size at once (never copied again). Past [`budget::BASE`] the budget
-    /// is asked first for what the buffer may hold after the read: all of a heap buffer,
-    /// and of a mapping, whose pages become resident only as they are written, the data
-    /// plus one read (brought down to the data after the read: a header alone costs
-    /// nothing). While the data is copied to a new buffer, it is asked for both.
-    fn make_room(&mut self) -> bool {
-        let len = self.rbuf.len();
-        if len == 0 && self.rbuf.capacity() >= MIN_READ_ROOM {
-            return true;
-        }
-        let left = self.decoder.block_left(&self.rbuf);
-        let room = match left {
-            Some(left) => left.clamp(1, MAX_READ),
-            // A line begun: the rest of the buffer, or of a base buffer, while that leaves
-            // a fair read.
-            None if len + MIN_READ_ROOM <= self.in_cap => self.in_cap - len,
-            None if len + MIN_READ_ROOM <= budget::BASE => budget::BASE - len,
-            None => READ_CHUNK,
-        };
-        if self.rbuf.capacity() - len < room && !self.rbuf.try_reclaim(room) {
-            let want = len + room;
-            let cap = if want <= self.in_cap {
-                self.in_cap
-            } else {
-                let doubled = (self.in_cap * 2).max(want);
-                match left.map(|left| len + left) {
-                    Some(end) if end >= MAPPED => end.max(want),
-                    Some(end) => doubled.min(end).max(want),
-                    None => doubled,
-                }
-            };
-            let kept = budget::charge(resident(cap, len + MAX_READ));
-            let old = self.held_in.size();
-            if !self.ctx.budget.resize(&mut self.held_in, kept + old) {
-                return false;
-            }
-            let mut grown = BytesMut::with_capacity(cap);
-            grown.extend_from_slice(&self.rbuf);
-            (self.rbuf, self.in_cap) = (grown, cap);
-            self.ctx.budget.resize(&mut self.held_in, kept);
-            return true;
-        }
-        // A mapping's charge follows its data.
-        let kept = budget::charge(resident(self.in_cap, len + MAX_READ));
-        kept <= self.held_in.bytes() || self.ctx.budget.resize(&mut self.held_in, kept)
-    }
-
-    /// After a read into a mapping: its charge down to what the data made resident.
-    fn settle_input(&mut self) {
-        if self.in_cap >= MAPPED {
-            let kept = budget::charge(resident(self.in_cap, self.rbuf.len()));
-            if kept < self.held_in.bytes() {
-                self.ctx.budget.resize(&mut self.held_in, kept);
-            }
-        }
-    }
-
     /// Writes the pending replies while the socket takes them; false if it stopped
     /// taking them before the end.
     fn write(&mut self) -> io::Result<bool> {
@@ -553,19 +475,6 @@ impl Connection {
             self.last_active = Instant::now();
         }
         Ok(true)
-    }
-
-    /// Replies the client is not taking stay in memory until it does: once they are past
-    /// [`budget::BASE`] (their buffer, and the values spliced in, which may have left the
-    /// cache since), they are charged to the buffer budget until they are written. It is memory
-    /// already taken, so the charge may go past the limit; while it is, connections build
-    /// no more than [`budget::BASE`] of replies before writing them. Returns false.
-    fn hold_output(&mut self) -> bool {
-        let held = budget::charge(self.out.buf.capacity() + self.out.len() - self.out.buf.len());
-        if held != self.held_out.bytes() {
-            self.ctx.budget.force(&mut self.held_out, held);
-        }
-        false
     }
 
     /// Runs the complete commands in the read buffer (or goes on with the batch that
@@ -708,18 +617,6 @@ impl Connection {
         }
         None
     }
-
-    /// Gives back a read buffer that grew for a large request, keeping what it still holds
-    /// (and its share of the buffer budget).
-    fn shrink_input(&mut self) {
-        let keep = if self.ctx.budget.spent() { READ_CHUNK } else { KEEP_CAPACITY };
-        if self.in_cap > keep && self.rbuf.len() <= READ_CHUNK {
-            let mut small = BytesMut::with_capacity(READ_CHUNK);
-            small.extend_from_slice(&self.rbuf);
-            (self.rbuf, self.in_cap) = (small, READ_CHUNK);
-            self.ctx.budget.release(&mut self.held_in);
-        }
-    }
 }
 
 impl Drop for Connection {
@@ -743,5 +640,6 @@ impl Drop for Connection {
 #[doc(hidden)]
 pub static FAULT_HOOK: std::sync::OnceLock<fn(&crate::protocol::Request)> = std::sync::OnceLock::new();
 
+mod buffers;
 #[cfg(test)]
 mod tests;
