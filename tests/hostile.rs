@@ -460,3 +460,38 @@ fn the_buffer_budget_refuses_growth_past_it_and_comes_back() {
     assert_eq!(stat(&srv, "read_buf_oom"), 1);
     drop(headers);
 }
+
+/// Replies a client leaves unread are charged to the buffer budget while the server holds
+/// them (its buffer and the values spliced in), so they count against large sets coming
+/// in elsewhere; once the client reads them the budget comes back.
+#[test]
+fn unread_replies_are_charged_to_the_buffer_budget() {
+    let mut config = Config::for_tests();
+    config.read_buf_mem_limit = 1 << 20;
+    let srv = spawn(config);
+    let value = vec![b'v'; 512 * 1024];
+    set(&mut srv.connect(), "big", &value);
+    assert_eq!(srv.ctx.budget.used(), 0);
+
+    let mut reader = srv.connect();
+    let keys = 200;
+    reader.send(format!("get{}\r\n", " big".repeat(keys)).as_bytes());
+    eventually("the unread replies to be charged", || srv.ctx.budget.used() >= 1 << 20);
+
+    // A large value coming in now finds no room; small requests are served.
+    let mut other = srv.connect();
+    other.send(b"set other 0 0 600000\r\n");
+    let _ = other.s.write_all(&value[..500_000]);
+    assert_eq!(read_to_end(&mut other), b"SERVER_ERROR out of memory reading request\r\n");
+    let mut c = srv.connect();
+    set(&mut c, "small", b"hi");
+
+    // The client reads: every reply whole, and the budget back.
+    let one = format!("VALUE big 0 {}\r\n", value.len()).len() + value.len() + 2;
+    let mut reply = vec![0; one * keys + 5];
+    reader.s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    reader.s.read_exact(&mut reply).unwrap();
+    assert!(reply.ends_with(b"v\r\nEND\r\n"));
+    eventually("the budget to come back", || srv.ctx.budget.used() == 0);
+    set(&mut c, "other", &value);
+}
