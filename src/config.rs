@@ -1005,6 +1005,15 @@ mod tests {
         let config = |args: &[&str]| Config::from_cli(&Cli::parse_from([&["larder"], args].concat()));
         assert_eq!(config(&[]).unwrap().idle_timeout, 0, "off by default");
         assert_eq!(config(&["-o", "idle_timeout=5"]).unwrap().idle_timeout, 5);
+        assert_eq!(config(&[]).unwrap().read_buf_mem_limit, 64 << 20);
+        assert_eq!(config(&["-I", "64m", "-m", "1024"]).unwrap().read_buf_mem_limit, 128 << 20);
+        assert_eq!(config(&["-o", "read_buf_mem_limit=32"]).unwrap().read_buf_mem_limit, 32 << 20);
+        assert_eq!(config(&["-o", "read_buf_mem_limit=0"]).unwrap().read_buf_mem_limit, 0);
+        assert_eq!(config(&["-o", "read_buf_mem_limit"]).unwrap_err(), "Missing read_buf_mem_limit argument");
+        assert_eq!(
+            config(&["-o", "read_buf_mem_limit=x"]).unwrap_err(),
+            "could not parse argument to read_buf_mem_limit"
+        );
         assert_eq!(config(&["-o", "idle_timeout=5,idle_timeout=7"]).unwrap().idle_timeout, 7);
         assert_eq!(config(&["-o", "idle_timeout=1", "-o", "idle_timeout=3"]).unwrap().idle_timeout, 3);
         assert_eq!(config(&["-o", "bogus=1"]).unwrap_err(), "-o: illegal suboption \"bogus=1\"");
