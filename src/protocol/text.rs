@@ -44,6 +44,9 @@ pub struct Decoder {
     state: State,
     /// `-Y`: until a login succeeds, only the login `set` is understood.
     unauthenticated: bool,
+    /// A line without its newline waits for more input however long it is (see
+    /// [`Decoder::defer_long_lines`]).
+    defer_long_lines: bool,
 }
 
 /// Where a decoder is in its input between requests: what it needs next.
@@ -84,7 +87,14 @@ struct PendingStore {
 
 impl Decoder {
     pub fn new(limits: Limits, clock: Clock) -> Self {
-        Self { limits, clock, scanned: 0, state: State::Line, unauthenticated: false }
+        Self { limits, clock, scanned: 0, state: State::Line, unauthenticated: false, defer_long_lines: false }
+    }
+
+    /// Whether a line over [`MAX_LINE`] without its newline waits for more input instead of
+    /// closing the connection: memcached judges it by what its 16 KiB read brought, and a
+    /// connection whose last read filled a smaller buffer has more to read first.
+    pub fn defer_long_lines(&mut self, on: bool) {
+        self.defer_long_lines = on;
     }
 
     /// Requires a login (`-Y`) before any other command.
@@ -196,7 +206,7 @@ impl Decoder {
                     // memcached's try_read_command_asciiauth: only `set <k> <f> <e> <n>`
                     // is read, its data being the credentials.
                     let Some(eol) = memchr::memchr(b'\n', buf) else {
-                        if buf.len() > MAX_LINE {
+                        if buf.len() > MAX_LINE && !self.defer_long_lines {
                             return Err(ProtocolError::LineTooLong.into());
                         }
                         return Ok(None);
@@ -212,7 +222,10 @@ impl Decoder {
                 State::Line => {
                     let Some(i) = memchr::memchr(b'\n', &buf[self.scanned..]) else {
                         self.scanned = buf.len();
-                        if buf.len() > MAX_LINE && !(is_multiget(buf) && buf.len() <= MAX_GET_LINE) {
+                        if buf.len() > MAX_LINE
+                            && !self.defer_long_lines
+                            && !(is_multiget(buf) && buf.len() <= MAX_GET_LINE)
+                        {
                             return Err(ProtocolError::LineTooLong.into());
                         }
                         return Ok(None);

@@ -432,6 +432,10 @@ impl Connection {
             self.seen_input = true;
             self.ctx.stats.local().bytes_read.fetch_add(n as u64, Relaxed);
         }
+        // memcached reads 16 KiB at a time and judges a line without its newline by what
+        // one read brought: after a read that filled the small first buffer, such a line
+        // waits for the next read (into a base buffer).
+        self.decoder.defer_long_lines(n == len && !drained && self.in_cap < READ_CHUNK);
         Ok(true)
     }
 
