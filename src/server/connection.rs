@@ -24,8 +24,8 @@ use crate::protocol::{Decoder, Framing};
 use crate::stats::Stats;
 use crate::watch::{CloseReason, Event, Origin, Watcher, kind};
 
-/// Read buffer capacity kept free before each read; also the size of a new connection's
-/// buffers, which the buffer budget does not count.
+/// Read buffer capacity kept free before each read (memcached reads 16 KiB at a time), and
+/// the size up to which a connection's buffers are not counted in the buffer budget.
 const READ_CHUNK: usize = budget::BASE;
 /// Room below which the read buffer is topped up to [`READ_CHUNK`] before a read.
 const MIN_READ_ROOM: usize = 4 * 1024;
