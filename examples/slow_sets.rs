@@ -5,7 +5,9 @@
 //! target/release/examples/slow_sets --conns 1000 --size 1000000
 //! ```
 //!
-//! Starts `target/release/larder -m 64` (or `$LARDER_BIN`), opens `--conns` connections and
+//! Starts `target/release/larder -m 64 -o read_buf_mem_limit=0` (or `$LARDER_BIN`): with no
+//! buffer budget, so that every set can be held at once (with the default budget most are
+//! refused; `scripts/connbudget` measures that ceiling). It opens `--conns` connections and
 //! has each send a `set` of `--size` bytes: the header and most of the data at once (so
 //! every connection holds an almost whole item at the same time, the worst case), then the
 //! last `--tail` bytes a few bytes at a time, round robin, over about `--trickle-secs`. The
@@ -31,7 +33,10 @@ fn main() {
     let trickle_secs: u64 = arg("--trickle-secs", 20);
     let memory_mib: u64 = 64;
     let log = std::env::temp_dir().join(format!("larder-slow-sets-{}.log", std::process::id()));
-    let srv = Server::start(&["-m", &memory_mib.to_string(), "-c", &(conns + 100).to_string()], log);
+    let srv = Server::start(
+        &["-m", &memory_mib.to_string(), "-c", &(conns + 100).to_string(), "-o", "read_buf_mem_limit=0"],
+        log,
+    );
     let (base, _) = srv.rss_kib();
     println!(
         "slow_sets: {conns} connections x {size}-byte sets; server pid {}, idle RSS {} MiB",

@@ -367,6 +367,8 @@ struct Extended {
     tls: TlsSettings,
     /// Not `-o no_lru_maintainer`: `stats` lists the LRU maintainer's counters.
     lru_maintainer: bool,
+    /// `-o read_buf_mem_limit`, in bytes (given in MiB; 0: no limit).
+    read_buf_mem_limit: Option<usize>,
     /// memcached tuning options accepted without effect.
     ignored: Vec<String>,
 }
@@ -378,6 +380,7 @@ impl Default for Extended {
             snapshot_interval: 0,
             tls: TlsSettings::default(),
             lru_maintainer: true,
+            read_buf_mem_limit: None,
             ignored: Vec::new(),
         }
     }
@@ -524,6 +527,15 @@ fn parse_extended(opts: &[String]) -> Result<Extended, String> {
                     .and_then(|v| v.parse().ok())
                     .ok_or_else(|| "-o: missing numeric argument for snapshot_interval".to_string())?;
             }
+            "read_buf_mem_limit" => {
+                let mib: usize = value
+                    .ok_or_else(|| "Missing read_buf_mem_limit argument".to_string())?
+                    .parse()
+                    .map_err(|_| "could not parse argument to read_buf_mem_limit".to_string())?;
+                let bytes = mib.checked_mul(1 << 20).filter(|&b| u32::try_from(b).is_ok());
+                ext.read_buf_mem_limit =
+                    Some(bytes.ok_or_else(|| "could not parse argument to read_buf_mem_limit".to_string())?);
+            }
             k if parse_ssl_option(&mut ext.tls, k, value)? => {}
             k if k.starts_with("proxy_") => {
                 return Err(format!("-o {k}: Larder is a cache server, not memcached's proxy"));
@@ -566,7 +578,6 @@ const MEMCACHED_TUNING: &[&str] = &[
     "warm_max_factor",
     "temporary_ttl",
     "temp_lru",
-    "read_buf_mem_limit",
     "slab_chunk_max",
     "slab_reassign",
     "no_slab_reassign",
@@ -759,6 +770,9 @@ pub struct Config {
     pub hot_keys_sample: u32,
     /// Not `-o no_lru_maintainer`: `stats` lists the LRU maintainer's counters.
     pub lru_maintainer: bool,
+    /// `-o read_buf_mem_limit`: bytes all connections' buffers may hold past their base
+    /// (0: no limit). Not given: [`crate::budget::Budget::default_limit`].
+    pub read_buf_mem_limit: usize,
     /// `-f`, `-n` and `-N` as `stats settings` shows them.
     pub growth_factor: f64,
     pub chunk_size: u32,
@@ -918,6 +932,9 @@ impl Config {
             hot_keys: cli.hot_keys as usize,
             hot_keys_sample: cli.hot_keys_sample,
             lru_maintainer: ext.lru_maintainer,
+            read_buf_mem_limit: ext
+                .read_buf_mem_limit
+                .unwrap_or_else(|| crate::budget::Budget::default_limit(cli.max_item_size)),
             growth_factor: cli.slab_growth_factor.unwrap_or(1.25),
             chunk_size: cli.slab_min_size.unwrap_or(48),
             napi_ids: cli.napi_ids,
@@ -979,6 +996,7 @@ impl Config {
             hot_keys: crate::hot_keys::DEFAULT_K,
             hot_keys_sample: crate::hot_keys::DEFAULT_SAMPLE,
             lru_maintainer: true,
+            read_buf_mem_limit: crate::budget::DEFAULT_LIMIT,
             growth_factor: 1.25,
             chunk_size: 48,
             napi_ids: None,
@@ -1026,6 +1044,15 @@ mod tests {
         let config = |args: &[&str]| Config::from_cli(&Cli::parse_from([&["larder"], args].concat()));
         assert_eq!(config(&[]).unwrap().idle_timeout, 0, "off by default");
         assert_eq!(config(&["-o", "idle_timeout=5"]).unwrap().idle_timeout, 5);
+        assert_eq!(config(&[]).unwrap().read_buf_mem_limit, 64 << 20);
+        assert_eq!(config(&["-I", "64m", "-m", "1024"]).unwrap().read_buf_mem_limit, 128 << 20);
+        assert_eq!(config(&["-o", "read_buf_mem_limit=32"]).unwrap().read_buf_mem_limit, 32 << 20);
+        assert_eq!(config(&["-o", "read_buf_mem_limit=0"]).unwrap().read_buf_mem_limit, 0);
+        assert_eq!(config(&["-o", "read_buf_mem_limit"]).unwrap_err(), "Missing read_buf_mem_limit argument");
+        assert_eq!(
+            config(&["-o", "read_buf_mem_limit=x"]).unwrap_err(),
+            "could not parse argument to read_buf_mem_limit"
+        );
         assert_eq!(config(&["-o", "idle_timeout=5,idle_timeout=7"]).unwrap().idle_timeout, 7);
         assert_eq!(config(&["-o", "idle_timeout=1", "-o", "idle_timeout=3"]).unwrap().idle_timeout, 3);
         assert_eq!(config(&["-o", "bogus=1"]).unwrap_err(), "-o: illegal suboption \"bogus=1\"");

@@ -22,9 +22,11 @@
 //! counter, histogram and sketch a copy per worker thread (requests write only their own
 //! thread's cache lines; readers sum), [`latency`] times requests per command group, and
 //! [`http`] is `--http`'s listener (`/metrics`, the live page, `/healthz`), beside the
-//! cache port on the same runtime, reading what `stats` reads. `docs/design.md` draws the
+//! cache port on the same runtime, reading what `stats` reads. [`budget`] is the ceiling
+//! on what connections' buffers hold past their base (`-o read_buf_mem_limit`). `docs/design.md` draws the
 //! same map.
 
+pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod conns;

@@ -390,3 +390,108 @@ fn plain_text_garbage_and_hang_ups_are_counted_and_harm_no_one() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// `-o read_buf_mem_limit`: a read buffer that would grow past the budget gets memcached's
+/// `SERVER_ERROR out of memory reading request` and its connection is closed; everyone
+/// else is served, and the budget comes back when the connections holding it go.
+#[test]
+fn the_buffer_budget_refuses_growth_past_it_and_comes_back() {
+    let mut config = Config::for_tests();
+    config.read_buf_mem_limit = 1 << 20;
+    let srv = spawn(config);
+    let mut c = srv.connect();
+    c.send(b"stats settings\r\n");
+    let settings: Vec<String> = std::iter::from_fn(|| Some(c.line()).filter(|l| l != "END")).collect();
+    assert!(settings.contains(&"STAT read_buf_mem_limit 1048576".to_string()), "{settings:?}");
+    let value = vec![b'v'; 900_000];
+
+    // One slow set holds most of the budget: its buffer grows with its data.
+    let mut holder = srv.connect();
+    holder.send(format!("set held 0 0 {}\r\n", value.len()).as_bytes());
+    holder.send(&value[..value.len() - 1]);
+    eventually("the slow set's buffer to hold its data", || srv.ctx.budget.used() > 800_000);
+    assert_eq!(stat(&srv, "read_buf_count"), 1);
+    assert!(stat(&srv, "read_buf_bytes") > 800_000);
+
+    // A second large value does not fit beside it.
+    let mut refused = srv.connect();
+    refused.send(format!("set refused 0 0 {}\r\n", value.len()).as_bytes());
+    let _ = refused.s.write_all(&value[..300_000]);
+    let reply = read_to_end(&mut refused);
+    assert_eq!(reply, b"SERVER_ERROR out of memory reading request\r\n");
+    assert_eq!(stat(&srv, "read_buf_oom"), 1);
+    assert!(srv.ctx.budget.used() < 1 << 20);
+
+    // Small requests need no budget: they are served all along.
+    let mut c = srv.connect();
+    set(&mut c, "small", b"hello");
+    c.roundtrip(b"get small\r\n", b"VALUE small 0 5\r\nhello\r\nEND\r\n");
+
+    // The holder finishes its set (its buffer goes back), another hangs up halfway.
+    holder.roundtrip(b"v\r\n", b"STORED\r\n");
+    let mut quitter = srv.connect();
+    quitter.send(format!("set gone 0 0 {}\r\n", value.len()).as_bytes());
+    quitter.send(&value[..500_000]);
+    eventually("the quitter's buffer to be charged", || srv.ctx.budget.used() > 400_000);
+    drop(quitter);
+    let until = Instant::now() + Duration::from_secs(5);
+    while srv.ctx.budget.used() != 0 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!((srv.ctx.budget.used(), srv.ctx.budget.grown()), (0, 0), "the budget comes back");
+    assert_eq!(stat(&srv, "read_buf_count"), 0);
+
+    // With it back, a large set goes through on a new connection, however many clients
+    // have declared large values they do not send: a buffer is charged what its data
+    // makes resident, not what a header declares.
+    let headers: Vec<Client> = (0..20)
+        .map(|_| {
+            let mut c = srv.connect();
+            c.send(b"set declared 0 0 1000000\r\nab");
+            c
+        })
+        .collect();
+    let mut again = srv.connect();
+    set(&mut again, "again", &value);
+    again.send(b"get again\r\n");
+    let mut got = vec![0; format!("VALUE again 0 {}\r\n", value.len()).len() + value.len() + 7];
+    again.s.read_exact(&mut got).unwrap();
+    assert!(got.ends_with(b"v\r\nEND\r\n"));
+    assert_eq!(stat(&srv, "read_buf_oom"), 1);
+    drop(headers);
+}
+
+/// Replies a client leaves unread are charged to the buffer budget while the server holds
+/// them (its buffer and the values spliced in), so they count against large sets coming
+/// in elsewhere; once the client reads them the budget comes back.
+#[test]
+fn unread_replies_are_charged_to_the_buffer_budget() {
+    let mut config = Config::for_tests();
+    config.read_buf_mem_limit = 1 << 20;
+    let srv = spawn(config);
+    let value = vec![b'v'; 512 * 1024];
+    set(&mut srv.connect(), "big", &value);
+    assert_eq!(srv.ctx.budget.used(), 0);
+
+    let mut reader = srv.connect();
+    let keys = 200;
+    reader.send(format!("get{}\r\n", " big".repeat(keys)).as_bytes());
+    eventually("the unread replies to be charged", || srv.ctx.budget.used() >= 1 << 20);
+
+    // A large value coming in now finds no room; small requests are served.
+    let mut other = srv.connect();
+    other.send(b"set other 0 0 600000\r\n");
+    let _ = other.s.write_all(&value[..500_000]);
+    assert_eq!(read_to_end(&mut other), b"SERVER_ERROR out of memory reading request\r\n");
+    let mut c = srv.connect();
+    set(&mut c, "small", b"hi");
+
+    // The client reads: every reply whole, and the budget back.
+    let one = format!("VALUE big 0 {}\r\n", value.len()).len() + value.len() + 2;
+    let mut reply = vec![0; one * keys + 5];
+    reader.s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    reader.s.read_exact(&mut reply).unwrap();
+    assert!(reply.ends_with(b"v\r\nEND\r\n"));
+    eventually("the budget to come back", || srv.ctx.budget.used() == 0);
+    set(&mut c, "other", &value);
+}

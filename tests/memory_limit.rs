@@ -30,6 +30,13 @@
 //! 82.4-82.7 MiB, both inside -m + 20 MiB too (the shifting mix peaked at 128-130 MiB
 //! when items were plain malloc blocks, and at 101 MiB with slab pages emptied only every
 //! 100 ms). See docs/memory.md.
+//!
+//! [`slow_large_sets_stay_under_the_buffer_budget`] is the hostile case of the ceiling on
+//! connection buffers (`-o read_buf_mem_limit`): with the cache full, [`SLOW_CLIENTS`]
+//! clients each send all but the last byte of a 1 MB set, and peak RSS must stay under
+//! `-m` + the budget + [`OVERHEAD_MIB`] + [`PER_CONN_KIB`] per connection. Measured
+//! (debug build, 200 clients, budget 4 MiB): see the test's doc. `scripts/connbudget`
+//! runs the full-size case (1,000 clients, `-m 64`) against memcached too.
 
 mod common;
 
@@ -48,6 +55,13 @@ const OVERHEAD_MIB: u64 = 20;
 const TIME_BOUND: Duration = Duration::from_secs(20);
 /// Largest value written: 500 KiB, under the default `-I 1m`.
 const MAX_VALUE: usize = 500 * 1000;
+/// Clients of [`slow_large_sets_stay_under_the_buffer_budget`].
+const SLOW_CLIENTS: usize = 200;
+/// Its `-o read_buf_mem_limit`, in MiB.
+const BUDGET_MIB: u64 = 4;
+/// What a connection costs outside the budget: its 16 KiB read buffer and its state
+/// (measured 19-20 KiB a connection in release with 1,000 of them).
+const PER_CONN_KIB: u64 = 32;
 
 /// The larder process, killed when the test ends however it ends.
 struct Larder {
@@ -65,8 +79,14 @@ impl Drop for Larder {
 impl Larder {
     /// Starts the binary on an ephemeral port and learns the port from its log line.
     fn start(limit_mib: u64) -> Self {
+        Self::start_with(limit_mib, &[])
+    }
+
+    fn start_with(limit_mib: u64, more: &[&str]) -> Self {
         let limit = limit_mib.to_string();
-        let (child, addr, mut err) = common::start_binary(BIN, &["-p", "0", "-l", "127.0.0.1", "-m", &limit]);
+        let mut args = vec!["-p", "0", "-l", "127.0.0.1", "-m", &limit];
+        args.extend_from_slice(more);
+        let (child, addr, mut err) = common::start_binary(BIN, &args);
         // Keep draining the log so the server never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
         Self { child, addr }
@@ -288,4 +308,80 @@ fn shifting_size_mix() {
     check(&mut c, &f, "shifting size mix");
     let moved: u64 = c.stats()["slabs_moved"].parse().unwrap();
     assert!(moved > 0, "the background task moved items out of sparse slab pages");
+}
+
+/// The ceiling on connection buffers, against its hostile case: with the cache full,
+/// [`SLOW_CLIENTS`] clients each send a 1 MB set but its last byte, one after another, and
+/// stay connected. Without the budget each would hold a 1 MB buffer (200 MiB); with
+/// `-o read_buf_mem_limit=4` the first few hold it and the rest are told `SERVER_ERROR out
+/// of memory reading request` and closed. Peak RSS stays under `-m` + the budget +
+/// [`OVERHEAD_MIB`] + [`PER_CONN_KIB`] a connection; the server serves on, and gives the
+/// budget back when the clients go.
+#[test]
+fn slow_large_sets_stay_under_the_buffer_budget() {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let budget = format!("read_buf_mem_limit={BUDGET_MIB}");
+    let larder = Larder::start_with(LIMIT_MIB, &["-o", &budget, "-c", "4096"]);
+    let mut c = Client::connect(&larder.addr);
+    let f = fill(&larder, &mut c, &[(100_000, 100_000, (LIMIT_MIB << 20) * 3 / 2)]);
+    assert!(c.stat("evictions") > 0, "the cache is full");
+
+    let started = Instant::now();
+    let (value_len, mut refused, mut holding) = (1_000_000usize, 0, Vec::new());
+    let mut body = format!("set slow 0 0 {value_len}\r\n").into_bytes();
+    body.resize(body.len() + value_len - 1, b's');
+    for _ in 0..SLOW_CLIENTS {
+        assert!(started.elapsed() < TIME_BOUND, "the slow clients took over {TIME_BOUND:?}");
+        let mut s = TcpStream::connect(&larder.addr).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        match s.write_all(&body) {
+            // The server read it all (or the kernel holds the rest): a buffer holds it.
+            Ok(()) => holding.push(s),
+            // Refused: the reply (if the reset did not overtake it), then the close.
+            Err(_) => refused += 1,
+        }
+    }
+    // Those still connected either hold their set or have been told and closed.
+    let mut told = 0;
+    holding.retain_mut(|s| {
+        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        let mut reply = Vec::new();
+        let result = s.read_to_end(&mut reply);
+        told += usize::from(reply == b"SERVER_ERROR out of memory reading request\r\n");
+        // Still waiting: it holds its set. EOF, or a reset (the server closed on input it
+        // had not read): it was refused.
+        matches!(result, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    });
+    let (rss, hwm) = larder.memory();
+    let stats = c.stats();
+    let oom: u64 = stats["read_buf_oom"].parse().unwrap();
+    let held: u64 = stats["read_buf_bytes"].parse().unwrap();
+    let bound = ((LIMIT_MIB + BUDGET_MIB + OVERHEAD_MIB) << 20) + SLOW_CLIENTS as u64 * (PER_CONN_KIB << 10);
+    eprintln!(
+        "slow sets: {} holding, {refused} refused while sending, {told} told out of memory; read_buf_oom {oom}, \
+         read_buf_bytes {held}; full cache VmHWM {:.1} MiB, then VmRSS {:.1} MiB, VmHWM {:.1} MiB (bound {:.1} MiB)",
+        holding.len(),
+        mib(f.hwm),
+        mib(rss),
+        mib(hwm),
+        mib(bound),
+    );
+    assert!(hwm <= bound, "peak RSS {:.1} MiB over the bound {:.1} MiB", mib(hwm), mib(bound));
+    assert!(held <= BUDGET_MIB << 20, "read_buf_bytes {held} over the budget");
+    assert!(!holding.is_empty() && holding.len() <= 4, "{} clients hold a 1 MB set in 4 MiB", holding.len());
+    assert_eq!(oom as usize, SLOW_CLIENTS - holding.len(), "every other client was refused");
+
+    // Requests that fit a connection's base buffers are served all along; the budget
+    // comes back when the holders go, and a large set goes through again.
+    c.set_all(&[("small".to_string(), value(1, 1000))]);
+    assert_eq!(c.get("small"), Some(value(1, 1000)));
+    drop(holding);
+    let until = Instant::now() + Duration::from_secs(5);
+    while c.stat("read_buf_bytes") != 0 {
+        assert!(Instant::now() < until, "the budget did not come back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    c.set_all(&[("large".to_string(), value(2, 900_000))]);
+    assert_eq!(c.get("large"), Some(value(2, 900_000)));
 }

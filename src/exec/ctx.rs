@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Budget;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::conns::Conns;
@@ -41,6 +42,8 @@ pub struct Ctx {
     /// `watch`: the attached watchers and memcached's `log_*` counters; the store holds
     /// it too, for evictions.
     pub watch: Arc<Log>,
+    /// `-o read_buf_mem_limit`: what connections' buffers may hold past their base.
+    pub budget: Budget,
 }
 
 impl Ctx {
@@ -59,6 +62,7 @@ impl Ctx {
         let prefixes = PrefixStats::new(rule, config.prefix_limit, config.prefixes_on_at_start());
         let hot_keys = HotKeys::new(config.hot_keys, config.hot_keys_sample, !config.dump_enabled);
         let stats = Stats::new(prefixes, hot_keys);
+        let budget = Budget::new(config.read_buf_mem_limit);
         Self {
             config,
             store,
@@ -71,6 +75,7 @@ impl Ctx {
             tls: None,
             persist,
             watch,
+            budget,
         }
     }
 

@@ -224,19 +224,15 @@ fn general_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "total_connections", s.total_connections);
     put_stat(out, "rejected_connections", s.rejected_connections);
     put_stat(out, "connection_structures", clients + listeners);
-    put_zero_stats(
-        out,
-        &[
-            "response_obj_oom",
-            "response_obj_count",
-            "response_obj_bytes",
-            "read_buf_count",
-            "read_buf_bytes",
-            "read_buf_bytes_free",
-            "read_buf_oom",
-            "reserved_fds",
-        ],
-    );
+    put_zero_stats(out, &["response_obj_oom", "response_obj_count", "response_obj_bytes"]);
+    // The connection buffer budget: buffers grown past their base, the bytes they hold,
+    // none kept free (memcached counts its cache of 16 KiB buffers here), refusals.
+    let budget = &ctx.budget;
+    put_stat(out, "read_buf_count", budget.grown() as u64);
+    put_stat(out, "read_buf_bytes", budget.used() as u64);
+    put_stat(out, "read_buf_bytes_free", 0u32);
+    put_stat(out, "read_buf_oom", budget.refused() as u64);
+    put_stat(out, "reserved_fds", 0u32);
     put_stat(out, "cmd_get", s.cmd_get);
     put_stat(out, "cmd_set", s.cmd_set);
     put_stat(out, "cmd_flush", s.cmd_flush);
@@ -435,7 +431,7 @@ fn settings_stats(ctx: &Ctx, out: &mut BytesMut) {
     put_stat(out, "idle_timeout", c.idle_timeout);
     put_stat(out, "watcher_logbuf_size", 262144u32);
     put_stat(out, "worker_logbuf_size", 65536u32);
-    put_stat(out, "read_buf_mem_limit", 0u32);
+    put_stat(out, "read_buf_mem_limit", ctx.budget.limit() as u64);
     put_stat(out, "track_sizes", false);
     put_stat(out, "inline_ascii_response", false);
     put_stat(out, "ext_item_size", 512u32);

@@ -222,9 +222,6 @@ pub struct Decoder {
     unauthenticated: bool,
 }
 
-/// How far ahead of the data received a value's buffer may be grown.
-const MAX_RESERVE_AHEAD: usize = 64 * 1024;
-
 impl Decoder {
     pub fn new(limits: Limits, clock: Clock) -> Self {
         Self { limits, clock, state: State::Header, sasl: false, unauthenticated: false }
@@ -240,6 +237,21 @@ impl Decoder {
     /// The login succeeded.
     pub fn authenticated(&mut self) {
         self.unauthenticated = false;
+    }
+
+    /// The bytes still missing from what the decoder must hold whole before it goes on (a
+    /// value, or a header's extras and key), when it waits for such: the connection grows
+    /// its buffer with the data to that end, not with the declared length.
+    pub fn block_left(&self, buf: &BytesMut) -> Option<usize> {
+        let total = match &self.state {
+            State::Value(pending) => pending.1,
+            State::Header => {
+                let h = buf.get(..HEADER_LEN).filter(|h| h[0] == REQUEST_MAGIC)?;
+                HEADER_LEN + usize::from(h[4]) + usize::from(u16::from_be_bytes([h[2], h[3]]))
+            }
+            State::Swallow(_) => return None,
+        };
+        (buf.len() < total).then(|| total - buf.len())
     }
 
     /// What the decoder waits for.
@@ -266,9 +278,7 @@ impl Decoder {
                     self.state = State::Header;
                 }
                 State::Value(pending) => {
-                    let len = pending.1;
-                    if buf.len() < len {
-                        buf.reserve((len - buf.len()).min(MAX_RESERVE_AHEAD));
+                    if buf.len() < pending.1 {
                         return Ok(None);
                     }
                     let State::Value(pending) = std::mem::replace(&mut self.state, State::Header) else {
@@ -305,7 +315,6 @@ impl Decoder {
         let bodylen = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
         let cas = u64::from_be_bytes(h[16..24].try_into().expect("8 bytes"));
         if buf.len() < HEADER_LEN + extlen + keylen {
-            buf.reserve(HEADER_LEN + extlen + keylen - buf.len());
             return Ok(None);
         }
         let mut frame = buf.split_to(HEADER_LEN + extlen + keylen).freeze();

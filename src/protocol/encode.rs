@@ -32,6 +32,8 @@ pub enum Reply {
     OutOfMemoryStoring,
     OutOfMemory,
     OutOfMemoryNewItem,
+    /// A read buffer could not grow (`-o read_buf_mem_limit`); the connection closes.
+    OutOfMemoryReading,
     NonNumeric,
     MemlimitTooSmall,
     MemlimitAdjustFailed,
@@ -110,6 +112,7 @@ impl Reply {
             Self::OutOfMemoryStoring => b"SERVER_ERROR out of memory storing object\r\n",
             Self::OutOfMemory => b"SERVER_ERROR out of memory\r\n",
             Self::OutOfMemoryNewItem => b"SERVER_ERROR Out of memory allocating new item\r\n",
+            Self::OutOfMemoryReading => b"SERVER_ERROR out of memory reading request\r\n",
             Self::NonNumeric => b"CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
             Self::MemlimitTooSmall => b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
             Self::MemlimitAdjustFailed => b"MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes\r\n",

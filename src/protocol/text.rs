@@ -22,9 +22,6 @@ pub const MAX_LINE: usize = 2048;
 /// 250 bytes fit with room to spare.
 pub const MAX_GET_LINE: usize = 4 << 20;
 
-/// How far ahead of the data received a data block's buffer may be grown.
-const MAX_RESERVE_AHEAD: usize = 64 * 1024;
-
 /// memcached's `MAX_TOKENS`: the tokenizer stops after 23 tokens plus a terminal one.
 const MAX_TOKENS: usize = 24;
 
@@ -47,6 +44,9 @@ pub struct Decoder {
     state: State,
     /// `-Y`: until a login succeeds, only the login `set` is understood.
     unauthenticated: bool,
+    /// A line without its newline waits for more input however long it is (see
+    /// [`Decoder::defer_long_lines`]).
+    defer_long_lines: bool,
 }
 
 /// Where a decoder is in its input between requests: what it needs next.
@@ -87,7 +87,14 @@ struct PendingStore {
 
 impl Decoder {
     pub fn new(limits: Limits, clock: Clock) -> Self {
-        Self { limits, clock, scanned: 0, state: State::Line, unauthenticated: false }
+        Self { limits, clock, scanned: 0, state: State::Line, unauthenticated: false, defer_long_lines: false }
+    }
+
+    /// Whether a line over [`MAX_LINE`] without its newline waits for more input instead of
+    /// closing the connection: memcached judges it by what its 16 KiB read brought, and a
+    /// connection whose last read filled a smaller buffer has more to read first.
+    pub fn defer_long_lines(&mut self, on: bool) {
+        self.defer_long_lines = on;
     }
 
     /// Requires a login (`-Y`) before any other command.
@@ -103,6 +110,18 @@ impl Decoder {
             State::Data(_) | State::MetaData { .. } | State::AuthData(_) => Framing::Data,
             State::Swallow { .. } => Framing::Swallow,
         }
+    }
+
+    /// In a data block, the bytes of it (its `\r\n` included) not yet in `buf`: the
+    /// connection grows its buffer with the data to that end, not with the declared
+    /// length, so that a header alone does not make it allocate a whole item.
+    pub fn block_left(&self, buf: &BytesMut) -> Option<usize> {
+        let total = match &self.state {
+            State::Data(p) => p.len + 2,
+            State::MetaData { len, .. } | State::AuthData(len) => len + 2,
+            State::Line | State::Swallow { .. } => return None,
+        };
+        Some(total.saturating_sub(buf.len()))
     }
 
     /// Whether a login is still awaited.
@@ -134,7 +153,6 @@ impl Decoder {
                 State::MetaData { len, .. } => {
                     let total = *len + 2;
                     if buf.len() < total {
-                        buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD));
                         return Ok(None);
                     }
                     let State::MetaData { meta, len } = std::mem::replace(&mut self.state, State::Line) else {
@@ -150,9 +168,6 @@ impl Decoder {
                 State::Data(pending) => {
                     let total = pending.len + 2;
                     if buf.len() < total {
-                        // Grow with the data, not with the declared length: a header alone
-                        // must not make a connection allocate a whole item.
-                        buf.reserve((total - buf.len()).min(MAX_RESERVE_AHEAD));
                         return Ok(None);
                     }
                     let State::Data(p) = std::mem::replace(&mut self.state, State::Line) else { unreachable!() };
@@ -191,7 +206,7 @@ impl Decoder {
                     // memcached's try_read_command_asciiauth: only `set <k> <f> <e> <n>`
                     // is read, its data being the credentials.
                     let Some(eol) = memchr::memchr(b'\n', buf) else {
-                        if buf.len() > MAX_LINE {
+                        if buf.len() > MAX_LINE && !self.defer_long_lines {
                             return Err(ProtocolError::LineTooLong.into());
                         }
                         return Ok(None);
@@ -207,7 +222,10 @@ impl Decoder {
                 State::Line => {
                     let Some(i) = memchr::memchr(b'\n', &buf[self.scanned..]) else {
                         self.scanned = buf.len();
-                        if buf.len() > MAX_LINE && !(is_multiget(buf) && buf.len() <= MAX_GET_LINE) {
+                        if buf.len() > MAX_LINE
+                            && !self.defer_long_lines
+                            && !(is_multiget(buf) && buf.len() <= MAX_GET_LINE)
+                        {
                             return Err(ProtocolError::LineTooLong.into());
                         }
                         return Ok(None);

@@ -14,25 +14,34 @@ use bytes::BytesMut;
 use tracing::{debug, trace};
 
 use super::transport::{Received, Transport};
+use crate::budget::{self, Held};
 use crate::config::Protocol;
 use crate::conns::{ConnRow, ConnState};
 use crate::exec::{self, Caller, Ctx, Flow, Output, Work};
 use crate::latency::{self, Tally};
 use crate::protocol::binary;
-use crate::protocol::encode::{error_reply, put_reply};
+use crate::protocol::encode::{Reply, error_reply, put_reply};
 use crate::protocol::text::Limits;
 use crate::protocol::{Decoder, Framing};
 use crate::stats::Stats;
 use crate::watch::{CloseReason, Event, Origin, Watcher, kind};
 
-/// Read buffer capacity kept free before each read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Read buffer capacity kept free before each read (memcached reads 16 KiB at a time), and
+/// the size up to which a connection's buffers are not counted in the buffer budget.
+const READ_CHUNK: usize = budget::BASE;
 /// Room below which the read buffer is topped up to [`READ_CHUNK`] before a read.
 const MIN_READ_ROOM: usize = 4 * 1024;
 
+/// A new connection's read buffer: enough for the requests of most clients. It grows to
+/// [`READ_CHUNK`] (still uncounted by the buffer budget) the first time a request spans
+/// two reads; a client that sends a large value at once leaves for a buffer of its size
+/// from here, so that 1,000 such clients hold 4 MiB of base buffers, not 16.
+const FIRST_READ: usize = MIN_READ_ROOM;
+
 /// Most bytes taken from the socket by one read. Input is decoded before the next read, so
 /// with the decoder's limits a connection buffers at most one unfinished request (a line of
-/// 2 KiB, a `get` line of 4 MiB, or a data block up to `-I`) plus one read.
+/// 2 KiB, a `get` line of 4 MiB, or a data block up to `-I`) plus one read; past
+/// [`budget::BASE`] only if the buffer budget has room.
 const MAX_READ: usize = 64 * 1024;
 
 /// Reads (of up to 16 KiB) and full reply buffers (of 1 MiB) one readiness event may take
@@ -90,6 +99,9 @@ struct Batch {
     tally: Tally,
     prefetched: usize,
     work: Option<Work>,
+    /// How much output the batch builds before it must be written out:
+    /// [`MAX_PENDING_OUTPUT`], or [`budget::BASE`] while the buffer budget is spent.
+    out_limit: usize,
 }
 
 /// What a connection waits for after [`Connection::on_ready`].
@@ -163,6 +175,14 @@ pub struct Connection {
     negotiating: bool,
     /// A binary-protocol connection's decoder and session.
     binary: Option<Box<Binary>>,
+    /// What the read buffer's allocation and the reply buffer hold of the buffer budget
+    /// (`-o read_buf_mem_limit`): all their bytes once past [`budget::BASE`] (of a mapped
+    /// read buffer, those resident).
+    held_in: Held,
+    held_out: Held,
+    /// The read buffer's allocation (its `capacity` counts only what is past the requests
+    /// split off its front).
+    in_cap: usize,
 }
 
 /// What a connection speaking the binary protocol keeps.
@@ -188,8 +208,10 @@ impl Connection {
             transport,
             ctx,
             decoder,
-            rbuf: BytesMut::with_capacity(READ_CHUNK),
-            out: Output::new(BytesMut::with_capacity(READ_CHUNK)),
+            rbuf: BytesMut::with_capacity(FIRST_READ),
+            // The reply buffer comes with the first batch: a client that only sends (a slow
+            // large set) holds none.
+            out: Output::new(BytesMut::new()),
             written: 0,
             counted: false,
             batch: None,
@@ -210,6 +232,9 @@ impl Connection {
             watcher: None,
             negotiating: protocol == Protocol::Auto,
             binary,
+            held_in: Held::default(),
+            held_out: Held::default(),
+            in_cap: FIRST_READ,
         }
     }
 
@@ -401,12 +426,14 @@ impl Connection {
 
     /// Reads once into the read buffer; false when the client has gone.
     fn read(&mut self) -> io::Result<bool> {
-        // Requests split off the front shrink the room behind them. Between requests it
-        // is made again (by taking the whole buffer back, once they are dropped) only when
-        // little is left, not after every request; a request still arriving (a large
-        // value) always gets a full chunk to read into.
-        if !self.rbuf.is_empty() || self.rbuf.capacity() < MIN_READ_ROOM {
-            self.rbuf.reserve(READ_CHUNK);
+        if !self.make_room() {
+            // memcached's reply when it cannot grow a read buffer; it closes after it.
+            debug!("closing connection: the buffer budget is spent");
+            (self.rbuf, self.in_cap) = (BytesMut::new(), 0);
+            self.ctx.budget.release(&mut self.held_in);
+            put_reply(&mut self.out.buf, Reply::OutOfMemoryReading);
+            self.closing = true;
+            return Ok(true);
         }
         let len = self.rbuf.spare_capacity_mut().len().min(MAX_READ);
         let (n, drained) = match self.transport.recv(&mut self.rbuf, len, self.hung_up)? {
@@ -416,11 +443,16 @@ impl Connection {
         // Once the socket is empty, the next read waits for the next event instead of
         // asking the kernel to say it has nothing.
         self.drained = drained;
+        self.settle_input();
         if n > 0 {
             self.unread = true;
             self.seen_input = true;
             self.ctx.stats.local().bytes_read.fetch_add(n as u64, Relaxed);
         }
+        // memcached reads 16 KiB at a time and judges a line without its newline by what
+        // one read brought: after a read that filled the small first buffer, such a line
+        // waits for the next read (into a base buffer).
+        self.decoder.defer_long_lines(n == len && !drained && self.in_cap < READ_CHUNK);
         Ok(true)
     }
 
@@ -445,17 +477,20 @@ impl Connection {
                     self.stalled_since = None;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(self.hold_output()),
                 Err(e) => return Err(e),
             }
         }
         if !self.transport.flush()? {
-            return Ok(false);
+            return Ok(self.hold_output());
         }
         (self.written, self.counted) = (0, false);
         self.out.clear();
-        if self.out.buf.capacity() > KEEP_CAPACITY {
+        if self.out.buf.capacity() > KEEP_CAPACITY || (self.held_out.bytes() > 0 && self.ctx.budget.spent()) {
             self.out.buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        if self.held_out.bytes() > 0 {
+            self.ctx.budget.release(&mut self.held_out);
         }
         if self.idle_timeout.is_some() {
             self.last_active = Instant::now();
@@ -489,6 +524,9 @@ impl Connection {
 
     fn start_batch(&mut self) -> Batch {
         self.unread = false;
+        if self.out.buf.capacity() == 0 {
+            self.out.buf.reserve(READ_CHUNK);
+        }
         if self.negotiating && !self.rbuf.is_empty() {
             // memcached's `-B auto`: the first byte chooses, once.
             self.negotiating = false;
@@ -503,24 +541,20 @@ impl Connection {
         // A pipeline of gets: start loading their items now, so the lookups below do
         // not each wait on memory in turn.
         let mut prefetch = None;
-        if let Some(bin) = &self.binary {
-            if bin.decoder.framing() == Framing::Line {
-                binary::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| {
-                    prefetch.get_or_insert_with(|| self.ctx.store.prefetch()).add(k);
-                });
-                if let Some(prefetch) = prefetch {
-                    prefetch.finish();
-                }
+        let mut add = |k: &[u8]| prefetch.get_or_insert_with(|| self.ctx.store.prefetch()).add(k);
+        let prefetched = match &self.binary {
+            Some(bin) if bin.decoder.framing() == Framing::Line => {
+                binary::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, &mut add);
+                0
             }
-            return Batch { started: latency::now_nanos(), ..Batch::default() };
-        }
-        let prefetched = crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, |k| {
-            prefetch.get_or_insert_with(|| self.ctx.store.prefetch()).add(k);
-        });
+            Some(_) => 0,
+            None => crate::protocol::pipelined_get_keys(&self.rbuf, PREFETCH_LINES, &mut add),
+        };
         if let Some(prefetch) = prefetch {
             prefetch.finish();
         }
-        Batch { prefetched, started: latency::now_nanos(), ..Batch::default() }
+        let out_limit = if self.ctx.budget.spent() { budget::BASE } else { MAX_PENDING_OUTPUT };
+        Batch { prefetched, started: latency::now_nanos(), out_limit, ..Batch::default() }
     }
 
     fn run_commands(&mut self, batch: &mut Batch) -> Step {
@@ -528,7 +562,7 @@ impl Connection {
             return self.run_packets(batch);
         }
         if let Some(work) = batch.work.take() {
-            let flow = work.resume(&self.ctx, &mut self.out, MAX_PENDING_OUTPUT);
+            let flow = work.resume(&self.ctx, &mut self.out, batch.out_limit);
             if let Some(step) = self.command_done(batch, flow) {
                 return step;
             }
@@ -555,7 +589,7 @@ impl Connection {
                         replies_waiting: self.out.buf.len() > batch.pending.committed,
                         // The walk in `start_batch` got to this command.
                         prefetched: batch.pending.commands < batch.prefetched,
-                        out_limit: MAX_PENDING_OUTPUT,
+                        out_limit: batch.out_limit,
                         cfd: self.transport.fd(),
                     };
                     batch.tally.add(exec::command_group(&req));
@@ -646,20 +680,11 @@ impl Connection {
         }
         self.commands_run += 1;
         batch.pending.after_command(&flow, self.out.buf.len(), self.reqs_per_event);
-        if self.out.len() >= MAX_PENDING_OUTPUT {
+        if self.out.len() >= batch.out_limit {
             batch.pending.committed = 0;
             return Some(Step::Full);
         }
         None
-    }
-
-    /// Gives back a read buffer that grew for a large request, keeping what it still holds.
-    fn shrink_input(&mut self) {
-        if self.rbuf.capacity() > KEEP_CAPACITY && self.rbuf.len() <= READ_CHUNK {
-            let mut small = BytesMut::with_capacity(READ_CHUNK);
-            small.extend_from_slice(&self.rbuf);
-            self.rbuf = small;
-        }
     }
 }
 
@@ -676,6 +701,8 @@ impl Binary {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.ctx.budget.release(&mut self.held_in);
+        self.ctx.budget.release(&mut self.held_out);
         if let Some(w) = &self.watcher {
             self.ctx.watch.remove(w);
         }
@@ -693,5 +720,6 @@ impl Drop for Connection {
 #[doc(hidden)]
 pub static FAULT_HOOK: std::sync::OnceLock<fn(&crate::protocol::Request)> = std::sync::OnceLock::new();
 
+mod buffers;
 #[cfg(test)]
 mod tests;
