@@ -1,17 +1,26 @@
 //! Keeping the store under its memory limit, and giving expired items' memory back.
 //!
-//! Eviction is sampled LRU, as memcached's and Redis's approximations are: a hand walks
+//! Eviction is sampled, as memcached's and Redis's LRU approximations are: a hand walks
 //! each shard's buckets; visits sample a few items (across shards when a shard holds
-//! fewer) and evict the one unused the longest, by the 7-bit epoch in its access byte.
-//! Items never read since they were written count as older by a quarter of the cache's
-//! turnover, so a flood of one-time keys is evicted before items that are being read
-//! (scan resistance), and an item just written still outlives ones nobody has touched
-//! for longer. Shards are visited in turn, one lock at a time, a bounded number of
-//! buckets per visit: no request does unbounded work, and a hit never pays for eviction.
+//! fewer) and evict one of them. Which one follows S3-FIFO (Yang et al., SOSP 2023) with
+//! the access byte for its queues: an item not read since it was written is on probation
+//! (S3-FIFO's small queue), a read one is in the main part. While probationary items hold
+//! more than a tenth of the cache, the sample's oldest probationary item goes (FIFO order:
+//! its epoch is its write's); otherwise its least recently used read item. So a sweep of
+//! one-time keys, or a flood of them, cycles through a tenth of the cache and leaves the
+//! read items alone, while an item read once is kept as LRU would. A key evicted from
+//! probation leaves a 16-bit fingerprint in its shard's ghost list (one entry per two
+//! buckets, direct-mapped, charged with the table); written again while it is there, it
+//! skips probation (`bit::ADMITTED`), as S3-FIFO's ghost queue sends it to the main queue.
+//! The share on probation is estimated from the samples themselves, so nothing is
+//! counted per request; a read still only sets the access byte. Shards are visited in
+//! turn, one lock at a time, a bounded number of buckets per visit: no request does
+//! unbounded work, and a hit never pays for eviction (it sets the access byte, as before).
 
+use std::hash::BuildHasher;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::item::access;
+use super::item::{access, bit};
 use super::walk::DUMP_QUIET;
 use super::{BUCKET_BYTES, Room, SHARDS, Shard, Store, write};
 use crate::clock::RelTime;
@@ -20,11 +29,19 @@ use crate::watch;
 /// Buckets one visit to a shard looks at, at most.
 const BUCKETS_PER_VISIT: usize = 32;
 
-/// Items one visit compares (Redis samples 5; more is closer to true LRU).
+/// Items one visit compares at least (Redis samples 5; more is closer to true LRU).
 const SAMPLE: usize = 8;
 
-/// How much older a never-read item counts, in epochs (64 epochs = one turnover).
-const UNFETCHED_BONUS: u8 = 16;
+/// The share of items (in 1/65536ths) on probation above which probationary items are
+/// evicted first: S3-FIFO's small queue, a tenth of the cache.
+const PROBATION_SHARE: u32 = 65536 / 10;
+
+/// The estimate of the probationary share moves 1/PROBATION_SMOOTHING of the way to each
+/// sample's share (an average over the last few hundred items sampled).
+const PROBATION_SMOOTHING: u32 = 32;
+
+/// A candidate's score: its age in epochs, plus this when it is of the class evicted first.
+const FIRST: u8 = 0x80;
 
 /// Most buckets eviction looks at for one request, so a request's work stays bounded even
 /// when a large value must displace many small ones.
@@ -103,14 +120,18 @@ impl Store {
     }
 
     /// One visit's sample: walks the shard's hand over up to [`BUCKETS_PER_VISIT`]
-    /// buckets, reclaiming dead items on the way, and returns the least recently used of
+    /// buckets, reclaiming dead items on the way, and returns the eviction candidate of
     /// up to [`SAMPLE`] live items (none with `-M`) with its score, and how many it
-    /// compared. Adds the buckets seen to `looked`.
+    /// compared. Adds the buckets seen to `looked`. The candidate is the oldest item of the
+    /// class evicted first (probationary while they hold more than [`PROBATION_SHARE`],
+    /// else read ones), or the oldest of the other class when the sample has none.
     fn sample(&self, s: &mut Shard, now: RelTime, looked: &mut usize) -> (Option<(u8, usize)>, usize) {
         let buckets = s.table.num_buckets();
         let epoch = self.epoch();
+        let probation_first = self.probation.load(Relaxed) > PROBATION_SHARE;
         let mut victim: Option<(u8, usize)> = None;
         let mut sampled = 0;
+        let mut on_probation = 0;
         for _ in 0..BUCKETS_PER_VISIT.min(buckets) {
             *looked += 1;
             let i = s.hand % buckets;
@@ -124,21 +145,38 @@ impl Store {
                 continue; // -M: only expired items give way
             }
             let a = s.access(i);
+            let probation = a & access::FETCHED == 0 && it.bits() & bit::ADMITTED == 0;
+            on_probation += u32::from(probation);
             let age = epoch.wrapping_sub(a & access::EPOCH) & access::EPOCH;
-            let score = age + if a & access::FETCHED == 0 { UNFETCHED_BONUS } else { 0 };
+            let score = age | if probation == probation_first { FIRST } else { 0 };
             if victim.is_none_or(|(best, _)| score > best) {
                 victim = Some((score, i));
             }
             sampled += 1;
-            if sampled == SAMPLE {
+            // A sample without an item of the first class goes on, within the visit's
+            // buckets: else a tenth of the cache on probation would be missed by 43% of
+            // samples of 8 (0.9^8), and eviction would take read items instead.
+            if sampled >= SAMPLE && victim.is_some_and(|(score, _)| score & FIRST != 0) {
                 break;
             }
+        }
+        if sampled > 0 {
+            // Racing updates lose a step now and then; it is an average.
+            let seen = on_probation * 65536 / sampled as u32;
+            let old = self.probation.load(Relaxed);
+            let new = old - old / PROBATION_SMOOTHING + seen / PROBATION_SMOOTHING;
+            self.probation.store(new, Relaxed);
         }
         (victim, sampled)
     }
 
     fn evict(&self, s: &mut Shard, i: usize, now: RelTime) {
+        let probation = self.on_probation(s, i);
         let it = self.remove(s, i, now);
+        if probation {
+            // Remembered, so that the key, written again soon, skips probation.
+            s.ghost_put(self.hasher.hash_one(it.key()));
+        }
         self.stats.local().evictions.fetch_add(1, Relaxed);
         let fetched = it.access() & access::FETCHED != 0;
         if !fetched {

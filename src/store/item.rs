@@ -64,6 +64,9 @@ pub mod bit {
     pub const TOKEN_SENT: u8 = 8;
     /// Stored under a base64 (`b`) key, so meta replies give the key back in base64.
     pub const KEY_BINARY: u8 = 16;
+    /// Admitted past probation when written, its key having been evicted from probation
+    /// lately (the shard's ghost list; see `evict.rs`). Not observable.
+    pub const ADMITTED: u8 = 32;
 }
 
 /// The access byte: whether a client has read the item (`ITEM_FETCHED`; `mg h`, `me

@@ -45,9 +45,9 @@ use slab::Slab;
 /// large (table growth is per shard).
 const SHARDS: usize = 64;
 
-/// Memory a table bucket costs: the item's pointer, hashbrown's control byte and the
-/// access byte.
-const BUCKET_BYTES: usize = std::mem::size_of::<Item>() + 2;
+/// Memory a table bucket costs: the item's pointer, hashbrown's control byte, the access
+/// byte and half a ghost entry (a 16-bit fingerprint per two buckets, see `evict.rs`).
+const BUCKET_BYTES: usize = std::mem::size_of::<Item>() + 2 + 1;
 
 /// What `delete` and `md` ask beyond the key.
 #[derive(Debug, Clone, Copy, Default)]
@@ -219,6 +219,9 @@ pub struct Store {
     /// and items remember the epoch of their last use (7 bits, wrapping).
     epoch: AtomicU8,
     since_epoch: AtomicUsize,
+    /// Eviction's estimate of the share of items never read since written (the
+    /// probationary items), in 1/65536ths, from its own samples (see `evict.rs`).
+    probation: AtomicU32,
     /// When a metadump last took a step (`clock.now() + 1`; 0: never). Tables are not
     /// compacted for a while after, so a dump is seldom sent back to a shard's start.
     dumped_at: AtomicU32,
@@ -249,6 +252,8 @@ impl Store {
             cas: true,
             epoch: AtomicU8::new(0),
             since_epoch: AtomicUsize::new(0),
+            // An empty cache fills with items nobody has read yet.
+            probation: AtomicU32::new(65536),
             dumped_at: AtomicU32::new(0),
             stats: StoreStats::default(),
             log: Arc::default(),

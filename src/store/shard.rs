@@ -42,6 +42,10 @@ pub(super) struct Shard {
     /// which readers update under the read lock. Saved into the items while the table is
     /// rebuilt (bucket numbers change) and restored after.
     pub(super) side: Vec<AtomicU8>,
+    /// Fingerprints of keys lately evicted from probation (S3-FIFO's ghost queue), one
+    /// per two buckets (about one per item), direct-mapped: a key written again while its
+    /// fingerprint is here skips probation. Emptied when the table changes size.
+    pub(super) ghost: Vec<u16>,
     /// Eviction's hand: the next bucket it samples.
     pub(super) hand: usize,
     /// Where background expiry carries on.
@@ -111,6 +115,34 @@ impl Shard {
         if let Some(s) = self.side.get(i) {
             s.store(a, Relaxed);
         }
+    }
+
+    /// Where `hash` would sit in the ghost list, and its fingerprint there (never 0, the
+    /// empty entry). Bits the table (low), the shard (40..46) and the tag (top 7) use are
+    /// avoided for the position.
+    fn ghost_entry(&mut self, hash: u64) -> (usize, u16) {
+        let len = (self.table.num_buckets() / 2).max(1);
+        if self.ghost.len() != len {
+            self.ghost.clear();
+            self.ghost.resize(len, 0);
+        }
+        (((hash >> 12) as usize) & (len - 1), ((hash >> 46) as u16) | 1)
+    }
+
+    /// Remembers a key evicted from probation.
+    pub(super) fn ghost_put(&mut self, hash: u64) {
+        let (at, fp) = self.ghost_entry(hash);
+        self.ghost[at] = fp;
+    }
+
+    /// Whether a key being written was evicted from probation lately (and forgets it).
+    pub(super) fn ghost_take(&mut self, hash: u64) -> bool {
+        let (at, fp) = self.ghost_entry(hash);
+        let found = self.ghost[at] == fp;
+        if found {
+            self.ghost[at] = 0;
+        }
+        found
     }
 
     pub(super) fn fetched(&self, i: usize) -> bool {
@@ -311,7 +343,11 @@ impl Store {
 
     /// Inserts a new item (the key known absent) and accounts for it.
     pub(super) fn insert(&self, shard: &mut Shard, hash: u64, it: Item) -> usize {
+        let mut it = it;
         self.note_deadline(it.exptime());
+        if self.evictions && shard.table.num_buckets() > 0 && shard.ghost_take(hash) {
+            it.set_bits(it.bits() | item::bit::ADMITTED);
+        }
         if shard.table.len() == shard.table.capacity() {
             self.evict_for_bucket(shard, it.charge(), self.clock.now());
         }
@@ -373,12 +409,24 @@ impl Store {
 
     /// Replaces bucket `i`'s item in place and accounts for the size change.
     pub(super) fn replace(&self, shard: &mut Shard, i: usize, it: Item) {
+        let mut it = it;
         self.note_deadline(it.exptime());
+        // Past probation stays past it (eviction's classes): a rewritten item is not new to
+        // the cache, though it is unread again.
+        if !self.on_probation(shard, i) {
+            it.set_bits(it.bits() | item::bit::ADMITTED);
+        }
         let old = std::mem::replace(shard.item_mut(i), it);
         self.charge(shard.item(i).charge());
         self.refund(old.charge());
         // A new item: not fetched yet, used now.
         shard.set_access(i, self.epoch());
+    }
+
+    /// Whether bucket `i`'s item is on probation (eviction's small queue): neither read
+    /// since written nor admitted past it by the ghost list.
+    pub(super) fn on_probation(&self, shard: &Shard, i: usize) -> bool {
+        shard.access(i) & access::FETCHED == 0 && shard.item(i).bits() & item::bit::ADMITTED == 0
     }
 
     /// Looks `key` up under a write lock, reaping a dead item; `Some(bucket)` if live.

@@ -241,6 +241,115 @@ fn eviction_keeps_under_the_limit_and_spares_read_items() {
     assert!(s.bytes() <= smaller && s.len() < 6000, "{} items", s.len());
 }
 
+/// A full cache of `n` items of `v`, exactly at its limit.
+fn full_store(n: usize, v: &str) -> Store {
+    let s = store();
+    for i in 0..n {
+        assert_eq!(set(&s, &format!("k{i:05}"), v, 0), StoreOutcome::Stored);
+    }
+    s.set_limit(s.bytes());
+    s
+}
+
+/// The scan workload in small: a hot set read between sequential sweeps over more
+/// keys than the cache holds. LRU (and the sampled LRU before S3-FIFO's classes) loses the
+/// whole hot set to each sweep; probation cycles the sweep through a tenth of the cache.
+#[test]
+fn sweeps_larger_than_the_cache_leave_the_read_items() {
+    let v = "v".repeat(100);
+    let s = full_store(10_000, &v);
+    let hot: Vec<String> = (0..10_000).step_by(3).map(|i| format!("k{i:05}")).collect();
+    for k in &hot {
+        assert!(s.get(k.as_bytes()).is_some());
+    }
+    for sweep in 0..3 {
+        // Twice the cache's worth of keys, each written once (a miss, then its set).
+        for i in 0..20_000 {
+            let k = format!("sweep{sweep}-{i:05}");
+            assert!(s.get(k.as_bytes()).is_none());
+            assert_eq!(set(&s, &k, &v, 0), StoreOutcome::Stored);
+            assert!(s.bytes() <= s.limit());
+        }
+        let kept = hot.iter().filter(|k| s.get(k.as_bytes()).is_some()).count();
+        assert!(kept * 100 >= hot.len() * 95, "sweep {sweep}: {kept} of {} hot keys kept", hot.len());
+    }
+    let held = s.len();
+    assert!(s.stats.totals().evicted_unfetched as usize >= 60_000 - held, "the sweeps evicted themselves");
+}
+
+/// With few one-time keys arriving, probation stays under its share and read items are
+/// evicted least recently used first, as before: a hot set that moves on is forgotten.
+#[test]
+fn read_items_go_least_recently_used_first() {
+    let v = "v".repeat(100);
+    let s = full_store(10_000, &v);
+    let old: Vec<String> = (0..5_000).map(|i| format!("k{i:05}")).collect();
+    let new: Vec<String> = (5_000..10_000).map(|i| format!("k{i:05}")).collect();
+    for k in old.iter().chain(&new) {
+        assert!(s.get(k.as_bytes()).is_some());
+    }
+    // Only the new half is read from now on, while fresh keys are written and read once.
+    for round in 0..20 {
+        for k in &new {
+            s.get(k.as_bytes());
+        }
+        for i in 0..500 {
+            let k = format!("fresh{round}-{i}");
+            assert_eq!(set(&s, &k, &v, 0), StoreOutcome::Stored);
+            assert!(s.get(k.as_bytes()).is_some());
+        }
+    }
+    let new_kept = new.iter().filter(|k| s.get(k.as_bytes()).is_some()).count();
+    let old_kept = old.iter().filter(|k| s.get(k.as_bytes()).is_some()).count();
+    // Sampled LRU is not exact: a sample of the recently read now and then has nothing
+    // older in it.
+    assert!(new_kept * 100 >= new.len() * 90, "{new_kept} of the read half kept");
+    assert!(old_kept * 10 <= old.len(), "{old_kept} of the idle half kept");
+}
+
+/// Whether `key` is held, without reading it (a read would end its probation).
+fn held(s: &Store, key: &str) -> Option<bool> {
+    let (hash, lock) = s.locate(key.as_bytes());
+    let sh = read(lock);
+    sh.find(hash, key.as_bytes()).map(|i| sh.item(i).bits() & item::bit::ADMITTED != 0)
+}
+
+/// A key evicted from probation and written again soon skips probation (the ghost list):
+/// it outlives a flood of one-time keys though nobody read it.
+#[test]
+fn a_key_back_soon_after_its_eviction_skips_probation() {
+    let v = "v".repeat(100);
+    let s = full_store(10_000, &v);
+    let mut flood = 0;
+    while held(&s, "k00007").is_some() {
+        assert!(flood < 20_000, "an unread item outlived a flood twice the cache");
+        assert_eq!(set(&s, &format!("flood{flood:05}"), &v, 0), StoreOutcome::Stored);
+        flood += 1;
+    }
+    assert_eq!(set(&s, "k00007", &v, 0), StoreOutcome::Stored);
+    assert_eq!(held(&s, "k00007"), Some(true), "admitted past probation");
+    for i in 0..5_000 {
+        assert_eq!(set(&s, &format!("again{i:05}"), &v, 0), StoreOutcome::Stored);
+    }
+    assert_eq!(held(&s, "k00007"), Some(true), "kept through a flood of half the cache");
+    // A key never evicted is on probation as usual.
+    assert_eq!(set(&s, "brand-new", &v, 0), StoreOutcome::Stored);
+    assert_eq!(held(&s, "brand-new"), Some(false));
+}
+
+#[test]
+fn ghost_entries_are_remembered_once() {
+    let s = store();
+    set(&s, "k", "v", 0);
+    let (hash, lock) = s.locate(b"k");
+    let mut sh = write(lock);
+    assert!(!sh.ghost_take(hash));
+    sh.ghost_put(hash);
+    assert!(!sh.ghost_take(hash ^ (1 << 50)), "another fingerprint at the same place");
+    assert!(sh.ghost_take(hash));
+    assert!(!sh.ghost_take(hash), "taken once");
+}
+
 #[test]
 fn without_evictions_a_full_cache_refuses_stores() {
     let mut s = store();
