@@ -408,9 +408,10 @@ fn statuses(mut reply: &[u8]) -> Vec<u16> {
     codes
 }
 
-/// The binary decoder under `-S` when the input's first byte has its top bit set.
-fn binary_decoder(seed: u8, clock: Clock) -> larder::protocol::binary::Decoder {
-    let d = larder::protocol::binary::Decoder::new(Limits { max_item_size: MAX_ITEM }, clock);
+/// The binary decoder with `-I max_item_size`, under `-S` when the input's first byte has
+/// its top bit set.
+fn binary_decoder(seed: u8, max_item_size: usize, clock: Clock) -> larder::protocol::binary::Decoder {
+    let d = larder::protocol::binary::Decoder::new(Limits { max_item_size }, clock);
     if seed & 0x80 != 0 { d.require_sasl() } else { d }
 }
 
@@ -427,7 +428,8 @@ type BinaryOutcome = Result<larder::protocol::binary::Packet, larder::protocol::
 /// limits, and the buffer stays within [`BINARY_SLACK`] of what was given.
 fn binary_decode_in_chunks(seed: u8, wire: &[u8], chunk: usize) -> Vec<BinaryOutcome> {
     use larder::protocol::binary::Command;
-    let mut d = binary_decoder(seed, Clock::starting_at(START));
+    let max_item = binary_max_item(seed);
+    let mut d = binary_decoder(seed, max_item, Clock::starting_at(START));
     let (mut buf, mut out) = (BytesMut::new(), Vec::new());
     let mut given = 0;
     for piece in wire.chunks(chunk.max(1)) {
@@ -446,13 +448,13 @@ fn binary_decode_in_chunks(seed: u8, wire: &[u8], chunk: usize) -> Vec<BinaryOut
                     match &p.command {
                         Command::Store { key, value, .. } => {
                             assert!(!key.is_empty() && key.len() <= larder::memcached::KEY_MAX_LENGTH);
-                            assert!(value.len() <= MAX_ITEM, "a {}-byte value past -I", value.len());
+                            assert!(value.len() <= max_item, "a {}-byte value past -I", value.len());
                         }
                         Command::Get { key, .. } | Command::Delete { key } | Command::Arith { key, .. } => {
                             assert!(!key.is_empty() && key.len() <= larder::memcached::KEY_MAX_LENGTH);
                         }
                         Command::Sasl { mech, data, .. } => {
-                            assert!(mech.len() <= 32 && data.len() <= MAX_ITEM);
+                            assert!(mech.len() <= 32 && data.len() <= max_item);
                             // A login the exec would accept, simulated so the -S decoder's
                             // logged-in paths are reached.
                             if data.first().is_some_and(|b| b & 1 == 1) {
@@ -482,8 +484,14 @@ fn binary_decode_in_chunks(seed: u8, wire: &[u8], chunk: usize) -> Vec<BinaryOut
     out
 }
 
-/// Binary decoder target: the first byte picks `-S` (top bit) and the read size (1 to 32
-/// bytes, low five bits). Checks: no panic, the invariants of [`binary_decode_in_chunks`],
+/// The decoder target's `-I`: memcached's largest (1 GiB) when the first byte's bit 6 is
+/// set, so a header may promise a value the decoder would wait for; else the small one.
+fn binary_max_item(seed: u8) -> usize {
+    if seed & 0x40 != 0 { 1 << 30 } else { MAX_ITEM }
+}
+
+/// Binary decoder target: the first byte picks `-S` (top bit), `-I` (bit 6, see
+/// [`binary_max_item`]) and the read size (1 to 32 bytes, low five bits). Checks: no panic, the invariants of [`binary_decode_in_chunks`],
 /// and decoding in chunks gives the packets and fatal error decoding whole gives.
 pub fn binary_decode(data: &[u8]) -> usize {
     let Some((&seed, wire)) = data.split_first() else { return 0 };
@@ -528,7 +536,7 @@ pub fn binary_exec(data: &[u8]) -> usize {
     let clock = Clock::starting_at(START);
     let config = Config { memory_limit: MEMORY, max_item_size: MAX_ITEM, sasl, ..Config::for_tests() };
     let ctx = Ctx::new(config, clock.clone());
-    let mut d = binary_decoder(seed, clock.clone());
+    let mut d = binary_decoder(seed, MAX_ITEM, clock.clone());
     let mut session = exec::binary::Session::default();
     let mut buf = BytesMut::new();
     let chunk = usize::from(seed & 0x0f) * 16 + 1;
