@@ -491,8 +491,9 @@ fn binary_max_item(seed: u8) -> usize {
 }
 
 /// Binary decoder target: the first byte picks `-S` (top bit), `-I` (bit 6, see
-/// [`binary_max_item`]) and the read size (1 to 32 bytes, low five bits). Checks: no panic, the invariants of [`binary_decode_in_chunks`],
-/// and decoding in chunks gives the packets and fatal error decoding whole gives.
+/// [`binary_max_item`]) and the read size (1 to 32 bytes, low five bits). Checks: no
+/// panic, the invariants of [`binary_decode_in_chunks`], and decoding in chunks gives the
+/// packets and fatal error decoding whole gives. Returns the packets decoded.
 pub fn binary_decode(data: &[u8]) -> usize {
     let Some((&seed, wire)) = data.split_first() else { return 0 };
     let whole = binary_decode_in_chunks(seed, wire, usize::MAX);
