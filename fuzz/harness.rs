@@ -407,3 +407,177 @@ fn statuses(mut reply: &[u8]) -> Vec<u16> {
     }
     codes
 }
+
+/// The binary decoder with `-I max_item_size`, under `-S` when the input's first byte has
+/// its top bit set.
+fn binary_decoder(seed: u8, max_item_size: usize, clock: Clock) -> larder::protocol::binary::Decoder {
+    let d = larder::protocol::binary::Decoder::new(Limits { max_item_size }, clock);
+    if seed & 0x80 != 0 { d.require_sasl() } else { d }
+}
+
+/// How much a binary decoder may hold beyond what it was given: a header's extras and key
+/// (24 + 255 + 65,535 bytes) or a value's read-ahead (64 KiB), allowing for `BytesMut`
+/// doubling. A promised body (up to 1 GiB) must never be reserved whole.
+const BINARY_SLACK: usize = 4 * (24 + 255 + 65_535 + 64 * 1024);
+
+type BinaryOutcome = Result<larder::protocol::binary::Packet, larder::protocol::binary::Fatal>;
+
+/// Decodes binary packets from `wire` cut into reads of `chunk` bytes, up to a fatal error.
+/// Checks as it goes: `Ok(None)` means no further packet without more bytes (asking again
+/// consumes nothing), a discard leaves nothing unread, keys and values are within the
+/// limits, and the buffer stays within [`BINARY_SLACK`] of what was given.
+fn binary_decode_in_chunks(seed: u8, wire: &[u8], chunk: usize) -> Vec<BinaryOutcome> {
+    use larder::protocol::binary::Command;
+    let max_item = binary_max_item(seed);
+    let mut d = binary_decoder(seed, max_item, Clock::starting_at(START));
+    let (mut buf, mut out) = (BytesMut::new(), Vec::new());
+    let mut given = 0;
+    for piece in wire.chunks(chunk.max(1)) {
+        buf.extend_from_slice(piece);
+        given += piece.len();
+        loop {
+            let before = buf.len();
+            let decoded = d.decode(&mut buf);
+            assert!(buf.len() <= before, "decoding added bytes");
+            assert!(buf.capacity() <= 2 * given + BINARY_SLACK, "{} bytes reserved for {given} given", buf.capacity());
+            match decoded {
+                Ok(Some(p)) => {
+                    assert!(
+                        before - buf.len() > 0 || matches!(p.command, Command::Store { .. } | Command::Sasl { .. })
+                    );
+                    match &p.command {
+                        Command::Store { key, value, .. } => {
+                            assert!(!key.is_empty() && key.len() <= larder::memcached::KEY_MAX_LENGTH);
+                            assert!(value.len() <= max_item, "a {}-byte value past -I", value.len());
+                        }
+                        Command::Get { key, .. } | Command::Delete { key } | Command::Arith { key, .. } => {
+                            assert!(!key.is_empty() && key.len() <= larder::memcached::KEY_MAX_LENGTH);
+                        }
+                        Command::Sasl { mech, data, .. } => {
+                            assert!(mech.len() <= 32 && data.len() <= max_item);
+                            // A login the exec would accept, simulated so the -S decoder's
+                            // logged-in paths are reached.
+                            if data.first().is_some_and(|b| b & 1 == 1) {
+                                d.authenticated();
+                            }
+                        }
+                        _ => {}
+                    }
+                    out.push(Ok(p));
+                }
+                Ok(None) => {
+                    if d.framing() == larder::protocol::Framing::Swallow {
+                        assert!(buf.is_empty(), "a discard stopped with {} bytes unread", buf.len());
+                    }
+                    let len = buf.len();
+                    assert_eq!(d.decode(&mut buf), Ok(None), "a packet appeared without new bytes");
+                    assert_eq!(buf.len(), len, "asking again consumed bytes");
+                    break;
+                }
+                Err(fatal) => {
+                    out.push(Err(fatal));
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The decoder target's `-I`: memcached's largest (1 GiB) when the first byte's bit 6 is
+/// set, so a header may promise a value the decoder would wait for; else the small one.
+fn binary_max_item(seed: u8) -> usize {
+    if seed & 0x40 != 0 { 1 << 30 } else { MAX_ITEM }
+}
+
+/// Binary decoder target: the first byte picks `-S` (top bit), `-I` (bit 6, see
+/// [`binary_max_item`]) and the read size (1 to 32 bytes, low five bits). Checks: no
+/// panic, the invariants of [`binary_decode_in_chunks`], and decoding in chunks gives the
+/// packets and fatal error decoding whole gives. Returns the packets decoded.
+pub fn binary_decode(data: &[u8]) -> usize {
+    let Some((&seed, wire)) = data.split_first() else { return 0 };
+    let whole = binary_decode_in_chunks(seed, wire, usize::MAX);
+    let chunked = binary_decode_in_chunks(seed, wire, usize::from(seed % 32) + 1);
+    assert_eq!(whole, chunked, "chunk size {}", seed % 32 + 1);
+    whole.iter().filter(|p| p.is_ok()).count()
+}
+
+/// The response packets in `reply`, each checked: magic 0x81, whole, extras and key within
+/// the body, the request's opcode and opaque echoed (a `stat` reply is several packets).
+/// Returns their statuses.
+fn binary_responses(mut reply: &[u8], echo: larder::protocol::binary::Echo) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    while !reply.is_empty() {
+        assert!(reply.len() >= 24, "a torn response header: {reply:?}");
+        assert_eq!(reply[0], 0x81, "response magic");
+        assert_eq!(reply[1], echo.opcode, "opcode not echoed");
+        let keylen = usize::from(u16::from_be_bytes([reply[2], reply[3]]));
+        let extlen = usize::from(reply[4]);
+        let body = u32::from_be_bytes(reply[8..12].try_into().unwrap()) as usize;
+        assert_eq!(&reply[12..16], &echo.opaque.to_ne_bytes(), "opaque not echoed");
+        assert!(extlen + keylen <= body, "extras {extlen} + key {keylen} > body {body}");
+        assert!(reply.len() >= 24 + body, "a body of {body} with {} bytes after the header", reply.len() - 24);
+        statuses.push(u16::from_be_bytes([reply[6], reply[7]]));
+        reply = &reply[24 + body..];
+    }
+    statuses
+}
+
+/// Binary decoder + exec target: packets through `exec::binary::execute` against a small
+/// store. The first byte picks `-S` (top bit, libsasl2 not started, so every login fails),
+/// the read size (low four bits: 1 to 241 bytes) and how far the clock moves between
+/// reads (bits 4-6: 0 to 7 s). Checks: no panic, the store stays within
+/// its limit, every response is well-formed with its request's opcode and opaque, a quiet
+/// write answers only an error, and a fatal error's response is one error packet.
+/// Returns the packets run.
+pub fn binary_exec(data: &[u8]) -> usize {
+    use larder::protocol::binary::{Command, put_error};
+    let Some((&seed, wire)) = data.split_first() else { return 0 };
+    let sasl = seed & 0x80 != 0;
+    let clock = Clock::starting_at(START);
+    let config = Config { memory_limit: MEMORY, max_item_size: MAX_ITEM, sasl, ..Config::for_tests() };
+    let ctx = Ctx::new(config, clock.clone());
+    let mut d = binary_decoder(seed, MAX_ITEM, clock.clone());
+    let mut session = exec::binary::Session::default();
+    let mut buf = BytesMut::new();
+    let chunk = usize::from(seed & 0x0f) * 16 + 1;
+    let mut run = 0;
+    for piece in wire.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        loop {
+            match d.decode(&mut buf) {
+                Ok(Some(packet)) => {
+                    run += 1;
+                    let (echo, quiet) = (packet.echo, packet.quiet);
+                    let write = matches!(
+                        packet.command,
+                        Command::Store { .. } | Command::Delete { .. } | Command::Arith { .. } | Command::Flush { .. }
+                    );
+                    let mut out = Output::new(BytesMut::new());
+                    let flow = exec::binary::execute(&ctx, packet, &mut out, &mut session);
+                    assert!(ctx.store.bytes() <= ctx.store.limit(), "{} > {}", ctx.store.bytes(), ctx.store.limit());
+                    let statuses = binary_responses(&out.into_flat(), echo);
+                    if quiet && write {
+                        assert!(statuses.iter().all(|&s| s != 0), "a quiet write answered success");
+                    }
+                    match flow {
+                        Flow::Close => return run,
+                        Flow::Authenticated => d.authenticated(),
+                        _ => {}
+                    }
+                }
+                Ok(None) => break,
+                Err(fatal) => {
+                    let mut out = BytesMut::new();
+                    if let Some(status) = fatal.status {
+                        put_error(&mut out, fatal.echo, status, None);
+                    }
+                    assert!(binary_responses(&out, fatal.echo).len() <= 1);
+                    return run;
+                }
+            }
+        }
+        clock.advance(u32::from((seed >> 4) & 7));
+    }
+    run
+}

@@ -20,13 +20,16 @@ fn inputs(dir: &str) -> Vec<(String, Vec<u8>)> {
     files
 }
 
-/// Every input goes through both targets: each is valid input for the other.
+/// Every input goes through the text and binary decoder and exec targets: each is valid
+/// input for the others.
 fn replay(dir: &str) -> usize {
     let files = inputs(dir);
     for (name, data) in &files {
         let run = std::panic::catch_unwind(|| {
             harness::decode(data);
             harness::exec(data);
+            harness::binary_decode(data);
+            harness::binary_exec(data);
         });
         assert!(run.is_ok(), "{dir}/{name} fails");
     }
@@ -81,4 +84,19 @@ fn http_fuzz_corpus_replays_cleanly() {
     }
     assert!(files.len() >= 5, "only {} HTTP corpus files", files.len());
     assert!(served > 0, "no corpus file gets a page served");
+}
+
+#[test]
+fn binary_fuzz_corpus_replays_cleanly() {
+    let (mut files, mut decoded, mut run) = (0, 0, 0);
+    for dir in ["fuzz/corpus/binary", "fuzz/corpus/binary_exec"] {
+        for (name, data) in inputs(dir) {
+            let counts = std::panic::catch_unwind(|| (harness::binary_decode(&data), harness::binary_exec(&data)));
+            assert!(counts.is_ok(), "{dir}/{name} fails");
+            let (d, r) = counts.unwrap();
+            (files, decoded, run) = (files + 1, decoded + d, run + r);
+        }
+    }
+    assert!(files > 100, "only {files} binary corpus files: is fuzz/corpus missing?");
+    assert!(decoded > files && run > files, "the corpus hardly decodes: {decoded} packets, {run} run");
 }

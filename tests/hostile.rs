@@ -495,3 +495,321 @@ fn unread_replies_are_charged_to_the_buffer_budget() {
     eventually("the budget to come back", || srv.ctx.budget.used() == 0);
     set(&mut c, "other", &value);
 }
+
+// The binary protocol's hostile peers. Packets are built by hand so their lengths can lie.
+
+const GET: u8 = 0x00;
+const SET: u8 = 0x01;
+const NOOP: u8 = 0x0a;
+const VERSION: u8 = 0x0b;
+const GETKQ: u8 = 0x0d;
+const SASL_AUTH: u8 = 0x21;
+const SASL_STEP: u8 = 0x22;
+
+/// A request header with the lengths given (they may lie) and `opaque`.
+fn bin_header(opcode: u8, keylen: u16, extlen: u8, bodylen: u32, opaque: u32) -> Vec<u8> {
+    let mut b = vec![0u8; 24];
+    b[0] = 0x80;
+    b[1] = opcode;
+    b[2..4].copy_from_slice(&keylen.to_be_bytes());
+    b[4] = extlen;
+    b[8..12].copy_from_slice(&bodylen.to_be_bytes());
+    b[12..16].copy_from_slice(&opaque.to_be_bytes());
+    b
+}
+
+/// A request whose lengths tell the truth.
+fn bin(opcode: u8, key: &[u8], extras: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
+    let body = (key.len() + extras.len() + value.len()) as u32;
+    let mut b = bin_header(opcode, key.len() as u16, extras.len() as u8, body, opaque);
+    b.extend_from_slice(extras);
+    b.extend_from_slice(key);
+    b.extend_from_slice(value);
+    b
+}
+
+fn bin_set(key: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
+    bin(SET, key, &[0; 8], value, opaque)
+}
+
+/// A response packet as read: (opcode, status, opaque, key, body after extras and key).
+#[derive(Debug, PartialEq)]
+struct Response {
+    opcode: u8,
+    status: u16,
+    opaque: u32,
+    key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// Reads one response packet, checking its magic and lengths.
+fn read_response(c: &mut Client) -> Response {
+    let mut h = [0u8; 24];
+    c.s.read_exact(&mut h).expect("a response header");
+    assert_eq!(h[0], 0x81, "response magic: {h:?}");
+    let keylen = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    let extlen = usize::from(h[4]);
+    let body = u32::from_be_bytes(h[8..12].try_into().unwrap()) as usize;
+    assert!(extlen + keylen <= body, "{h:?}");
+    let mut b = vec![0u8; body];
+    c.s.read_exact(&mut b).expect("a response body");
+    Response {
+        opcode: h[1],
+        status: u16::from_be_bytes([h[6], h[7]]),
+        opaque: u32::from_be_bytes(h[12..16].try_into().unwrap()),
+        key: b[extlen..extlen + keylen].to_vec(),
+        value: b[extlen + keylen..].to_vec(),
+    }
+}
+
+/// A fresh client gets answers in both protocols: the server kept serving.
+fn still_serves(srv: &TestServer) {
+    let mut c = srv.connect();
+    c.send(&bin(VERSION, b"", &[], b"", 77));
+    let r = read_response(&mut c);
+    assert_eq!((r.opcode, r.status, r.opaque), (VERSION, 0, 77));
+    assert_eq!(r.value, larder::exec::VERSION.as_bytes());
+    srv.connect().roundtrip(b"version\r\n", format!("VERSION {}\r\n", larder::exec::VERSION).as_bytes());
+}
+
+/// Sends `wire` on a new connection, expects one error packet with `status` and `opaque`,
+/// then the close.
+fn refused_then_closed(srv: &TestServer, wire: &[u8], status: u16, opaque: u32) {
+    let mut c = srv.connect();
+    c.send(wire);
+    let r = read_response(&mut c);
+    assert_eq!((r.status, r.opaque), (status, opaque), "{r:?}");
+    assert!(!r.value.is_empty(), "an error carries memcached's text");
+    assert_eq!(read_to_end(&mut c), b"", "the connection goes on after a fatal error");
+}
+
+#[test]
+fn binary_lengths_that_lie_are_refused_and_close() {
+    let srv = spawn(Config::for_tests());
+    // A key longer than the body: "Unknown command" (0x81), then the close.
+    let mut wire = bin_header(GET, 3, 0, 1, 1);
+    wire.extend_from_slice(b"key");
+    refused_then_closed(&srv, &wire, 0x81, 1);
+    // Extras and key longer than the body.
+    let mut wire = bin_header(SET, 3, 8, 9, 2);
+    wire.extend_from_slice(&[0; 8]);
+    wire.extend_from_slice(b"key");
+    refused_then_closed(&srv, &wire, 0x81, 2);
+    // A body of 2^32-1: "Invalid arguments" (0x04) at once, nothing of it awaited.
+    let mut wire = bin_header(SET, 1, 8, u32::MAX, 3);
+    wire.extend_from_slice(&[0; 8]);
+    wire.push(b'k');
+    refused_then_closed(&srv, &wire, 0x04, 3);
+    // Just over memcached's 1 GiB body limit.
+    let mut wire = bin_header(SET, 1, 8, (1 << 30) + 1, 4);
+    wire.extend_from_slice(&[0; 8]);
+    wire.push(b'k');
+    refused_then_closed(&srv, &wire, 0x04, 4);
+    still_serves(&srv);
+}
+
+#[test]
+fn binary_key_length_65535_without_key_bytes_waits_then_refuses_the_key() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    // The header alone: the server waits for 65,535 key bytes, answering nothing.
+    c.send(&bin_header(GET, u16::MAX, 0, u32::from(u16::MAX), 9));
+    c.s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut b = [0u8; 1];
+    assert!(c.s.read(&mut b).is_err(), "an answer before the key arrived");
+    still_serves(&srv);
+    // Once they come, a key over 250 bytes is "Invalid arguments", and the close.
+    c.s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.send(&vec![b'k'; usize::from(u16::MAX)]);
+    let r = read_response(&mut c);
+    assert_eq!((r.opcode, r.status, r.opaque), (GET, 0x04, 9));
+    assert_eq!(read_to_end(&mut c), b"");
+    still_serves(&srv);
+}
+
+/// A header promising a value of nearly 1 GiB, then silence, on 20 connections, against
+/// the binary as its own process (so its memory can be read): with `-I 1024m` each value
+/// is one the server would store, with the default `-I` one it discards. Its memory must
+/// not grow by the promises, not even for a moment: its peak virtual size (`VmPeak`,
+/// which counts what is reserved, touched or not, and even if freed since) stays within
+/// 64 MiB of where it was. The idle timeout closes the silent connections.
+#[test]
+fn binary_header_promising_1_gib_then_silence_reserves_nothing_and_times_out() {
+    fn vm_peak(pid: u32) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmPeak:")).expect("VmPeak");
+        line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+    }
+    /// The server process, killed however the test ends.
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let bin_path = env!("CARGO_BIN_EXE_larder");
+    for (item_max, stored) in [("1024m", true), ("1m", false)] {
+        let args = ["-p", "0", "-l", "127.0.0.1", "-m", "2048", "-I", item_max, "-t", "2", "-o", "idle_timeout=1"];
+        let (child, addr, mut err) = common::start_binary(bin_path, &args);
+        let child = Child(child);
+        thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        // Warm the workers up first, so what grows after is the promises' doing.
+        for i in 0..4 {
+            let mut c = Client::to(&addr);
+            c.send(&bin_set(b"warm", &[b'w'; 100_000], i));
+            assert_eq!(read_response(&mut c).status, 0);
+        }
+        let before = vm_peak(child.0.id());
+        let body: u32 = (1 << 30) - 64;
+        let silent: Vec<Client> = (0..20u32)
+            .map(|i| {
+                let mut c = Client::to(&addr);
+                let mut wire = bin_header(SET, 5, 8, body, i);
+                wire.extend_from_slice(&[0; 8]);
+                wire.extend_from_slice(b"big00");
+                wire.extend_from_slice(&[b'v'; 1000]); // a little of the value
+                c.send(&wire);
+                c
+            })
+            .collect();
+        let start = Instant::now();
+        thread::sleep(Duration::from_millis(500));
+        let grown = vm_peak(child.0.id()).saturating_sub(before);
+        assert!(grown < 64 << 20, "-I {item_max}: {} MiB more reserved for 20 silent 1 GiB promises", grown >> 20);
+        // The bystander is served meanwhile.
+        let mut other = Client::to(&addr);
+        other.send(&bin(GET, b"warm", &[], b"", 5));
+        let r = read_response(&mut other);
+        assert_eq!((r.status, r.value.len()), (0, 100_000));
+        // The idle timeout closes the silent ones, as for text: a value being read, or
+        // (over -I) being discarded after its "Too large." (0x03).
+        for (i, mut c) in silent.into_iter().enumerate() {
+            if !stored {
+                let r = read_response(&mut c);
+                assert_eq!((r.status, r.opaque), (0x03, i as u32), "-I {item_max}");
+            }
+            assert!(c.is_closed(), "-I {item_max}: a silent connection stays open");
+        }
+        let took = start.elapsed();
+        assert!(took > Duration::from_millis(500) && took < Duration::from_secs(4), "closed after {took:?}");
+        let mut other = Client::to(&addr);
+        other.send(&bin(GET, b"big00", &[], b"", 6));
+        assert_eq!(read_response(&mut other).status, 0x01, "-I {item_max}: nothing stored");
+    }
+}
+
+#[test]
+fn binary_sasl_step_without_a_start_fails_and_the_login_still_works() {
+    let Some(_) = common::sasl::fixture() else { return };
+    let (user, pass) = common::sasl::ALICE;
+    let config = Config { sasl: true, protocol: larder::config::Protocol::Binary, ..Config::for_tests() };
+    let srv = spawn(config);
+    let plain = format!("\0{user}\0{pass}");
+    let mut c = srv.connect();
+    // A step with no exchange started: "Auth failure." (0x20), counted, the connection kept.
+    c.send(&bin(SASL_STEP, b"PLAIN", &[], plain.as_bytes(), 1));
+    let r = read_response(&mut c);
+    assert_eq!((r.opcode, r.status, r.value.as_slice()), (SASL_STEP, 0x20, &b"Auth failure."[..]));
+    // Steps and starts with lying data lengths: a mechanism over 32 bytes, data over -I.
+    c.send(&bin(SASL_STEP, &[b'M'; 40], &[], b"x", 2));
+    assert_eq!(read_response(&mut c).status, 0x04);
+    let mut wire = bin_header(SASL_STEP, 5, 0, 5 + (2 << 20), 3);
+    wire.extend_from_slice(b"PLAIN");
+    wire.extend_from_slice(&vec![0; 2 << 20]);
+    c.send(&wire);
+    assert_eq!(read_response(&mut c).status, 0x82, "SASL data over the item size");
+    // Then a real login, and commands.
+    c.send(&bin(SASL_AUTH, b"PLAIN", &[], plain.as_bytes(), 4));
+    let r = read_response(&mut c);
+    assert_eq!((r.status, r.value.as_slice()), (0, &b"Authenticated"[..]));
+    c.send(&bin_set(b"k", b"v", 5));
+    assert_eq!(read_response(&mut c).status, 0);
+    // A step after the login's exchange ended fails, and logs the client out.
+    c.send(&bin(SASL_STEP, b"PLAIN", &[], b"x", 6));
+    assert_eq!(read_response(&mut c).status, 0x20);
+    c.send(&bin(GET, b"k", &[], b"", 7));
+    assert_eq!(read_response(&mut c).status, 0x20, "a get after a failed step");
+    assert_eq!(read_to_end(&mut c), b"", "not logged in: closed");
+    // Another client, with no login, is refused; one that logs in is served.
+    let mut other = srv.connect();
+    other.send(&bin(VERSION, b"", &[], b"", 8));
+    assert_eq!(read_response(&mut other).status, 0);
+    other.send(&bin(SASL_AUTH, b"PLAIN", &[], plain.as_bytes(), 9));
+    assert_eq!(read_response(&mut other).status, 0);
+    other.send(&bin(GET, b"k", &[], b"", 10));
+    assert_eq!(read_response(&mut other).value, b"v");
+}
+
+#[test]
+fn binary_garbage_after_a_valid_packet_closes_without_a_reply() {
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    let mut wire = bin(NOOP, b"", &[], b"", 1);
+    wire.extend_from_slice(b"GARBAGE\r\nget k\r\n");
+    wire.extend_from_slice(&bin(NOOP, b"", &[], b"", 2));
+    c.send(&wire);
+    let r = read_response(&mut c);
+    assert_eq!((r.opcode, r.status, r.opaque), (NOOP, 0, 1));
+    assert_eq!(read_to_end(&mut c), b"", "bad magic: closed, nothing after the noop");
+    still_serves(&srv);
+}
+
+#[test]
+fn binary_then_text_on_one_connection_is_closed_at_the_text() {
+    // memcached's `-B auto` chooses by a connection's first byte, once.
+    let srv = spawn(Config::for_tests());
+    let mut c = srv.connect();
+    c.send(&bin(VERSION, b"", &[], b"", 3));
+    c.send(b"version\r\n");
+    let r = read_response(&mut c);
+    assert_eq!((r.opcode, r.status), (VERSION, 0));
+    assert_eq!(read_to_end(&mut c), b"", "a text command on a binary connection");
+    // The other way round: a text connection stays text (the packet is an unfinished line).
+    let mut t = srv.connect();
+    t.send(b"version\r\n");
+    t.send(&bin(VERSION, b"", &[], b"", 3));
+    assert!(t.line().starts_with("VERSION "));
+    still_serves(&srv);
+}
+
+#[test]
+fn binary_flood_of_quiet_gets_never_read_holds_a_bounded_reply() {
+    let srv = spawn(Config::for_tests());
+    let value = vec![b'v'; 500];
+    let mut admin = srv.connect();
+    admin.send(&bin_set(b"k", &value, 0));
+    assert_eq!(read_response(&mut admin).status, 0);
+    let hits_before = stat(&srv, "get_hits");
+    let n = 100_000u32;
+    let mut wire = Vec::with_capacity(n as usize * 25 + 24);
+    for i in 0..n {
+        wire.extend_from_slice(&bin(GETKQ, b"k", &[], b"", i));
+    }
+    wire.extend_from_slice(&bin(NOOP, b"", &[], b"", n));
+    let c = srv.connect();
+    let mut w = c.s.try_clone().unwrap();
+    let writer = thread::spawn(move || w.write_all(&wire).is_ok());
+    thread::sleep(Duration::from_millis(700));
+    // The server stopped reading once its 1 MiB of output and the sockets' buffers were
+    // full: ~529 bytes a hit, so a few thousand hits, never all 100,000.
+    let looked_up = stat(&srv, "get_hits") - hits_before;
+    assert!(looked_up > 0 && looked_up < 40_000, "{looked_up} quiet gets run for a client that reads nothing");
+    still_serves(&srv);
+    // Once the client reads, every hit arrives whole and in order, then the noop's reply.
+    c.s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut r = std::io::BufReader::with_capacity(1 << 16, c.s.try_clone().unwrap());
+    for i in 0..n {
+        let mut h = [0u8; 24];
+        r.read_exact(&mut h).unwrap();
+        assert_eq!((h[0], h[1], &h[12..16]), (0x81, GETKQ, &i.to_be_bytes()[..]), "reply {i}");
+        let mut body = vec![0u8; u32::from_be_bytes(h[8..12].try_into().unwrap()) as usize];
+        r.read_exact(&mut body).unwrap();
+        assert_eq!(body.len(), 4 + 1 + value.len());
+    }
+    let mut h = [0u8; 24];
+    r.read_exact(&mut h).unwrap();
+    assert_eq!((h[1], &h[12..16]), (NOOP, &n.to_be_bytes()[..]));
+    assert!(writer.join().unwrap());
+    assert_eq!(stat(&srv, "get_hits") - hits_before, u64::from(n));
+}
