@@ -32,6 +32,12 @@ const READ_CHUNK: usize = budget::BASE;
 /// Room below which the read buffer is topped up to [`READ_CHUNK`] before a read.
 const MIN_READ_ROOM: usize = 4 * 1024;
 
+/// Room enough for a read when nothing is buffered: the space behind requests already
+/// taken is made again only once less than this is left, not before every read (a
+/// connection sending small requests reads into its first buffer many times between two
+/// such moves). A line longer than a read brings is judged at the next read.
+const IDLE_READ_ROOM: usize = MIN_READ_ROOM / 2;
+
 /// A new connection's read buffer: enough for the requests of most clients. It grows to
 /// [`READ_CHUNK`] (still uncounted by the buffer budget) the first time a request spans
 /// two reads; a client that sends a large value at once leaves for a buffer of its size
@@ -436,6 +442,7 @@ impl Connection {
             return Ok(true);
         }
         let len = self.rbuf.spare_capacity_mut().len().min(MAX_READ);
+        let buffered = self.rbuf.len();
         let (n, drained) = match self.transport.recv(&mut self.rbuf, len, self.hung_up)? {
             Received::Eof => return Ok(false),
             Received::Data { n, drained } => (n, drained),
@@ -449,10 +456,11 @@ impl Connection {
             self.seen_input = true;
             self.ctx.stats.local().bytes_read.fetch_add(n as u64, Relaxed);
         }
-        // memcached reads 16 KiB at a time and judges a line without its newline by what
-        // one read brought: after a read that filled the small first buffer, such a line
-        // waits for the next read (into a base buffer).
-        self.decoder.defer_long_lines(n == len && !drained && self.in_cap < READ_CHUNK);
+        // memcached reads into a 16 KiB buffer, as much as it has room for, and judges a
+        // line without its newline by what it then holds: after a read that filled less
+        // room than memcached's would have had (a small first buffer, or what was left of
+        // one), such a line waits for the next read.
+        self.decoder.defer_long_lines(n == len && !drained && len < READ_CHUNK.saturating_sub(buffered));
         Ok(true)
     }
 

@@ -4,7 +4,7 @@
 
 use bytes::BytesMut;
 
-use super::{Connection, KEEP_CAPACITY, MAX_READ, MIN_READ_ROOM, READ_CHUNK};
+use super::{Connection, IDLE_READ_ROOM, KEEP_CAPACITY, MAX_READ, MIN_READ_ROOM, READ_CHUNK};
 use crate::budget;
 
 /// The process's `M_MMAP_THRESHOLD` (set in `main`): allocations this large are mapped,
@@ -36,7 +36,7 @@ impl Connection {
     /// nothing). While the data is copied to a new buffer, it is asked for both.
     pub(super) fn make_room(&mut self) -> bool {
         let len = self.rbuf.len();
-        if len == 0 && self.rbuf.capacity() >= MIN_READ_ROOM {
+        if len == 0 && self.rbuf.capacity() >= IDLE_READ_ROOM {
             return true;
         }
         let left = self.block_left();
