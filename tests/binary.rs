@@ -14,6 +14,7 @@ use clap::Parser;
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use common::binary::header;
 use common::memcached::{memcached_available, memcached_bin, start_memcached_bin};
 
 const SENTINEL: u32 = 0x5e57_1e1e;
@@ -66,32 +67,12 @@ impl Out {
                     Cas::Value(v) => *v,
                     Cas::Last => last_cas,
                 };
-                let mut b = header(
-                    *opcode,
-                    key.len() as u16,
-                    extras.len() as u8,
-                    (key.len() + extras.len() + value.len()) as u32,
-                );
-                b[12..16].copy_from_slice(&opaque.to_be_bytes());
+                let mut b = common::binary::packet(*opcode, key, extras, value, *opaque);
                 b[16..24].copy_from_slice(&cas.to_be_bytes());
-                b.extend_from_slice(extras);
-                b.extend_from_slice(key);
-                b.extend_from_slice(value);
                 b
             }
         }
     }
-}
-
-/// A request header with the lengths given (they may lie).
-fn header(opcode: u8, keylen: u16, extlen: u8, bodylen: u32) -> Vec<u8> {
-    let mut b = vec![0u8; 24];
-    b[0] = 0x80;
-    b[1] = opcode;
-    b[2..4].copy_from_slice(&keylen.to_be_bytes());
-    b[4] = extlen;
-    b[8..12].copy_from_slice(&bodylen.to_be_bytes());
-    b
 }
 
 fn set_extras(flags: u32, exptime: u32) -> Vec<u8> {
@@ -315,15 +296,15 @@ fn sessions() -> Vec<Session> {
         session("a key of 250 bytes", vec![vec![set(&"k".repeat(250), "1"), get(op::GETK, &"k".repeat(250))]]),
         session(
             "lengths that lie: key past the body",
-            vec![vec![set("a", "1")], vec![Out::Raw(header(op::GET, 5, 0, 3)), Out::Raw(b"abcde".to_vec())]],
+            vec![vec![set("a", "1")], vec![Out::Raw(header(op::GET, 5, 0, 3, 0)), Out::Raw(b"abcde".to_vec())]],
         ),
         session(
             "lengths that lie: extras past the body",
-            vec![vec![Out::Raw(header(op::SET, 1, 8, 4)), Out::Raw(vec![0; 9])]],
+            vec![vec![Out::Raw(header(op::SET, 1, 8, 4, 0)), Out::Raw(vec![0; 9])]],
         ),
         changed(session(
             "a body over 1 GB (1.6.18: Too large, and the body discarded)",
-            vec![vec![Out::Raw(header(op::SET, 1, 8, 0xffff_ffff)), Out::Raw(vec![0; 9])]],
+            vec![vec![Out::Raw(header(op::SET, 1, 8, 0xffff_ffff, 0)), Out::Raw(vec![0; 9])]],
         )),
         session("a get with extras", vec![vec![pkt(op::GET, b"k", &[0, 0, 0, 0], b"")]]),
         session("a get with a value", vec![vec![pkt(op::GET, b"k", &[], b"v")]]),

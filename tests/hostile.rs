@@ -498,35 +498,8 @@ fn unread_replies_are_charged_to_the_buffer_budget() {
 
 // The binary protocol's hostile peers. Packets are built by hand so their lengths can lie.
 
-const GET: u8 = 0x00;
-const SET: u8 = 0x01;
-const NOOP: u8 = 0x0a;
-const VERSION: u8 = 0x0b;
-const GETKQ: u8 = 0x0d;
-const SASL_AUTH: u8 = 0x21;
-const SASL_STEP: u8 = 0x22;
-
-/// A request header with the lengths given (they may lie) and `opaque`.
-fn bin_header(opcode: u8, keylen: u16, extlen: u8, bodylen: u32, opaque: u32) -> Vec<u8> {
-    let mut b = vec![0u8; 24];
-    b[0] = 0x80;
-    b[1] = opcode;
-    b[2..4].copy_from_slice(&keylen.to_be_bytes());
-    b[4] = extlen;
-    b[8..12].copy_from_slice(&bodylen.to_be_bytes());
-    b[12..16].copy_from_slice(&opaque.to_be_bytes());
-    b
-}
-
-/// A request whose lengths tell the truth.
-fn bin(opcode: u8, key: &[u8], extras: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
-    let body = (key.len() + extras.len() + value.len()) as u32;
-    let mut b = bin_header(opcode, key.len() as u16, extras.len() as u8, body, opaque);
-    b.extend_from_slice(extras);
-    b.extend_from_slice(key);
-    b.extend_from_slice(value);
-    b
-}
+use common::binary::{header as bin_header, packet as bin};
+use larder::protocol::binary::op::{GET, GETKQ, NOOP, SASL_AUTH, SASL_STEP, SET, VERSION};
 
 fn bin_set(key: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
     bin(SET, key, &[0; 8], value, opaque)

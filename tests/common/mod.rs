@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod memcached;
 pub mod sasl;
 pub mod tls;
