@@ -88,12 +88,7 @@ pub fn execute(ctx: &Ctx, packet: Packet, out: &mut Output, session: &mut Sessio
             return Flow::Transmit;
         }
         Command::TooLarge { key, mode } => {
-            // As memcached: the old value of a `set` goes, and (unlike the text
-            // protocol's refusal) nothing counts it in `store_too_large`.
-            ctx.stats.prefixes.record(&key, crate::stats::PrefixEvent::Set);
-            if mode == StoreMode::Set {
-                ctx.store.delete(&key, &crate::store::DeleteOpts::default());
-            }
+            storage::too_large(ctx, &key, mode, false);
             // The value is discarded next: memcached answers without a flush.
             put_error(buf, echo, Status::TooLarge, None);
         }

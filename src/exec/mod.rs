@@ -138,7 +138,7 @@ pub fn execute(ctx: &Ctx, req: Request, out: &mut Output, caller: &Caller) -> Fl
                     watch::fetched(ctx, &key, caller.cfd);
                 }
             }
-            storage::too_large(ctx, &key, mode);
+            storage::too_large(ctx, &key, mode, true);
         }
         Request::Delete { key, noreply } => {
             let old = watch::deleting(ctx, &key);

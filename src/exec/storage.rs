@@ -43,9 +43,12 @@ pub fn store_counted(ctx: &Ctx, args: &StoreArgs<'_>) -> (StoreOutcome, u64) {
 
 /// A storage command whose data is over the item size limit. A client that sees the error
 /// assumes the old value is gone: memcached makes it so for `set`, and so do we. The reply
-/// follows once the decoder has swallowed the data.
-pub fn too_large(ctx: &Ctx, key: &[u8], mode: StoreMode) {
-    Stats::incr(&ctx.stats.local().store_too_large);
+/// follows once the decoder has swallowed the data. `counted`: memcached counts the text
+/// protocol's refusals in `store_too_large`, not the binary protocol's.
+pub fn too_large(ctx: &Ctx, key: &[u8], mode: StoreMode, counted: bool) {
+    if counted {
+        Stats::incr(&ctx.stats.local().store_too_large);
+    }
     ctx.stats.prefixes.record(key, PrefixEvent::Set);
     if mode == StoreMode::Set {
         ctx.store.delete(key, &DeleteOpts::default());
