@@ -57,6 +57,10 @@ struct Candidate {
     block: usize,
 }
 
+/// Items the background pass moves from a shard's draining table per visit (about a
+/// tenth of a millisecond under the shard's lock).
+const BACKGROUND_DRAIN: usize = 1024;
+
 /// With `-M`, the most buckets a store looks at for expired items before it is refused.
 const MAX_RECLAIM_BUCKETS: usize = 4096;
 
@@ -87,7 +91,7 @@ impl Store {
             }
             let at = self.hand.fetch_add(1, Relaxed) % SHARDS;
             let mut s = write(&self.shards[at]);
-            if s.table.is_empty() {
+            if s.is_empty() {
                 empty_visits += 1;
                 continue;
             }
@@ -110,7 +114,7 @@ impl Store {
                     s = write(&self.shards[b.shard]);
                 }
                 // Unless another request took or replaced it since it was sampled.
-                if s.table.get_bucket(b.bucket).is_some_and(|it| it.key().as_ptr().addr() == b.block) {
+                if s.get(b.bucket).is_some_and(|it| it.key().as_ptr().addr() == b.block) {
                     self.evict(&mut s, b.bucket, now);
                 }
             }
@@ -126,7 +130,7 @@ impl Store {
     /// class evicted first (probationary while they hold more than [`PROBATION_SHARE`],
     /// else read ones), or the oldest of the other class when the sample has none.
     fn sample(&self, s: &mut Shard, now: RelTime, looked: &mut usize) -> (Option<(u8, usize)>, usize) {
-        let buckets = s.table.num_buckets();
+        let buckets = s.buckets();
         let epoch = self.epoch();
         let probation_first = self.probation.load(Relaxed) > PROBATION_SHARE;
         let mut victim: Option<(u8, usize)> = None;
@@ -136,7 +140,7 @@ impl Store {
             *looked += 1;
             let i = s.hand % buckets;
             s.hand = (i + 1) % buckets;
-            let Some(it) = s.table.get_bucket(i) else { continue };
+            let Some(it) = s.get(i) else { continue };
             if self.dead(it, now).is_some() {
                 self.remove(s, i, now); // expired: reclaimed, not evicted
                 continue;
@@ -206,12 +210,12 @@ impl Store {
     pub(super) fn evict_for_bucket(&self, s: &mut Shard, incoming: usize, now: RelTime) {
         let growth = s.table.num_buckets() * BUCKET_BYTES;
         let full_cache = self.used.load(Relaxed) + incoming + growth > self.limit.load(Relaxed);
-        if !(self.evictions && full_cache && s.table.len() * SHARDS >= self.len()) {
+        if !(self.evictions && full_cache && s.len() * SHARDS >= self.len()) {
             return;
         }
         let mut looked = 0; // bounded by the four visits instead
         for _ in 0..4 {
-            if s.table.len() < s.table.capacity() {
+            if !s.full() {
                 return;
             }
             if let (Some((_, i)), _) = self.sample(s, now, &mut looked) {
@@ -228,8 +232,9 @@ impl Store {
         if dumped_at != 0 && now.saturating_add(1).saturating_sub(dumped_at) < DUMP_QUIET {
             return;
         }
-        let given_back = s.compact(&self.hasher);
-        self.refund(given_back);
+        let before = s.buckets();
+        s.compact(&self.hasher);
+        self.charge_buckets(before, s);
     }
 
     /// When small items fill the slab's pages badly (after the mix of sizes changed), moves
@@ -255,8 +260,8 @@ impl Store {
     pub fn move_out_of_doomed_pages(&self) {
         for shard in self.shards.iter() {
             let mut s = write(shard);
-            for i in 0..s.table.num_buckets() {
-                if let Some(moved) = s.table.get_bucket(i).and_then(|it| it.relocated(&self.slab)) {
+            for i in 0..s.buckets() {
+                if let Some(moved) = s.get(i).and_then(|it| it.relocated(&self.slab)) {
                     // Same length, same slot size: nothing to re-charge.
                     *s.item_mut(i) = moved;
                     self.stats.local().relocated.fetch_add(1, Relaxed);
@@ -273,8 +278,10 @@ impl Store {
         let mut freed = 0;
         for shard in self.shards.iter() {
             let mut s = write(shard);
-            let buckets = s.table.num_buckets();
-            if s.table.is_empty() {
+            // A drain no write is moving along is finished here, a bounded step at a time.
+            self.drain(&mut s, BACKGROUND_DRAIN);
+            let buckets = s.buckets();
+            if s.is_empty() {
                 continue;
             }
             // With no deadline ever given and no flush pending nothing can be dead: the
@@ -283,7 +290,7 @@ impl Store {
             for _ in 0..walk {
                 let i = s.sweep % buckets;
                 s.sweep = (i + 1) % buckets;
-                if s.table.get_bucket(i).is_some_and(|it| self.dead(it, now).is_some()) {
+                if s.get(i).is_some_and(|it| self.dead(it, now).is_some()) {
                     self.remove(&mut s, i, now);
                     freed += 1;
                 }

@@ -535,11 +535,9 @@ impl Store {
         };
         let cas = new.cas();
         // Same item, new contents: the readers' bits stay with it.
-        let side = s.side.get(i).map_or(0, |b| b.load(Relaxed));
+        let side = s.access(i);
         self.replace(&mut s, i, new);
-        if let Some(b) = s.side.get(i) {
-            b.store(side, Relaxed);
-        }
+        s.set_access(i, side);
         if grows {
             // memcached writes a longer number into a new item, which counts as one.
             self.stats.local().total_items.fetch_add(1, Relaxed);

@@ -5,6 +5,13 @@
 //! ([`Prefetch`]). The `impl Store` here is the bookkeeping every verb shares: finding a
 //! live item (reaping a dead one), inserting, replacing and removing with the byte and
 //! item accounting, CAS uniques and the eviction epoch.
+//!
+//! A table past [`IN_PLACE_BUCKETS`] is never rebuilt at once: when it fills (or eviction
+//! leaves it sparse) a new one of the right size takes its place and the old one is
+//! drained into it a few items per write ([`Drain`]), as memcached's hash expansion and
+//! Redis's rehashing do, so no request waits for a whole table to move whatever the
+//! cache's size. While a drain lasts, lookups look in both tables, and bucket numbers
+//! past the new table's name the old one's buckets.
 
 use std::hash::BuildHasher;
 use std::sync::RwLock;
@@ -34,6 +41,14 @@ pub(super) enum Room {
     Never,
 }
 
+/// Tables with fewer buckets than this are rebuilt at once when they fill (a few
+/// microseconds' work); larger ones are replaced and drained in steps.
+pub(super) const IN_PLACE_BUCKETS: usize = 1024;
+
+/// Items a write moves from a draining table at least; more when the new table's room
+/// asks for it ([`Shard::drain_step_for`]).
+const DRAIN_STEP: usize = 4;
+
 /// One shard: a table of items and their access bytes beside it.
 #[derive(Debug, Default)]
 pub(super) struct Shard {
@@ -42,6 +57,8 @@ pub(super) struct Shard {
     /// which readers update under the read lock. Saved into the items while the table is
     /// rebuilt (bucket numbers change) and restored after.
     pub(super) side: Vec<AtomicU8>,
+    /// The table being drained into `table`, while one is.
+    pub(super) old: Option<Box<Drain>>,
     /// Fingerprints of keys lately evicted from probation (S3-FIFO's ghost queue), one
     /// per two buckets (about one per item), direct-mapped: a key written again while its
     /// fingerprint is here skips probation. Emptied when the table changes size.
@@ -59,15 +76,87 @@ pub(super) struct Shard {
     pub(super) rebuilds: u32,
 }
 
+/// A table being emptied into its successor: its items, their access bytes, and the next
+/// bucket to move.
+#[derive(Debug)]
+pub(super) struct Drain {
+    pub(super) table: HashTable<Item>,
+    side: Vec<AtomicU8>,
+    next: usize,
+}
+
+fn zeroed(n: usize) -> Vec<AtomicU8> {
+    (0..n).map(|_| AtomicU8::new(0)).collect()
+}
+
 impl Shard {
     pub(super) fn find(&self, hash: u64, key: &[u8]) -> Option<usize> {
         self.prefetch_probe(hash);
         // A candidate's whole block is asked for before its key is compared, so the
         // value's lines (which a hit reads next) load alongside the key's.
-        self.table.find_bucket_index(hash, |it| {
+        let found = self.table.find_bucket_index(hash, |it| {
             it.prefetch();
             it.key() == key
-        })
+        });
+        match (found, &self.old) {
+            (None, Some(old)) => {
+                old.table.find_bucket_index(hash, |it| it.key() == key).map(|j| self.table.num_buckets() + j)
+            }
+            _ => found,
+        }
+    }
+
+    /// Items held, in both tables while a drain lasts.
+    pub(super) fn len(&self) -> usize {
+        self.table.len() + self.old.as_ref().map_or(0, |o| o.table.len())
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bucket numbers in use: the table's, then the draining table's.
+    pub(super) fn buckets(&self) -> usize {
+        self.table.num_buckets() + self.old.as_ref().map_or(0, |o| o.table.num_buckets())
+    }
+
+    /// Whether an insert into the table needs it rebuilt or replaced first.
+    pub(super) fn full(&self) -> bool {
+        self.table.len() == self.table.capacity()
+    }
+
+    /// Bucket `i`'s item, if it holds one.
+    pub(super) fn get(&self, i: usize) -> Option<&Item> {
+        let n = self.table.num_buckets();
+        match &self.old {
+            Some(old) if i >= n => old.table.get_bucket(i - n),
+            _ => self.table.get_bucket(i),
+        }
+    }
+
+    fn side_at(&self, i: usize) -> Option<&AtomicU8> {
+        let n = self.table.num_buckets();
+        match &self.old {
+            Some(old) if i >= n => old.side.get(i - n),
+            _ => self.side.get(i),
+        }
+    }
+
+    /// The occupied buckets of both tables.
+    pub(super) fn occupied(&self) -> impl Iterator<Item = usize> + '_ {
+        let n = self.table.num_buckets();
+        let old = self.old.iter().flat_map(move |o| o.table.iter_buckets().map(move |j| n + j));
+        self.table.iter_buckets().chain(old)
+    }
+
+    /// The bucket a walk's `p`th step looks at: a draining table's buckets first, so an
+    /// item moved out of a bucket the walk has not reached lands where it still will.
+    pub(super) fn walk_order(&self, p: usize) -> usize {
+        match &self.old {
+            Some(old) if p < old.table.num_buckets() => self.table.num_buckets() + p,
+            Some(old) => p - old.table.num_buckets(),
+            None => p,
+        }
     }
 
     /// Starts loading the memory a lookup of `hash` reads first: its probe group's control
@@ -99,20 +188,25 @@ impl Shard {
     }
 
     pub(super) fn item(&self, i: usize) -> &Item {
-        self.table.get_bucket(i).expect("bucket found under the same lock")
+        self.get(i).expect("bucket found under the same lock")
     }
 
     pub(super) fn item_mut(&mut self, i: usize) -> &mut Item {
-        self.table.get_bucket_mut(i).expect("bucket found under the same lock")
+        let n = self.table.num_buckets();
+        match &mut self.old {
+            Some(old) if i >= n => old.table.get_bucket_mut(i - n),
+            _ => self.table.get_bucket_mut(i),
+        }
+        .expect("bucket found under the same lock")
     }
 
     /// The item's access byte.
     pub(super) fn access(&self, i: usize) -> u8 {
-        self.side.get(i).map_or(0, |s| s.load(Relaxed))
+        self.side_at(i).map_or(0, |s| s.load(Relaxed))
     }
 
     pub(super) fn set_access(&self, i: usize, a: u8) {
-        if let Some(s) = self.side.get(i) {
+        if let Some(s) = self.side_at(i) {
             s.store(a, Relaxed);
         }
     }
@@ -153,7 +247,7 @@ impl Shard {
     /// when something changes.
     pub(super) fn mark_read(&self, i: usize, epoch: u8) {
         let want = access::FETCHED | epoch;
-        if let Some(s) = self.side.get(i)
+        if let Some(s) = self.side_at(i)
             && s.load(Relaxed) != want
         {
             s.store(want, Relaxed);
@@ -162,44 +256,64 @@ impl Shard {
 
     /// Takes the item out of bucket `i`, its access byte saved with it.
     pub(super) fn take(&mut self, i: usize) -> Item {
-        let a = self.side.get(i).map_or(0, |s| s.swap(0, Relaxed));
-        let (mut it, _) = self.table.get_bucket_entry(i).expect("occupied bucket").remove();
+        let a = self.side_at(i).map_or(0, |s| s.swap(0, Relaxed));
+        let n = self.table.num_buckets();
+        let (mut it, _) = match &mut self.old {
+            Some(old) if i >= n => old.table.get_bucket_entry(i - n),
+            _ => self.table.get_bucket_entry(i),
+        }
+        .expect("occupied bucket")
+        .remove();
         it.set_access(a);
         it
     }
 
-    /// Saves every item's access byte into the item, before buckets move.
-    pub(super) fn save_access(&mut self) {
+    /// Saves the table's items' access bytes into the items, before its buckets move.
+    fn save_access(&mut self) {
         for i in 0..self.table.num_buckets() {
-            let a = self.access(i);
+            let a = self.side.get(i).map_or(0, |s| s.load(Relaxed));
             if let Some(it) = self.table.get_bucket_mut(i) {
                 it.set_access(a);
             }
         }
     }
 
-    /// Rebuilds the access bytes from the items, after buckets moved.
-    pub(super) fn restore_access(&mut self, before: usize) {
-        let after = self.table.num_buckets();
-        self.side = (0..after).map(|_| AtomicU8::new(0)).collect();
-        for i in 0..after {
-            if let Some(it) = self.table.get_bucket(i) {
-                self.side[i].store(it.access(), Relaxed);
-            }
+    /// Rebuilds the table's access bytes from its items, after its buckets moved.
+    fn restore_access(&mut self) {
+        let n = self.table.num_buckets();
+        self.side = zeroed(n);
+        for i in self.table.iter_buckets() {
+            let a = self.table.get_bucket(i).map_or(0, Item::access);
+            self.side[i].store(a, Relaxed);
         }
-        // Keep the hands at the same relative place, so a rebuild does not send them back
-        // over items they have just looked at.
+    }
+
+    /// After bucket numbers changed (from `before` in use): keeps the hands at the same
+    /// relative place, so a rebuild does not send them back over items they have just
+    /// looked at, and tells walks their place is gone.
+    fn renumbered(&mut self, before: usize) {
+        let after = self.buckets();
         self.hand = self.hand * after / before.max(1);
         self.sweep = self.sweep * after / before.max(1);
         self.rebuilds = self.rebuilds.wrapping_add(1);
+        self.learn_ctrl();
     }
 
-    /// Inserts an item known to be absent, last used in `epoch`; returns its bucket and
-    /// how many bytes the table grew by.
-    pub(super) fn insert(&mut self, hash: u64, it: Item, epoch: u8, hasher: &DefaultHashBuilder) -> (usize, usize) {
-        let before = self.table.num_buckets();
-        // A full table grows (or rehashes away tombstones): buckets move.
-        let rebuild = self.table.len() == self.table.capacity();
+    /// Inserts an item known to be absent, last used in `epoch`; returns its bucket. A
+    /// full table is rebuilt first if small, else replaced by one twice its size (or its
+    /// size, when tombstones filled it) to be drained into.
+    pub(super) fn insert(&mut self, hash: u64, it: Item, epoch: u8, hasher: &DefaultHashBuilder) -> usize {
+        if self.full() {
+            self.finish_drain(hasher);
+            let n = self.table.num_buckets();
+            if n >= IN_PLACE_BUCKETS {
+                // hashbrown's rule: twice the room unless half of it would hold the items.
+                let room = n / 8 * 7;
+                self.start_drain(if self.table.len() < room / 2 { room } else { room * 2 });
+            }
+        }
+        let before = self.buckets();
+        let rebuild = self.full();
         if rebuild {
             self.save_access();
         }
@@ -207,35 +321,104 @@ impl Shard {
         it.set_access(epoch);
         let i = self.table.insert_unique(hash, it, |it| hasher.hash_one(it.key())).bucket_index();
         if rebuild {
-            self.restore_access(before);
+            self.restore_access();
+            self.renumbered(before);
         } else {
             self.side[i].store(epoch, Relaxed);
+            if self.ctrl == 0 {
+                self.learn_ctrl();
+            }
         }
-        if rebuild || self.ctrl == 0 {
+        i
+    }
+
+    /// Puts a new table with room for `capacity` items in place of this one, which is
+    /// then drained into it. Bucket numbers change.
+    fn start_drain(&mut self, capacity: usize) {
+        let before = self.buckets();
+        let table = std::mem::replace(&mut self.table, HashTable::with_capacity(capacity));
+        let side = std::mem::replace(&mut self.side, zeroed(self.table.num_buckets()));
+        self.old = Some(Box::new(Drain { table, side, next: 0 }));
+        self.renumbered(before);
+    }
+
+    /// How many items a write moves from the draining table: enough that it is empty
+    /// before the new table's room runs out, whatever is inserted meanwhile.
+    pub(super) fn drain_step_for(&self) -> usize {
+        let Some(old) = &self.old else { return 0 };
+        let (left, room) = (old.table.len(), self.table.capacity() - self.table.len());
+        if room <= left + 1 { left } else { DRAIN_STEP.max(left.div_ceil(room - left - 1)) }
+    }
+
+    /// Moves up to `n` items from the draining table into the table (looking at no more
+    /// than 8n buckets), and lets the draining table go once it is empty. The table's
+    /// bucket numbers stay as they are until the drain ends.
+    pub(super) fn drain(&mut self, n: usize, hasher: &DefaultHashBuilder) {
+        let Some(mut old) = self.old.take() else { return };
+        let before = self.table.num_buckets() + old.table.num_buckets();
+        let (end, mut moved, mut looked, mut rebuilt) = (old.table.num_buckets(), 0, 0, false);
+        while moved < n && looked < n.saturating_mul(8) && old.next < end && !old.table.is_empty() {
+            looked += 1;
+            let j = old.next;
+            let Ok(entry) = old.table.get_bucket_entry(j) else {
+                old.next += 1;
+                continue;
+            };
+            let a = old.side[j].swap(0, Relaxed);
+            let (it, _) = entry.remove();
+            if self.full() {
+                // Only tombstones can have used up the room the steps were sized for:
+                // the table is rebuilt, as an insert into it would.
+                self.save_access();
+                self.table.reserve(1, |it| hasher.hash_one(it.key()));
+                self.restore_access();
+                rebuilt = true;
+            }
+            let i = self.table.insert_unique(hasher.hash_one(it.key()), it, |it| hasher.hash_one(it.key()));
+            self.side[i.bucket_index()].store(a, Relaxed);
+            moved += 1;
+        }
+        let emptied = old.table.is_empty();
+        if !emptied {
+            self.old = Some(old);
+        }
+        if rebuilt || emptied {
+            self.renumbered(before);
+        } else if self.ctrl == 0 {
             self.learn_ctrl();
         }
-        (i, (self.table.num_buckets() - before) * BUCKET_BYTES)
+    }
+
+    /// Ends a drain at once (the table about to be replaced again).
+    fn finish_drain(&mut self, hasher: &DefaultHashBuilder) {
+        while self.old.is_some() {
+            self.drain(usize::MAX / 8, hasher);
+        }
     }
 
     /// Rebuilds a table that eviction has left mostly empty at a size that fits its items,
     /// returning the bytes given back. Near the memory limit a table that grew makes the
     /// store evict items to pay for it, which leaves the table sparse: without this,
     /// tables settle a third full and cost twice what they need.
-    pub(super) fn compact(&mut self, hasher: &DefaultHashBuilder) -> usize {
+    pub(super) fn compact(&mut self, hasher: &DefaultHashBuilder) {
         let before = self.table.num_buckets();
         // Shrink when the items fit the smaller table with 1/64 to spare: a shard that grew
         // while the cache filled returns to its steady size instead of staying half empty,
         // and once the cache is full it stays there (`evict_for_bucket`).
         let target = self.table.len() + self.table.len() / 64 + 16;
         // hashbrown's sizing: buckets for a capacity are a power of two at most 7/8 full.
-        if before <= 64 || (target * 8 / 7).next_power_of_two() >= before {
-            return 0;
+        if self.old.is_some() || before <= 64 || (target * 8 / 7).next_power_of_two() >= before {
+            return;
         }
+        if before > IN_PLACE_BUCKETS {
+            self.start_drain(target);
+            return;
+        }
+        let all = self.buckets();
         self.save_access();
         self.table.shrink_to(target, |it| hasher.hash_one(it.key()));
-        self.restore_access(before);
-        self.learn_ctrl();
-        (before - self.table.num_buckets()) * BUCKET_BYTES
+        self.restore_access();
+        self.renumbered(all);
     }
 }
 
@@ -279,6 +462,12 @@ impl Prefetch<'_> {
                 it.prefetch();
                 false
             });
+            if let Some(old) = &s.old {
+                old.table.find(hash, |it| {
+                    it.prefetch();
+                    false
+                });
+            }
         }
         self.n = 0;
     }
@@ -348,7 +537,7 @@ impl Store {
         if self.evictions && shard.table.num_buckets() > 0 && shard.ghost_take(hash) {
             it.set_bits(it.bits() | item::bit::ADMITTED);
         }
-        if shard.table.len() == shard.table.capacity() {
+        if shard.full() {
             self.evict_for_bucket(shard, it.charge(), self.clock.now());
         }
         let charge = it.charge();
@@ -362,9 +551,29 @@ impl Store {
             self.since_epoch.store(0, Relaxed);
             self.epoch.store(self.epoch().wrapping_add(1) & access::EPOCH, Relaxed);
         }
-        let (i, grown) = shard.insert(hash, it, self.epoch(), &self.hasher);
-        self.charge(grown);
+        let before = shard.buckets();
+        let i = shard.insert(hash, it, self.epoch(), &self.hasher);
+        self.charge_buckets(before, shard);
         i
+    }
+
+    /// Charges (or refunds) the tables' change from `before` buckets.
+    pub(super) fn charge_buckets(&self, before: usize, shard: &Shard) {
+        let after = shard.buckets();
+        if after > before {
+            self.charge((after - before) * BUCKET_BYTES);
+        } else {
+            self.refund((before - after) * BUCKET_BYTES);
+        }
+    }
+
+    /// A write's share of a drain in progress ([`Shard::drain`]).
+    pub(super) fn drain(&self, shard: &mut Shard, n: usize) {
+        if shard.old.is_some() {
+            let before = shard.buckets();
+            shard.drain(n, &self.hasher);
+            self.charge_buckets(before, shard);
+        }
     }
 
     /// Notes that an item got deadline `exptime` (see `deadlines_seen`).
@@ -430,7 +639,9 @@ impl Store {
     }
 
     /// Looks `key` up under a write lock, reaping a dead item; `Some(bucket)` if live.
+    /// Every write comes here first, so it also moves its share of a drain.
     pub(super) fn find_live(&self, shard: &mut Shard, hash: u64, key: &[u8], now: RelTime) -> Option<usize> {
+        self.drain(shard, shard.drain_step_for());
         let i = shard.find(hash, key)?;
         if let Some(why) = self.dead(shard.item(i), now) {
             self.count_dead(why);

@@ -721,3 +721,73 @@ fn delete_remove_value_leaves_an_empty_item() {
     assert_eq!(s.get(b"k").unwrap().cas, 42);
     assert_eq!(s.delete(b"nokey", &x(false, None)), DeleteOutcome::NotFound);
 }
+
+/// A table past `IN_PLACE_BUCKETS` grows by draining into its successor a few items per
+/// write: no write moves more than a bounded number, every item stays findable in
+/// either table throughout, deletes reach both, and the table memory charged is the
+/// two tables' while both exist and the new one's after.
+#[test]
+fn large_tables_grow_in_bounded_steps() {
+    let s = store();
+    let bucket_bytes = |s: &Store| s.shards.iter().map(|sh| read(sh).buckets()).sum::<usize>() * BUCKET_BYTES;
+    let items_bytes = |keys: &[String]| keys.iter().map(|k| item::charge_for(k.len(), 1)).sum::<usize>();
+    // The empty tables' single buckets were never charged.
+    let base = s.bytes() as i64 - bucket_bytes(&s) as i64;
+    // Keys of shard 0 only, so that one table goes through several drains.
+    let keys: Vec<String> = (0..)
+        .map(|n| format!("g{n}"))
+        .filter(|k| std::ptr::eq(s.locate(k.as_bytes()).1, &s.shards[0]))
+        .take(20_000)
+        .collect();
+    let (mut drains, mut most_moved, mut deleted) = (0, 0, 0);
+    for (n, key) in keys.iter().enumerate() {
+        let (old_before, draining_before) = {
+            let sh = read(&s.shards[0]);
+            (sh.old.as_ref().map_or(0, |o| o.table.len()), sh.old.is_some())
+        };
+        set(&s, key, "v", 0);
+        let sh = read(&s.shards[0]);
+        let old_after = sh.old.as_ref().map_or(0, |o| o.table.len());
+        if sh.old.is_some() && !draining_before {
+            drains += 1;
+        } else {
+            most_moved = most_moved.max(old_before - old_after);
+        }
+        drop(sh);
+        if n % 1000 == 999 {
+            // Every item so far is found, whichever table holds it; one in ten goes.
+            for (m, k) in keys[..=n].iter().enumerate() {
+                if m % 10 == 3 && m + 1000 > n {
+                    assert!(s.del(k.as_bytes()), "{k} deleted");
+                    deleted += 1;
+                } else if m % 10 != 3 {
+                    assert!(s.get(k.as_bytes()).is_some(), "{k} found after {n} sets");
+                }
+            }
+            let live: Vec<String> =
+                keys[..=n].iter().enumerate().filter(|(m, _)| m % 10 != 3).map(|(_, k)| k.clone()).collect();
+            let want = base + (bucket_bytes(&s) + items_bytes(&live)) as i64;
+            assert_eq!(s.bytes() as i64, want, "charges after {n} sets");
+        }
+    }
+    assert!(drains >= 4, "{drains} drains (1,024 buckets to 32,768)");
+    assert!(most_moved <= 64, "a write moved {most_moved} items");
+    assert_eq!(s.len(), keys.len() - deleted);
+    // Deleting most items lets the background pass shrink the table by a drain too, and
+    // finish it with no writes coming.
+    let grown = read(&s.shards[0]).buckets();
+    for (m, k) in keys.iter().enumerate() {
+        if m % 10 != 3 && m % 50 != 0 {
+            assert!(s.del(k.as_bytes()));
+        }
+    }
+    for _ in 0..20 {
+        s.reclaim_expired(16);
+    }
+    let sh = read(&s.shards[0]);
+    assert!(sh.old.is_none() && sh.buckets() * 8 <= grown, "{grown} buckets -> {}", sh.buckets());
+    drop(sh);
+    for k in keys.iter().step_by(50) {
+        assert!(s.get(k.as_bytes()).is_some(), "{k} kept through the shrink");
+    }
+}

@@ -54,13 +54,13 @@ impl Store {
             if s.rebuilds != at.rebuilds {
                 at = DumpCursor { rebuilds: s.rebuilds, bucket: 0, ..at };
             }
-            let buckets = if s.table.is_empty() { 0 } else { s.table.num_buckets() };
+            let buckets = if s.is_empty() { 0 } else { s.buckets() };
             let end = buckets.min(at.bucket.saturating_add(DUMP_STEP.min(budget)));
             budget -= end.saturating_sub(at.bucket);
             while at.bucket < end {
-                let i = at.bucket;
+                let i = s.walk_order(at.bucket);
                 at.bucket += 1;
-                if let Some(it) = s.table.get_bucket(i)
+                if let Some(it) = s.get(i)
                     && self.dead(it, now).is_none()
                     && !f(Before::of(&s, i).found(it, false))
                 {
@@ -187,9 +187,9 @@ impl Store {
                 return false;
             }
             let s = read(shard);
-            let buckets = if s.table.is_empty() { 0 } else { s.table.num_buckets() };
+            let buckets = if s.is_empty() { 0 } else { s.buckets() };
             budget = budget.saturating_sub(buckets.max(1));
-            for i in s.table.iter_buckets() {
+            for i in s.occupied() {
                 let it = s.item(i);
                 let rank = (it.time(), it.cas());
                 if self.dead(it, now).is_some() || recent.passes_over(rank) {
