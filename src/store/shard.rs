@@ -56,7 +56,7 @@ pub(super) struct Shard {
     /// Per bucket: the item's access byte (fetched, last-use epoch; see [`access`]),
     /// which readers update under the read lock. Saved into the items while the table is
     /// rebuilt (bucket numbers change) and restored after.
-    pub(super) side: Vec<AtomicU8>,
+    pub(super) side: Box<[AtomicU8]>,
     /// The table being drained into `table`, while one is.
     pub(super) old: Option<Box<Drain>>,
     /// Fingerprints of keys lately evicted from probation (S3-FIFO's ghost queue), one
@@ -81,12 +81,15 @@ pub(super) struct Shard {
 #[derive(Debug)]
 pub(super) struct Drain {
     pub(super) table: HashTable<Item>,
-    side: Vec<AtomicU8>,
+    side: Box<[AtomicU8]>,
     next: usize,
 }
 
-fn zeroed(n: usize) -> Vec<AtomicU8> {
-    (0..n).map(|_| AtomicU8::new(0)).collect()
+/// `n` access bytes of 0, from zeroed memory: a big table's come from fresh pages the
+/// kernel fills as they are first touched, not from a pass writing every byte.
+fn zeroed(n: usize) -> Box<[AtomicU8]> {
+    // SAFETY: an AtomicU8 is a u8 in an UnsafeCell, for which all zeroes is a valid value.
+    unsafe { Box::new_zeroed_slice(n).assume_init() }
 }
 
 impl Shard {
@@ -217,8 +220,7 @@ impl Shard {
     fn ghost_entry(&mut self, hash: u64) -> (usize, u16) {
         let len = (self.table.num_buckets() / 2).max(1);
         if self.ghost.len() != len {
-            self.ghost.clear();
-            self.ghost.resize(len, 0);
+            self.ghost = vec![0; len]; // zeroed memory, as `zeroed`
         }
         (((hash >> 12) as usize) & (len - 1), ((hash >> 46) as u16) | 1)
     }
