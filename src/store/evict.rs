@@ -61,6 +61,9 @@ struct Candidate {
 /// tenth of a millisecond under the shard's lock).
 const BACKGROUND_DRAIN: usize = 1024;
 
+/// Buckets the pass moving items out of doomed pages looks at per hold of a shard's lock.
+pub(super) const MOVE_STEP: usize = 4096;
+
 /// With `-M`, the most buckets a store looks at for expired items before it is refused.
 const MAX_RECLAIM_BUCKETS: usize = 4096;
 
@@ -255,16 +258,30 @@ impl Store {
     }
 
     /// Moves every item in a doomed slab page to another slot, so the page empties and
-    /// goes back to the OS: one pass over every table, a shard's lock held for its own.
-    /// Runs only when the slab has doomed pages, which takes a change in item sizes.
+    /// goes back to the OS: one pass over every table, a shard's lock held for
+    /// [`MOVE_STEP`] buckets at a time (a shard whose buckets are renumbered meanwhile is
+    /// walked again from its start). Runs only when the slab has doomed pages, which takes
+    /// a change in item sizes.
     pub fn move_out_of_doomed_pages(&self) {
         for shard in self.shards.iter() {
-            let mut s = write(shard);
-            for i in 0..s.buckets() {
-                if let Some(moved) = s.get(i).and_then(|it| it.relocated(&self.slab)) {
-                    // Same length, same slot size: nothing to re-charge.
-                    *s.item_mut(i) = moved;
-                    self.stats.local().relocated.fetch_add(1, Relaxed);
+            let (mut at, mut rebuilds) = (0, None);
+            loop {
+                let mut s = write(shard);
+                if rebuilds != Some(s.rebuilds) {
+                    (at, rebuilds) = (0, Some(s.rebuilds));
+                }
+                let end = s.buckets().min(at + MOVE_STEP);
+                for p in at..end {
+                    let i = s.walk_order(p);
+                    if let Some(moved) = s.get(i).and_then(|it| it.relocated(&self.slab)) {
+                        // Same length, same slot size: nothing to re-charge.
+                        *s.item_mut(i) = moved;
+                        self.stats.local().relocated.fetch_add(1, Relaxed);
+                    }
+                }
+                at = end;
+                if at >= s.buckets() {
+                    break;
                 }
             }
         }

@@ -791,3 +791,33 @@ fn large_tables_grow_in_bounded_steps() {
         assert!(s.get(k.as_bytes()).is_some(), "{k} kept through the shrink");
     }
 }
+
+/// Moving items out of sparse slab pages walks a large table a bounded number of buckets
+/// per hold of its lock, and still moves every item out of the doomed pages.
+#[test]
+fn moving_out_of_doomed_pages_reaches_every_item_of_a_large_table() {
+    let s = store();
+    let value = |i: usize| format!("{i:0100}");
+    let keys: Vec<String> = (0..)
+        .map(|n| format!("m{n}"))
+        .filter(|k| std::ptr::eq(s.locate(k.as_bytes()).1, &s.shards[0]))
+        .take(12_000)
+        .collect();
+    for (i, k) in keys.iter().enumerate() {
+        set(&s, k, &value(i), 0);
+    }
+    assert!(read(&s.shards[0]).buckets() > 2 * evict::MOVE_STEP);
+    for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 4 != 0) {
+        assert!(s.del(k.as_bytes()), "{i}");
+    }
+    s.defragment(false);
+    let moved = s.stats.totals().relocated;
+    assert!(s.pages_moved() > 0 && moved > 0, "sparse pages were emptied");
+    let sh = read(&s.shards[0]);
+    let left = sh.occupied().filter(|&i| sh.item(i).relocated(&s.slab).is_some()).count();
+    assert_eq!(left, 0, "items left in doomed pages after {moved} moved");
+    drop(sh);
+    for (i, k) in keys.iter().enumerate().step_by(4) {
+        assert_eq!(s.get(k.as_bytes()).expect("kept").value, value(i).as_bytes());
+    }
+}
