@@ -147,6 +147,39 @@ fn scrape(addr: SocketAddr) -> String {
     body.to_owned()
 }
 
+/// The body of `GET <path>`, whatever it is.
+fn fetch(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply
+}
+
+/// Under `-X` the listener shows no key, whole or prefix, as `stats` shows none: no
+/// prefix series, no prefix rows on the page, hot keys by hash only.
+#[test]
+fn under_dump_disabled_the_listener_shows_no_key_or_prefix() {
+    let config = Config { dump_enabled: false, hot_keys_sample: 1, ..Config::for_tests() };
+    let h = start(config);
+    let mut c = h.cache.connect();
+    for _ in 0..3 {
+        c.roundtrip(b"set secret:tok 0 0 1\r\nv\r\n", b"STORED\r\n");
+        c.roundtrip(b"get secret:tok\r\n", b"VALUE secret:tok 0 1\r\nv\r\nEND\r\n");
+    }
+    c.roundtrip(b"stats detail dump\r\n", b"CLIENT_ERROR stats detail not allowed\r\n");
+    let metrics = scrape(h.addr);
+    let live = fetch(h.addr, "/live");
+    assert!(live.starts_with("HTTP/1.1 200"), "{live}");
+    assert!(metrics.contains("larder_hot_key_requests{key="), "hot keys are there, hashed: {metrics}");
+    for (what, body) in [("/metrics", &metrics), ("/live", &live)] {
+        assert!(!body.contains("secret"), "{what} names the key or its prefix: {body}");
+    }
+    assert!(!metrics.contains("larder_prefix_gets_total{"), "{metrics}");
+    assert!(live.contains("Key prefixes are hidden (-X)"), "{live}");
+}
+
 /// `stats <group>` as `name -> value` (`items:1:number`, `1:chunk_size`...).
 fn stats(c: &mut Client, group: &str) -> HashMap<String, String> {
     c.send(format!("stats{}{group}\r\n", if group.is_empty() { "" } else { " " }).as_bytes());

@@ -116,8 +116,12 @@ pub fn json(ctx: &Ctx, history: &History) -> String {
     doc.to_string()
 }
 
-/// The prefixes of `stats detail dump` with the most gets (the rest together last).
+/// The prefixes of `stats detail dump` with the most gets (the rest together last); none
+/// under `-X`, which refuses that dump.
 fn prefixes(ctx: &Ctx) -> Value {
+    if !ctx.config.dump_enabled {
+        return json!({ "rows": [], "note": "Key prefixes are hidden (-X), as stats detail is." });
+    }
     let p = &ctx.stats.prefixes;
     let mut rows = p.snapshot();
     rows.sort_by_key(|r| (r.other, std::cmp::Reverse(r.gets + r.sets + r.deletes)));

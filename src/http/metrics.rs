@@ -550,8 +550,12 @@ fn latency(ctx: &Ctx, x: &mut Exposition) {
     }
 }
 
-/// `larder_prefix_*_total{prefix}`: the rows of `stats detail dump`.
+/// `larder_prefix_*_total{prefix}`: the rows of `stats detail dump`; none under `-X`,
+/// which refuses that dump.
 fn prefixes(ctx: &Ctx, x: &mut Exposition) {
+    if !ctx.config.dump_enabled {
+        return;
+    }
     let mut rows = Rows::default();
     for r in ctx.stats.prefixes.snapshot() {
         let label = if r.other { OTHER_PREFIXES.into() } else { label_text(&r.prefix) };
