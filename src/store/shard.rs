@@ -49,6 +49,9 @@ pub(super) const IN_PLACE_BUCKETS: usize = 1024;
 /// asks for it ([`Shard::drain_step_for`]).
 const DRAIN_STEP: usize = 4;
 
+/// How many buckets ahead of the one it moves a drain starts loading an item.
+const DRAIN_AHEAD: usize = 8;
+
 /// One shard: a table of items and their access bytes beside it.
 #[derive(Debug, Default)]
 pub(super) struct Shard {
@@ -76,13 +79,31 @@ pub(super) struct Shard {
     pub(super) rebuilds: u32,
 }
 
-/// A table being emptied into its successor: its items, their access bytes, and the next
-/// bucket to move.
+/// A table being emptied into its successor: its items, their access bytes, where its
+/// control bytes are (as [`Shard::ctrl`]), and the next bucket to move.
 #[derive(Debug)]
 pub(super) struct Drain {
     pub(super) table: HashTable<Item>,
     side: Box<[AtomicU8]>,
+    ctrl: usize,
     next: usize,
+}
+
+/// Starts loading a probe of `hash` in a table of `buckets` whose control bytes are at
+/// `ctrl` (0: unknown, nothing is loaded).
+fn prefetch_group(ctrl: usize, buckets: usize, side: &[AtomicU8], hash: u64) {
+    if ctrl == 0 {
+        return;
+    }
+    // hashbrown's probe starts at the hash's low bits and reads a group of 16.
+    let pos = hash as usize & (buckets - 1);
+    item::prefetch(ctrl + pos);
+    // Slots pos..pos + 16 lie in the 128 bytes below slot pos - 1.
+    let slots = ctrl.wrapping_sub((pos + 16) * size_of::<Item>());
+    item::prefetch(slots);
+    item::prefetch(slots + 64);
+    item::prefetch(slots + 127);
+    item::prefetch(side.as_ptr().addr() + pos);
 }
 
 /// `n` access bytes of 0, from zeroed memory: a big table's come from fresh pages the
@@ -167,18 +188,11 @@ impl Shard {
     /// nothing waits here, and the lookup then waits on these lines once, together,
     /// rather than on the control bytes, then the slot, then the item's access byte.
     pub(super) fn prefetch_probe(&self, hash: u64) {
-        if self.ctrl == 0 {
-            return;
+        prefetch_group(self.ctrl, self.table.num_buckets(), &self.side, hash);
+        if let Some(old) = &self.old {
+            // A miss in the table goes on to the draining one.
+            prefetch_group(old.ctrl, old.table.num_buckets(), &old.side, hash);
         }
-        // hashbrown's probe starts at the hash's low bits and reads a group of 16.
-        let pos = hash as usize & (self.table.num_buckets() - 1);
-        item::prefetch(self.ctrl + pos);
-        // Slots pos..pos + 16 lie in the 128 bytes below slot pos - 1.
-        let slots = self.ctrl.wrapping_sub((pos + 16) * size_of::<Item>());
-        item::prefetch(slots);
-        item::prefetch(slots + 64);
-        item::prefetch(slots + 127);
-        item::prefetch(self.side.as_ptr().addr() + pos);
     }
 
     /// Learns where the control bytes are after the table moved, from any full bucket.
@@ -340,7 +354,7 @@ impl Shard {
         let before = self.buckets();
         let table = std::mem::replace(&mut self.table, HashTable::with_capacity(capacity));
         let side = std::mem::replace(&mut self.side, zeroed(self.table.num_buckets()));
-        self.old = Some(Box::new(Drain { table, side, next: 0 }));
+        self.old = Some(Box::new(Drain { table, side, ctrl: self.ctrl, next: 0 }));
         self.renumbered(before);
     }
 
@@ -362,6 +376,10 @@ impl Shard {
         while moved < n && looked < n.saturating_mul(8) && old.next < end && !old.table.is_empty() {
             looked += 1;
             let j = old.next;
+            // The key of an item a few buckets on is read (for its hash) soon.
+            if let Some(ahead) = old.table.get_bucket(j + DRAIN_AHEAD) {
+                ahead.prefetch();
+            }
             let Ok(entry) = old.table.get_bucket_entry(j) else {
                 old.next += 1;
                 continue;
