@@ -194,3 +194,51 @@ fn http_turns_prefix_counting_on_from_the_start() {
     assert!(config.prefixes_on_at_start());
     assert!(!Config::for_tests().prefixes_on_at_start(), "memcached's default: off");
 }
+
+/// A Zipf workload over sockets (two connections, so two workers' sketches are merged):
+/// `stats hotkeys` lists the true top ten first, and every key it lists keeps the bound
+/// docs/observability.md gives (`count - error <= true <= count`, `error <= N / K`; here
+/// the error is not listed, so `count - N / K <= true <= count`).
+#[test]
+fn a_zipf_workloads_top_ten_within_the_bound() {
+    let srv = spawn(Config { hot_keys_sample: 1, threads: 2, ..Config::for_tests() });
+    let (keys, n) = (5_000usize, 60_000usize);
+    // Zipf 1.0 by inverse CDF, from a fixed xorshift seed.
+    let weights: Vec<f64> = (1..=keys).map(|k| 1.0 / k as f64).collect();
+    let total: f64 = weights.iter().sum();
+    let cdf: Vec<f64> = weights.iter().scan(0.0, |acc, w| Some(*acc + w / total).inspect(|v| *acc = *v)).collect();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut truth = vec![0u64; keys];
+    let mut conns = [srv.connect(), srv.connect()];
+    for batch in 0..n / 50 {
+        let mut cmd = String::from("get");
+        for _ in 0..50 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+            let k = cdf.partition_point(|&c| c < u).min(keys - 1);
+            truth[k] += 1;
+            cmd.push_str(&format!(" z:{k}"));
+        }
+        get(&mut conns[batch % 2], &cmd[4..]);
+    }
+    let c = &mut conns[0];
+    let listed: Vec<(usize, u64)> = lines(c, "stats hotkeys")
+        .iter()
+        .map(|l| {
+            let mut w = l.strip_prefix("STAT z:").expect("a STAT line").split(' ');
+            (w.next().unwrap().parse().unwrap(), w.next().unwrap().parse().unwrap())
+        })
+        .collect();
+    let mut by_truth: Vec<usize> = (0..keys).collect();
+    by_truth.sort_by_key(|&k| std::cmp::Reverse(truth[k]));
+    let first10: Vec<usize> = listed.iter().take(10).map(|&(k, _)| k).collect();
+    for k in &by_truth[..10] {
+        assert!(first10.contains(k), "true top-10 key {k} ({} fetches) not among {first10:?}", truth[*k]);
+    }
+    let bound = (n / 100) as u64; // N / K, K = --hot-keys' default 100
+    for &(k, count) in &listed {
+        assert!(truth[k] <= count && count <= truth[k] + bound, "z:{k}: listed {count}, true {}", truth[k]);
+    }
+}

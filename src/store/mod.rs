@@ -4,10 +4,11 @@
 //! ([`Store::dump`], which state files are saved with too), the most recently used items
 //! ([`Store::gather_recent`], for `stats cachedump`) and putting back what a state file
 //! kept ([`Store::restore`]). A hash table split into 64 shards under reader-writer locks
-//! (`shard`), each item one block ([`Item`]; small ones in 8-byte-granular slots of the
-//! store's own `slab`), lazy and background expiry, CAS uniques from one counter, and
-//! sampled-LRU eviction under a byte-accurate memory limit (`evict`): no queue, no
-//! per-item list, table memory charged along with the items. Speaks no protocol: it
+//! (`shard`; a large table grows by draining into its successor a few items per write),
+//! each item one block ([`Item`]; small ones in 8-byte-granular slots of the store's own
+//! `slab`), lazy and background expiry, CAS uniques from one counter, and sampled
+//! eviction by S3-FIFO's classes under a byte-accurate memory limit (`evict`): no queue,
+//! no per-item list, table memory charged along with the items. Speaks no protocol: it
 //! imports only the clock, [`crate::memcached`]'s rules and the [`crate::watch`] log it
 //! tells of evictions; `exec` drives it.
 

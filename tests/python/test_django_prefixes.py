@@ -2,11 +2,14 @@
 and `stats detail dump` showing each one's ratio. First with a cache alias (KEY_PREFIX) per
 view, which memcached's own rule (the first `:`) already tells apart: the same test runs
 against memcached. Then Django's default empty KEY_PREFIX, where every key is `:1:<key>`
-and only Larder's `--prefix-segments 3` tells the views apart. Both memcached backends."""
+and only Larder's `--prefix-segments 3` tells the views apart, in `stats detail dump`, the
+live page's prefix table (`/live`) and `/metrics` alike. Both memcached backends."""
 
 from __future__ import annotations
 
+import json
 import re
+import urllib.request
 
 import pytest
 
@@ -106,7 +109,7 @@ def django_server():
     """Larder counting Django's keys by their first segment after `:<version>:`."""
     if harness.server_kind() == "memcached":
         pytest.skip("--prefix-segments is Larder's")
-    srv = harness.start_server(extra_args=["-D", ":", "--prefix-segments", "3"])
+    srv = harness.start_http_server(extra_args=["-D", ":", "--prefix-segments", "3"])
     yield srv
     srv.stop()
 
@@ -164,3 +167,17 @@ def test_default_key_prefix_split_by_three_segments(django_server, backend_name)
     assert rows[":1:search"] == (search_gets, search_hits, search_gets - search_hits, 0)
     assert (profile_gets, profile_hits) == (REQUESTS, REQUESTS - 3)
     assert (search_gets, search_hits) == (REQUESTS, 0)
+    # The page's prefix table (fed by /live) and /metrics show the same rows.
+    live = json.loads(urllib.request.urlopen(f"http://{django_server.http}/live", timeout=10).read())
+    table = {r["prefix"]: (r["gets"], r["hits"], r["sets"], r["deletes"]) for r in live["prefixes"]["rows"]}
+    assert table == rows, (table, rows)
+    metrics = urllib.request.urlopen(f"http://{django_server.http}/metrics", timeout=10).read().decode()
+    series = {}
+    parser = harness.require_module("prometheus_client.parser")
+    for family in parser.text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name.startswith("larder_prefix_"):
+                series[(sample.labels["prefix"], sample.name)] = int(sample.value)
+    for prefix, (gets, hits, sets, deletes) in rows.items():
+        got = [series[(prefix, f"larder_prefix_{n}_total")] for n in ("gets", "hits", "sets", "deletes")]
+        assert got == [gets, hits, sets, deletes], (prefix, got, rows[prefix])
