@@ -321,12 +321,12 @@ impl Shard {
     pub(super) fn insert(&mut self, hash: u64, it: Item, epoch: u8, hasher: &DefaultHashBuilder) -> usize {
         if self.full() {
             self.finish_drain(hasher);
-            let n = self.table.num_buckets();
-            if n >= IN_PLACE_BUCKETS {
-                // hashbrown's rule: twice the room unless half of it would hold the items.
-                let room = n / 8 * 7;
-                self.start_drain(if self.table.len() < room / 2 { room } else { room * 2 });
-            }
+        }
+        let n = self.table.num_buckets();
+        if self.full() && n >= IN_PLACE_BUCKETS {
+            // hashbrown's rule: twice the room unless half of it would hold the items.
+            let room = n / 8 * 7;
+            self.start_drain(if self.table.len() < room / 2 { room } else { room * 2 });
         }
         let before = self.buckets();
         let rebuild = self.full();
