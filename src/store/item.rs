@@ -24,26 +24,40 @@ use std::sync::atomic::{AtomicUsize, Ordering, fence};
 use super::slab::{self, Slab};
 use crate::clock::RelTime;
 
-/// Header layout (little-endian): CAS, exptime, time, value length, key length, bits,
-/// access; then the client flags if not 0.
+/// Header layout (little-endian): CAS, time, key length, bits, access, then the value
+/// length (2 bytes, or 4 when [`LONG_VALUE`]), the exptime (only when not 0:
+/// [`HAS_EXPTIME`]) and the client flags (only when not 0: [`HAS_FLAGS`]). An item with no
+/// deadline and no flags and a value under 64 KiB has a 17-byte header.
 const CAS: usize = 0;
-const EXPTIME: usize = 8;
-const TIME: usize = 12;
-const VALUE_LEN: usize = 16;
-const KEY_LEN: usize = 20;
-const BITS: usize = 21;
-const ACCESS: usize = 22;
-/// Bytes of the fixed header.
-pub const HEADER: usize = 23;
-/// Bytes the client flags add when not 0.
-const FLAGS_LEN: usize = 4;
+const TIME: usize = 8;
+const KEY_LEN: usize = 12;
+const BITS: usize = 13;
+const ACCESS: usize = 14;
+const VALUE_LEN: usize = 15;
+/// Bytes of the fixed part of the header.
+pub const HEADER: usize = 15;
+/// Bytes the exptime and the client flags each add when not 0.
+const FIELD_LEN: usize = 4;
 /// Layout bit in the bits byte: the header carries client flags.
 const HAS_FLAGS: u8 = 0x80;
 /// Layout bit in the bits byte: the block is a slab slot (not malloc'd, no reference
 /// count before it).
 const IN_SLOT: u8 = 0x40;
+/// Layout bit in the bits byte: the header carries an exptime.
+const HAS_EXPTIME: u8 = 0x02;
+/// Layout bit in the bits byte: the value length takes 4 bytes (the value is 64 KiB or
+/// more), not 2.
+const LONG_VALUE: u8 = 0x01;
 /// The bits byte's layout bits, fixed when the item is built; the rest are [`bit`]s.
-const LAYOUT: u8 = HAS_FLAGS | IN_SLOT;
+const LAYOUT: u8 = HAS_FLAGS | IN_SLOT | HAS_EXPTIME | LONG_VALUE;
+
+/// Bytes of the header of an item with these fields and this value length.
+fn header_len(exptime: RelTime, flags: u32, value_len: usize) -> usize {
+    HEADER
+        + if value_len > usize::from(u16::MAX) { 4 } else { 2 }
+        + if exptime == 0 { 0 } else { FIELD_LEN }
+        + if flags == 0 { 0 } else { FIELD_LEN }
+}
 
 /// memcached bumps an item's access time at most this often (`ITEM_UPDATE_INTERVAL`).
 pub const UPDATE_INTERVAL: RelTime = 60;
@@ -231,8 +245,7 @@ impl Item {
     pub fn new(slab: &Slab, key: &[u8], parts: &[&[u8]], f: Fields) -> Self {
         assert!(key.len() <= 255, "keys are at most 250 bytes");
         let value_len: usize = parts.iter().map(|p| p.len()).sum();
-        let flags_len = if f.flags == 0 { 0 } else { FLAGS_LEN };
-        let len = HEADER + flags_len + key.len() + value_len;
+        let len = header_len(f.exptime, f.flags, value_len) + key.len() + value_len;
         let slot = slab.alloc(len);
         let ptr = slot.unwrap_or_else(|| {
             let layout = malloc_layout(len);
@@ -251,17 +264,28 @@ impl Item {
         // byte is written below before the item is used.
         let b = unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr(), len) };
         b[CAS..CAS + 8].copy_from_slice(&f.cas.to_le_bytes());
-        b[EXPTIME..EXPTIME + 4].copy_from_slice(&f.exptime.to_le_bytes());
         b[TIME..TIME + 4].copy_from_slice(&f.time.to_le_bytes());
-        b[VALUE_LEN..VALUE_LEN + 4].copy_from_slice(&(value_len as u32).to_le_bytes());
         b[KEY_LEN] = key.len() as u8;
-        b[BITS] =
-            (f.bits & !LAYOUT) | if flags_len > 0 { HAS_FLAGS } else { 0 } | if slot.is_some() { IN_SLOT } else { 0 };
+        let long = value_len > usize::from(u16::MAX);
+        b[BITS] = (f.bits & !LAYOUT)
+            | if f.flags != 0 { HAS_FLAGS } else { 0 }
+            | if slot.is_some() { IN_SLOT } else { 0 }
+            | if f.exptime != 0 { HAS_EXPTIME } else { 0 }
+            | if long { LONG_VALUE } else { 0 };
         b[ACCESS] = 0;
-        let mut at = HEADER;
-        if flags_len > 0 {
-            b[at..at + FLAGS_LEN].copy_from_slice(&f.flags.to_le_bytes());
-            at += FLAGS_LEN;
+        let mut at = VALUE_LEN;
+        if long {
+            b[at..at + 4].copy_from_slice(&(value_len as u32).to_le_bytes());
+            at += 4;
+        } else {
+            b[at..at + 2].copy_from_slice(&(value_len as u16).to_le_bytes());
+            at += 2;
+        }
+        for (field, present) in [(f.exptime, f.exptime != 0), (f.flags, f.flags != 0)] {
+            if present {
+                b[at..at + FIELD_LEN].copy_from_slice(&field.to_le_bytes());
+                at += FIELD_LEN;
+            }
         }
         b[at..at + key.len()].copy_from_slice(key);
         at += key.len();
@@ -277,11 +301,35 @@ impl Item {
         unsafe { &*(self.ptr.as_ptr() as *const [u8; HEADER]) }
     }
 
+    /// The value's length, read from the header.
+    fn value_len(&self) -> usize {
+        if self.header()[BITS] & LONG_VALUE != 0 {
+            self.u32_at(VALUE_LEN) as usize
+        } else {
+            usize::from(u16::from_le_bytes(self.head(VALUE_LEN + 2)[VALUE_LEN..].try_into().expect("2 bytes")))
+        }
+    }
+
+    /// The block's first `n` bytes, `n` no more than where the key starts.
+    fn head(&self, n: usize) -> &[u8] {
+        // SAFETY: the header's fields (fixed part, value length, exptime and flags as the
+        // layout bits say) are initialised in `new` and come before the key, inside the
+        // block; callers ask only for bytes of fields the layout bits say are there.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), n) }
+    }
+
+    /// Where the exptime (if any) is: past the value length.
+    fn exptime_at(&self) -> usize {
+        VALUE_LEN + if self.header()[BITS] & LONG_VALUE != 0 { 4 } else { 2 }
+    }
+
+    /// Where the client flags (if any) are: past the exptime, if any.
+    fn flags_at(&self) -> usize {
+        self.exptime_at() + if self.header()[BITS] & HAS_EXPTIME != 0 { FIELD_LEN } else { 0 }
+    }
+
     fn len(&self) -> usize {
-        let h = self.header();
-        let value_len = u32::from_le_bytes(h[VALUE_LEN..VALUE_LEN + 4].try_into().expect("4 bytes")) as usize;
-        let flags_len = if h[BITS] & HAS_FLAGS != 0 { FLAGS_LEN } else { 0 };
-        HEADER + flags_len + usize::from(h[KEY_LEN]) + value_len
+        self.key_at() + usize::from(self.header()[KEY_LEN]) + self.value_len()
     }
 
     fn bytes(&self) -> &[u8] {
@@ -303,15 +351,15 @@ impl Item {
     }
 
     fn key_at(&self) -> usize {
-        HEADER + if self.header()[BITS] & HAS_FLAGS != 0 { FLAGS_LEN } else { 0 }
+        self.flags_at() + if self.header()[BITS] & HAS_FLAGS != 0 { FIELD_LEN } else { 0 }
     }
 
     fn u32_at(&self, at: usize) -> u32 {
-        u32::from_le_bytes(self.header()[at..at + 4].try_into().expect("4 bytes"))
+        u32::from_le_bytes(self.head(at + 4)[at..].try_into().expect("4 bytes"))
     }
 
-    fn set_u32_at(&mut self, at: usize, v: u32) {
-        self.header_mut()[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    fn set_time_field(&mut self, v: u32) {
+        self.header_mut()[TIME..TIME + 4].copy_from_slice(&v.to_le_bytes());
     }
 
     pub fn key(&self) -> &[u8] {
@@ -334,11 +382,38 @@ impl Item {
 
     /// Relative deadline; 0 never expires.
     pub fn exptime(&self) -> RelTime {
-        self.u32_at(EXPTIME)
+        if self.header()[BITS] & HAS_EXPTIME == 0 {
+            return 0;
+        }
+        self.u32_at(self.exptime_at())
     }
 
+    /// Whether the exptime can be set to `t` in place: the header has room for one, or
+    /// `t` is 0 (an item built without one stays without; else see [`Item::with_exptime`]).
+    pub fn exptime_fits(&self, t: RelTime) -> bool {
+        t == 0 && self.exptime() == 0 || self.header()[BITS] & HAS_EXPTIME != 0
+    }
+
+    /// Sets the exptime in place; the header must have room ([`Item::exptime_fits`]).
     pub fn set_exptime(&mut self, t: RelTime) {
-        self.set_u32_at(EXPTIME, t);
+        debug_assert!(self.exptime_fits(t));
+        if self.header()[BITS] & HAS_EXPTIME != 0 {
+            let at = self.exptime_at();
+            // SAFETY: the exptime lies in the header, before the key and the value, which a
+            // SharedValue may be reading; `&mut self` makes the write exclusive otherwise.
+            let b = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), at + FIELD_LEN) };
+            b[at..at + FIELD_LEN].copy_from_slice(&t.to_le_bytes());
+        }
+    }
+
+    /// A copy with exptime `t`, for an item whose header has no room for it: the same
+    /// key, value and fields in a block built for them.
+    pub fn with_exptime(&self, slab: &Slab, t: RelTime) -> Self {
+        let mut f = self.fields();
+        f.exptime = t;
+        let mut it = Self::new(slab, self.key(), &[self.value()], f);
+        it.set_access(self.access());
+        it
     }
 
     /// memcached's `it->time`: set when written, moved forward on a read at most once a
@@ -348,7 +423,7 @@ impl Item {
     }
 
     pub fn set_time(&mut self, t: RelTime) {
-        self.set_u32_at(TIME, t);
+        self.set_time_field(t);
     }
 
     /// A use at `now`: moves the access time by memcached's rule ([`bumped`]).
@@ -363,7 +438,7 @@ impl Item {
         if self.header()[BITS] & HAS_FLAGS == 0 {
             return 0;
         }
-        u32::from_le_bytes(self.bytes()[HEADER..HEADER + FLAGS_LEN].try_into().expect("4 bytes"))
+        self.u32_at(self.flags_at())
     }
 
     /// Bits kept in the item itself (see [`bit`]).
@@ -476,7 +551,7 @@ impl std::fmt::Debug for Item {
 /// What an item with this key and value (and client flags 0) will be charged, if it gets a
 /// slot when it fits one (it is charged malloc's size if its store's slab has no page left).
 pub fn charge_for(key_len: usize, value_len: usize) -> usize {
-    let len = HEADER + key_len + value_len;
+    let len = header_len(0, 0, value_len) + key_len + value_len;
     slab::slot_size(len).unwrap_or_else(|| malloc_chunk(PREFIX + len))
 }
 
@@ -505,6 +580,33 @@ pub fn prefetch(addr: usize) {
 mod tests {
     use super::*;
 
+    /// The optional fields: an exptime and flags only when not 0, a 4-byte value length
+    /// only from 64 KiB; an exptime given later to an item without one needs a copy.
+    #[test]
+    fn optional_header_fields() {
+        let slab = Slab::new(1 << 20);
+        let plain = Fields { cas: 1, exptime: 0, time: 3, flags: 0, bits: 0 };
+        let it = Item::new(&slab, b"k", &[b"v"], plain);
+        assert_eq!(it.len(), HEADER + 2 + 1 + 1, "no exptime, no flags, a 2-byte value length");
+        assert_eq!((it.exptime(), it.flags(), it.time(), it.value()), (0, 0, 3, &b"v"[..]));
+        assert!(it.exptime_fits(0) && !it.exptime_fits(5));
+        let later = it.with_exptime(&slab, 5);
+        assert_eq!(
+            (later.key(), later.value(), later.exptime(), later.cas(), later.time()),
+            (&b"k"[..], &b"v"[..], 5, 1, 3)
+        );
+        assert!(later.exptime_fits(0), "an item with a deadline can lose it in place");
+        let only_flags = Item::new(&slab, b"k", &[b"v"], Fields { flags: 9, ..plain });
+        assert_eq!((only_flags.len(), only_flags.flags(), only_flags.exptime()), (HEADER + 2 + 4 + 2, 9, 0));
+        for n in [65_535, 65_536, 200_000] {
+            let value = vec![b'x'; n];
+            let it = Item::new(&slab, b"big", &[&value], Fields { exptime: 7, flags: 8, ..plain });
+            let length_bytes = if n > 65_535 { 4 } else { 2 };
+            assert_eq!(it.len(), HEADER + length_bytes + 8 + 3 + n, "{n}");
+            assert_eq!((it.value().len(), it.exptime(), it.flags(), it.key()), (n, 7, 8, &b"big"[..]), "{n}");
+        }
+    }
+
     #[test]
     fn layout_round_trips() {
         let slab = Slab::new(1 << 20);
@@ -517,7 +619,7 @@ mod tests {
         it.set_time(2);
         it.set_bits(0);
         assert_eq!((it.cas(), it.exptime(), it.time(), it.bits(), it.value()), (u64::MAX, 1, 2, 0, &b"value"[..]));
-        assert_eq!(charge_for(11, 100), 136, "the benchmark's item fits a 136-byte slot");
+        assert_eq!(charge_for(11, 100), 128, "the benchmark's item (17-byte header) fits a 128-byte slot");
         assert_eq!(it.charge(), 40);
         assert!(it.in_slot() && slab.contains(it.ptr), "a small item is in a slot of its slab");
         it.set_bits(0xff);

@@ -219,8 +219,8 @@ impl Store {
             let exptime = opts.ttl.exptime_at(usize::MAX, before.exptime, false);
             self.note_deadline(exptime);
             let epoch = self.epoch();
+            self.set_exptime(&mut s, i, exptime);
             let it = s.item_mut(i);
-            it.set_exptime(exptime);
             if won {
                 it.set_bits(it.bits() | bit::TOKEN_SENT);
             }

@@ -465,11 +465,11 @@ impl Store {
         }
         if opts.invalidate {
             let cas = cas_in.unwrap_or_else(|| self.next_cas());
-            let it = s.item_mut(i);
             if let Some(t) = opts.exptime {
                 self.note_deadline(t);
-                it.set_exptime(t);
+                self.set_exptime(&mut s, i, t);
             }
+            let it = s.item_mut(i);
             it.set_bits((it.bits() | bit::STALE) & !bit::TOKEN_SENT);
             it.set_cas(cas);
             return DeleteOutcome::Invalidated;

@@ -6,12 +6,14 @@
 //! live item (reaping a dead one), inserting, replacing and removing with the byte and
 //! item accounting, CAS uniques and the eviction epoch.
 //!
-//! A table past [`IN_PLACE_BUCKETS`] is never rebuilt at once: when it fills (or eviction
-//! leaves it sparse) a new one of the right size takes its place and the old one is
-//! drained into it a few items per write ([`Drain`]), as memcached's hash expansion and
-//! Redis's rehashing do, so no request waits for a whole table to move whatever the
-//! cache's size. While a drain lasts, lookups look in both tables, and bucket numbers
-//! past the new table's name the old one's buckets.
+//! A table past [`IN_PLACE_BUCKETS`] that fills while the memory limit has room is not
+//! rebuilt at once: a table twice its size takes its place and the old one is drained into
+//! it a few items per write ([`Drain`]), as memcached's hash expansion and Redis's
+//! rehashing do, so no request of a growing cache waits for a whole table to move,
+//! whatever its size. While a drain lasts, lookups look in both tables, and bucket numbers
+//! past the new table's name the old one's buckets. At the limit (and to shrink a table
+//! eviction left sparse) a table is rebuilt at once: holding two tables there would cost
+//! items.
 
 use std::hash::BuildHasher;
 use std::sync::RwLock;
@@ -316,14 +318,15 @@ impl Shard {
     }
 
     /// Inserts an item known to be absent, last used in `epoch`; returns its bucket. A
-    /// full table is rebuilt first if small, else replaced by one twice its size (or its
-    /// size, when tombstones filled it) to be drained into.
-    pub(super) fn insert(&mut self, hash: u64, it: Item, epoch: u8, hasher: &DefaultHashBuilder) -> usize {
+    /// full table is replaced by one twice its size (or its size, when tombstones filled
+    /// it) to be drained into if it is large and `drain` allows (the memory limit has room
+    /// for both tables), else rebuilt at once.
+    pub(super) fn insert(&mut self, hash: u64, it: Item, epoch: u8, drain: bool, hasher: &DefaultHashBuilder) -> usize {
         if self.full() {
             self.finish_drain(hasher);
         }
         let n = self.table.num_buckets();
-        if self.full() && n >= IN_PLACE_BUCKETS {
+        if self.full() && n >= IN_PLACE_BUCKETS && drain {
             // hashbrown's rule: twice the room unless half of it would hold the items.
             let room = n / 8 * 7;
             self.start_drain(if self.table.len() < room / 2 { room } else { room * 2 });
@@ -430,10 +433,8 @@ impl Shard {
         if self.old.is_some() || before <= 64 || (target * 8 / 7).next_power_of_two() >= before {
             return;
         }
-        if before > IN_PLACE_BUCKETS {
-            self.start_drain(target);
-            return;
-        }
+        // Rebuilt at once, not drained: a drain would hold the larger table and the
+        // smaller one together, which a cache at its limit pays for in items.
         let all = self.buckets();
         self.save_access();
         self.table.shrink_to(target, |it| hasher.hash_one(it.key()));
@@ -572,7 +573,12 @@ impl Store {
             self.epoch.store(self.epoch().wrapping_add(1) & access::EPOCH, Relaxed);
         }
         let before = shard.buckets();
-        let i = shard.insert(hash, it, self.epoch(), &self.hasher);
+        // A table grows by a drain while the limit has room for it and the table twice its
+        // size beside it; a cache at its limit rebuilds at once instead (as it shrinks),
+        // so that tables growing and shrinking there do not cost it items.
+        let both = 3 * shard.table.num_buckets() * BUCKET_BYTES;
+        let drain = self.used.load(Relaxed) + both <= self.limit.load(Relaxed);
+        let i = shard.insert(hash, it, self.epoch(), drain, &self.hasher);
         self.charge_buckets(before, shard);
         i
     }
@@ -650,6 +656,19 @@ impl Store {
         self.refund(old.charge());
         // A new item: not fetched yet, used now.
         shard.set_access(i, self.epoch());
+    }
+
+    /// Gives bucket `i`'s item deadline `t`: in place when its header has room for one,
+    /// else as a copy built with one (charged for the 4 bytes it may add).
+    pub(super) fn set_exptime(&self, shard: &mut Shard, i: usize, t: RelTime) {
+        if shard.item(i).exptime_fits(t) {
+            shard.item_mut(i).set_exptime(t);
+            return;
+        }
+        let it = shard.item(i).with_exptime(&self.slab, t);
+        self.charge(it.charge());
+        let old = std::mem::replace(shard.item_mut(i), it);
+        self.refund(old.charge());
     }
 
     /// Whether bucket `i`'s item is on probation (eviction's small queue): neither read

@@ -773,8 +773,25 @@ fn large_tables_grow_in_bounded_steps() {
     assert!(drains >= 4, "{drains} drains (1,024 buckets to 32,768)");
     assert!(most_moved <= 64, "a write moved {most_moved} items");
     assert_eq!(s.len(), keys.len() - deleted);
-    // Deleting most items lets the background pass shrink the table by a drain too, and
-    // finish it with no writes coming.
+    // A drain no write moves along is finished by the background pass.
+    let mut more = (0..).map(|n| format!("h{n}")).filter(|k| std::ptr::eq(s.locate(k.as_bytes()).1, &s.shards[0]));
+    let mut added = Vec::new();
+    while read(&s.shards[0]).old.is_none() {
+        let k = more.next().expect("keys");
+        set(&s, &k, "v", 0);
+        added.push(k);
+    }
+    for _ in 0..100 {
+        s.reclaim_expired(16);
+    }
+    assert!(read(&s.shards[0]).old.is_none(), "the background pass ended the drain");
+    assert!(added.iter().all(|k| s.get(k.as_bytes()).is_some()));
+    assert!(keys.iter().step_by(10).all(|k| s.get(k.as_bytes()).is_some()));
+    // Deleting most items lets the background pass shrink the table (at once: see
+    // `Shard::compact`).
+    for k in &added {
+        assert!(s.del(k.as_bytes()));
+    }
     let grown = read(&s.shards[0]).buckets();
     for (m, k) in keys.iter().enumerate() {
         if m % 10 != 3 && m % 50 != 0 {
@@ -820,4 +837,25 @@ fn moving_out_of_doomed_pages_reaches_every_item_of_a_large_table() {
     for (i, k) in keys.iter().enumerate().step_by(4) {
         assert_eq!(s.get(k.as_bytes()).expect("kept").value, value(i).as_bytes());
     }
+}
+
+/// An item stored without a deadline has no room for one in its header: `touch` (and
+/// `gat`, `mg T`, `md I T`) gives it one by a copy, charged at its new size, and the
+/// deadline then holds as any other.
+#[test]
+fn a_deadline_given_later_is_kept_and_charged() {
+    let s = store();
+    let c = s.clock().clone();
+    set(&s, "k", "123456", 0);
+    let table = s.bytes() - item::charge_for(1, 6);
+    assert_eq!(item::charge_for(1, 6), 24, "15 + 2 + 1 + 6 bytes, a 24-byte slot");
+    assert!(s.touch(b"k", c.deadline(5)));
+    assert_eq!(s.bytes(), table + 32, "4 bytes of exptime: a 32-byte slot");
+    assert_eq!(s.get(b"k").expect("kept").value, b"123456");
+    assert!(s.touch(b"k", 0), "and back to no deadline, in place");
+    assert_eq!(s.bytes(), table + 32);
+    assert!(s.touch(b"k", c.deadline(5)));
+    c.advance(5);
+    assert!(s.get(b"k").is_none(), "expired at its deadline");
+    assert_eq!(s.bytes(), table, "refunded at the size it had");
 }
