@@ -358,10 +358,6 @@ impl Item {
         u32::from_le_bytes(self.head(at + 4)[at..].try_into().expect("4 bytes"))
     }
 
-    fn set_time_field(&mut self, v: u32) {
-        self.header_mut()[TIME..TIME + 4].copy_from_slice(&v.to_le_bytes());
-    }
-
     pub fn key(&self) -> &[u8] {
         let at = self.key_at();
         &self.bytes()[at..at + usize::from(self.header()[KEY_LEN])]
@@ -423,7 +419,7 @@ impl Item {
     }
 
     pub fn set_time(&mut self, t: RelTime) {
-        self.set_time_field(t);
+        self.header_mut()[TIME..TIME + 4].copy_from_slice(&t.to_le_bytes());
     }
 
     /// A use at `now`: moves the access time by memcached's rule ([`bumped`]).
