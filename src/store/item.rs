@@ -50,6 +50,8 @@ const HAS_EXPTIME: u8 = 0x02;
 const LONG_VALUE: u8 = 0x01;
 /// The bits byte's layout bits, fixed when the item is built; the rest are [`bit`]s.
 const LAYOUT: u8 = HAS_FLAGS | IN_SLOT | HAS_EXPTIME | LONG_VALUE;
+// `key_at` counts the value length's extra 2 bytes as 2 * (bits & LONG_VALUE).
+const _: () = assert!(LONG_VALUE == 1);
 
 /// Bytes of the header of an item with these fields and this value length.
 fn header_len(exptime: RelTime, flags: u32, value_len: usize) -> usize {
@@ -318,23 +320,19 @@ impl Item {
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), n) }
     }
 
-    /// Where the exptime (if any) is: past the value length.
+    /// Where the exptime (if any) is: past the value length (2 or 4 bytes).
     fn exptime_at(&self) -> usize {
-        VALUE_LEN + if self.header()[BITS] & LONG_VALUE != 0 { 4 } else { 2 }
+        VALUE_LEN + 2 + 2 * usize::from(self.header()[BITS] & LONG_VALUE)
     }
 
     /// Where the client flags (if any) are: past the exptime, if any.
     fn flags_at(&self) -> usize {
-        self.exptime_at() + if self.header()[BITS] & HAS_EXPTIME != 0 { FIELD_LEN } else { 0 }
+        let b = self.header()[BITS];
+        VALUE_LEN + 2 + 2 * usize::from(b & LONG_VALUE) + FIELD_LEN * usize::from(b & HAS_EXPTIME != 0)
     }
 
     fn len(&self) -> usize {
         self.key_at() + usize::from(self.header()[KEY_LEN]) + self.value_len()
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the block is `len()` bytes long (its header says so) and initialised.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
     }
 
     /// The header, to write. Only the header: a reply may be reading the value (see
@@ -350,8 +348,14 @@ impl Item {
         self.header()[BITS] & IN_SLOT != 0
     }
 
+    /// Where the key starts: past the optional fields the layout bits say are there
+    /// (arithmetic on the bits, no branch: every key and value access comes here).
     fn key_at(&self) -> usize {
-        self.flags_at() + if self.header()[BITS] & HAS_FLAGS != 0 { FIELD_LEN } else { 0 }
+        let b = self.header()[BITS];
+        VALUE_LEN
+            + 2
+            + 2 * usize::from(b & LONG_VALUE)
+            + FIELD_LEN * (usize::from(b & HAS_EXPTIME != 0) + usize::from(b & HAS_FLAGS != 0))
     }
 
     fn u32_at(&self, at: usize) -> u32 {
@@ -359,13 +363,14 @@ impl Item {
     }
 
     pub fn key(&self) -> &[u8] {
-        let at = self.key_at();
-        &self.bytes()[at..at + usize::from(self.header()[KEY_LEN])]
+        // SAFETY: the key's bytes follow the header inside the block (written in `new`).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(self.key_at()), usize::from(self.header()[KEY_LEN])) }
     }
 
     pub fn value(&self) -> &[u8] {
         let at = self.key_at() + usize::from(self.header()[KEY_LEN]);
-        &self.bytes()[at..]
+        // SAFETY: the value's bytes follow the key and end the block (written in `new`).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(at), self.value_len()) }
     }
 
     pub fn cas(&self) -> u64 {
