@@ -859,3 +859,24 @@ fn a_deadline_given_later_is_kept_and_charged() {
     assert!(s.get(b"k").is_none(), "expired at its deadline");
     assert_eq!(s.bytes(), table, "refunded at the size it had");
 }
+
+/// A cache at its memory limit does not drain: a table there that fills (tombstones left
+/// by eviction) or shrinks is rebuilt at once, since holding two tables would cost items.
+#[test]
+fn at_the_limit_tables_are_rebuilt_at_once() {
+    let s = Store::new(Clock::starting_at(1_700_000_000), 2 << 20, 1 << 20);
+    let value = "v".repeat(100);
+    let keys = (0..).map(|n| format!("l{n}")).filter(|k| std::ptr::eq(s.locate(k.as_bytes()).1, &s.shards[0]));
+    let (mut drained, mut evicting_sets) = (false, 0);
+    for k in keys.take(30_000) {
+        set(&s, &k, &value, 0);
+        let sh = read(&s.shards[0]);
+        drained |= sh.old.is_some();
+        if s.stats.totals().evictions > 0 {
+            evicting_sets += 1;
+            assert!(sh.old.is_none(), "a drain at the limit, after {evicting_sets} sets there");
+        }
+    }
+    assert!(drained, "the table drained while the cache grew");
+    assert!(evicting_sets > 10_000 && s.len() > 10_000, "{evicting_sets} sets at the limit, {} items", s.len());
+}
