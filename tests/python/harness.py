@@ -42,6 +42,17 @@ def missing(what: str) -> None:
     pytest.skip(f"missing dependency: {what}", allow_module_level=True)
 
 
+def stop_checked(proc, what: Optional[str] = None) -> None:
+    """Stops `proc` (a Server, a Nutcracker: anything with alive(), log() and stop()), and
+    fails the test if it had died before; `what` names it in the failure (by default, a
+    server process by its pid)."""
+    alive, log = proc.alive(), proc.log()
+    proc.stop()
+    if not alive:
+        what = what or f"server process {proc.pid}"
+        pytest.fail(f"{what} died while in use; log:\n{log}", pytrace=False)
+
+
 def require_module(name: str):
     """Imports `name`; a missing module fails under CI and skips elsewhere."""
     import importlib

@@ -106,10 +106,7 @@ def proxy(cluster):
     try:
         yield nc
     finally:
-        alive, log = nc.alive(), nc.log()
-        nc.stop()
-        if not alive:
-            pytest.fail(f"nutcracker died during the module; log:\n{log}", pytrace=False)
+        harness.stop_checked(nc, "nutcracker")
 
 
 @pytest.fixture

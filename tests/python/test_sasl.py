@@ -43,10 +43,7 @@ def sasl_server(tmp_path_factory):
     try:
         yield srv
     finally:
-        alive, log = srv.alive(), srv.log()
-        srv.stop()
-        if not alive:
-            pytest.fail(f"server process {srv.pid} died during the module; log:\n{log}", pytrace=False)
+        harness.stop_checked(srv)
 
 
 def client(server, username=USER, password=PASSWORD):

@@ -119,13 +119,6 @@ def start_tls_server(pki: Pki, **options: object) -> harness.Server:
                                 tls=pki.context(pki.client))
 
 
-def stop_checked(srv: harness.Server) -> None:
-    alive, log = srv.alive(), srv.log()
-    srv.stop()
-    if not alive:
-        pytest.fail(f"server process {srv.pid} died during the test; log:\n{log}", pytrace=False)
-
-
 @pytest.fixture(scope="module")
 def pki():
     p = Pki()
@@ -140,7 +133,7 @@ def tls_server(pki):
     try:
         yield srv
     finally:
-        stop_checked(srv)
+        harness.stop_checked(srv)
 
 
 @pytest.fixture
@@ -362,7 +355,7 @@ def test_session_cache_lists_new_sessions(pki):
         assert "ssl_new_sessions" in srv.stats()
         assert srv.stats("settings")["ssl_session_cache"] == "yes"
     finally:
-        stop_checked(srv)
+        harness.stop_checked(srv)
 
 
 # ---------------------------------------------------------------- 2. Django
@@ -472,7 +465,7 @@ def test_verify_require(pki, mode):
         # stats settings shows OpenSSL's flags: PEER|FAIL_IF_NO_PEER_CERT (3), |CLIENT_ONCE (7).
         assert srv.stats("settings")["ssl_verify_mode"] == {2: "3", 3: "7"}[mode]
     finally:
-        stop_checked(srv)
+        harness.stop_checked(srv)
 
 
 def test_verify_request(pki):
@@ -488,7 +481,7 @@ def test_verify_request(pki):
         finally:
             c.close()
     finally:
-        stop_checked(srv)
+        harness.stop_checked(srv)
 
 
 def test_verify_none_ignores_client_certificates(pki):
@@ -497,7 +490,7 @@ def test_verify_none_ignores_client_certificates(pki):
         assert_served(attempt(srv.port, pki.context()))
         assert_served(attempt(srv.port, pki.context(pki.stranger)))
     finally:
-        stop_checked(srv)
+        harness.stop_checked(srv)
 
 
 # ---------------------------------------------------------------- 4. reload
@@ -554,7 +547,7 @@ def test_refresh_certs(fresh_pki):
             c.close()
             held.close()
     finally:
-        stop_checked(srv)
+        harness.stop_checked(srv)
 
 
 def test_refresh_certs_undecodable_certificate(fresh_pki):
@@ -569,7 +562,7 @@ def test_refresh_certs_undecodable_certificate(fresh_pki):
         prefix = f"Error loading the certificate chain: {pki.path('server.pem')} : ".encode()
         assert reply.startswith(prefix), reply
     finally:
-        stop_checked(srv)
+        harness.stop_checked(srv)
 
 
 def test_refresh_certs_without_tls(server):
@@ -611,7 +604,7 @@ def test_sighup_reloads_certificates(fresh_pki):
         finally:
             held.close()
     finally:
-        stop_checked(srv)
+        harness.stop_checked(srv)
 
 
 # ---------------------------------------------------------------- 5. openssl s_client
@@ -660,7 +653,7 @@ def test_notls_listener_beside_tls(pki):
         finally:
             c.close()
     finally:
-        stop_checked(srv)
+        harness.stop_checked(srv)
 
 
 # ---------------------------------------------------------------- 7. plain text to TLS
@@ -719,4 +712,4 @@ def test_plain_text_to_tls_port(pki):
         finally:
             c.close()
     finally:
-        stop_checked(srv)
+        harness.stop_checked(srv)
