@@ -673,6 +673,9 @@ impl Connection {
                 self.watcher = Some(w);
                 self.rbuf.clear();
                 self.unread = false;
+                // Shown as a watcher before its `OK` goes out, so that a client that has
+                // read the `OK` finds it so in `stats conns`.
+                self.show_state(Wait::Read);
                 return Some(Step::Done);
             }
             Flow::Resume(work) => {
