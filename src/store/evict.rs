@@ -5,36 +5,63 @@
 //! fewer) and evict one of them. Which one follows S3-FIFO (Yang et al., SOSP 2023) with
 //! the access byte for its queues: an item not read since it was written is on probation
 //! (S3-FIFO's small queue), a read one is in the main part. While probationary items hold
-//! more than a tenth of the cache, the sample's oldest probationary item goes (FIFO order:
-//! its epoch is its write's); otherwise its least recently used read item. So a sweep of
-//! one-time keys, or a flood of them, cycles through a tenth of the cache and leaves the
-//! read items alone, while an item read once is kept as LRU would. A key evicted from
-//! probation leaves a 16-bit fingerprint in its shard's ghost list (one entry per two
-//! buckets, direct-mapped, charged with the table); written again while it is there, it
-//! skips probation (`bit::ADMITTED`), as S3-FIFO's ghost queue sends it to the main queue.
-//! The share on probation is estimated from the samples themselves, so nothing is
-//! counted per request; a read still only sets the access byte. Shards are visited in
-//! turn, one lock at a time, a bounded number of buckets per visit: no request does
-//! unbounded work, and a hit never pays for eviction (it sets the access byte, as before).
+//! more than the probation target's share of the cache, the sample's oldest probationary
+//! item goes (FIFO order: its epoch is its write's); otherwise its least recently used
+//! read item, unless that one was read again since eviction last passed it, which earns
+//! it a second chance (CLOCK's reference bit, `access::AGAIN`, standing in for S3-FIFO's
+//! frequency counter). So a sweep of one-time keys cycles through probation and leaves
+//! the read items alone, while an item read once is kept as LRU would.
+//!
+//! An evicted key leaves a 16-bit fingerprint in its shard's ghost list (one entry per two
+//! buckets, direct-mapped, charged with the table), tagged with the part it left. Written
+//! again while it is there, it skips probation (`bit::ADMITTED`), as S3-FIFO's ghost
+//! queue sends it to the main queue, and its tag moves the probation target as ARC moves
+//! its split (Megiddo and Modha, FAST 2003): a key back from probation says probation was
+//! too short, one back from the main part that the main part was too small, each weighed
+//! by the other tag's count over its own. A fixed tenth, S3-FIFO's, loses to LRU where
+//! popularity shifts abruptly (new keys need a longer probation) and the adaptation wins
+//! that back.
+//!
+//! The share on probation is estimated from the samples themselves, so nothing is counted
+//! per request; a read still only sets the access byte. Shards are visited in turn, one
+//! lock at a time, a bounded number of buckets per visit: no request does unbounded work,
+//! and a hit never pays for eviction.
 
 use std::hash::BuildHasher;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::item::{access, bit};
+use super::item::access;
+use super::shard::probationary;
 use super::walk::DUMP_QUIET;
-use super::{BUCKET_BYTES, Room, SHARDS, Shard, Store, write};
+use super::{BUCKET_BYTES, Room, SHARDS, Shard, Side, Store, write};
 use crate::clock::RelTime;
 use crate::watch;
 
 /// Buckets one visit to a shard looks at, at most.
 const BUCKETS_PER_VISIT: usize = 32;
 
-/// Items one visit compares at least (Redis samples 5; more is closer to true LRU).
+/// Items one visit compares at least (Redis samples 5; more is closer to true LRU and
+/// FIFO, but each is a header read, a cache miss in a large cache: 16 gained about a
+/// tenth of a point of hit ratio in `scripts/evictbench` for 50% more CPU per evicting
+/// set in `cargo bench --bench store`).
 const SAMPLE: usize = 8;
 
-/// The share of items (in 1/65536ths) on probation above which probationary items are
-/// evicted first: S3-FIFO's small queue, a tenth of the cache.
-const PROBATION_SHARE: u32 = 65536 / 10;
+/// The probation target a store starts with, in 1/65536ths of its items (a fifth).
+pub(super) const INITIAL_TARGET: u32 = 65536 / 5;
+
+/// The probation target's bounds, in 1/65536ths: a hundredth to a half. ARC lets its
+/// split go anywhere; here a sweep whose keys come back after longer than probation but
+/// while the ghost still holds them (a table swept again and again) would push the target
+/// up to where the main part loses the items being read (at `-m 32` in
+/// `scripts/evictbench`'s scan: 52.6% of requests hit with nine tenths, 55.5% with a
+/// half, where LRU has 53.9%).
+const TARGET_MIN: f64 = 65536.0 / 100.0;
+const TARGET_MAX: f64 = 65536.0 / 2.0;
+
+/// How far one ghost hit moves the probation target, as a factor of it (before ARC's
+/// weighting by the two tags' counts). A larger step overshoots: a sweep then pushes the
+/// target past the room the read items need, and main evicts them.
+const TARGET_STEP: f64 = 0.002;
 
 /// The estimate of the probationary share moves 1/PROBATION_SMOOTHING of the way to each
 /// sample's share (an average over the last few hundred items sampled).
@@ -130,12 +157,13 @@ impl Store {
     /// buckets, reclaiming dead items on the way, and returns the eviction candidate of
     /// up to [`SAMPLE`] live items (none with `-M`) with its score, and how many it
     /// compared. Adds the buckets seen to `looked`. The candidate is the oldest item of the
-    /// class evicted first (probationary while they hold more than [`PROBATION_SHARE`],
-    /// else read ones), or the oldest of the other class when the sample has none.
+    /// class evicted first (probationary while they hold more than the probation target,
+    /// else read ones, passing over those read again once), or the oldest of the other
+    /// class when the sample has none.
     fn sample(&self, s: &mut Shard, now: RelTime, looked: &mut usize) -> (Option<(u8, usize)>, usize) {
         let buckets = s.buckets();
         let epoch = self.epoch();
-        let probation_first = self.probation.load(Relaxed) > PROBATION_SHARE;
+        let probation_first = self.probation.load(Relaxed) > self.probation_target.load(Relaxed);
         let mut victim: Option<(u8, usize)> = None;
         let mut sampled = 0;
         let mut on_probation = 0;
@@ -152,10 +180,16 @@ impl Store {
                 continue; // -M: only expired items give way
             }
             let a = s.access(i);
-            let probation = a & access::FETCHED == 0 && it.bits() & bit::ADMITTED == 0;
+            let probation = probationary(a, it.bits());
             on_probation += u32::from(probation);
             let age = epoch.wrapping_sub(a & access::EPOCH) & access::EPOCH;
-            let score = age | if probation == probation_first { FIRST } else { 0 };
+            let mut score = age | if probation == probation_first { FIRST } else { 0 };
+            if !probation_first && a & access::AGAIN != 0 {
+                // CLOCK's second chance: a read item read again since eviction last
+                // passed it is used now, as far as eviction is concerned, and is kept.
+                s.set_access(i, (a & !(access::AGAIN | access::EPOCH)) | epoch);
+                score = 0;
+            }
             if victim.is_none_or(|(best, _)| score > best) {
                 victim = Some((score, i));
             }
@@ -178,12 +212,13 @@ impl Store {
     }
 
     fn evict(&self, s: &mut Shard, i: usize, now: RelTime) {
-        let probation = self.on_probation(s, i);
+        let side = if self.on_probation(s, i) { Side::Probation } else { Side::Main };
         let it = self.remove(s, i, now);
-        if probation {
-            // Remembered, so that the key, written again soon, skips probation.
-            s.ghost_put(self.hasher.hash_one(it.key()));
-        }
+        // Remembered, so that the key, written again soon, skips probation, and its
+        // side's share moves.
+        let held = s.ghost_held;
+        s.ghost_put(self.hasher.hash_one(it.key()), side);
+        self.ghost_changed(held, s);
         self.stats.local().evictions.fetch_add(1, Relaxed);
         let fetched = it.access() & access::FETCHED != 0;
         if !fetched {
@@ -200,6 +235,36 @@ impl Store {
                 clsid: crate::memcached::slab_class(size, self.max_item_size),
                 size: value.len(),
             });
+        }
+    }
+
+    /// Whether an item about to be written under `hash` goes past probation: its key was
+    /// evicted lately. The ghost hit moves the probation target.
+    pub(super) fn admits(&self, s: &mut Shard, hash: u64) -> bool {
+        let held = s.ghost_held;
+        let side = s.ghost_take(hash);
+        self.ghost_changed(held, s);
+        let Some(side) = side else { return false };
+        // ARC's rule: a key back from probation's ghost says probation is too short, one
+        // back from main's that main is too small; each hit weighs as the other list's
+        // size over its own, at least 1.
+        let [p, m] = [0, 1].map(|t| self.ghost_held[t].load(Relaxed).max(1) as f64);
+        let target = f64::from(self.probation_target.load(Relaxed));
+        let target = match side {
+            Side::Probation => target * (1.0 + TARGET_STEP * (m / p).max(1.0)),
+            Side::Main => target / (1.0 + TARGET_STEP * (p / m).max(1.0)),
+        };
+        self.probation_target.store(target.clamp(TARGET_MIN, TARGET_MAX) as u32, Relaxed);
+        true
+    }
+
+    /// Adds a shard's change in ghost entries since `before` to the store's counts.
+    fn ghost_changed(&self, before: [u32; 2], s: &Shard) {
+        for (t, held) in self.ghost_held.iter().enumerate() {
+            let delta = i64::from(s.ghost_held[t]) - i64::from(before[t]);
+            if delta != 0 {
+                held.fetch_add(delta, Relaxed);
+            }
         }
     }
 

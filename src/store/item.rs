@@ -80,18 +80,22 @@ pub mod bit {
     pub const TOKEN_SENT: u8 = 8;
     /// Stored under a base64 (`b`) key, so meta replies give the key back in base64.
     pub const KEY_BINARY: u8 = 16;
-    /// Admitted past probation when written, its key having been evicted from probation
-    /// lately (the shard's ghost list; see `evict.rs`). Not observable.
+    /// Admitted past probation when written, its key having been evicted lately (the
+    /// shard's ghost list; see `evict.rs`). Not observable.
     pub const ADMITTED: u8 = 32;
 }
 
 /// The access byte: whether a client has read the item (`ITEM_FETCHED`; `mg h`, `me
-/// fetch=`) and the store's epoch when it was last used (for eviction order).
+/// fetch=`), whether it was read again since eviction last passed it over, and the
+/// store's epoch when it was last used (for eviction order).
 pub mod access {
     /// Read by a client since written.
     pub const FETCHED: u8 = 0x80;
-    /// The epoch bits; epochs wrap at 128.
-    pub const EPOCH: u8 = 0x7f;
+    /// Read again after its first read, since eviction last gave it a second chance
+    /// (CLOCK's reference bit, for the main part).
+    pub const AGAIN: u8 = 0x40;
+    /// The epoch bits; epochs wrap at 64.
+    pub const EPOCH: u8 = 0x3f;
 }
 
 /// A stored item: an owning pointer to its block.

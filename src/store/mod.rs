@@ -22,7 +22,7 @@ mod slab;
 mod tests;
 mod walk;
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
 use hashbrown::DefaultHashBuilder;
@@ -39,7 +39,7 @@ use crate::memcached::number::parse_u64;
 use crate::memcached::{StoreMode, TtlFlags, item_too_large};
 use crate::watch::Log;
 use item::{Fields, access, bit};
-use shard::{PREFETCH_BATCH, Room, Shard, read, write};
+use shard::{PREFETCH_BATCH, Room, Shard, Side, read, write};
 use slab::Slab;
 
 /// Shards: enough that threads rarely meet on one lock, few enough that each table stays
@@ -47,7 +47,7 @@ use slab::Slab;
 const SHARDS: usize = 64;
 
 /// Memory a table bucket costs: the item's pointer, hashbrown's control byte, the access
-/// byte and half a ghost entry (a 16-bit fingerprint per two buckets, see `evict.rs`).
+/// byte and a ghost entry (a 16-bit tagged fingerprint, see `evict.rs`).
 const BUCKET_BYTES: usize = std::mem::size_of::<Item>() + 2 + 1;
 
 /// What `delete` and `md` ask beyond the key.
@@ -223,6 +223,11 @@ pub struct Store {
     /// Eviction's estimate of the share of items never read since written (the
     /// probationary items), in 1/65536ths, from its own samples (see `evict.rs`).
     probation: AtomicU32,
+    /// The share of items probation may hold before its items go first, in 1/65536ths,
+    /// moved by ghost hits (see `evict.rs`).
+    probation_target: AtomicU32,
+    /// Ghost entries held across the shards with each tag (`Shard::ghost_held`'s sums).
+    ghost_held: [AtomicI64; 2],
     /// When a metadump last took a step (`clock.now() + 1`; 0: never). Tables are not
     /// compacted for a while after, so a dump is seldom sent back to a shard's start.
     dumped_at: AtomicU32,
@@ -255,6 +260,8 @@ impl Store {
             since_epoch: AtomicUsize::new(0),
             // An empty cache fills with items nobody has read yet.
             probation: AtomicU32::new(65536),
+            probation_target: AtomicU32::new(evict::INITIAL_TARGET),
+            ghost_held: Default::default(),
             dumped_at: AtomicU32::new(0),
             stats: StoreStats::default(),
             log: Arc::default(),

@@ -33,6 +33,20 @@ pub(super) enum Dead {
     Expired,
 }
 
+/// Whether an item with access byte `a` and header bits `bits` is on probation
+/// (eviction's small queue): neither read since written nor admitted past it.
+pub(super) fn probationary(a: u8, bits: u8) -> bool {
+    a & access::FETCHED == 0 && bits & item::bit::ADMITTED == 0
+}
+
+/// The two parts of the cache eviction keeps apart (see `evict.rs`): items on probation
+/// (written, not read since, not admitted) and the main part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Side {
+    Probation = 0,
+    Main = 1,
+}
+
 /// What eviction achieved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Room {
@@ -51,6 +65,12 @@ pub(super) const IN_PLACE_BUCKETS: usize = 1024;
 /// asks for it ([`Shard::drain_step_for`]).
 const DRAIN_STEP: usize = 4;
 
+/// Epochs a cache's worth of writes takes: the access byte's 64 epochs wrap after four
+/// turnovers, so a read item idle that long looks new again (a main part that keeps its
+/// items through sweeps holds some that long). Finer epochs order probation more exactly
+/// but wrap sooner; 16 did best of 8 to 64 in `scripts/evictbench`.
+const EPOCHS_PER_TURNOVER: usize = (access::EPOCH as usize + 1) / 4;
+
 /// How many buckets ahead of the one it moves a drain starts loading an item.
 const DRAIN_AHEAD: usize = 8;
 
@@ -64,10 +84,14 @@ pub(super) struct Shard {
     pub(super) side: Box<[AtomicU8]>,
     /// The table being drained into `table`, while one is.
     pub(super) old: Option<Box<Drain>>,
-    /// Fingerprints of keys lately evicted from probation (S3-FIFO's ghost queue), one
-    /// per two buckets (about one per item), direct-mapped: a key written again while its
-    /// fingerprint is here skips probation. Emptied when the table changes size.
+    /// Fingerprints of keys lately evicted, each tagged with the part it was evicted from
+    /// ([`Side`]): S3-FIFO's ghost queue with ARC's two ghost lists in one. One entry per
+    /// two buckets (about half an entry per item), direct-mapped: a key written again
+    /// while its fingerprint is here skips probation, and its tag moves the probation
+    /// target (see `evict.rs`). Emptied when the table changes size.
     pub(super) ghost: Vec<u16>,
+    /// Entries in `ghost` with each tag, indexed by [`Side`].
+    pub(super) ghost_held: [u32; 2],
     /// Eviction's hand: the next bucket it samples.
     pub(super) hand: usize,
     /// Where background expiry carries on.
@@ -230,31 +254,41 @@ impl Shard {
         }
     }
 
-    /// Where `hash` would sit in the ghost list, and its fingerprint there (never 0, the
-    /// empty entry). Bits the table (low), the shard (40..46) and the tag (top 7) use are
+    /// Where `hash` would sit in the ghost list, and its entry there with tag 0 (never 0,
+    /// the empty entry): the top bit set, a 14-bit fingerprint, the tag in the low bit.
+    /// Bits the table (low), the shard (40..46) and hashbrown's tag (top 7) use are
     /// avoided for the position.
     fn ghost_entry(&mut self, hash: u64) -> (usize, u16) {
         let len = (self.table.num_buckets() / 2).max(1);
         if self.ghost.len() != len {
             self.ghost = vec![0; len]; // zeroed memory, as `zeroed`
+            self.ghost_held = [0; 2];
         }
-        (((hash >> 12) as usize) & (len - 1), ((hash >> 46) as u16) | 1)
+        (((hash >> 12) as usize) & (len - 1), 0x8000 | ((hash >> 45) as u16 & 0x7ffe))
     }
 
-    /// Remembers a key evicted from probation.
-    pub(super) fn ghost_put(&mut self, hash: u64) {
-        let (at, fp) = self.ghost_entry(hash);
-        self.ghost[at] = fp;
+    /// Remembers a key evicted from `side`.
+    pub(super) fn ghost_put(&mut self, hash: u64, side: Side) {
+        let (at, entry) = self.ghost_entry(hash);
+        let was = self.ghost[at];
+        if was != 0 {
+            self.ghost_held[usize::from(was & 1)] -= 1;
+        }
+        self.ghost[at] = entry | side as u16;
+        self.ghost_held[side as usize] += 1;
     }
 
-    /// Whether a key being written was evicted from probation lately (and forgets it).
-    pub(super) fn ghost_take(&mut self, hash: u64) -> bool {
-        let (at, fp) = self.ghost_entry(hash);
-        let found = self.ghost[at] == fp;
-        if found {
-            self.ghost[at] = 0;
+    /// Whether a key being written was evicted lately, and from which side (and forgets
+    /// it).
+    pub(super) fn ghost_take(&mut self, hash: u64) -> Option<Side> {
+        let (at, entry) = self.ghost_entry(hash);
+        let was = self.ghost[at];
+        if was & !1 != entry {
+            return None;
         }
-        found
+        self.ghost[at] = 0;
+        self.ghost_held[usize::from(was & 1)] -= 1;
+        Some(if was & 1 == 0 { Side::Probation } else { Side::Main })
     }
 
     pub(super) fn fetched(&self, i: usize) -> bool {
@@ -262,13 +296,16 @@ impl Shard {
     }
 
     /// Marks a client's read in `epoch`, without a write lock: one load, and a store only
-    /// when something changes.
+    /// when something changes. A read of a read item marks it read again.
     pub(super) fn mark_read(&self, i: usize, epoch: u8) {
-        let want = access::FETCHED | epoch;
-        if let Some(s) = self.side_at(i)
-            && s.load(Relaxed) != want
-        {
-            s.store(want, Relaxed);
+        if let Some(s) = self.side_at(i) {
+            let had = s.load(Relaxed);
+            let main = had & access::FETCHED != 0 || self.item(i).bits() & item::bit::ADMITTED != 0;
+            let again = if main { access::AGAIN } else { 0 };
+            let want = access::FETCHED | again | epoch;
+            if had != want {
+                s.store(want, Relaxed);
+            }
         }
     }
 
@@ -555,7 +592,7 @@ impl Store {
     pub(super) fn insert(&self, shard: &mut Shard, hash: u64, it: Item) -> usize {
         let mut it = it;
         self.note_deadline(it.exptime());
-        if self.evictions && shard.table.num_buckets() > 0 && shard.ghost_take(hash) {
+        if self.evictions && shard.table.num_buckets() > 0 && self.admits(shard, hash) {
             it.set_bits(it.bits() | item::bit::ADMITTED);
         }
         if shard.full() {
@@ -566,8 +603,9 @@ impl Store {
         self.stats.local().curr_items.fetch_add(1, Relaxed);
         self.stats.local().total_items.fetch_add(1, Relaxed);
         // Bytes, not items: a cache of small items and one of large items both turn
-        // over in 64 epochs, and a large item written now is as new as a small one.
-        let epoch_bytes = (self.used.load(Relaxed) / 64).max(64 << 10);
+        // over in the same number of epochs, and a large item written now is as new as a
+        // small one.
+        let epoch_bytes = (self.used.load(Relaxed) / EPOCHS_PER_TURNOVER).max(64 << 10);
         if self.since_epoch.fetch_add(charge, Relaxed) + charge >= epoch_bytes {
             self.since_epoch.store(0, Relaxed);
             self.epoch.store(self.epoch().wrapping_add(1) & access::EPOCH, Relaxed);
@@ -674,7 +712,7 @@ impl Store {
     /// Whether bucket `i`'s item is on probation (eviction's small queue): neither read
     /// since written nor admitted past it by the ghost list.
     pub(super) fn on_probation(&self, shard: &Shard, i: usize) -> bool {
-        shard.access(i) & access::FETCHED == 0 && shard.item(i).bits() & item::bit::ADMITTED == 0
+        probationary(shard.access(i), shard.item(i).bits())
     }
 
     /// Looks `key` up under a write lock, reaping a dead item; `Some(bucket)` if live.

@@ -1,6 +1,6 @@
 //! The store's unit tests: verbs against an injected clock, eviction, expiry, the walk.
 
-use super::shard::read;
+use super::shard::{Side, read};
 use super::*;
 use crate::clock::Clock;
 
@@ -253,7 +253,7 @@ fn full_store(n: usize, v: &str) -> Store {
 
 /// The scan workload in small: a hot set read between sequential sweeps over more
 /// keys than the cache holds. LRU (and the sampled LRU before S3-FIFO's classes) loses the
-/// whole hot set to each sweep; probation cycles the sweep through a tenth of the cache.
+/// whole hot set to each sweep; probation cycles the sweep through its share of the cache.
 #[test]
 fn sweeps_larger_than_the_cache_leave_the_read_items() {
     let v = "v".repeat(100);
@@ -338,16 +338,90 @@ fn a_key_back_soon_after_its_eviction_skips_probation() {
 }
 
 #[test]
-fn ghost_entries_are_remembered_once() {
+fn ghost_entries_are_remembered_once_with_their_side() {
     let s = store();
     set(&s, "k", "v", 0);
     let (hash, lock) = s.locate(b"k");
     let mut sh = write(lock);
-    assert!(!sh.ghost_take(hash));
-    sh.ghost_put(hash);
-    assert!(!sh.ghost_take(hash ^ (1 << 50)), "another fingerprint at the same place");
-    assert!(sh.ghost_take(hash));
-    assert!(!sh.ghost_take(hash), "taken once");
+    assert_eq!(sh.ghost_take(hash), None);
+    sh.ghost_put(hash, Side::Main);
+    assert_eq!(sh.ghost_held, [0, 1]);
+    assert_eq!(sh.ghost_take(hash ^ (1 << 50)), None, "another fingerprint at the same place");
+    assert_eq!(sh.ghost_take(hash), Some(Side::Main));
+    assert_eq!(sh.ghost_take(hash), None, "taken once");
+    assert_eq!(sh.ghost_held, [0, 0]);
+    // A key evicted again replaces its place's entry, whatever it held.
+    sh.ghost_put(hash, Side::Main);
+    sh.ghost_put(hash, Side::Probation);
+    assert_eq!(sh.ghost_held, [1, 0]);
+    assert_eq!(sh.ghost_take(hash), Some(Side::Probation));
+}
+
+/// ARC's adaptation: a key back from probation's ghost lengthens probation, one back from
+/// main's shortens it, and the store's ghost counts follow its shards'.
+#[test]
+fn ghost_hits_move_the_probation_target() {
+    let v = "v".repeat(100);
+    let s = full_store(10_000, &v);
+    let target = || s.probation_target.load(Relaxed);
+    let held_total = || s.ghost_held.iter().map(|h| h.load(Relaxed)).sum::<i64>();
+    assert_eq!(target(), evict::INITIAL_TARGET);
+    // Unread keys flood through: probation's evictions fill the ghost.
+    for i in 0..5_000 {
+        assert_eq!(set(&s, &format!("flood{i:05}"), &v, 0), StoreOutcome::Stored);
+    }
+    let shards_held = |t: usize| s.shards.iter().map(|sh| i64::from(read(sh).ghost_held[t])).sum::<i64>();
+    assert_eq!(s.ghost_held[0].load(Relaxed), shards_held(0));
+    assert!(held_total() > 1000, "{}", held_total());
+    let evicted: Vec<String> = (0..10_000).map(|i| format!("k{i:05}")).filter(|k| held(&s, k).is_none()).collect();
+    assert!(evicted.len() > 1000);
+    let before = target();
+    for k in evicted.iter().take(200) {
+        assert_eq!(set(&s, k, &v, 0), StoreOutcome::Stored);
+    }
+    let raised = target();
+    assert!(raised > before, "probation ghost hits raised the target: {before} -> {raised}");
+    // Read items only from now on: main evicts, and its keys come back.
+    let main: Vec<String> = (0..3_000).map(|i| format!("main{i:05}")).collect();
+    for round in 0..4 {
+        for k in &main {
+            if s.get(k.as_bytes()).is_none() {
+                assert_eq!(set(&s, k, &v, 0), StoreOutcome::Stored);
+            }
+        }
+        for i in 0..3_000 {
+            let k = format!("read{round}-{i:05}");
+            assert_eq!(set(&s, &k, &v, 0), StoreOutcome::Stored);
+            assert!(s.get(k.as_bytes()).is_some());
+        }
+    }
+    assert!(s.ghost_held[1].load(Relaxed) > 0, "main's evictions are in the ghost");
+    assert_eq!(s.ghost_held[1].load(Relaxed), shards_held(1));
+    assert!(target() < raised, "main ghost hits lowered the target: {raised} -> {}", target());
+}
+
+/// CLOCK's second chance in the main part: of items last used together, the ones read
+/// again outlast the ones read once.
+#[test]
+fn items_read_again_outlast_items_read_once() {
+    let v = "v".repeat(100);
+    let s = full_store(10_000, &v);
+    for i in 0..10_000 {
+        let k = format!("k{i:05}");
+        assert!(s.get(k.as_bytes()).is_some());
+        if i % 2 == 0 {
+            assert!(s.get(k.as_bytes()).is_some());
+        }
+    }
+    // Keys written and read at once: everything is in the main part, which evicts.
+    for i in 0..4_000 {
+        let k = format!("new{i:05}");
+        assert_eq!(set(&s, &k, &v, 0), StoreOutcome::Stored);
+        assert!(s.get(k.as_bytes()).is_some());
+    }
+    let kept = |parity| (0..10_000).filter(|i| i % 2 == parity && held(&s, &format!("k{i:05}")).is_some()).count();
+    let (twice, once) = (kept(0), kept(1));
+    assert!(twice * 2 > once * 3, "read twice kept {twice}, read once kept {once}");
 }
 
 #[test]
