@@ -47,7 +47,8 @@ use slab::Slab;
 const SHARDS: usize = 64;
 
 /// Memory a table bucket costs: the item's pointer, hashbrown's control byte, the access
-/// byte and a ghost entry (a 16-bit tagged fingerprint, see `evict.rs`).
+/// byte and half a ghost entry (a 16-bit tagged fingerprint per two buckets, see
+/// `evict.rs`).
 const BUCKET_BYTES: usize = std::mem::size_of::<Item>() + 2 + 1;
 
 /// What `delete` and `md` ask beyond the key.
