@@ -239,6 +239,60 @@ def lru_hits(seq, capacity):
     return hits
 
 
+def s3fifo_hits(seq, capacity, first_fill=True, small=0.1, ghost=0.9, promote=2):
+    """S3-FIFO (Yang et al., SOSP 2023) as libCacheSim 0.3's `S3FIFO` runs it, get then set
+    on a miss: the hit count. A small FIFO (`small` of the capacity) takes new keys; one
+    read `promote` times there moves to the main FIFO when it reaches the small queue's
+    end, else it is evicted into a ghost FIFO of keys (`ghost` of the capacity). A key in
+    the ghost goes straight to main. Main is CLOCK with a 2-bit counter. With
+    `first_fill`, until the first eviction new keys go to main once the small queue is
+    full, as libCacheSim does; without it, S3-FIFO as the paper describes it."""
+    smallq = collections.OrderedDict()  # key -> reads while in it
+    mainq = collections.OrderedDict()  # key -> 2-bit frequency
+    ghostq = collections.OrderedDict()
+    s_cap = int(capacity * small)
+    m_cap = capacity - s_cap
+    g_cap = int(capacity * ghost)
+    evicted = False
+    hits = 0
+    for k in seq:
+        if k in smallq:
+            smallq[k] += 1
+            hits += 1
+            continue
+        back = k in ghostq
+        if back:
+            del ghostq[k]
+        if k in mainq:
+            mainq[k] += 1
+            hits += 1
+            continue
+        while len(smallq) + len(mainq) >= capacity:
+            evicted = True
+            if len(mainq) > m_cap or not smallq:
+                while True:
+                    old, f = mainq.popitem(last=False)
+                    if f < 1:
+                        break
+                    mainq[old] = min(f, 3) - 1
+            else:
+                while smallq:
+                    old, f = smallq.popitem(last=False)
+                    if f >= promote:
+                        mainq[old] = 0
+                        continue
+                    if old not in ghostq:
+                        ghostq[old] = None
+                        if len(ghostq) > g_cap:
+                            ghostq.popitem(last=False)
+                    break
+        if back or (first_fill and not evicted and len(smallq) >= s_cap):
+            mainq[k] = 0
+        else:
+            smallq[k] = 0
+    return hits
+
+
 POLICIES = ("LRU", "S3FIFO", "Sieve", "ARC")
 
 
