@@ -331,8 +331,7 @@ impl Item {
 
     /// Where the client flags (if any) are: past the exptime, if any.
     fn flags_at(&self) -> usize {
-        let b = self.header()[BITS];
-        VALUE_LEN + 2 + 2 * usize::from(b & LONG_VALUE) + FIELD_LEN * usize::from(b & HAS_EXPTIME != 0)
+        self.exptime_at() + FIELD_LEN * usize::from(self.header()[BITS] & HAS_EXPTIME != 0)
     }
 
     fn len(&self) -> usize {
@@ -355,11 +354,7 @@ impl Item {
     /// Where the key starts: past the optional fields the layout bits say are there
     /// (arithmetic on the bits, no branch: every key and value access comes here).
     fn key_at(&self) -> usize {
-        let b = self.header()[BITS];
-        VALUE_LEN
-            + 2
-            + 2 * usize::from(b & LONG_VALUE)
-            + FIELD_LEN * (usize::from(b & HAS_EXPTIME != 0) + usize::from(b & HAS_FLAGS != 0))
+        self.flags_at() + FIELD_LEN * usize::from(self.header()[BITS] & HAS_FLAGS != 0)
     }
 
     fn u32_at(&self, at: usize) -> u32 {
