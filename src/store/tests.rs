@@ -392,7 +392,8 @@ fn ghost_hits_move_the_probation_target() {
         for i in 0..3_000 {
             let k = format!("read{round}-{i:05}");
             assert_eq!(set(&s, &k, &v, 0), StoreOutcome::Stored);
-            assert!(s.get(k.as_bytes()).is_some());
+            // Read at once (now and then a sample evicts the newest item first).
+            s.get(k.as_bytes());
         }
     }
     assert!(s.ghost_held[1].load(Relaxed) > 0, "main's evictions are in the ghost");
@@ -417,7 +418,7 @@ fn items_read_again_outlast_items_read_once() {
     for i in 0..4_000 {
         let k = format!("new{i:05}");
         assert_eq!(set(&s, &k, &v, 0), StoreOutcome::Stored);
-        assert!(s.get(k.as_bytes()).is_some());
+        s.get(k.as_bytes());
     }
     let kept = |parity| (0..10_000).filter(|i| i % 2 == parity && held(&s, &format!("k{i:05}")).is_some()).count();
     let (twice, once) = (kept(0), kept(1));
